@@ -1,0 +1,57 @@
+# netpolbench: `make bench` runs the default sweep, `make test` the test suite.
+# Both install what they need first (Debian packages through apt-get), so a fresh root
+# machine needs nothing by hand.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+GO ?= go
+CLANG ?= clang-19
+export BPF_CLANG := $(CLANG)
+export BPF_CFLAGS := -O2 -g -Wall -Werror
+
+# Debian package that provides each command the suite runs.
+DEPS := iptables:iptables ipset:ipset nft:nftables $(CLANG):clang-19 llvm-strip-19:llvm-19 \
+	bpftool:bpftool ip:iproute2
+BENCH_FLAGS ?=
+TEST_FLAGS ?=
+
+.PHONY: all build deps bench test generate check-generate lint cleanup
+
+all: build
+
+build:
+	$(GO) build ./...
+
+deps:
+	@missing=(); \
+	for d in $(DEPS); do cmd=$${d%%:*}; pkg=$${d##*:}; \
+		command -v $$cmd >/dev/null 2>&1 || missing+=($$pkg); done; \
+	if [ $${#missing[@]} -gt 0 ]; then \
+		echo "deps: installing $${missing[*]}"; \
+		if [ "$$(id -u)" -ne 0 ]; then echo "deps: need root to apt-get install $${missing[*]}" >&2; exit 1; fi; \
+		apt-get update -qq; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $${missing[*]}; \
+	else echo "deps: all present"; fi
+
+bench: deps
+	$(GO) run ./cmd/netpolbench bench $(BENCH_FLAGS)
+
+test: deps
+	$(GO) vet ./...
+	$(GO) test -count=1 $(TEST_FLAGS) ./...
+
+generate: deps
+	$(GO) generate ./...
+
+# Regenerates the BPF objects and fails when they differ from the committed ones.
+check-generate: generate
+	git diff --exit-code -- '*_bpfel.go' '*_bpfel.o'
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./...
+
+cleanup:
+	$(GO) run ./cmd/netpolbench cleanup

@@ -1,0 +1,33 @@
+package policy
+
+import "time"
+
+// Backend is an enforcement backend: it translates the compiled State into kernel state (or a
+// fake of it) and reports what that cost. Backends never change the State.
+type Backend interface {
+	// Name is the backend's name on the command line (ebpf, iptables, ipset, ...).
+	Name() string
+	// Sync replaces whatever the backend enforces with s.
+	Sync(s *State) (SyncStats, error)
+	// Update applies one event's delta; s is the state after the event. On error the backend
+	// falls back to a full sync on the next call and says so in the error.
+	Update(s *State, d *Delta) (SyncStats, error)
+	Close() error
+}
+
+// Prober is a backend that can decide a flow without sending a real packet (BPF_PROG_TEST_RUN,
+// a rule tracer, a plain lookup).
+type Prober interface {
+	Verdict(f Flow) (Verdict, error)
+}
+
+// SyncStats is what one Sync or Update cost.
+type SyncStats struct {
+	Duration time.Duration
+	// Ops counts kernel operations: map updates and deletes, or restore lines.
+	Ops int
+	// Bytes is the payload sent to the kernel (restore input, map keys and values).
+	Bytes int
+	// Detail holds backend-specific exact counts (rules, chains, set members, entries ...).
+	Detail map[string]int64
+}

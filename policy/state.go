@@ -1,0 +1,193 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// Identity is a Cilium-style numeric security identity.
+type Identity uint32
+
+const (
+	// IdentityAny is the wildcard peer in an Entry: every source or destination, inside the
+	// cluster or not. It is never allocated to anything.
+	IdentityAny Identity = 0
+	// IdentityHost is the node itself (reserved, as in Cilium).
+	IdentityHost Identity = 1
+	// IdentityWorld is every address outside the cluster that no ipBlock prefix covers.
+	IdentityWorld Identity = 2
+	// IdentityClusterMin is the first identity allocated to a pod label set.
+	IdentityClusterMin Identity = 256
+	// IdentityClusterMax is the last cluster identity (Cilium's 16-bit cluster-local range).
+	IdentityClusterMax Identity = 65535
+	// IdentityLocalScope marks node-local CIDR identities (Cilium's 1<<24 scope bit).
+	IdentityLocalScope Identity = 1 << 24
+)
+
+// IsCIDR reports whether id is a CIDR identity.
+func (id Identity) IsCIDR() bool { return id&IdentityLocalScope != 0 }
+
+func (id Identity) String() string {
+	switch id {
+	case IdentityAny:
+		return "any"
+	case IdentityHost:
+		return "host"
+	case IdentityWorld:
+		return "world"
+	}
+	return fmt.Sprintf("%d", uint32(id))
+}
+
+// Direction is the direction of enforcement at an endpoint.
+type Direction uint8
+
+const (
+	Ingress Direction = 0
+	Egress  Direction = 1
+)
+
+func (d Direction) String() string {
+	if d == Egress {
+		return "egress"
+	}
+	return "ingress"
+}
+
+// Entry is one allow entry of a RuleSet.
+//
+// Peer is the remote identity (a pod identity, a CIDR identity, or IdentityAny). Proto is
+// ProtoAny for rules without ports (then Port and EndPort are 0). Port 0 means every port of
+// Proto. Otherwise the entry allows ports Port..EndPort inclusive (EndPort == Port for a single
+// port). NamedPort is set only on egress entries: the port is the destination pod's container
+// port of that name and Proto; it never matches a destination outside the cluster, and Port and
+// EndPort are 0.
+type Entry struct {
+	Peer      Identity
+	Proto     Protocol
+	Port      uint16
+	EndPort   uint16
+	NamedPort string
+}
+
+func (e Entry) String() string {
+	s := fmt.Sprintf("peer=%s proto=%s", e.Peer, e.Proto)
+	switch {
+	case e.NamedPort != "":
+		s += " port=" + e.NamedPort
+	case e.Port == 0:
+	case e.EndPort == e.Port:
+		s += fmt.Sprintf(" port=%d", e.Port)
+	default:
+		s += fmt.Sprintf(" port=%d-%d", e.Port, e.EndPort)
+	}
+	return s
+}
+
+// MatchesL4 reports whether the entry's protocol and numeric port allow (proto, port).
+// Named-port entries are resolved by the caller.
+func (e Entry) MatchesL4(proto Protocol, port uint16) bool {
+	if e.Proto == ProtoAny {
+		return true
+	}
+	if e.Proto != proto || e.NamedPort != "" {
+		return false
+	}
+	if e.Port == 0 {
+		return true
+	}
+	return port >= e.Port && port <= e.EndPort
+}
+
+// RuleSetID names a RuleSet. RuleSetAllowAll (0) is the implicit set of a direction that no
+// policy selects: not isolated, everything allowed.
+type RuleSetID uint32
+
+const RuleSetAllowAll RuleSetID = 0
+
+// RuleSet is the enforced policy of one direction, shared by every endpoint whose selecting
+// policies (and, for ingress named ports, container ports) are the same. An isolated RuleSet
+// allows exactly its entries. Entries is kept sorted (see SortEntries) and free of duplicates.
+type RuleSet struct {
+	ID        RuleSetID
+	Direction Direction
+	// Policies are the keys ("namespace/name") of the policies that select the endpoints of
+	// this set in this direction, sorted.
+	Policies []string
+	Entries  []Entry
+}
+
+// Endpoint is a pod as the datapath sees it.
+type Endpoint struct {
+	// ID is the endpoint id, from 1, stable for the life of the pod.
+	ID       uint32
+	Pod      *Pod
+	Identity Identity
+	Ingress  RuleSetID
+	Egress   RuleSetID
+}
+
+// CIDR is an ipBlock prefix and its node-local identity.
+type CIDR struct {
+	Prefix   netip.Prefix
+	Identity Identity
+}
+
+// IdentityInfo describes an allocated identity.
+type IdentityInfo struct {
+	ID Identity
+	// Labels are the identity-relevant labels in Cilium's "source:key=value" form, sorted.
+	Labels []string
+	// Namespace, NamespaceLabels and PodLabels are what selectors match against.
+	Namespace       string
+	NamespaceLabels map[string]string
+	PodLabels       map[string]string
+	// Prefix is set for CIDR identities.
+	Prefix netip.Prefix
+	// Refs counts the endpoints (pod identities) or policies (CIDR identities) holding it.
+	Refs int
+}
+
+// RuleSetEntry is an entry of a rule set, as it appears in a Delta.
+type RuleSetEntry struct {
+	Set       RuleSetID
+	Direction Direction
+	Entry     Entry
+}
+
+// Member is an identity's pod address, as it appears in a Delta: per-IP backends expand an
+// identity into its members.
+type Member struct {
+	Identity Identity
+	IP       netip.Addr
+}
+
+// Delta is what one churn event changed in the compiled State. Backends apply it instead of
+// resyncing. Slices hold only real changes (an entry removed and re-added by one event is in
+// neither list). RuleSetsAdded are listed before any endpoint refers to them; RuleSetsRemoved
+// after no endpoint does, and their entries are listed in EntriesRemoved.
+type Delta struct {
+	IdentitiesAllocated []Identity
+	IdentitiesReleased  []Identity
+	MembersAdded        []Member
+	MembersRemoved      []Member
+	CIDRsAdded          []CIDR
+	CIDRsRemoved        []CIDR
+	RuleSetsAdded       []RuleSetID
+	RuleSetsRemoved     []RuleSetID
+	EntriesAdded        []RuleSetEntry
+	EntriesRemoved      []RuleSetEntry
+	// EndpointsAdded and EndpointsChanged hold the endpoints as they are after the event;
+	// EndpointsRemoved as they were before it.
+	EndpointsAdded   []Endpoint
+	EndpointsRemoved []Endpoint
+	EndpointsChanged []Endpoint
+}
+
+// Empty reports whether the delta changes nothing.
+func (d *Delta) Empty() bool {
+	return len(d.IdentitiesAllocated)+len(d.IdentitiesReleased)+len(d.MembersAdded)+
+		len(d.MembersRemoved)+len(d.CIDRsAdded)+len(d.CIDRsRemoved)+len(d.RuleSetsAdded)+
+		len(d.RuleSetsRemoved)+len(d.EntriesAdded)+len(d.EntriesRemoved)+len(d.EndpointsAdded)+
+		len(d.EndpointsRemoved)+len(d.EndpointsChanged) == 0
+}
