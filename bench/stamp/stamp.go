@@ -1,0 +1,316 @@
+package stamp
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+)
+
+// Hook is where a sample's last stamp ran.
+type Hook uint8
+
+const (
+	HookNetfilterForward Hook = 1
+	HookTCXIngress       Hook = 2
+	HookTCXEgress        Hook = 3
+)
+
+func (h Hook) String() string {
+	switch h {
+	case HookNetfilterForward:
+		return "nf-forward"
+	case HookTCXIngress:
+		return "tcx-ingress"
+	case HookTCXEgress:
+		return "tcx-egress"
+	}
+	return fmt.Sprintf("hook-%d", uint8(h))
+}
+
+// Netfilter priorities of the stamps around the filter table (NF_IP_PRI_FILTER = 0), where
+// iptables (legacy and nft flavours) registers its FORWARD chain.
+const (
+	PriorityBeforeFilter int32 = -1
+	PriorityAfterFilter  int32 = 1
+)
+
+// Sample is one packet's enforcement time as the stamps saw it.
+type Sample struct {
+	// Delta is the time from the before-stamp to the after-stamp (or to the drop), ns. For a
+	// pod-to-pod packet through TCX it is the sum of both veths' parts.
+	Delta uint64
+	// Carry is the tcx-ingress part of Delta, ns (0 when there was none).
+	Carry   uint64
+	Src     netip.Addr
+	Dst     netip.Addr
+	SrcPort uint16
+	DstPort uint16
+	Proto   uint8
+	// TCPFlags are the TCP header's flag bits (0 for other protocols).
+	TCPFlags uint8
+	Hook     Hook
+	// Dropped is set when the packet never reached the after-stamp; Reason is then the
+	// kernel's skb_drop_reason.
+	Dropped bool
+	Reason  uint32
+}
+
+// New reports whether the sample is the first packet of a flow: a TCP SYN without ACK, or any
+// packet of another protocol (UDP and ICMP probes are one packet per flow).
+func (s Sample) New() bool {
+	if s.Proto != 6 {
+		return true
+	}
+	return s.TCPFlags&0x02 != 0 && s.TCPFlags&0x10 == 0
+}
+
+// sampleSize is sizeof(struct sample) in bpf/stamp/stamp.c.
+const sampleSize = 40
+
+func decodeSample(b []byte) (Sample, error) {
+	if len(b) < sampleSize {
+		return Sample{}, fmt.Errorf("decode sample: %d bytes, want %d", len(b), sampleSize)
+	}
+	var s Sample
+	s.Delta = binary.LittleEndian.Uint64(b[0:])
+	s.Carry = binary.LittleEndian.Uint64(b[8:])
+	s.Src = netip.AddrFrom4([4]byte(b[16:20]))
+	s.Dst = netip.AddrFrom4([4]byte(b[20:24]))
+	s.SrcPort = binary.BigEndian.Uint16(b[24:])
+	s.DstPort = binary.BigEndian.Uint16(b[26:])
+	s.Proto = b[28]
+	s.TCPFlags = b[29]
+	s.Hook = Hook(b[30])
+	s.Dropped = b[31] == 1
+	s.Reason = binary.LittleEndian.Uint32(b[32:])
+	return s, nil
+}
+
+// Counters are the stamps' own bookkeeping, summed over CPUs.
+type Counters struct {
+	Stamped, Passed, Dropped uint64
+	// Unpaired counts after-stamps that found another packet's slot (nesting): not sampled.
+	Unpaired uint64
+	// Lost counts samples the ring buffer had no room for.
+	Lost uint64
+}
+
+// Options configure the stamps at load time.
+type Options struct {
+	// PodRange is the pod address range (required): a tcx-ingress packet to it is carried to
+	// the destination veth's egress stamp instead of being emitted.
+	PodRange netip.Prefix
+	// StepDropPort makes the trivial step program drop TCP and UDP to this port; 0 makes it
+	// the empty step whose cost is the floor.
+	StepDropPort uint16
+}
+
+// Stamps is a loaded set of stamp programs and their attachments.
+type Stamps struct {
+	objs  stampObjects
+	links []link.Link
+	rd    *ringbuf.Reader
+	// tcx holds the ifindexes the TCX stamps are attached to.
+	tcx map[int]bool
+
+	mu      sync.Mutex
+	reasons map[uint32]string
+}
+
+// Load loads the stamp programs and attaches the kfree_skb tracepoint that closes dropped
+// packets. Needs CAP_BPF and CAP_PERFMON (root), kernel ≥ 6.4 (netfilter links) and ≥ 6.6
+// (TCX).
+func Load(opts Options) (*Stamps, error) {
+	if !opts.PodRange.IsValid() || !opts.PodRange.Addr().Is4() {
+		return nil, errors.New("load stamps: pod range must be an IPv4 prefix")
+	}
+	spec, err := loadStamp()
+	if err != nil {
+		return nil, fmt.Errorf("load stamps: %w", err)
+	}
+	net4 := opts.PodRange.Masked().Addr().As4()
+	var mask [4]byte
+	for i := 0; i < opts.PodRange.Bits(); i++ {
+		mask[i/8] |= 0x80 >> (i % 8)
+	}
+	// The C side compares raw network-order words; hand them over as the kernel reads them.
+	for name, v := range map[string]any{
+		"pod_net":        binary.LittleEndian.Uint32(net4[:]),
+		"pod_mask":       binary.LittleEndian.Uint32(mask[:]),
+		"step_drop_port": opts.StepDropPort,
+	} {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("load stamps: set %s: %w", name, err)
+		}
+	}
+	s := &Stamps{}
+	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load stamps: %+v", ve)
+		}
+		return nil, fmt.Errorf("load stamps: %w", err)
+	}
+	tp, err := link.AttachTracing(link.TracingOptions{Program: s.objs.Drop, AttachType: ebpf.AttachTraceRawTp})
+	if err != nil {
+		s.objs.Close()
+		return nil, fmt.Errorf("attach kfree_skb tracepoint: %w (needs tp_btf and kernel BTF)", err)
+	}
+	s.links = append(s.links, tp)
+	s.rd, err = ringbuf.NewReader(s.objs.Samples)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open sample ring buffer: %w", err)
+	}
+	return s, nil
+}
+
+// AttachNetfilter attaches the netfilter stamps on IPv4 FORWARD around the filter table, in the
+// network namespace of the calling thread: call it from a locked thread that has entered the
+// node namespace. The links are closed by Close.
+func (s *Stamps) AttachNetfilter() error {
+	for _, a := range []struct {
+		prog *ebpf.Program
+		prio int32
+	}{{s.objs.NfBefore, PriorityBeforeFilter}, {s.objs.NfAfter, PriorityAfterFilter}} {
+		l, err := link.AttachNetfilter(link.NetfilterOptions{
+			Program:        a.prog,
+			ProtocolFamily: link.NetfilterProtoIPv4,
+			Hook:           link.NetfilterInetForward,
+			Priority:       a.prio,
+		})
+		if err != nil {
+			return fmt.Errorf("attach netfilter stamp at priority %d: %w (needs kernel ≥ 6.4)", a.prio, err)
+		}
+		s.links = append(s.links, l)
+	}
+	return nil
+}
+
+// AttachTCX attaches the TCX stamps on ifindex: before-stamps at the head and after-stamps at
+// the tail of both the ingress and the egress chain, so whatever enforcement program sits on
+// the device runs between them. The enforcement program must return TCX_NEXT on allow, or
+// the after-stamp never runs and allowed packets go unmeasured.
+func (s *Stamps) AttachTCX(ifindex int) error {
+	for _, a := range []struct {
+		prog   *ebpf.Program
+		attach ebpf.AttachType
+		anchor link.Anchor
+	}{
+		{s.objs.TcxIngressBefore, ebpf.AttachTCXIngress, link.Head()},
+		{s.objs.TcxIngressAfter, ebpf.AttachTCXIngress, link.Tail()},
+		{s.objs.TcxEgressBefore, ebpf.AttachTCXEgress, link.Head()},
+		{s.objs.TcxEgressAfter, ebpf.AttachTCXEgress, link.Tail()},
+	} {
+		l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: a.prog, Attach: a.attach, Anchor: a.anchor})
+		if err != nil {
+			return fmt.Errorf("attach tcx stamp on ifindex %d: %w (needs kernel ≥ 6.6)", ifindex, err)
+		}
+		s.links = append(s.links, l)
+	}
+	if s.tcx == nil {
+		s.tcx = map[int]bool{}
+	}
+	s.tcx[ifindex] = true
+	return nil
+}
+
+// AttachStep attaches the trivial step program on ifindex's TCX ingress, just before the
+// ingress after-stamp when the stamps are on that device: the empty step for the floor, or a
+// port drop for tests.
+func (s *Stamps) AttachStep(ifindex int) error {
+	anchor := link.Tail()
+	if s.tcx[ifindex] {
+		anchor = link.BeforeProgram(s.objs.TcxIngressAfter)
+	}
+	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: s.objs.Step, Attach: ebpf.AttachTCXIngress, Anchor: anchor})
+	if err != nil {
+		return fmt.Errorf("attach step on ifindex %d: %w", ifindex, err)
+	}
+	s.links = append(s.links, l)
+	return nil
+}
+
+// Drain reads every sample the ring buffer holds now, waiting at most wait for the first.
+func (s *Stamps) Drain(wait time.Duration) ([]Sample, error) {
+	var out []Sample
+	var rec ringbuf.Record
+	s.rd.SetDeadline(time.Now().Add(wait))
+	for {
+		err := s.rd.ReadInto(&rec)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return out, nil
+		}
+		if err != nil {
+			return out, fmt.Errorf("read samples: %w", err)
+		}
+		smp, err := decodeSample(rec.RawSample)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, smp)
+		// After the first sample, take only what is already there.
+		s.rd.SetDeadline(time.Now())
+	}
+}
+
+// Counters sums the stamps' per-CPU counters.
+func (s *Stamps) Counters() (Counters, error) {
+	var c Counters
+	dst := []*uint64{&c.Stamped, &c.Passed, &c.Dropped, &c.Unpaired, &c.Lost}
+	for i, p := range dst {
+		var per []uint64
+		if err := s.objs.Counters.Lookup(uint32(i), &per); err != nil {
+			return c, fmt.Errorf("read stamp counters: %w", err)
+		}
+		for _, v := range per {
+			*p += v
+		}
+	}
+	return c, nil
+}
+
+// ReasonName returns the kernel's name of an skb_drop_reason (from kernel BTF), e.g.
+// "SKB_DROP_REASON_NETFILTER_DROP", or the number when BTF has no name for it.
+func (s *Stamps) ReasonName(r uint32) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reasons == nil {
+		s.reasons = map[uint32]string{}
+		if spec, err := btf.LoadKernelSpec(); err == nil {
+			var e *btf.Enum
+			if err := spec.TypeByName("skb_drop_reason", &e); err == nil {
+				for _, v := range e.Values {
+					s.reasons[uint32(v.Value)] = v.Name
+				}
+			}
+		}
+	}
+	if n, ok := s.reasons[r]; ok {
+		return n
+	}
+	return fmt.Sprintf("reason-%d", r)
+}
+
+// Close detaches every stamp and releases the programs and maps.
+func (s *Stamps) Close() error {
+	var errs []error
+	for i := len(s.links) - 1; i >= 0; i-- {
+		errs = append(errs, s.links[i].Close())
+	}
+	s.links = nil
+	if s.rd != nil {
+		errs = append(errs, s.rd.Close())
+	}
+	errs = append(errs, s.objs.Close())
+	return errors.Join(errs...)
+}
