@@ -1,0 +1,68 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"netpolbench/gate"
+)
+
+func init() {
+	opt := gate.DefaultOptions()
+	var basePath, curPath, output string
+	var verbose bool
+	cmd := &cobra.Command{
+		Use:   "gate --baseline base.json --current new.json",
+		Short: "Fail when a run regressed against a baseline (exit 0 clean, 1 regressed, 2 no usable baseline)",
+		Long: `gate compares two results.json files. Exact figures (rules, map entries, bytes, verified
+instructions) must not grow. Timings are compared only as the same-run ratios the runs declare
+(a timing over its floor, or backend over backend), with a Mann-Whitney U test at --alpha and a
+--min-effect relative change. Raw timings are never gated: machines differ.
+
+To update the baseline on purpose, rerun the bench and copy its results.json over the baseline
+in the same commit as the change that moved the figures, saying why in the commit message.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if basePath == "" || curPath == "" {
+				return usageErr(errors.New("gate: --baseline and --current are required"))
+			}
+			if output != "table" && output != "json" {
+				return usageErr(fmt.Errorf("gate: -o %q: want table or json", output))
+			}
+			if opt.Alpha <= 0 || opt.Alpha >= 1 || opt.MinEffect < 0 {
+				return usageErr(fmt.Errorf("gate: --alpha must be in (0,1) and --min-effect ≥ 0"))
+			}
+			base, cur, err := gate.Load(basePath, curPath)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			res := gate.Compare(base, cur, opt)
+			w := cmd.OutOrStdout()
+			if output == "json" {
+				err = gate.WriteJSON(w, res)
+			} else {
+				err = gate.WriteTable(w, res, verbose)
+			}
+			if err != nil {
+				return err
+			}
+			switch res.ExitCode() {
+			case 1:
+				return &exitError{code: 1, err: fmt.Errorf("gate: %d figure(s) regressed against %s", res.Regressed, basePath)}
+			case 2:
+				return &exitError{code: 2, err: fmt.Errorf("gate: %s: nothing in %s is comparable with %s", gate.VerdictUnusable, basePath, curPath)}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&basePath, "baseline", "", "baseline results.json (required)")
+	f.StringVar(&curPath, "current", "", "current results.json (required)")
+	f.Float64Var(&opt.Alpha, "alpha", opt.Alpha, "significance level of the Mann-Whitney U test")
+	f.Float64Var(&opt.MinEffect, "min-effect", opt.MinEffect, "smallest relative change of a ratio's median that counts (0.05 = 5%)")
+	f.StringVarP(&output, "output", "o", "table", "output format: table or json")
+	f.BoolVarP(&verbose, "verbose", "v", false, "list unchanged figures too")
+	rootCmd.AddCommand(cmd)
+}

@@ -1,0 +1,152 @@
+package gate_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"netpolbench/gate"
+	"netpolbench/results"
+	"netpolbench/results/resultstest"
+)
+
+func synth(mod func(*resultstest.Options)) *results.Run {
+	o := resultstest.DefaultOptions()
+	if mod != nil {
+		mod(&o)
+	}
+	return resultstest.Run(o)
+}
+
+func TestGateVerdicts(t *testing.T) {
+	cases := []struct {
+		name       string
+		cur        func(*resultstest.Options)
+		wantExit   int
+		wantStatus map[string]string // row name+unit substring → status
+	}{
+		{name: "identical runs are clean", cur: nil, wantExit: 0},
+		{name: "rule count grown by one regresses", cur: func(o *resultstest.Options) { o.ExtraRules = 1 }, wantExit: 1,
+			wantStatus: map[string]string{"BenchmarkSize/backend=iptables/pods=100 rules": gate.StatusRegressed}},
+		{name: "ratio to floor slowed by 30% regresses", cur: func(o *resultstest.Options) { o.Seed = 7; o.Slowdown = 1.3 }, wantExit: 1,
+			wantStatus: map[string]string{"RatioAboveFloor/backend=ebpf/pods=1000/path=new-allow ratio": gate.StatusRegressed}},
+		{name: "ratio 30% faster improves and stays clean", cur: func(o *resultstest.Options) { o.Seed = 7; o.Slowdown = 0.7 }, wantExit: 0,
+			wantStatus: map[string]string{"RatioAboveFloor/backend=iptables/pods=100/path=new-allow ratio": gate.StatusImproved}},
+		{name: "noise and a 1% shift within the effect size are clean", cur: func(o *resultstest.Options) { o.Seed = 9; o.Slowdown = 1.01 }, wantExit: 0},
+		{name: "clear slowdown with three samples cannot reach significance", cur: func(o *resultstest.Options) { o.Seed = 7; o.Slowdown = 2; o.Samples = 3 }, wantExit: 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			base := synth(nil)
+			if c.name == "clear slowdown with three samples cannot reach significance" {
+				base = synth(func(o *resultstest.Options) { o.Samples = 3 })
+			}
+			res := gate.Compare(base, synth(c.cur), gate.DefaultOptions())
+			var table bytes.Buffer
+			if err := gate.WriteTable(&table, res, false); err != nil {
+				t.Fatal(err)
+			}
+			if got := res.ExitCode(); got != c.wantExit {
+				t.Fatalf("exit %d, want %d; table:\n%s", got, c.wantExit, table.String())
+			}
+			for key, want := range c.wantStatus {
+				found := false
+				for _, row := range res.Rows {
+					if row.Name+" "+row.Unit == key {
+						found = true
+						if row.Status != want {
+							t.Errorf("%s: status %s, want %s", key, row.Status, want)
+						}
+					}
+				}
+				if !found {
+					t.Errorf("no row %s; table:\n%s", key, table.String())
+				}
+			}
+		})
+	}
+}
+
+func TestGateWarnsWhenSamplesCannotReachSignificance(t *testing.T) {
+	few := func(o *resultstest.Options) { o.Samples = 3 }
+	res := gate.Compare(synth(few), synth(func(o *resultstest.Options) { few(o); o.Slowdown = 3 }), gate.DefaultOptions())
+	if res.Regressed != 0 {
+		t.Fatalf("3+3 samples flagged %d regressions; the U test cannot reach p<0.05 with them", res.Regressed)
+	}
+	joined := strings.Join(res.Warnings, "\n")
+	if !strings.Contains(joined, "too few samples") {
+		t.Fatalf("no too-few-samples warning in %q", joined)
+	}
+	rowWarned := false
+	for _, r := range res.Rows {
+		for _, w := range r.Warnings {
+			rowWarned = rowWarned || strings.Contains(w, "samples to detect a difference")
+		}
+	}
+	if !rowWarned {
+		t.Error("no row carries benchmath's minimum-sample warning")
+	}
+}
+
+func TestGateExactShrinkIsImprovementNotRegression(t *testing.T) {
+	base := synth(func(o *resultstest.Options) { o.ExtraRules = 5 })
+	res := gate.Compare(base, synth(nil), gate.DefaultOptions())
+	if res.ExitCode() != 0 || res.Improved == 0 {
+		t.Fatalf("exit %d with %d improved, want 0 and some improved", res.ExitCode(), res.Improved)
+	}
+}
+
+func TestGateNothingComparableIsUnusable(t *testing.T) {
+	empty := results.New()
+	res := gate.Compare(empty, synth(nil), gate.DefaultOptions())
+	if res.ExitCode() != 2 || res.Verdict != gate.VerdictUnusable {
+		t.Fatalf("empty baseline: verdict %q exit %d, want %q and 2", res.Verdict, res.ExitCode(), gate.VerdictUnusable)
+	}
+}
+
+func TestGateLoadFailsWithoutUsableBaseline(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.json")
+	if err := results.Save(good, synth(nil)); err != nil {
+		t.Fatal(err)
+	}
+	old := filepath.Join(dir, "old.json")
+	if err := os.WriteFile(old, []byte(`{"schema":"netpolbench.results/v0","benchmarks":[]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]struct{ base, cur string }{
+		"missing baseline file":      {filepath.Join(dir, "absent.json"), good},
+		"baseline of another schema": {old, good},
+		"current of another schema":  {good, old},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, _, err := gate.Load(c.base, c.cur)
+			if !errors.Is(err, gate.ErrNoBaseline) {
+				t.Fatalf("Load = %v, want ErrNoBaseline", err)
+			}
+		})
+	}
+	if _, _, err := gate.Load(good, good); err != nil {
+		t.Fatalf("Load of a good pair: %v", err)
+	}
+}
+
+func TestGateJSONIsMachineReadable(t *testing.T) {
+	res := gate.Compare(synth(nil), synth(func(o *resultstest.Options) { o.ExtraRules = 1 }), gate.DefaultOptions())
+	var buf bytes.Buffer
+	if err := gate.WriteJSON(&buf, res); err != nil {
+		t.Fatal(err)
+	}
+	var back gate.Result
+	if err := json.Unmarshal(buf.Bytes(), &back); err != nil {
+		t.Fatalf("gate JSON does not parse: %v", err)
+	}
+	if back.Verdict != gate.VerdictRegressed || back.Regressed != res.Regressed || len(back.Rows) != len(res.Rows) {
+		t.Fatalf("JSON verdict %q regressed %d rows %d, want %q %d %d", back.Verdict, back.Regressed, len(back.Rows), res.Verdict, res.Regressed, len(res.Rows))
+	}
+}
