@@ -1,34 +1,197 @@
 package policy
 
 import (
+	"cmp"
 	"errors"
+	"fmt"
 	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 // Options configure compilation.
 type Options struct {
 	// IdentityLabel reports whether a pod label key is identity-relevant. Nil means
-	// DefaultIdentityLabel.
+	// DefaultIdentityLabel. A policy whose pod selectors use a key it rejects fails to compile:
+	// identities could not enforce it.
 	IdentityLabel func(key string) bool
 }
+
+// highCardinalityLabels are pod labels that Cilium leaves out of identities: each would give
+// (nearly) every pod an identity of its own.
+var highCardinalityLabels = []string{
+	"pod-template-hash",
+	"pod-template-generation",
+	"controller-revision-hash",
+	"controller-uid",
+	"statefulset.kubernetes.io/pod-name",
+	"apps.kubernetes.io/pod-index",
+	"batch.kubernetes.io/job-completion-index",
+	"batch.kubernetes.io/controller-uid",
+}
+
+// DefaultIdentityLabel keeps every label but the high-cardinality ones Cilium excludes.
+func DefaultIdentityLabel(key string) bool { return !slices.Contains(highCardinalityLabels, key) }
+
+// ErrIdentitiesExhausted is returned when all cluster identities (256..65535) are in use.
+var ErrIdentitiesExhausted = errors.New("all cluster identities 256-65535 are in use")
 
 // Compiler holds a cluster and its compiled State and keeps both current under churn.
 type Compiler struct {
 	cluster *Cluster
+	opts    Options
 	state   *State
+
+	ids          map[Identity]*identity
+	idByKey      map[string]*identity
+	nsIdentities map[string]map[*identity]struct{}
+	nextID       Identity
+
+	cidrs    map[netip.Prefix]*identity
+	cidrLens uint64 // bit l set: some IPv4 prefix of length l exists
+	nextCIDR Identity
+
+	eps    map[string]*epState
+	epByID map[uint32]*epState
+	epByIP map[netip.Addr]*epState
+	nextEP uint32
+
+	sets         map[RuleSetID]*ruleSet
+	setByOrigin  map[string]*ruleSet
+	setsByPolicy map[string]map[*ruleSet]struct{}
+	nextSet      RuleSetID
+
+	// peerIDs holds, for every peer of every policy, the identities it selects: pod
+	// identities for selector peers, CIDR identities for ipBlock peers.
+	peerIDs map[*compiledPeer]map[Identity]struct{}
+
+	d *deltaBuilder // nil while compiling from scratch
+}
+
+type identity struct {
+	info      IdentityInfo
+	key       string
+	sel       [2][]*compiledPolicy
+	endpoints map[*epState]struct{}
+	members   map[netip.Addr]struct{}
+}
+
+type epState struct {
+	Endpoint
+	id   *identity
+	sets [2]*ruleSet // nil: allow-all
+}
+
+type ruleSet struct {
+	RuleSet
+	origin   string
+	ports    []ContainerPort
+	policies []*compiledPolicy
+	refs     int
+	counts   map[Entry]int32
+	dirty    bool
+	index    map[Identity][]Entry
 }
 
 // State is the compiled, backend-neutral enforcement state. It changes only through
-// Compiler.Apply; read it through its methods.
+// Compiler.Apply; read it through its methods. It is not safe for concurrent use with Apply.
 type State struct {
 	c *Compiler
 }
 
-var errUnimplemented = errors.New("compiler: not implemented yet")
-
 // Compile compiles the cluster. The Compiler takes ownership of c: apply churn through
-// Compiler.Apply, which keeps the cluster and the State in step.
-func Compile(c *Cluster, opts Options) (*Compiler, error) { return nil, errUnimplemented }
+// Compiler.Apply, which keeps the cluster and the State in step. Identities, endpoint ids and
+// rule set ids depend only on the cluster's contents, not on the order objects were added.
+func Compile(cl *Cluster, opts Options) (*Compiler, error) {
+	if opts.IdentityLabel == nil {
+		opts.IdentityLabel = DefaultIdentityLabel
+	}
+	c := &Compiler{
+		cluster:      cl,
+		opts:         opts,
+		ids:          map[Identity]*identity{},
+		idByKey:      map[string]*identity{},
+		nsIdentities: map[string]map[*identity]struct{}{},
+		nextID:       IdentityClusterMin,
+		cidrs:        map[netip.Prefix]*identity{},
+		nextCIDR:     IdentityLocalScope + 1,
+		eps:          map[string]*epState{},
+		epByID:       map[uint32]*epState{},
+		epByIP:       map[netip.Addr]*epState{},
+		nextEP:       1,
+		sets:         map[RuleSetID]*ruleSet{},
+		setByOrigin:  map[string]*ruleSet{},
+		setsByPolicy: map[string]map[*ruleSet]struct{}{},
+		nextSet:      1,
+		peerIDs:      map[*compiledPeer]map[Identity]struct{}{},
+	}
+	c.state = &State{c: c}
+	for _, k := range cl.PolicyKeys() {
+		if err := c.checkKeys(cl.compiled[k]); err != nil {
+			return nil, err
+		}
+	}
+	// CIDR identities in prefix order.
+	var prefixes []netip.Prefix
+	seen := map[netip.Prefix]bool{}
+	for _, cp := range cl.compiled {
+		for _, p := range cp.prefixes {
+			if !seen[p] {
+				seen[p] = true
+				prefixes = append(prefixes, p)
+			}
+		}
+	}
+	slices.SortFunc(prefixes, comparePrefix)
+	for _, p := range prefixes {
+		c.newCIDR(p)
+	}
+	for _, cp := range cl.compiled {
+		for _, p := range cp.prefixes {
+			c.cidrs[p].info.Refs++
+		}
+	}
+	// Pod identities in the order of their label keys.
+	podKeys := cl.PodKeys()
+	keyOf := make(map[string]string, len(podKeys))
+	firstPod := map[string]*Pod{}
+	var idKeys []string
+	for _, k := range podKeys {
+		p := cl.Pods[k]
+		lbls := c.identityLabels(p)
+		ik := strings.Join(lbls, "\x00")
+		keyOf[k] = ik
+		if _, ok := c.idByKey[ik]; !ok {
+			c.idByKey[ik] = &identity{key: ik, info: IdentityInfo{Labels: lbls}}
+			firstPod[ik] = p
+			idKeys = append(idKeys, ik)
+		}
+	}
+	sort.Strings(idKeys)
+	for _, ik := range idKeys {
+		id := c.idByKey[ik]
+		delete(c.idByKey, ik)
+		if _, err := c.allocIdentity(firstPod[ik], id.info.Labels, ik, false); err != nil {
+			return nil, err
+		}
+	}
+	for _, k := range cl.PolicyKeys() {
+		c.computePeers(cl.compiled[k])
+	}
+	for _, id := range c.ids {
+		if !id.info.ID.IsCIDR() {
+			id.sel = c.computeSel(id)
+		}
+	}
+	for _, k := range podKeys {
+		c.addEndpoint(cl.Pods[k], c.idByKey[keyOf[k]])
+	}
+	c.finish()
+	return c, nil
+}
 
 // Cluster returns the cluster as of the last applied event.
 func (c *Compiler) Cluster() *Cluster { return c.cluster }
@@ -38,45 +201,731 @@ func (c *Compiler) State() *State { return c.state }
 
 // Apply applies one churn event to the cluster and returns what it changed in the State.
 // A rejected event changes nothing.
-func (c *Compiler) Apply(ev Event) (*Delta, error) { return nil, errUnimplemented }
+func (c *Compiler) Apply(ev Event) (*Delta, error) {
+	if err := c.check(ev); err != nil {
+		return nil, fmt.Errorf("apply %s: %w", ev.Kind, err)
+	}
+	c.d = newDeltaBuilder()
+	defer func() { c.d = nil }()
+	switch ev.Kind {
+	case PodAdd:
+		pod := *ev.Pod
+		pod.Labels = copyLabels(ev.Pod.Labels)
+		pod.Ports = slices.Clone(ev.Pod.Ports)
+		if err := c.cluster.addPod(&pod); err != nil {
+			return nil, fmt.Errorf("apply %s: %w", ev.Kind, err)
+		}
+		id, err := c.acquireIdentity(&pod)
+		if err != nil {
+			c.cluster.removePod(pod.Key())
+			return nil, fmt.Errorf("apply %s: %w", ev.Kind, err)
+		}
+		c.addEndpoint(&pod, id)
+	case PodDelete:
+		ep := c.eps[ev.PodKey]
+		c.removeEndpoint(ep)
+		c.cluster.removePod(ev.PodKey)
+	case PodRelabel:
+		if err := c.relabel(c.eps[ev.PodKey], ev.Labels); err != nil {
+			return nil, fmt.Errorf("apply %s: %w", ev.Kind, err)
+		}
+	case PolicyAdd, PolicyUpdate:
+		cp, _ := compilePolicy(DefaultPolicy(ev.Policy)) // checked above
+		c.putPolicy(cp)
+	case PolicyRemove:
+		c.removePolicy(ev.PolicyKey)
+	}
+	c.finish()
+	return c.d.build(c), nil
+}
 
-// Cluster returns the cluster the state was compiled from.
-func (s *State) Cluster() *Cluster { return s.c.cluster }
+// check validates an event against the current cluster without changing anything.
+func (c *Compiler) check(ev Event) error {
+	switch ev.Kind {
+	case PodAdd:
+		if ev.Pod == nil {
+			return errors.New("event has no pod")
+		}
+		if _, dup := c.cluster.Pods[ev.Pod.Key()]; dup {
+			return fmt.Errorf("pod %s: already exists", ev.Pod.Key())
+		}
+		if !ev.Pod.IP.Is4() {
+			return fmt.Errorf("pod %s: IP %s is not IPv4", ev.Pod.Key(), ev.Pod.IP)
+		}
+		if other, dup := c.cluster.podsByIP[ev.Pod.IP]; dup {
+			return fmt.Errorf("pod %s: IP %s is already used by pod %s", ev.Pod.Key(), ev.Pod.IP, other.Key())
+		}
+	case PodDelete, PodRelabel:
+		if _, ok := c.eps[ev.PodKey]; !ok {
+			return fmt.Errorf("pod %s: not found", ev.PodKey)
+		}
+	case PolicyAdd, PolicyUpdate:
+		if ev.Policy == nil {
+			return errors.New("event has no policy")
+		}
+		cp, err := compilePolicy(DefaultPolicy(ev.Policy))
+		if err != nil {
+			return err
+		}
+		_, exists := c.cluster.compiled[cp.key]
+		if ev.Kind == PolicyAdd && exists {
+			return fmt.Errorf("networkpolicy %s: already exists", cp.key)
+		}
+		if ev.Kind == PolicyUpdate && !exists {
+			return fmt.Errorf("networkpolicy %s: not found", cp.key)
+		}
+		return c.checkKeys(cp)
+	case PolicyRemove:
+		if _, ok := c.cluster.compiled[ev.PolicyKey]; !ok {
+			return fmt.Errorf("networkpolicy %s: not found", ev.PolicyKey)
+		}
+	default:
+		return fmt.Errorf("unknown event kind %d", ev.Kind)
+	}
+	return nil
+}
 
-// Endpoints returns every endpoint, sorted by ID.
-func (s *State) Endpoints() []*Endpoint { return nil }
+func (c *Compiler) checkKeys(cp *compiledPolicy) error {
+	for _, k := range cp.podKeys {
+		if !c.opts.IdentityLabel(k) {
+			return fmt.Errorf("networkpolicy %s: selects on pod label %q, which the identity label filter excludes: identities cannot enforce it (make the label identity-relevant)", cp.key, k)
+		}
+	}
+	return nil
+}
 
-// Endpoint returns the endpoint with the given id.
-func (s *State) Endpoint(id uint32) (*Endpoint, bool) { return nil, false }
+// identityLabels returns the identity-relevant labels of a pod in Cilium's form, sorted.
+func (c *Compiler) identityLabels(p *Pod) []string {
+	out := make([]string, 0, len(p.Labels)+4)
+	for k, v := range p.Labels {
+		if c.opts.IdentityLabel(k) {
+			out = append(out, "k8s:"+k+"="+v)
+		}
+	}
+	out = append(out, "k8s:io.kubernetes.pod.namespace="+p.Namespace)
+	if ns := c.cluster.Namespaces[p.Namespace]; ns != nil {
+		for k, v := range ns.Labels {
+			out = append(out, "k8s:io.cilium.k8s.namespace.labels."+k+"="+v)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
 
-// EndpointByIP returns the endpoint of the pod with that IP.
-func (s *State) EndpointByIP(ip netip.Addr) (*Endpoint, bool) { return nil, false }
+func (c *Compiler) acquireIdentity(p *Pod) (*identity, error) {
+	lbls := c.identityLabels(p)
+	key := strings.Join(lbls, "\x00")
+	if id, ok := c.idByKey[key]; ok {
+		return id, nil
+	}
+	return c.allocIdentity(p, lbls, key, true)
+}
 
-// RuleSets returns every rule set, sorted by ID.
-func (s *State) RuleSets() []*RuleSet { return nil }
+// allocIdentity gives a label set the next free cluster identity. With incremental set, the
+// new identity is matched against every selector peer and the rule sets are updated.
+func (c *Compiler) allocIdentity(p *Pod, lbls []string, key string, incremental bool) (*identity, error) {
+	num := c.nextID
+	for tries := 0; ; tries++ {
+		if tries > int(IdentityClusterMax-IdentityClusterMin) {
+			return nil, ErrIdentitiesExhausted
+		}
+		if num > IdentityClusterMax {
+			num = IdentityClusterMin
+		}
+		if _, used := c.ids[num]; !used {
+			break
+		}
+		num++
+	}
+	c.nextID = num + 1
+	podLabels := map[string]string{}
+	for k, v := range p.Labels {
+		if c.opts.IdentityLabel(k) {
+			podLabels[k] = v
+		}
+	}
+	var nsLabels map[string]string
+	if ns := c.cluster.Namespaces[p.Namespace]; ns != nil {
+		nsLabels = ns.Labels
+	}
+	id := &identity{
+		key: key,
+		info: IdentityInfo{ID: num, Labels: lbls, Namespace: p.Namespace,
+			NamespaceLabels: nsLabels, PodLabels: podLabels},
+		endpoints: map[*epState]struct{}{},
+		members:   map[netip.Addr]struct{}{},
+	}
+	c.ids[num] = id
+	c.idByKey[key] = id
+	if c.nsIdentities[p.Namespace] == nil {
+		c.nsIdentities[p.Namespace] = map[*identity]struct{}{}
+	}
+	c.nsIdentities[p.Namespace][id] = struct{}{}
+	if !incremental {
+		return id, nil
+	}
+	c.d.ids[num]++
+	id.sel = c.computeSel(id)
+	for _, cp := range c.cluster.compiled {
+		for dir := range 2 {
+			for _, r := range cp.rules[dir] {
+				for _, pe := range r.peers {
+					if pe.ipBlock || !pe.matchesPod(cp.ns, id.info.Namespace, id.info.NamespaceLabels, id.info.PodLabels) {
+						continue
+					}
+					c.peerIDs[pe][num] = struct{}{}
+					for s := range c.setsByPolicy[cp.key] {
+						if s.Direction == Direction(dir) {
+							c.forPorts(s, r, num, func(e Entry) { c.bump(s, e, 1) })
+						}
+					}
+				}
+			}
+		}
+	}
+	return id, nil
+}
 
-// RuleSet returns a rule set by id. RuleSetAllowAll is not stored.
-func (s *State) RuleSet(id RuleSetID) (*RuleSet, bool) { return nil, false }
+func (c *Compiler) releaseIdentity(id *identity) {
+	if len(id.endpoints) > 0 {
+		return
+	}
+	num := id.info.ID
+	for _, cp := range c.cluster.compiled {
+		for dir := range 2 {
+			for _, r := range cp.rules[dir] {
+				for _, pe := range r.peers {
+					if _, ok := c.peerIDs[pe][num]; !ok {
+						continue
+					}
+					delete(c.peerIDs[pe], num)
+					for s := range c.setsByPolicy[cp.key] {
+						if s.Direction == Direction(dir) {
+							c.forPorts(s, r, num, func(e Entry) { c.bump(s, e, -1) })
+						}
+					}
+				}
+			}
+		}
+	}
+	delete(c.ids, num)
+	delete(c.idByKey, id.key)
+	delete(c.nsIdentities[id.info.Namespace], id)
+	c.d.ids[num]--
+}
 
-// Identities returns every allocated identity (pod and CIDR), sorted by ID.
-func (s *State) Identities() []*IdentityInfo { return nil }
+// computeSel returns the policies that select an identity, per direction, sorted by key.
+func (c *Compiler) computeSel(id *identity) [2][]*compiledPolicy {
+	var sel [2][]*compiledPolicy
+	set := labels.Set(id.info.PodLabels)
+	for _, cp := range c.cluster.compiled {
+		if cp.ns != id.info.Namespace || !cp.subject.Matches(set) {
+			continue
+		}
+		for dir := range 2 {
+			if cp.applies[dir] {
+				sel[dir] = append(sel[dir], cp)
+			}
+		}
+	}
+	for dir := range 2 {
+		slices.SortFunc(sel[dir], func(a, b *compiledPolicy) int { return strings.Compare(a.key, b.key) })
+	}
+	return sel
+}
 
-// Identity returns an identity's description.
-func (s *State) Identity(id Identity) (*IdentityInfo, bool) { return nil, false }
+// computePeers fills peerIDs for a policy's peers.
+func (c *Compiler) computePeers(cp *compiledPolicy) {
+	for dir := range 2 {
+		for _, r := range cp.rules[dir] {
+			for _, pe := range r.peers {
+				c.peerIDs[pe] = c.matchPeer(cp, pe)
+			}
+		}
+	}
+}
 
-// Members returns the pod IPs that hold a pod identity, sorted.
-func (s *State) Members(id Identity) []netip.Addr { return nil }
+func (c *Compiler) matchPeer(cp *compiledPolicy, pe *compiledPeer) map[Identity]struct{} {
+	m := map[Identity]struct{}{}
+	if pe.ipBlock {
+		for p, id := range c.cidrs {
+			if !pe.cidr.Contains(p.Addr()) || p.Bits() < pe.cidr.Bits() {
+				continue
+			}
+			excluded := false
+			for _, e := range pe.except {
+				if e.Contains(p.Addr()) && p.Bits() >= e.Bits() {
+					excluded = true
+					break
+				}
+			}
+			if !excluded {
+				m[id.info.ID] = struct{}{}
+			}
+		}
+		return m
+	}
+	for num, id := range c.ids {
+		if !num.IsCIDR() && pe.matchesPod(cp.ns, id.info.Namespace, id.info.NamespaceLabels, id.info.PodLabels) {
+			m[num] = struct{}{}
+		}
+	}
+	return m
+}
 
-// CIDRs returns the ipBlock prefixes with their identities, sorted by prefix.
-func (s *State) CIDRs() []CIDR { return nil }
+// origin names the rule set an endpoint gets in a direction: the selecting policies and, when
+// an ingress rule of one of them uses a named port, the pod's named ports (they resolve there).
+func origin(dir Direction, sel []*compiledPolicy, pod *Pod) string {
+	if len(sel) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString(dir.String())
+	named := false
+	for _, cp := range sel {
+		b.WriteByte('|')
+		b.WriteString(cp.key)
+		named = named || (dir == Ingress && cp.hasNamedIngress)
+	}
+	if named {
+		b.WriteString("|ports")
+		for _, s := range portSignature(pod) {
+			b.WriteByte(',')
+			b.WriteString(s)
+		}
+	}
+	return b.String()
+}
 
-// CIDRIdentityOf returns the identity of the longest ipBlock prefix holding ip, or
-// IdentityWorld when none does. For a pod IP this is the identity the CIDR fall-back uses.
-func (s *State) CIDRIdentityOf(ip netip.Addr) Identity { return IdentityWorld }
+func portSignature(p *Pod) []string {
+	var out []string
+	for _, cp := range p.Ports {
+		if cp.Name != "" {
+			out = append(out, fmt.Sprintf("%s/%d/%d", cp.Name, cp.Protocol, cp.Port))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
 
-// PeerIdentities returns the identities an address is known by, in lookup order: for a pod its
-// pod identity then CIDRIdentityOf(ip); otherwise CIDRIdentityOf(ip) alone.
-func (s *State) PeerIdentities(ip netip.Addr) []Identity { return nil }
+func (c *Compiler) acquireSet(dir Direction, sel []*compiledPolicy, pod *Pod) *ruleSet {
+	o := origin(dir, sel, pod)
+	if o == "" {
+		return nil
+	}
+	if s, ok := c.setByOrigin[o]; ok {
+		s.refs++
+		return s
+	}
+	s := &ruleSet{
+		RuleSet:  RuleSet{ID: c.nextSet, Direction: dir},
+		origin:   o,
+		ports:    slices.Clone(pod.Ports),
+		policies: slices.Clone(sel),
+		refs:     1,
+		counts:   map[Entry]int32{},
+		dirty:    true,
+	}
+	c.nextSet++
+	for _, cp := range sel {
+		s.Policies = append(s.Policies, cp.key)
+		if c.setsByPolicy[cp.key] == nil {
+			c.setsByPolicy[cp.key] = map[*ruleSet]struct{}{}
+		}
+		c.setsByPolicy[cp.key][s] = struct{}{}
+	}
+	c.sets[s.ID] = s
+	c.setByOrigin[o] = s
+	if c.d != nil {
+		c.d.sets[s.ID]++
+	}
+	c.fill(s, s.counts)
+	if c.d != nil {
+		for e := range s.counts {
+			c.d.entries[RuleSetEntry{s.ID, dir, e}]++
+		}
+	}
+	return s
+}
 
-// Verdict decides a flow by a plain lookup in the compiled state (the "compiled" backend).
-func (s *State) Verdict(f Flow) Verdict { return Deny }
+func (c *Compiler) releaseSet(s *ruleSet) {
+	if s == nil {
+		return
+	}
+	s.refs--
+	if s.refs > 0 {
+		return
+	}
+	for e := range s.counts {
+		c.d.entries[RuleSetEntry{s.ID, s.Direction, e}]--
+	}
+	for _, cp := range s.policies {
+		delete(c.setsByPolicy[cp.key], s)
+		if len(c.setsByPolicy[cp.key]) == 0 {
+			delete(c.setsByPolicy, cp.key)
+		}
+	}
+	delete(c.sets, s.ID)
+	delete(c.setByOrigin, s.origin)
+	c.d.sets[s.ID]--
+}
+
+// fill adds every entry the set's policies contribute to counts.
+func (c *Compiler) fill(s *ruleSet, counts map[Entry]int32) {
+	for _, cp := range s.policies {
+		for _, r := range cp.rules[s.Direction] {
+			if len(r.peers) == 0 {
+				c.forPorts(s, r, IdentityAny, func(e Entry) { counts[e]++ })
+				continue
+			}
+			for _, pe := range r.peers {
+				for id := range c.peerIDs[pe] {
+					c.forPorts(s, r, id, func(e Entry) { counts[e]++ })
+				}
+			}
+		}
+	}
+}
+
+// rebuild recomputes a set's entries from its policies and records the difference.
+func (c *Compiler) rebuild(s *ruleSet) {
+	counts := map[Entry]int32{}
+	c.fill(s, counts)
+	for e := range s.counts {
+		if _, ok := counts[e]; !ok {
+			c.d.entries[RuleSetEntry{s.ID, s.Direction, e}]--
+		}
+	}
+	for e := range counts {
+		if _, ok := s.counts[e]; !ok {
+			c.d.entries[RuleSetEntry{s.ID, s.Direction, e}]++
+		}
+	}
+	s.counts = counts
+	s.dirty = true
+}
+
+// forPorts expands one rule and one peer identity into the set's entries.
+func (c *Compiler) forPorts(s *ruleSet, r *compiledRule, peer Identity, fn func(Entry)) {
+	if len(r.ports) == 0 {
+		fn(Entry{Peer: peer})
+		return
+	}
+	for _, p := range r.ports {
+		switch {
+		case p.name == "":
+			fn(Entry{Peer: peer, Proto: p.proto, Port: p.port, EndPort: p.endPort})
+		case s.Direction == Egress:
+			fn(Entry{Peer: peer, Proto: p.proto, NamedPort: p.name})
+		default:
+			for _, cp := range s.ports {
+				if cp.Name == p.name && cp.Protocol == p.proto {
+					fn(Entry{Peer: peer, Proto: p.proto, Port: cp.Port, EndPort: cp.Port})
+					break
+				}
+			}
+		}
+	}
+}
+
+func (c *Compiler) bump(s *ruleSet, e Entry, n int32) {
+	old := s.counts[e]
+	now := old + n
+	if now < 0 {
+		panic(fmt.Sprintf("policy: rule set %d entry %s count below zero", s.ID, e))
+	}
+	if now == 0 {
+		delete(s.counts, e)
+	} else {
+		s.counts[e] = now
+	}
+	s.dirty = true
+	switch {
+	case old == 0 && now > 0:
+		c.d.entries[RuleSetEntry{s.ID, s.Direction, e}]++
+	case old > 0 && now == 0:
+		c.d.entries[RuleSetEntry{s.ID, s.Direction, e}]--
+	}
+}
+
+func (c *Compiler) addEndpoint(pod *Pod, id *identity) {
+	ep := &epState{Endpoint: Endpoint{ID: c.nextEP, Pod: pod}}
+	c.nextEP++
+	c.joinIdentity(ep, id)
+	c.setEndpointSets(ep)
+	c.eps[pod.Key()] = ep
+	c.epByID[ep.ID] = ep
+	c.epByIP[pod.IP] = ep
+	if c.d != nil {
+		c.d.touch(ep.ID, nil)
+	}
+}
+
+func (c *Compiler) setEndpointSets(ep *epState) {
+	for dir := range 2 {
+		ep.sets[dir] = c.acquireSet(Direction(dir), ep.id.sel[dir], ep.Pod)
+	}
+	ep.Ingress, ep.Egress = setID(ep.sets[Ingress]), setID(ep.sets[Egress])
+}
+
+func setID(s *ruleSet) RuleSetID {
+	if s == nil {
+		return RuleSetAllowAll
+	}
+	return s.ID
+}
+
+func (c *Compiler) removeEndpoint(ep *epState) {
+	before := ep.Endpoint
+	c.d.touch(ep.ID, &before)
+	for dir := range 2 {
+		c.releaseSet(ep.sets[dir])
+	}
+	delete(c.eps, ep.Pod.Key())
+	delete(c.epByID, ep.ID)
+	delete(c.epByIP, ep.Pod.IP)
+	c.leaveIdentity(ep.id, ep)
+}
+
+func (c *Compiler) joinIdentity(ep *epState, id *identity) {
+	ep.id = id
+	ep.Identity = id.info.ID
+	id.endpoints[ep] = struct{}{}
+	id.members[ep.Pod.IP] = struct{}{}
+	id.info.Refs++
+	if c.d != nil {
+		c.d.members[Member{id.info.ID, ep.Pod.IP}]++
+	}
+}
+
+func (c *Compiler) leaveIdentity(id *identity, ep *epState) {
+	delete(id.endpoints, ep)
+	delete(id.members, ep.Pod.IP)
+	id.info.Refs--
+	c.d.members[Member{id.info.ID, ep.Pod.IP}]--
+	c.releaseIdentity(id)
+}
+
+func (c *Compiler) relabel(ep *epState, lbls map[string]string) error {
+	pod := *ep.Pod
+	pod.Labels = copyLabels(lbls)
+	newID, err := c.acquireIdentity(&pod)
+	if err != nil {
+		return err
+	}
+	ep.Pod.Labels = pod.Labels
+	if newID == ep.id {
+		// Only labels outside the identity changed: selectors cannot tell.
+		return nil
+	}
+	before := ep.Endpoint
+	c.d.touch(ep.ID, &before)
+	oldID, oldSets := ep.id, ep.sets
+	c.joinIdentity(ep, newID)
+	c.setEndpointSets(ep)
+	for dir := range 2 {
+		c.releaseSet(oldSets[dir])
+	}
+	c.leaveIdentity(oldID, ep)
+	return nil
+}
+
+// putPolicy adds or replaces a policy and brings every affected rule set and endpoint up to
+// date.
+func (c *Compiler) putPolicy(cp *compiledPolicy) {
+	old := c.cluster.compiled[cp.key]
+	c.cluster.putPolicy(cp)
+	cidrsChanged := c.addPrefixes(cp)
+	c.computePeers(cp)
+	if old != nil {
+		for s := range c.setsByPolicy[cp.key] {
+			for i, p := range s.policies {
+				if p == old {
+					s.policies[i] = cp
+				}
+			}
+			c.rebuild(s)
+		}
+		c.dropPeers(old)
+		cidrsChanged = c.removePrefixes(old) || cidrsChanged
+	}
+	if cidrsChanged {
+		c.refreshIPBlocks()
+	}
+	c.reselect(cp.ns)
+	if old != nil && old.ns != cp.ns {
+		c.reselect(old.ns)
+	}
+}
+
+func (c *Compiler) removePolicy(key string) {
+	cp, _ := c.cluster.removePolicy(key)
+	c.reselect(cp.ns)
+	c.dropPeers(cp)
+	if c.removePrefixes(cp) {
+		c.refreshIPBlocks()
+	}
+}
+
+func (c *Compiler) dropPeers(cp *compiledPolicy) {
+	for dir := range 2 {
+		for _, r := range cp.rules[dir] {
+			for _, pe := range r.peers {
+				delete(c.peerIDs, pe)
+			}
+		}
+	}
+}
+
+// reselect recomputes which policies select the identities of a namespace and moves its
+// endpoints to the rule sets they now belong to.
+func (c *Compiler) reselect(ns string) {
+	ids := make([]*identity, 0, len(c.nsIdentities[ns]))
+	for id := range c.nsIdentities[ns] {
+		ids = append(ids, id)
+	}
+	slices.SortFunc(ids, func(a, b *identity) int { return cmp.Compare(a.info.ID, b.info.ID) })
+	for _, id := range ids {
+		id.sel = c.computeSel(id)
+		eps := make([]*epState, 0, len(id.endpoints))
+		for ep := range id.endpoints {
+			eps = append(eps, ep)
+		}
+		slices.SortFunc(eps, func(a, b *epState) int { return cmp.Compare(a.ID, b.ID) })
+		for _, ep := range eps {
+			same := true
+			for dir := range 2 {
+				o := origin(Direction(dir), id.sel[dir], ep.Pod)
+				if ep.sets[dir] == nil && o != "" || ep.sets[dir] != nil && ep.sets[dir].origin != o {
+					same = false
+				}
+			}
+			if same {
+				continue
+			}
+			before := ep.Endpoint
+			c.d.touch(ep.ID, &before)
+			old := ep.sets
+			c.setEndpointSets(ep)
+			for dir := range 2 {
+				c.releaseSet(old[dir])
+			}
+		}
+	}
+}
+
+// addPrefixes takes references on a policy's ipBlock prefixes; it reports whether a new
+// prefix (and so a new CIDR identity) appeared.
+func (c *Compiler) addPrefixes(cp *compiledPolicy) bool {
+	changed := false
+	for _, p := range cp.prefixes {
+		id, ok := c.cidrs[p]
+		if !ok {
+			id = c.newCIDR(p)
+			if c.d != nil {
+				c.d.cidrs[CIDR{p, id.info.ID}]++
+				c.d.ids[id.info.ID]++
+			}
+			changed = true
+		}
+		id.info.Refs++
+	}
+	return changed
+}
+
+func (c *Compiler) removePrefixes(cp *compiledPolicy) bool {
+	changed := false
+	for _, p := range cp.prefixes {
+		id := c.cidrs[p]
+		id.info.Refs--
+		if id.info.Refs == 0 {
+			delete(c.cidrs, p)
+			delete(c.ids, id.info.ID)
+			c.d.cidrs[CIDR{p, id.info.ID}]--
+			c.d.ids[id.info.ID]--
+			changed = true
+		}
+	}
+	if changed {
+		c.cidrLens = 0
+		for p := range c.cidrs {
+			c.cidrLens |= 1 << p.Bits()
+		}
+	}
+	return changed
+}
+
+func (c *Compiler) newCIDR(p netip.Prefix) *identity {
+	num := c.nextCIDR
+	for {
+		if _, used := c.ids[num]; !used {
+			break
+		}
+		num++
+	}
+	c.nextCIDR = num + 1
+	id := &identity{info: IdentityInfo{ID: num, Labels: []string{"cidr:" + p.String()}, Prefix: p}}
+	c.ids[num] = id
+	c.cidrs[p] = id
+	c.cidrLens |= 1 << p.Bits()
+	return id
+}
+
+// refreshIPBlocks recomputes the CIDR identities of every ipBlock peer after the prefix set
+// changed, and rebuilds the rule sets whose entries follow.
+func (c *Compiler) refreshIPBlocks() {
+	touched := map[*ruleSet]struct{}{}
+	for _, cp := range c.cluster.compiled {
+		any := false
+		for dir := range 2 {
+			for _, r := range cp.rules[dir] {
+				for _, pe := range r.peers {
+					if pe.ipBlock {
+						c.peerIDs[pe] = c.matchPeer(cp, pe)
+						any = true
+					}
+				}
+			}
+		}
+		if any {
+			for s := range c.setsByPolicy[cp.key] {
+				touched[s] = struct{}{}
+			}
+		}
+	}
+	for s := range touched {
+		c.rebuild(s)
+	}
+}
+
+// finish brings the sorted views of changed rule sets up to date.
+func (c *Compiler) finish() {
+	for _, s := range c.sets {
+		if !s.dirty {
+			continue
+		}
+		s.Entries = s.Entries[:0]
+		for e := range s.counts {
+			s.Entries = append(s.Entries, e)
+		}
+		SortEntries(s.Entries)
+		s.index = nil
+		s.dirty = false
+	}
+}
+
+// SortEntries sorts entries by peer, protocol, port, end port and port name.
+func SortEntries(es []Entry) {
+	slices.SortFunc(es, CompareEntries)
+}
+
+// CompareEntries orders entries by peer, protocol, port, end port and port name.
+func CompareEntries(a, b Entry) int {
+	return cmp.Or(cmp.Compare(a.Peer, b.Peer), cmp.Compare(a.Proto, b.Proto),
+		cmp.Compare(a.Port, b.Port), cmp.Compare(a.EndPort, b.EndPort),
+		strings.Compare(a.NamedPort, b.NamedPort))
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+}

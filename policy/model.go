@@ -176,6 +176,3 @@ func copyLabels(m map[string]string) map[string]string {
 	}
 	return out
 }
-
-// compiledPolicy is a policy with its selectors parsed once; filled in by AddPolicy.
-type compiledPolicy struct{}
