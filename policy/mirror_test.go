@@ -201,4 +201,3 @@ func TestDeltasRebuildTheState(t *testing.T) {
 		}
 	}
 }
-
