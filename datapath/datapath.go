@@ -1,0 +1,247 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+
+	"netpolbench/policy"
+)
+
+// Layout is how remote peers are looked up.
+type Layout string
+
+const (
+	// LayoutHash looks pod /32 addresses up in the `lxc` hash and keeps the LPM trie for ipBlock
+	// prefixes only: a pod peer costs one hash lookup whatever the cluster's size.
+	LayoutHash Layout = "hash"
+	// LayoutCilium keeps Cilium's layout: every peer, pod /32s included, is resolved by the
+	// LPM `ipcache`, whose cost grows with the number of keys.
+	LayoutCilium Layout = "cilium"
+)
+
+// ParseLayout reads a --layout value.
+func ParseLayout(s string) (Layout, error) {
+	switch Layout(s) {
+	case "", LayoutHash:
+		return LayoutHash, nil
+	case LayoutCilium:
+		return LayoutCilium, nil
+	}
+	return "", fmt.Errorf("unknown layout %q (want hash or cilium)", s)
+}
+
+// CTMode is what the programs do with conntrack.
+type CTMode uint8
+
+const (
+	// CTOff skips conntrack: every packet is a new flow.
+	CTOff CTMode = 0
+	// CTLookup looks flows up but never creates entries, so probes stay independent of each
+	// other while paying the lookup a real new flow pays. The Prober's default.
+	CTLookup CTMode = 1
+	// CTFull creates entries for allowed new flows; replies take the fast path.
+	CTFull CTMode = 2
+)
+
+// Sizes are the max_entries of the maps. Zero fields take the minimum; see SizesFor.
+type Sizes struct {
+	Endpoints  uint32 // lxc
+	IPCache    uint32 // ipcache (CIDR prefixes, plus pod /32s in the Cilium layout)
+	Summaries  uint32 // policy_summary: one per (rule set, peer)
+	Policy     uint32 // policy: single ports, expanded ranges and named ports
+	NamedPorts uint32 // named_ports: one per (endpoint, protocol, port) with names
+	CT         uint32 // ct (LRU)
+}
+
+const minEntries = 1024
+
+// SizesFor sizes the maps for s with room to double under churn.
+func SizesFor(s *policy.State, layout Layout) Sizes {
+	c := countState(s, layout, defaultRangeExpand)
+	grow := func(n int) uint32 {
+		v := uint32(2 * n)
+		if v < minEntries {
+			v = minEntries
+		}
+		return v
+	}
+	return Sizes{
+		Endpoints:  grow(c.endpoints),
+		IPCache:    grow(c.ipcache),
+		Summaries:  grow(c.summaries),
+		Policy:     grow(c.policy),
+		NamedPorts: grow(c.named),
+		CT:         grow(4 * c.endpoints),
+	}
+}
+
+// Options configure Open. The zero value loads the hash layout with minimum map sizes,
+// conntrack lookups without creation, and TC_ACT_OK on allow.
+type Options struct {
+	Layout Layout
+	CT     CTMode
+	// TCXNext makes allow return TCX_NEXT (-1) instead of TC_ACT_OK, so programs attached after
+	// ours in a TCX chain still see the packet (TCX_PASS ends the chain).
+	TCXNext bool
+	// NoDropEvents turns the ring-buffer drop notifications off.
+	NoDropEvents bool
+	Sizes        Sizes
+	// RangeExpand is the widest port range (in ports) expanded into single-port hash keys;
+	// wider ranges are checked inline in the summary value (up to 4 per rule set and peer,
+	// further ones are expanded). Zero means 16; -1 expands every range (for benchmarks).
+	RangeExpand int
+	// PerKey applies map changes one syscall per key instead of batch operations.
+	PerKey bool
+}
+
+const defaultRangeExpand = 16
+
+// Datapath is a loaded pair of enforcement programs and their maps. It implements
+// policy.Backend and policy.Prober.
+type Datapath struct {
+	opts  Options
+	objs  bpfObjects
+	sizes Sizes
+	names *nameTable
+	tabs  *tables
+	synced bool
+	// needFull is set after a failed Update: the next Update does a full sync.
+	needFull bool
+	epoch    uint32
+	events   *ringbuf.Reader
+}
+
+var _ policy.Backend = (*Datapath)(nil)
+var _ policy.Prober = (*Datapath)(nil)
+
+// Open loads the programs and creates their maps (empty; call Sync). Needs CAP_BPF and
+// CAP_NET_ADMIN.
+func Open(opts Options) (*Datapath, error) {
+	if opts.Layout == "" {
+		opts.Layout = LayoutHash
+	}
+	if _, err := ParseLayout(string(opts.Layout)); err != nil {
+		return nil, err
+	}
+	if opts.RangeExpand == 0 {
+		opts.RangeExpand = defaultRangeExpand
+	}
+	spec, err := loadBpf()
+	if err != nil {
+		return nil, fmt.Errorf("load bpf spec: %w", err)
+	}
+	sz := opts.Sizes
+	for _, f := range []*uint32{&sz.Endpoints, &sz.IPCache, &sz.Summaries, &sz.Policy, &sz.NamedPorts, &sz.CT} {
+		if *f == 0 {
+			*f = minEntries
+		}
+	}
+	spec.Maps["lxc"].MaxEntries = sz.Endpoints
+	spec.Maps["ipcache"].MaxEntries = sz.IPCache
+	spec.Maps["policy_summary"].MaxEntries = sz.Summaries
+	spec.Maps["policy"].MaxEntries = sz.Policy
+	spec.Maps["named_ports"].MaxEntries = sz.NamedPorts
+	spec.Maps["ct"].MaxEntries = sz.CT
+
+	allowRet := int32(0)
+	if opts.TCXNext {
+		allowRet = -1
+	}
+	set := map[string]any{
+		"cfg_layout_cilium": boolByte(opts.Layout == LayoutCilium),
+		"cfg_ct_mode":       uint8(opts.CT),
+		"cfg_drop_events":   boolByte(!opts.NoDropEvents),
+		"cfg_allow_ret":     allowRet,
+	}
+	for name, v := range set {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	d := &Datapath{opts: opts, sizes: sz, names: newNameTable()}
+	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load programs: %w (verifier log tail: %s)", err, tail(ve.Log, 20))
+		}
+		return nil, fmt.Errorf("load programs: %w (needs root: CAP_BPF and CAP_NET_ADMIN)", err)
+	}
+	d.tabs = newTables(d)
+	return d, nil
+}
+
+func tail(lines []string, n int) string {
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func boolByte(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Name is "ebpf".
+func (d *Datapath) Name() string { return "ebpf" }
+
+// Options returns the options the datapath was opened with (defaults filled in).
+func (d *Datapath) Options() Options { return d.opts }
+
+// Sizes returns the max_entries the maps were created with.
+func (d *Datapath) Sizes() Sizes { return d.sizes }
+
+// Close detaches nothing (links are closed by their own Closers) and releases every map and
+// program file descriptor.
+func (d *Datapath) Close() error {
+	var errs []error
+	if d.events != nil {
+		errs = append(errs, d.events.Close())
+		d.events = nil
+	}
+	errs = append(errs, d.objs.Close())
+	return errors.Join(errs...)
+}
+
+// Programs returns the enforcement programs, for callers that run or attach them directly.
+func (d *Datapath) Programs() (toContainer, fromContainer *ebpf.Program) {
+	return d.objs.ToContainer, d.objs.FromContainer
+}
+
+// EmptyProgram returns a sched_cls program that returns TC_ACT_OK at once: the floor of a
+// BPF_PROG_TEST_RUN measurement.
+func (d *Datapath) EmptyProgram() *ebpf.Program { return d.objs.Empty }
+
+type closers []io.Closer
+
+func (c closers) Close() error {
+	var errs []error
+	for i := len(c) - 1; i >= 0; i-- {
+		errs = append(errs, c[i].Close())
+	}
+	return errors.Join(errs...)
+}
+
+// AttachTCX attaches from_container to the TCX ingress (packets leaving the pods behind the
+// node-side veth ifindex) and to_container to its TCX egress (packets entering them). The
+// caller is in the interface's network namespace. Needs Linux 6.6. Close the result to detach.
+func (d *Datapath) AttachTCX(ifindex int) (io.Closer, error) {
+	in, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: d.objs.FromContainer, Attach: ebpf.AttachTCXIngress})
+	if err != nil {
+		return nil, fmt.Errorf("attach from_container to tcx ingress of ifindex %d: %w (is the kernel older than 6.6?)", ifindex, err)
+	}
+	out, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: d.objs.ToContainer, Attach: ebpf.AttachTCXEgress})
+	if err != nil {
+		in.Close()
+		return nil, fmt.Errorf("attach to_container to tcx egress of ifindex %d: %w", ifindex, err)
+	}
+	return closers{in, out}, nil
+}

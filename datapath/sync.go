@@ -1,0 +1,435 @@
+package datapath
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"sort"
+	"time"
+
+	"netpolbench/policy"
+)
+
+type tables struct {
+	lxc     *table[uint32, bpfEndpoint]
+	ipcache *table[bpfIpcacheKey, bpfIpcacheValue]
+	summary *table[bpfSummaryKey, bpfSummary]
+	policy  *table[bpfPolicyKey, uint8]
+	named   *table[bpfNamedPortKey, bpfNamedPortValue]
+
+	// Ownership, so an incremental update knows which keys a unit held before.
+	epNamed    map[uint32][]bpfNamedPortKey
+	epIP       map[uint32]netip.Addr
+	groupKeys  map[bpfSummaryKey][]bpfPolicyKey
+	cidrPrefix map[netip.Prefix]policy.Identity
+}
+
+func newTables(d *Datapath) *tables {
+	return &tables{
+		lxc:        newTable[uint32, bpfEndpoint]("lxc", d.objs.Lxc, d.sizes.Endpoints),
+		ipcache:    newTable[bpfIpcacheKey, bpfIpcacheValue]("ipcache", d.objs.Ipcache, d.sizes.IPCache),
+		summary:    newTable[bpfSummaryKey, bpfSummary]("policy_summary", d.objs.PolicySummary, d.sizes.Summaries),
+		policy:     newTable[bpfPolicyKey, uint8]("policy", d.objs.Policy, d.sizes.Policy),
+		named:      newTable[bpfNamedPortKey, bpfNamedPortValue]("named_ports", d.objs.NamedPorts, d.sizes.NamedPorts),
+		epNamed:    map[uint32][]bpfNamedPortKey{},
+		epIP:       map[uint32]netip.Addr{},
+		groupKeys:  map[bpfSummaryKey][]bpfPolicyKey{},
+		cidrPrefix: map[netip.Prefix]policy.Identity{},
+	}
+}
+
+// ipKey is an IPv4 address as the programs read it from the packet: network byte order in
+// memory, so the native-endian uint32 of the four bytes.
+func ipKey(a netip.Addr) uint32 {
+	b := a.As4()
+	return binary.NativeEndian.Uint32(b[:])
+}
+
+func ipOfKey(k uint32) netip.Addr {
+	var b [4]byte
+	binary.NativeEndian.PutUint32(b[:], k)
+	return netip.AddrFrom4(b)
+}
+
+func protoBit(p policy.Protocol) uint8 {
+	switch p {
+	case policy.ProtoTCP:
+		return 0x01
+	case policy.ProtoUDP:
+		return 0x02
+	case policy.ProtoSCTP:
+		return 0x04
+	case policy.ProtoICMP:
+		return 0x08
+	}
+	return 0x10
+}
+
+// nameTable numbers named ports. Ids are never reused, so a name id in the kernel always
+// means the same name; at most 65535 names.
+type nameTable struct {
+	ids   map[string]uint16
+	names []string
+}
+
+func newNameTable() *nameTable { return &nameTable{ids: map[string]uint16{}, names: []string{""}} }
+
+func (n *nameTable) id(name string) (uint16, error) {
+	if id, ok := n.ids[name]; ok {
+		return id, nil
+	}
+	if len(n.names) > 65535 {
+		return 0, fmt.Errorf("allocate named-port id for %q: all 65535 ids in use", name)
+	}
+	id := uint16(len(n.names))
+	n.ids[name] = id
+	n.names = append(n.names, name)
+	return id, nil
+}
+
+func (n *nameTable) name(id uint16) string {
+	if int(id) < len(n.names) {
+		return n.names[id]
+	}
+	return fmt.Sprintf("#%d", id)
+}
+
+// setEndpoint plans the entries one endpoint owns: its lxc value, its /32 in the Cilium
+// layout's ipcache, and its named container ports.
+func (d *Datapath) setEndpoint(s *policy.State, ep *policy.Endpoint) error {
+	t := d.tabs
+	ip := ep.Pod.IP
+	if !ip.Is4() {
+		return fmt.Errorf("sync endpoint %d (%s): pod IP %s is not IPv4", ep.ID, ep.Pod.Key(), ip)
+	}
+	cidrID := uint32(s.CIDRIdentityOf(ip))
+	t.lxc.set(ipKey(ip), bpfEndpoint{
+		EpId: ep.ID, Identity: uint32(ep.Identity), CidrIdentity: cidrID,
+		IngressRs: uint32(ep.Ingress), EgressRs: uint32(ep.Egress),
+	})
+	if d.opts.Layout == LayoutCilium {
+		t.ipcache.set(bpfIpcacheKey{Prefixlen: 32, Addr: ipKey(ip)}, bpfIpcacheValue{Identity: uint32(ep.Identity), CidrIdentity: cidrID})
+	}
+	t.epIP[ep.ID] = ip
+	vals := map[bpfNamedPortKey]bpfNamedPortValue{}
+	for _, cp := range ep.Pod.Ports {
+		if cp.Name == "" {
+			continue
+		}
+		port, ok := ep.Pod.NamedPort(cp.Name, cp.Protocol)
+		if !ok || port != cp.Port {
+			continue // a later duplicate of a name: NamedPort resolves to the first
+		}
+		id, err := d.names.id(cp.Name)
+		if err != nil {
+			return err
+		}
+		k := bpfNamedPortKey{EpId: ep.ID, Proto: uint8(cp.Protocol), Port: cp.Port}
+		v := vals[k]
+		placed := false
+		for i := range v.Names {
+			if v.Names[i] == id {
+				placed = true
+				break
+			}
+			if v.Names[i] == 0 {
+				v.Names[i] = id
+				placed = true
+				break
+			}
+		}
+		if !placed {
+			return fmt.Errorf("sync endpoint %d (%s): more than %d names on %s port %d", ep.ID, ep.Pod.Key(), len(v.Names), cp.Protocol, cp.Port)
+		}
+		vals[k] = v
+	}
+	keys := make([]bpfNamedPortKey, 0, len(vals))
+	for k, v := range vals {
+		t.named.set(k, v)
+		keys = append(keys, k)
+	}
+	t.epNamed[ep.ID] = keys
+	return nil
+}
+
+// removeEndpoint plans the removal of everything setEndpoint planned for the endpoint.
+func (d *Datapath) removeEndpoint(id uint32) {
+	t := d.tabs
+	if ip, ok := t.epIP[id]; ok {
+		t.lxc.remove(ipKey(ip))
+		if d.opts.Layout == LayoutCilium {
+			t.ipcache.remove(bpfIpcacheKey{Prefixlen: 32, Addr: ipKey(ip)})
+		}
+		delete(t.epIP, id)
+	}
+	for _, k := range t.epNamed[id] {
+		t.named.remove(k)
+	}
+	delete(t.epNamed, id)
+}
+
+func (d *Datapath) setCIDR(c policy.CIDR) {
+	k := bpfIpcacheKey{Prefixlen: uint32(c.Prefix.Bits()), Addr: ipKey(c.Prefix.Addr())}
+	d.tabs.ipcache.set(k, bpfIpcacheValue{Identity: uint32(c.Identity), CidrIdentity: uint32(c.Identity)})
+	d.tabs.cidrPrefix[c.Prefix] = c.Identity
+}
+
+func (d *Datapath) removeCIDR(p netip.Prefix) {
+	d.tabs.ipcache.remove(bpfIpcacheKey{Prefixlen: uint32(p.Bits()), Addr: ipKey(p.Addr())})
+	delete(d.tabs.cidrPrefix, p)
+}
+
+// group is the (rule set, peer) unit of the policy maps.
+type group struct {
+	rs   policy.RuleSetID
+	peer policy.Identity
+}
+
+// setGroup plans the summary and exact keys of one (rule set, peer) from its entries.
+//
+// Port ranges: a range of at most RangeExpand ports becomes single-port hash keys; a wider one
+// is kept in the summary value (up to 4 per group), which the program checks with compares it
+// has already paid the lookup for. We chose this over Cilium's LPM port-prefix key: an LPM
+// lookup costs more than a hash lookup and grows with the number of keys (see
+// performance-anchors.md), and every flow would pay it, while ranges are rare; over pure
+// expansion because 1-65535 would be 65,535 keys per group. BenchmarkRange measures inline
+// against expanded.
+func (d *Datapath) setGroup(g group, entries []policy.Entry) error {
+	t := d.tabs
+	sk := bpfSummaryKey{Rs: uint32(g.rs), Peer: uint32(g.peer)}
+	for _, k := range t.groupKeys[sk] {
+		t.policy.remove(k)
+	}
+	delete(t.groupKeys, sk)
+	if len(entries) == 0 {
+		t.summary.remove(sk)
+		return nil
+	}
+	var sum bpfSummary
+	var keys []bpfPolicyKey
+	addPort := func(e policy.Entry, port uint16) {
+		keys = append(keys, bpfPolicyKey{Rs: sk.Rs, Peer: sk.Peer, Proto: uint8(e.Proto), Kind: 0, Port: port})
+		sum.Exact |= protoBit(e.Proto)
+	}
+	for _, e := range entries {
+		switch {
+		case e.Proto == policy.ProtoAny:
+			sum.AnyProto = 1
+		case e.NamedPort != "":
+			id, err := d.names.id(e.NamedPort)
+			if err != nil {
+				return err
+			}
+			keys = append(keys, bpfPolicyKey{Rs: sk.Rs, Peer: sk.Peer, Proto: uint8(e.Proto), Kind: 1, Port: id})
+			sum.Named |= protoBit(e.Proto)
+		case e.Port == 0:
+			sum.AllPorts |= protoBit(e.Proto)
+		default:
+			end := e.EndPort
+			if end < e.Port {
+				end = e.Port
+			}
+			width := int(end) - int(e.Port) + 1
+			if width > 1 && d.opts.RangeExpand >= 0 && width > d.opts.RangeExpand && int(sum.Nranges) < len(sum.Ranges) {
+				r := &sum.Ranges[sum.Nranges]
+				r.Proto, r.Lo, r.Hi = uint8(e.Proto), e.Port, end
+				sum.Nranges++
+				continue
+			}
+			for p := int(e.Port); p <= int(end); p++ {
+				addPort(e, uint16(p))
+			}
+		}
+	}
+	t.summary.set(sk, sum)
+	for _, k := range keys {
+		t.policy.set(k, 1)
+	}
+	t.groupKeys[sk] = keys
+	return nil
+}
+
+func groupEntries(rs *policy.RuleSet) map[policy.Identity][]policy.Entry {
+	out := map[policy.Identity][]policy.Entry{}
+	for _, e := range rs.Entries {
+		out[e.Peer] = append(out[e.Peer], e)
+	}
+	return out
+}
+
+// Sync replaces the maps' contents with s: it plans every entry s needs, diffs the plan against
+// what the kernel holds, and applies only the difference (everything on a fresh datapath).
+func (d *Datapath) Sync(s *policy.State) (policy.SyncStats, error) {
+	start := time.Now()
+	t := d.tabs
+	t.lxc.removeAll()
+	t.ipcache.removeAll()
+	t.summary.removeAll()
+	t.policy.removeAll()
+	t.named.removeAll()
+	clear(t.epNamed)
+	clear(t.epIP)
+	clear(t.groupKeys)
+	clear(t.cidrPrefix)
+	for _, c := range s.CIDRs() {
+		d.setCIDR(c)
+	}
+	for _, rs := range s.RuleSets() {
+		for peer, es := range groupEntries(rs) {
+			if err := d.setGroup(group{rs.ID, peer}, es); err != nil {
+				d.needFull = true
+				return policy.SyncStats{}, fmt.Errorf("sync rule set %d: %w", rs.ID, err)
+			}
+		}
+	}
+	for _, ep := range s.Endpoints() {
+		if err := d.setEndpoint(s, ep); err != nil {
+			d.needFull = true
+			return policy.SyncStats{}, err
+		}
+	}
+	st, err := d.flush()
+	st.Duration = time.Since(start)
+	if err != nil {
+		d.needFull = true
+		return st, fmt.Errorf("full sync: %w", err)
+	}
+	d.needFull = false
+	d.synced = true
+	return st, nil
+}
+
+// Update applies one event's delta: it re-plans only the units (endpoints, CIDRs, rule-set
+// groups) the delta names, diffs them against what the kernel holds and applies the
+// difference. After a failure the next Update is a full sync.
+func (d *Datapath) Update(s *policy.State, delta *policy.Delta) (policy.SyncStats, error) {
+	if !d.synced || d.needFull {
+		st, err := d.Sync(s)
+		if err != nil {
+			return st, fmt.Errorf("update fell back to a full sync after an earlier failure: %w", err)
+		}
+		return st, nil
+	}
+	start := time.Now()
+	fail := func(err error) (policy.SyncStats, error) {
+		d.needFull = true
+		return policy.SyncStats{Duration: time.Since(start)}, fmt.Errorf("incremental update (the next update resyncs in full): %w", err)
+	}
+	t := d.tabs
+	// CIDR changes alter the cached fall-back identity of every pod inside the prefix.
+	var changed []netip.Prefix
+	for _, c := range delta.CIDRsRemoved {
+		d.removeCIDR(c.Prefix)
+		changed = append(changed, c.Prefix)
+	}
+	for _, c := range delta.CIDRsAdded {
+		d.setCIDR(c)
+		changed = append(changed, c.Prefix)
+	}
+	eps := map[uint32]bool{}
+	for _, ep := range delta.EndpointsRemoved {
+		d.removeEndpoint(ep.ID)
+	}
+	for _, ep := range delta.EndpointsAdded {
+		eps[ep.ID] = true
+	}
+	for _, ep := range delta.EndpointsChanged {
+		eps[ep.ID] = true
+	}
+	if len(changed) > 0 {
+		for id, ip := range t.epIP {
+			for _, p := range changed {
+				if p.Contains(ip) {
+					eps[id] = true
+					break
+				}
+			}
+		}
+	}
+	ids := make([]uint32, 0, len(eps))
+	for id := range eps {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for _, id := range ids {
+		ep, ok := s.Endpoint(id)
+		if !ok {
+			d.removeEndpoint(id)
+			continue
+		}
+		if old, ok := t.epIP[id]; ok && old != ep.Pod.IP {
+			d.removeEndpoint(id)
+		}
+		if err := d.setEndpoint(s, ep); err != nil {
+			return fail(err)
+		}
+	}
+	groups := map[group]bool{}
+	for _, e := range delta.EntriesAdded {
+		groups[group{e.Set, e.Entry.Peer}] = true
+	}
+	for _, e := range delta.EntriesRemoved {
+		groups[group{e.Set, e.Entry.Peer}] = true
+	}
+	for g := range groups {
+		var es []policy.Entry
+		if rs, ok := s.RuleSet(g.rs); ok {
+			for _, e := range rs.Entries {
+				if e.Peer == g.peer {
+					es = append(es, e)
+				}
+			}
+		}
+		if err := d.setGroup(g, es); err != nil {
+			return fail(err)
+		}
+	}
+	st, err := d.flush()
+	st.Duration = time.Since(start)
+	if err != nil {
+		d.needFull = true
+		return st, fmt.Errorf("incremental update (the next update resyncs in full): %w", err)
+	}
+	return st, nil
+}
+
+// flush applies the plan: entries a new endpoint value may refer to go in first, the
+// endpoint values next, deletions last, then the policy epoch moves so established flows are
+// checked again at their next forward packet.
+func (d *Datapath) flush() (policy.SyncStats, error) {
+	t := d.tabs
+	pk := d.opts.PerKey
+	st := &opStats{perMap: map[string]int64{}}
+	steps := []func() error{
+		func() error { return t.ipcache.flushUpserts(pk, st) },
+		func() error { return t.summary.flushUpserts(pk, st) },
+		func() error { return t.policy.flushUpserts(pk, st) },
+		func() error { return t.named.flushUpserts(pk, st) },
+		func() error { return t.lxc.flushUpserts(pk, st) },
+		func() error { return t.lxc.flushDeletes(pk, st) },
+		func() error { return t.named.flushDeletes(pk, st) },
+		func() error { return t.summary.flushDeletes(pk, st) },
+		func() error { return t.policy.flushDeletes(pk, st) },
+		func() error { return t.ipcache.flushDeletes(pk, st) },
+	}
+	out := policy.SyncStats{Detail: st.perMap}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			out.Ops, out.Bytes = st.ops, st.bytes
+			return out, err
+		}
+	}
+	if st.ops > 0 {
+		d.epoch++
+		if err := d.objs.Epoch.Put(uint32(0), d.epoch); err != nil {
+			return out, fmt.Errorf("update map epoch: %w", err)
+		}
+		st.add("epoch", 1, 8)
+	}
+	out.Ops, out.Bytes = st.ops, st.bytes
+	for name, n := range map[string]int{"lxc": len(t.lxc.cur), "ipcache": len(t.ipcache.cur),
+		"policy_summary": len(t.summary.cur), "policy": len(t.policy.cur), "named_ports": len(t.named.cur)} {
+		st.perMap["entries_"+name] = int64(n)
+	}
+	return out, nil
+}

@@ -1,0 +1,157 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+// table mirrors one BPF map: cur is what the kernel holds (every change goes through flush),
+// up and del are the pending changes of the plan being built.
+type table[K comparable, V comparable] struct {
+	name string
+	m    *ebpf.Map
+	max  uint32
+	cur  map[K]V
+	up   map[K]V
+	del  map[K]struct{}
+}
+
+func newTable[K comparable, V comparable](name string, m *ebpf.Map, max uint32) *table[K, V] {
+	return &table[K, V]{name: name, m: m, max: max, cur: map[K]V{}, up: map[K]V{}, del: map[K]struct{}{}}
+}
+
+// set plans k = v; a no-op when the kernel already holds it.
+func (t *table[K, V]) set(k K, v V) {
+	delete(t.del, k)
+	if c, ok := t.cur[k]; ok && c == v {
+		delete(t.up, k)
+		return
+	}
+	t.up[k] = v
+}
+
+// remove plans the deletion of k; a later set in the same plan cancels it.
+func (t *table[K, V]) remove(k K) {
+	delete(t.up, k)
+	if _, ok := t.cur[k]; ok {
+		t.del[k] = struct{}{}
+	}
+}
+
+// removeAll plans the deletion of everything (a full sync then sets what it wants).
+func (t *table[K, V]) removeAll() {
+	clear(t.up)
+	for k := range t.cur {
+		t.del[k] = struct{}{}
+	}
+}
+
+func (t *table[K, V]) entrySize() int {
+	var k K
+	var v V
+	return int(unsafe.Sizeof(k) + unsafe.Sizeof(v))
+}
+
+// opStats counts the kernel operations of one flush.
+type opStats struct {
+	ops     int
+	bytes   int
+	perMap  map[string]int64
+	batched bool
+}
+
+func (s *opStats) add(name string, n, size int) {
+	s.ops += n
+	s.bytes += n * size
+	s.perMap["ops_"+name] += int64(n)
+}
+
+// flushUpserts writes the planned updates to the kernel.
+func (t *table[K, V]) flushUpserts(perKey bool, st *opStats) error {
+	if len(t.up) == 0 {
+		return nil
+	}
+	keys := make([]K, 0, len(t.up))
+	vals := make([]V, 0, len(t.up))
+	for k, v := range t.up {
+		keys = append(keys, k)
+		vals = append(vals, v)
+	}
+	done, err := t.write(keys, vals, perKey)
+	for i := 0; i < done; i++ {
+		t.cur[keys[i]] = vals[i]
+	}
+	st.add(t.name, done, t.entrySize())
+	if err != nil {
+		return t.wrap("update", err)
+	}
+	clear(t.up)
+	return nil
+}
+
+func (t *table[K, V]) write(keys []K, vals []V, perKey bool) (int, error) {
+	if !perKey {
+		n, err := t.m.BatchUpdate(keys, vals, nil)
+		if err == nil || !errors.Is(err, ebpf.ErrNotSupported) {
+			return n, err
+		}
+	}
+	for i := range keys {
+		if err := t.m.Put(&keys[i], &vals[i]); err != nil {
+			return i, err
+		}
+	}
+	return len(keys), nil
+}
+
+// flushDeletes removes the planned deletions from the kernel.
+func (t *table[K, V]) flushDeletes(perKey bool, st *opStats) error {
+	if len(t.del) == 0 {
+		return nil
+	}
+	keys := make([]K, 0, len(t.del))
+	for k := range t.del {
+		keys = append(keys, k)
+	}
+	done := 0
+	var err error
+	if !perKey {
+		done, err = t.m.BatchDelete(keys, nil)
+		if err != nil && errors.Is(err, ebpf.ErrNotSupported) {
+			done, err = 0, nil
+			perKey = true
+		}
+	}
+	if perKey {
+		for ; done < len(keys); done++ {
+			if err = t.m.Delete(&keys[done]); err != nil {
+				break
+			}
+		}
+	}
+	for i := 0; i < done; i++ {
+		delete(t.cur, keys[i])
+	}
+	st.add(t.name, done, int(unsafe.Sizeof(keys[0])))
+	if err != nil {
+		return t.wrap("delete", err)
+	}
+	clear(t.del)
+	return nil
+}
+
+// wrap names the map; a full map is reported as such, never as a silent miss.
+func (t *table[K, V]) wrap(verb string, err error) error {
+	if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOSPC) {
+		return fmt.Errorf("%s map %s: %w: %d entries held, max_entries %d: %w (size the maps with datapath.SizesFor)",
+			verb, t.name, ErrMapFull, len(t.cur), t.max, err)
+	}
+	return fmt.Errorf("%s map %s: %w", verb, t.name, err)
+}
+
+// ErrMapFull is returned (wrapped) when a map has no room for a planned entry.
+var ErrMapFull = errors.New("map full")
