@@ -1,0 +1,25 @@
+// Package testbed builds a small, disposable network out of Linux network namespaces and sends
+// real packets through it, so every enforcement backend can be judged on delivered traffic
+// rather than on its own account of what it would do.
+//
+// Layout (all of it inside namespaces this package creates; the root namespace is never
+// touched):
+//
+//	<run>-node      forwarding on, rp_filter and redirects off; one veth per other namespace.
+//	                Enforcement sits here: eBPF on the node side of each pod veth (TCX),
+//	                iptables in the FORWARD path.
+//	<run>-pod<i>    a real pod namespace carrying many virtual pods: every address of the
+//	                aligned blocks of 198.18.0.0/15 assigned to it is local (AnyIP route), so
+//	                any pod address there can send and receive without per-pod setup.
+//	<run>-out       203.0.113.0/24 hosts (AnyIP) for ipBlock and world flows.
+//
+// Pod addresses map to namespaces by block: block = (ip - 198.18.0.0) >> (32 - BlockBits),
+// namespace = block mod PodNamespaces. Traffic between two pods always crosses the node, even
+// inside one block: a policy-routing rule sends locally generated packets for the pod range to
+// the veth before the local table is consulted. Self traffic (a pod to its own address) carries
+// the mark selfMark, which a higher rule sends to the local table, so it stays in the
+// namespace as it does in Kubernetes.
+//
+// Neighbours are static: each side of each veth knows the other's MAC for a link-local
+// gateway address, so no ARP is needed and the neighbour table does not grow with pod count.
+package testbed

@@ -1,0 +1,565 @@
+package testbed
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"netpolbench/policy"
+)
+
+// ProbeOptions bound a Probe call.
+type ProbeOptions struct {
+	// Timeout is how long one probe waits for delivery before it counts as dropped; 0 means
+	// 250 ms. Delivery inside the testbed takes well under a millisecond, and a TCP SYN is
+	// retransmitted only after 1 s, so a probe is one packet (plus its handshake).
+	Timeout time.Duration
+	// Concurrency is the number of probes in flight; 0 means 64.
+	Concurrency int
+}
+
+const (
+	defaultProbeTimeout     = 250 * time.Millisecond
+	defaultProbeConcurrency = 64
+	maxProbeConcurrency     = 512
+	maxProbes               = 1 << 20
+)
+
+// ErrUnsupported is returned for a flow the testbed cannot send.
+var ErrUnsupported = errors.New("flow not supported by the testbed")
+
+// Supported reports whether the testbed can send f as a real packet, and why not.
+func (tb *Testbed) Supported(f policy.Flow) error {
+	if _, err := tb.nsFor(f.Src); err != nil {
+		return fmt.Errorf("flow %s: source: %w: %w", f, ErrUnsupported, err)
+	}
+	if _, err := tb.nsFor(f.Dst); err != nil {
+		return fmt.Errorf("flow %s: destination: %w: %w", f, ErrUnsupported, err)
+	}
+	switch f.Proto {
+	case policy.ProtoTCP, policy.ProtoUDP:
+		if f.Port == 0 {
+			return fmt.Errorf("flow %s: %w: port 0", f, ErrUnsupported)
+		}
+	case policy.ProtoICMP:
+	case policy.ProtoSCTP:
+		return fmt.Errorf("flow %s: %w: SCTP probes are not implemented (Go has no SCTP sockets; %s)", f, ErrUnsupported, sctpKernelNote())
+	default:
+		return fmt.Errorf("flow %s: %w: protocol %d", f, ErrUnsupported, f.Proto)
+	}
+	return nil
+}
+
+func sctpKernelNote() string {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_SCTP)
+	if err != nil {
+		return "and this kernel has no SCTP: " + err.Error()
+	}
+	unix.Close(fd)
+	return "the kernel has SCTP"
+}
+
+// Probe sends every flow as one real packet from its source address to its destination and
+// reports, per flow, whether it was delivered: a completed TCP handshake, or a UDP datagram or
+// ICMP echo request read by a receiver in the destination's namespace. A probe that sees no
+// delivery within the timeout counts as dropped. Anything else (a refused connection, an
+// unreachable route, a datagram seen with the wrong addresses) is a testbed fault and fails
+// the call, so a drop is never confused with a broken testbed.
+//
+// Receivers are opened for the call only, in the destination namespaces, on the ports the
+// flows use. Self traffic (source == destination) stays inside its namespace.
+func (tb *Testbed) Probe(ctx context.Context, flows []policy.Flow, opts ProbeOptions) ([]bool, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = defaultProbeTimeout
+	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = defaultProbeConcurrency
+	}
+	opts.Concurrency = min(opts.Concurrency, maxProbeConcurrency)
+	if len(flows) > maxProbes {
+		return nil, fmt.Errorf("probe: %d flows (at most %d a call)", len(flows), maxProbes)
+	}
+	for _, f := range flows {
+		if err := tb.Supported(f); err != nil {
+			return nil, fmt.Errorf("probe: %w", err)
+		}
+	}
+	rx, err := tb.openReceivers(flows)
+	if err != nil {
+		return nil, err
+	}
+	defer rx.close()
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	out := make([]bool, len(flows))
+	sem := make(chan struct{}, opts.Concurrency)
+	var wg sync.WaitGroup
+	for i, f := range flows {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			ok, err := tb.probeOne(ctx, rx, uint64(i), f, opts.Timeout)
+			if err != nil {
+				cancel(fmt.Errorf("probe %s: %w", f, err))
+				return
+			}
+			out[i] = ok
+		}()
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return nil, err
+	}
+	return out, rx.err()
+}
+
+func (tb *Testbed) probeOne(ctx context.Context, rx *receivers, seq uint64, f policy.Flow, timeout time.Duration) (bool, error) {
+	src, dst := f.Src.Unmap(), f.Dst.Unmap()
+	sns, _ := tb.nsFor(src)
+	self := src == dst
+	if f.Proto == policy.ProtoTCP {
+		return dialTCP(ctx, sns, src, dst, f.Port, self, timeout)
+	}
+	w := rx.expect(seq)
+	defer rx.forget(seq)
+	tok := rx.token(seq)
+	var err error
+	if f.Proto == policy.ProtoUDP {
+		err = sendUDP(sns, src, dst, f.Port, self, tok)
+	} else {
+		err = sendICMP(sns, src, dst, uint16(seq), self, tok)
+	}
+	if err != nil {
+		return false, err
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-w.done:
+		if w.gotSrc != src || w.gotDst != dst {
+			return false, fmt.Errorf("testbed fault: delivered as %s -> %s", w.gotSrc, w.gotDst)
+		}
+		return true, nil
+	case <-t.C:
+		return false, nil
+	case <-ctx.Done():
+		return false, context.Cause(ctx)
+	}
+}
+
+// dialTCP connects from src to dst:port inside the source namespace. The socket is made with
+// the thread inside that namespace; the rest runs on the poller as usual.
+func dialTCP(ctx context.Context, sns *nsInfo, src, dst netip.Addr, port uint16, self bool, timeout time.Duration) (bool, error) {
+	var conn net.Conn
+	var derr error
+	d := net.Dialer{
+		LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0)),
+		Timeout:   timeout,
+		Control: func(_, _ string, c syscall.RawConn) error {
+			return markSelf(c, self)
+		},
+	}
+	err := inNS(sns.ns, func() error {
+		conn, derr = d.DialContext(ctx, "tcp4", netip.AddrPortFrom(dst, port).String())
+		return nil
+	})
+	if err != nil {
+		return false, err
+	}
+	if derr == nil {
+		// RST instead of FIN: no TIME_WAIT left behind per probe.
+		if tc, ok := conn.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+		conn.Close()
+		return true, nil
+	}
+	var ne net.Error
+	if errors.As(derr, &ne) && ne.Timeout() {
+		if ctx.Err() != nil {
+			return false, context.Cause(ctx)
+		}
+		return false, nil
+	}
+	if ctx.Err() != nil {
+		return false, context.Cause(ctx)
+	}
+	return false, fmt.Errorf("testbed fault: dial: %w (a drop shows as a timeout, not as an error)", derr)
+}
+
+func markSelf(c syscall.RawConn, self bool) error {
+	if !self {
+		return nil
+	}
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, selfMark)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("set SO_MARK: %w", serr)
+	}
+	return nil
+}
+
+// socketIn creates a socket inside ns; its namespace is fixed at creation, so it may then be
+// used from any thread.
+func socketIn(ns *nsInfo, domain, typ, proto int) (int, error) {
+	var fd int
+	var serr error
+	if err := inNS(ns.ns, func() error {
+		fd, serr = unix.Socket(domain, typ|unix.SOCK_CLOEXEC, proto)
+		return nil
+	}); err != nil {
+		return -1, err
+	}
+	if serr != nil {
+		return -1, fmt.Errorf("socket in %s: %w", ns.name, serr)
+	}
+	return fd, nil
+}
+
+func sockaddr(a netip.Addr, port uint16) *unix.SockaddrInet4 {
+	return &unix.SockaddrInet4{Addr: a.As4(), Port: int(port)}
+}
+
+// sendOne sends one datagram from a fresh socket bound to src in the source namespace.
+func sendOne(sns *nsInfo, typ, proto int, src, dst netip.Addr, port uint16, self bool, payload []byte) error {
+	fd, err := socketIn(sns, unix.AF_INET, typ, proto)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if self {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, selfMark); err != nil {
+			return fmt.Errorf("set SO_MARK: %w", err)
+		}
+	}
+	if err := unix.Bind(fd, sockaddr(src, 0)); err != nil {
+		return fmt.Errorf("bind %s in %s: %w", src, sns.name, err)
+	}
+	if err := unix.Sendto(fd, payload, 0, sockaddr(dst, port)); err != nil {
+		return fmt.Errorf("testbed fault: send to %s: %w", dst, err)
+	}
+	return nil
+}
+
+func sendUDP(sns *nsInfo, src, dst netip.Addr, port uint16, self bool, tok []byte) error {
+	return sendOne(sns, unix.SOCK_DGRAM, unix.IPPROTO_UDP, src, dst, port, self, tok)
+}
+
+// sendICMP sends one echo request carrying tok through a raw socket (the kernel adds the IP
+// header with src as source).
+func sendICMP(sns *nsInfo, src, dst netip.Addr, id uint16, self bool, tok []byte) error {
+	msg := make([]byte, 8+len(tok))
+	msg[0] = 8 // echo request
+	binary.BigEndian.PutUint16(msg[4:], id)
+	binary.BigEndian.PutUint16(msg[6:], 1)
+	copy(msg[8:], tok)
+	binary.BigEndian.PutUint16(msg[2:], inetChecksum(msg))
+	return sendOne(sns, unix.SOCK_RAW, unix.IPPROTO_ICMP, src, dst, 0, self, msg)
+}
+
+func inetChecksum(b []byte) uint16 {
+	var s uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	if len(b)%2 == 1 {
+		s += uint32(b[len(b)-1]) << 8
+	}
+	for s>>16 != 0 {
+		s = s&0xffff + s>>16
+	}
+	return ^uint16(s)
+}
+
+// receivers are the per-call listening sockets and the probes waiting on them.
+type receivers struct {
+	nonce [4]byte
+	mu    sync.Mutex
+	wait  map[uint64]*waiter
+	fault error
+	close func()
+}
+
+type waiter struct {
+	once           sync.Once
+	done           chan struct{}
+	gotSrc, gotDst netip.Addr
+}
+
+const tokenLen = 16
+
+var tokenMagic = [4]byte{'n', 'p', 'b', '1'}
+
+func (rx *receivers) token(seq uint64) []byte {
+	b := make([]byte, tokenLen)
+	copy(b, tokenMagic[:])
+	copy(b[4:], rx.nonce[:])
+	binary.BigEndian.PutUint64(b[8:], seq)
+	return b
+}
+
+func (rx *receivers) expect(seq uint64) *waiter {
+	w := &waiter{done: make(chan struct{})}
+	rx.mu.Lock()
+	rx.wait[seq] = w
+	rx.mu.Unlock()
+	return w
+}
+
+func (rx *receivers) forget(seq uint64) {
+	rx.mu.Lock()
+	delete(rx.wait, seq)
+	rx.mu.Unlock()
+}
+
+// deliver records a received token; tokens of other runs or of finished probes are ignored.
+func (rx *receivers) deliver(payload []byte, src, dst netip.Addr) {
+	if len(payload) < tokenLen || [4]byte(payload[:4]) != tokenMagic || [4]byte(payload[4:8]) != rx.nonce {
+		return
+	}
+	seq := binary.BigEndian.Uint64(payload[8:16])
+	rx.mu.Lock()
+	w := rx.wait[seq]
+	rx.mu.Unlock()
+	if w == nil {
+		return
+	}
+	w.once.Do(func() {
+		w.gotSrc, w.gotDst = src.Unmap(), dst.Unmap()
+		close(w.done)
+	})
+}
+
+func (rx *receivers) setFault(err error) {
+	rx.mu.Lock()
+	if rx.fault == nil {
+		rx.fault = err
+	}
+	rx.mu.Unlock()
+}
+
+func (rx *receivers) err() error {
+	rx.mu.Lock()
+	defer rx.mu.Unlock()
+	return rx.fault
+}
+
+// openReceivers opens, in each destination namespace, a TCP listener and a UDP socket on every
+// port the flows use there, and a raw ICMP socket where ICMP flows arrive. All are bound to
+// the wildcard address: the AnyIP routes make every address of the namespace's blocks local.
+func (tb *Testbed) openReceivers(flows []policy.Flow) (*receivers, error) {
+	rx := &receivers{wait: map[uint64]*waiter{}}
+	if _, err := rand.Read(rx.nonce[:]); err != nil {
+		return nil, fmt.Errorf("make probe nonce: %w", err)
+	}
+	type want struct {
+		ns    *nsInfo
+		proto policy.Protocol
+		port  uint16
+	}
+	seen := map[want]bool{}
+	var wants []want
+	for _, f := range flows {
+		dns, _ := tb.nsFor(f.Dst)
+		w := want{dns, f.Proto, f.Port}
+		if f.Proto == policy.ProtoICMP {
+			w.port = 0
+		}
+		if !seen[w] {
+			seen[w] = true
+			wants = append(wants, w)
+		}
+	}
+	var closers []func() error
+	var wg sync.WaitGroup
+	rx.close = func() {
+		for _, c := range closers {
+			c()
+		}
+		wg.Wait()
+	}
+	for _, w := range wants {
+		var err error
+		switch w.proto {
+		case policy.ProtoTCP:
+			var ln net.Listener
+			ln, err = listenTCP(w.ns, w.port)
+			if err == nil {
+				closers = append(closers, ln.Close)
+				wg.Add(1)
+				go func() { defer wg.Done(); acceptLoop(ln) }()
+			}
+		case policy.ProtoUDP:
+			var pc *net.UDPConn
+			pc, err = listenUDP(w.ns, w.port)
+			if err == nil {
+				closers = append(closers, pc.Close)
+				wg.Add(1)
+				go func() { defer wg.Done(); rx.readUDP(pc) }()
+			}
+		case policy.ProtoICMP:
+			var ic *net.IPConn
+			ic, err = listenICMP(w.ns)
+			if err == nil {
+				closers = append(closers, ic.Close)
+				wg.Add(1)
+				go func() { defer wg.Done(); rx.readICMP(ic) }()
+			}
+		}
+		if err != nil {
+			rx.close()
+			return nil, fmt.Errorf("open receivers: %w", err)
+		}
+	}
+	return rx, nil
+}
+
+func fileFD(fd int, name string) *os.File { return os.NewFile(uintptr(fd), name) }
+
+func listenTCP(ns *nsInfo, port uint16) (net.Listener, error) {
+	fd, err := socketIn(ns, unix.AF_INET, unix.SOCK_STREAM, unix.IPPROTO_TCP)
+	if err != nil {
+		return nil, err
+	}
+	f := fileFD(fd, "tcp-listener")
+	defer f.Close()
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		return nil, fmt.Errorf("set SO_REUSEADDR: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(port)}); err != nil {
+		return nil, fmt.Errorf("bind tcp/%d in %s: %w", port, ns.name, err)
+	}
+	if err := unix.Listen(fd, 4096); err != nil {
+		return nil, fmt.Errorf("listen tcp/%d in %s: %w", port, ns.name, err)
+	}
+	return net.FileListener(f)
+}
+
+func acceptLoop(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Close()
+	}
+}
+
+func listenUDP(ns *nsInfo, port uint16) (*net.UDPConn, error) {
+	fd, err := socketIn(ns, unix.AF_INET, unix.SOCK_DGRAM, unix.IPPROTO_UDP)
+	if err != nil {
+		return nil, err
+	}
+	f := fileFD(fd, "udp-receiver")
+	defer f.Close()
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_PKTINFO, 1); err != nil {
+		return nil, fmt.Errorf("set IP_PKTINFO: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(port)}); err != nil {
+		return nil, fmt.Errorf("bind udp/%d in %s: %w", port, ns.name, err)
+	}
+	pc, err := net.FilePacketConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("wrap udp/%d receiver: %w", port, err)
+	}
+	return pc.(*net.UDPConn), nil
+}
+
+func listenICMP(ns *nsInfo) (*net.IPConn, error) {
+	fd, err := socketIn(ns, unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_ICMP)
+	if err != nil {
+		return nil, err
+	}
+	f := fileFD(fd, "icmp-receiver")
+	defer f.Close()
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_PKTINFO, 1); err != nil {
+		return nil, fmt.Errorf("set IP_PKTINFO: %w", err)
+	}
+	pc, err := net.FilePacketConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("wrap icmp receiver: %w", err)
+	}
+	return pc.(*net.IPConn), nil
+}
+
+// pktinfoDst returns the destination address from an IP_PKTINFO control message.
+func pktinfoDst(oob []byte) (netip.Addr, bool) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	for _, m := range msgs {
+		if m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_PKTINFO && len(m.Data) >= unix.SizeofInet4Pktinfo {
+			// struct in_pktinfo: ifindex (4), spec_dst (4), addr (4); addr is the header's
+			// destination.
+			return netip.AddrFrom4([4]byte(m.Data[8:12])), true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+func (rx *receivers) readUDP(pc *net.UDPConn) {
+	buf := make([]byte, 2048)
+	oob := make([]byte, 256)
+	for {
+		n, oobn, _, from, err := pc.ReadMsgUDPAddrPort(buf, oob)
+		if err != nil {
+			return
+		}
+		dst, ok := pktinfoDst(oob[:oobn])
+		if !ok {
+			rx.setFault(errors.New("testbed fault: udp receiver got no IP_PKTINFO"))
+			continue
+		}
+		rx.deliver(buf[:n], from.Addr(), dst)
+	}
+}
+
+func (rx *receivers) readICMP(ic *net.IPConn) {
+	buf := make([]byte, 2048)
+	oob := make([]byte, 256)
+	for {
+		n, oobn, _, from, err := ic.ReadMsgIP(buf, oob)
+		if err != nil {
+			return
+		}
+		b := buf[:n]
+		// A raw IPv4 socket may hand over the IP header; an ICMP message never starts with
+		// 0x4X (no ICMP type 64..79 is in use).
+		if len(b) > 20 && b[0]>>4 == 4 {
+			b = b[int(b[0]&0x0f)*4:]
+		}
+		if len(b) < 8 || b[0] != 8 {
+			continue // only echo requests are probes
+		}
+		dst, ok := pktinfoDst(oob[:oobn])
+		if !ok {
+			rx.setFault(errors.New("testbed fault: icmp receiver got no IP_PKTINFO"))
+			continue
+		}
+		src, _ := netip.AddrFromSlice(from.IP.To4())
+		rx.deliver(b[8:], src, dst)
+	}
+}
