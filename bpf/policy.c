@@ -204,16 +204,18 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 	if (ip->frag_off & bpf_htons(0x1fff))
 		return 0;
 	l4 = (void *)ip + ihl;
-	if (p->proto == PROTO_TCP) {
-		if (l4 + 14 > end)
-			return -1;
-		p->tcp_flags = *(__u8 *)(l4 + 13);
-	} else if (l4 + 8 > end) {
-		/* UDP's header and SCTP's common header both start with the two ports. */
+	/* TCP, UDP and SCTP's common header all start with the two ports; 8 bytes is UDP's
+	 * whole header and the least any of them has. */
+	if (l4 + 8 > end)
 		return -1;
-	}
 	p->sport = *(__u16 *)l4;
 	p->dport = *(__u16 *)(l4 + 2);
+	if (p->proto == PROTO_TCP) {
+		__u8 *flags = l4 + 13;
+		if ((void *)(flags + 1) > end)
+			return -1;
+		p->tcp_flags = *flags;
+	}
 	p->has_ports = 1;
 	return 0;
 }

@@ -105,11 +105,11 @@ const defaultRangeExpand = 16
 // Datapath is a loaded pair of enforcement programs and their maps. It implements
 // policy.Backend and policy.Prober.
 type Datapath struct {
-	opts  Options
-	objs  bpfObjects
-	sizes Sizes
-	names *nameTable
-	tabs  *tables
+	opts   Options
+	objs   bpfObjects
+	sizes  Sizes
+	names  *nameTable
+	tabs   *tables
 	synced bool
 	// needFull is set after a failed Update: the next Update does a full sync.
 	needFull bool

@@ -110,4 +110,3 @@ func (d *Datapath) VerdictPacket(pkt []byte) (policy.Verdict, error) {
 	}
 	return policy.Allow, nil
 }
-
