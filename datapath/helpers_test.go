@@ -240,4 +240,3 @@ func addrs(ss ...string) []netip.Addr {
 	}
 	return out
 }
-

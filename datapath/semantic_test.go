@@ -61,7 +61,7 @@ var semanticCases = []semanticCase{
 			From: []networkingv1.NetworkPolicyPeer{nsPeer(map[string]string{"team": "blue"})}}}, nil)}},
 	{name: "IngressFromIPBlockWithExceptMatchesPodsToo", pols: []*networkingv1.NetworkPolicy{
 		netpol("x", "cidr", nil, ingressOnly, []networkingv1.NetworkPolicyIngressRule{{
-			From: []networkingv1.NetworkPolicyPeer{cidrPeer("203.0.113.0/24", "203.0.113.128/25"), cidrPeer("198.18.0.16/28", "198.18.0.30/31")},
+			From:  []networkingv1.NetworkPolicyPeer{cidrPeer("203.0.113.0/24", "203.0.113.128/25"), cidrPeer("198.18.0.16/28", "198.18.0.30/31")},
 			Ports: []networkingv1.NetworkPolicyPort{port(tcp, 80), protoOnly(udp)}}}, nil)}},
 	{name: "EgressToNamedPortResolvesPerDestination", pols: []*networkingv1.NetworkPolicy{
 		netpol("x", "eg-named", nil, egressOnly, nil, []networkingv1.NetworkPolicyEgressRule{{
