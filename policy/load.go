@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	yamlv3 "go.yaml.in/yaml/v3"
 	"sigs.k8s.io/yaml"
 )
 
@@ -175,14 +177,15 @@ type decoded struct {
 	where string
 }
 
-// decode reads the supported objects of one stream; name is used in messages.
+// decode reads the supported objects of one stream; name is used in messages. Each document
+// is decoded straight into its typed object, as kubectl does, so that a plain scalar such as
+// y or on stays a string where the field is a string (YAML 1.1 would read a boolean).
 func decode(r io.Reader, name string) ([]decoded, []string, error) {
-	dec := utilyaml.NewYAMLOrJSONDecoder(r, 4096)
+	rd := utilyaml.NewYAMLReader(bufio.NewReader(r))
 	var out []decoded
 	var warnings []string
 	for doc := 0; ; doc++ {
-		var raw map[string]any
-		err := dec.Decode(&raw)
+		raw, err := rd.Read()
 		if err == io.EOF {
 			return out, warnings, nil
 		}
@@ -190,20 +193,52 @@ func decode(r io.Reader, name string) ([]decoded, []string, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", where, err)
 		}
-		if raw == nil {
+		if len(bytes.TrimSpace(raw)) == 0 || isOnlyComments(raw) {
 			continue
 		}
-		js, err := yaml.Marshal(raw)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", where, err)
-		}
-		o, w, err := decodeObject(js, where)
+		o, w, err := decodeObject(raw, where)
 		if err != nil {
 			return nil, nil, err
 		}
 		out = append(out, o...)
 		warnings = append(warnings, w...)
+		warnings = append(warnings, yaml11Booleans(raw, where)...)
 	}
+}
+
+// yaml11Words are plain scalars that YAML 1.1 (and so kubectl) reads as booleans.
+var yaml11Words = map[string]bool{"y": true, "Y": true, "yes": true, "Yes": true, "YES": true,
+	"n": true, "N": true, "no": true, "No": true, "NO": true, "on": true, "On": true, "ON": true,
+	"off": true, "Off": true, "OFF": true}
+
+// yaml11Booleans warns about plain scalars such as y or on: like kubectl, the decoder reads
+// them as booleans, so a label value y becomes "true". Quote them to mean the string.
+func yaml11Booleans(doc []byte, where string) []string {
+	var root yamlv3.Node
+	if yamlv3.Unmarshal(doc, &root) != nil {
+		return nil
+	}
+	var out []string
+	var walk func(n *yamlv3.Node)
+	walk = func(n *yamlv3.Node) {
+		if n.Kind == yamlv3.ScalarNode && n.Style == 0 && n.Tag == "!!str" && yaml11Words[n.Value] {
+			out = append(out, fmt.Sprintf("%s: line %d: unquoted %s is read as a boolean (YAML 1.1, as kubectl does); quote it to mean the string", where, n.Line, n.Value))
+		}
+		for _, c := range n.Content {
+			walk(c)
+		}
+	}
+	walk(&root)
+	return out
+}
+
+func isOnlyComments(b []byte) bool {
+	for _, line := range strings.Split(string(b), "\n") {
+		if t := strings.TrimSpace(line); t != "" && !strings.HasPrefix(t, "#") && t != "---" {
+			return false
+		}
+	}
+	return true
 }
 
 func decodeObject(doc []byte, where string) ([]decoded, []string, error) {
@@ -237,20 +272,22 @@ func decodeObject(doc []byte, where string) ([]decoded, []string, error) {
 		}
 		return []decoded{{&np, where}}, nil, nil
 	case strings.HasSuffix(tm.Kind, "List"):
+		// Items are split as YAML nodes and re-encoded with their scalar styles intact, so
+		// each decodes into its typed object like a document of its own.
 		var list struct {
-			Items []map[string]any `json:"items"`
+			Items []yamlv3.Node `yaml:"items"`
 		}
-		if err := yaml.Unmarshal(doc, &list); err != nil {
+		if err := yamlv3.Unmarshal(doc, &list); err != nil {
 			return nil, nil, fmt.Errorf("%s (%s): %w", where, tm.Kind, err)
 		}
 		var out []decoded
 		var warnings []string
-		for i, item := range list.Items {
-			js, err := yaml.Marshal(item)
+		for i := range list.Items {
+			item, err := yamlv3.Marshal(&list.Items[i])
 			if err != nil {
 				return nil, nil, fmt.Errorf("%s: items[%d]: %w", where, i, err)
 			}
-			o, w, err := decodeObject(js, fmt.Sprintf("%s: items[%d]", where, i))
+			o, w, err := decodeObject(item, fmt.Sprintf("%s: items[%d] (line %d)", where, i, list.Items[i].Line))
 			if err != nil {
 				return nil, nil, err
 			}
