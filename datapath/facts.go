@@ -260,24 +260,12 @@ func countState(s *policy.State, layout Layout, rangeExpand int) stateCounts {
 			}
 		}
 	}
+	names := newNameTable()
 	for _, rs := range s.RuleSets() {
 		for _, es := range groupEntries(rs) {
 			c.summaries++
-			for _, e := range es {
-				switch {
-				case e.NamedPort != "":
-					c.policy++
-				case e.Proto == policy.ProtoAny || e.Port == 0:
-				default:
-					w := int(e.EndPort) - int(e.Port) + 1
-					if w < 1 {
-						w = 1
-					}
-					if w > rangeExpand {
-						w = 1 // inline or, beyond 4 ranges, expanded: counted low, doubled by SizesFor
-					}
-					c.policy += w
-				}
+			if _, keys, err := planGroup(es, rangeExpand, names.id); err == nil {
+				c.policy += len(keys)
 			}
 		}
 	}

@@ -186,14 +186,6 @@ type group struct {
 }
 
 // setGroup plans the summary and exact keys of one (rule set, peer) from its entries.
-//
-// Port ranges: a range of at most RangeExpand ports becomes single-port hash keys; a wider one
-// is kept in the summary value (up to 4 per group), which the program checks with compares it
-// has already paid the lookup for. We chose this over Cilium's LPM port-prefix key: an LPM
-// lookup costs more than a hash lookup and grows with the number of keys (see
-// performance-anchors.md), and every flow would pay it, while ranges are rare; over pure
-// expansion because 1-65535 would be 65,535 keys per group. BenchmarkRange measures inline
-// against expanded.
 func (d *Datapath) setGroup(g group, entries []policy.Entry) error {
 	t := d.tabs
 	sk := bpfSummaryKey{Rs: uint32(g.rs), Peer: uint32(g.peer)}
@@ -205,48 +197,92 @@ func (d *Datapath) setGroup(g group, entries []policy.Entry) error {
 		t.summary.remove(sk)
 		return nil
 	}
+	sum, keys, err := planGroup(entries, d.opts.RangeExpand, d.names.id)
+	if err != nil {
+		return err
+	}
+	t.summary.set(sk, sum)
+	for i := range keys {
+		keys[i].Rs, keys[i].Peer = sk.Rs, sk.Peer
+		t.policy.set(keys[i], 1)
+	}
+	t.groupKeys[sk] = keys
+	return nil
+}
+
+// planGroup turns the entries of one (rule set, peer) into its summary value and its exact
+// keys (Rs and Peer left zero). It is a pure function of the entries, so an incremental update
+// and a full sync write the same entries.
+//
+// Port ranges: overlapping and adjacent ranges of a protocol are merged first. A merged range
+// of at most rangeExpand ports becomes single-port hash keys; a wider one is kept in the
+// summary value (up to 4 per group; further ones are expanded), which the program checks with
+// compares after the lookup it has already paid. We chose this over Cilium's LPM port-prefix
+// key: an LPM lookup costs more than a hash lookup and grows with the number of keys (see
+// performance-anchors.md), and every flow would pay it, while wide ranges are rare; and over
+// pure expansion because 1-65535 would be 65,535 keys per group. BenchmarkRange measures the
+// inline check against the expanded keys.
+func planGroup(entries []policy.Entry, rangeExpand int, nameID func(string) (uint16, error)) (bpfSummary, []bpfPolicyKey, error) {
 	var sum bpfSummary
 	var keys []bpfPolicyKey
-	addPort := func(e policy.Entry, port uint16) {
-		keys = append(keys, bpfPolicyKey{Rs: sk.Rs, Peer: sk.Peer, Proto: uint8(e.Proto), Kind: 0, Port: port})
-		sum.Exact |= protoBit(e.Proto)
-	}
+	type span struct{ lo, hi int }
+	ranges := map[policy.Protocol][]span{}
 	for _, e := range entries {
 		switch {
 		case e.Proto == policy.ProtoAny:
 			sum.AnyProto = 1
 		case e.NamedPort != "":
-			id, err := d.names.id(e.NamedPort)
+			id, err := nameID(e.NamedPort)
 			if err != nil {
-				return err
+				return sum, nil, err
 			}
-			keys = append(keys, bpfPolicyKey{Rs: sk.Rs, Peer: sk.Peer, Proto: uint8(e.Proto), Kind: 1, Port: id})
+			keys = append(keys, bpfPolicyKey{Proto: uint8(e.Proto), Kind: 1, Port: id})
 			sum.Named |= protoBit(e.Proto)
 		case e.Port == 0:
 			sum.AllPorts |= protoBit(e.Proto)
 		default:
-			end := e.EndPort
-			if end < e.Port {
-				end = e.Port
+			hi := max(int(e.EndPort), int(e.Port))
+			ranges[e.Proto] = append(ranges[e.Proto], span{int(e.Port), hi})
+		}
+	}
+	if sum.AnyProto != 0 {
+		// Every protocol and port is allowed: no other key can change a verdict.
+		return bpfSummary{AnyProto: 1}, nil, nil
+	}
+	protos := make([]policy.Protocol, 0, len(ranges))
+	for p := range ranges {
+		if sum.AllPorts&protoBit(p) == 0 {
+			protos = append(protos, p)
+		}
+	}
+	sort.Slice(protos, func(i, j int) bool { return protos[i] < protos[j] })
+	for _, p := range protos {
+		rs := ranges[p]
+		sort.Slice(rs, func(i, j int) bool { return rs[i].lo < rs[j].lo })
+		merged := rs[:1]
+		for _, r := range rs[1:] {
+			last := &merged[len(merged)-1]
+			if r.lo <= last.hi+1 {
+				last.hi = max(last.hi, r.hi)
+				continue
 			}
-			width := int(end) - int(e.Port) + 1
-			if width > 1 && d.opts.RangeExpand >= 0 && width > d.opts.RangeExpand && int(sum.Nranges) < len(sum.Ranges) {
-				r := &sum.Ranges[sum.Nranges]
-				r.Proto, r.Lo, r.Hi = uint8(e.Proto), e.Port, end
+			merged = append(merged, r)
+		}
+		for _, r := range merged {
+			width := r.hi - r.lo + 1
+			if width > 1 && rangeExpand >= 0 && width > rangeExpand && int(sum.Nranges) < len(sum.Ranges) {
+				x := &sum.Ranges[sum.Nranges]
+				x.Proto, x.Lo, x.Hi = uint8(p), uint16(r.lo), uint16(r.hi)
 				sum.Nranges++
 				continue
 			}
-			for p := int(e.Port); p <= int(end); p++ {
-				addPort(e, uint16(p))
+			for port := r.lo; port <= r.hi; port++ {
+				keys = append(keys, bpfPolicyKey{Proto: uint8(p), Port: uint16(port)})
 			}
+			sum.Exact |= protoBit(p)
 		}
 	}
-	t.summary.set(sk, sum)
-	for _, k := range keys {
-		t.policy.set(k, 1)
-	}
-	t.groupKeys[sk] = keys
-	return nil
+	return sum, keys, nil
 }
 
 func groupEntries(rs *policy.RuleSet) map[policy.Identity][]policy.Entry {
