@@ -1,0 +1,200 @@
+package policy
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func writeFile(t *testing.T, name, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const multiDoc = `apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {team: red}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {namespace: shop, name: web-1, labels: {app: web, pod-template-hash: 5d8f}}
+spec:
+  containers:
+  - name: c
+    image: nginx
+    ports: [{name: http, containerPort: 8080}, {name: dns, containerPort: 53, protocol: UDP}]
+status: {podIP: 198.18.0.10}
+---
+apiVersion: v1
+kind: Pod
+metadata: {namespace: shop, name: pending}
+spec: {containers: [{name: c, image: nginx}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {namespace: shop, name: web}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {namespace: shop, name: web}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress:
+  - ports: [{port: http}]
+`
+
+func TestLoadReadsMultiDocumentYAMLAndSkipsOtherKinds(t *testing.T) {
+	c, warnings, err := Load(writeFile(t, "cluster.yaml", multiDoc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Pods) != 1 || len(c.Policies) != 1 {
+		t.Fatalf("pods %d policies %d, want 1 and 1", len(c.Pods), len(c.Policies))
+	}
+	p := c.Pods["shop/web-1"]
+	if p == nil || p.IP.String() != "198.18.0.10" {
+		t.Fatalf("pod: %+v", p)
+	}
+	if n, ok := p.NamedPort("http", ProtoTCP); !ok || n != 8080 {
+		t.Errorf("named port http/TCP = %d %v, want 8080 (protocol defaults to TCP)", n, ok)
+	}
+	if _, ok := p.NamedPort("dns", ProtoTCP); ok {
+		t.Error("dns is UDP: it must not resolve for TCP")
+	}
+	if c.Namespaces["shop"].Labels[NamespaceNameLabel] != "shop" {
+		t.Error("namespace is missing the kubernetes.io/metadata.name label the API server sets")
+	}
+	joined := strings.Join(warnings, "\n")
+	for _, want := range []string{"Service", "pending"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("no warning about %s in:\n%s", want, joined)
+		}
+	}
+	if len(warnings) != 2 {
+		t.Errorf("%d warnings, want 2 (one line each):\n%s", len(warnings), joined)
+	}
+}
+
+func TestLoadReadsKubectlListDocuments(t *testing.T) {
+	list := `apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Namespace
+  metadata: {name: "y", labels: {ns: "y"}}
+- apiVersion: v1
+  kind: Pod
+  metadata: {namespace: "y", name: a, labels: {pod: a}}
+  spec: {containers: [{name: c, image: x}]}
+  status: {podIP: 198.18.0.2}
+- apiVersion: networking.k8s.io/v1
+  kind: NetworkPolicy
+  metadata: {namespace: "y", name: deny}
+  spec: {podSelector: {}}
+`
+	c, _, err := Load(writeFile(t, "list.yaml", list))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Namespaces["y"] == nil || c.Namespaces["y"].Labels["ns"] != "y" || c.Pods["y/a"] == nil || c.Policies["y/deny"] == nil {
+		t.Fatalf("list not read: namespaces %v pods %v policies %v", c.NamespaceNames(), c.PodKeys(), c.PolicyKeys())
+	}
+}
+
+func TestLoadWarnsAboutUnquotedYAML11Booleans(t *testing.T) {
+	doc := "apiVersion: v1\nkind: Namespace\nmetadata: {name: a, labels: {enabled: on}}\n"
+	c, warnings, err := Load(writeFile(t, "bool.yaml", doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Namespaces["a"].Labels["enabled"]; got != "true" {
+		t.Errorf("label read as %q; kubectl reads an unquoted on as true", got)
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "line 3") || !strings.Contains(warnings[0], "quote") {
+		t.Errorf("want one warning naming line 3, got %q", warnings)
+	}
+}
+
+func TestLoadErrorsNameFileDocumentAndField(t *testing.T) {
+	cases := []struct {
+		name, doc string
+		want      []string
+	}{
+		{"bad field type", "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: 3}\n",
+			[]string{"bad.yaml", "document 1", "containers"}},
+		{"unknown field", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p}\nspec: {podSelektor: {}}\n",
+			[]string{"bad.yaml", "document 0", "podSelektor"}},
+		{"invalid cidr", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: prod}\nspec:\n  podSelector: {}\n  ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/33}}]}]\n",
+			[]string{"document 0", "prod/p", "spec.ingress[0]", "invalid CIDR"}},
+		{"except outside cidr", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: prod}\nspec:\n  podSelector: {}\n  egress: [{to: [{ipBlock: {cidr: 10.0.0.0/24, except: [10.0.1.0/25]}}]}]\n",
+			[]string{"prod/p", "spec.egress[0]", "not a strict subset"}},
+		{"endPort below port", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: prod}\nspec:\n  podSelector: {}\n  ingress: [{ports: [{port: 90, endPort: 80}]}]\n",
+			[]string{"prod/p", "endPort", "below port"}},
+		{"endPort with named port", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: prod}\nspec:\n  podSelector: {}\n  ingress: [{ports: [{port: http, endPort: 80}]}]\n",
+			[]string{"prod/p", "endPort", "named port"}},
+		{"unknown protocol", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: prod}\nspec:\n  podSelector: {}\n  ingress: [{ports: [{port: 80, protocol: ICMP}]}]\n",
+			[]string{"prod/p", "protocol", "ICMP"}},
+		{"bad selector operator", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: prod}\nspec:\n  podSelector: {matchExpressions: [{key: a, operator: Near}]}\n",
+			[]string{"prod/p", "spec.podSelector"}},
+		{"duplicate pod IP", "apiVersion: v1\nkind: Pod\nmetadata: {name: p1}\nspec: {containers: [{name: c, image: x}]}\nstatus: {podIP: 198.18.0.1}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p2}\nspec: {containers: [{name: c, image: x}]}\nstatus: {podIP: 198.18.0.1}\n",
+			[]string{"document 1", "already used"}},
+		{"missing kind", "apiVersion: v1\nmetadata: {name: a}\n", []string{"document 0", "kind"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _, err := Load(writeFile(t, "bad.yaml", tc.doc))
+			if err == nil {
+				t.Fatalf("loaded %v; want an error", c.PodKeys())
+			}
+			if c != nil {
+				t.Error("a failed load returned a cluster: nothing may be applied")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestDefaultPolicyFollowsTheAPIServer(t *testing.T) {
+	doc := `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: a}
+spec:
+  podSelector: {}
+  ingress: [{ports: [{port: 80}]}]
+  egress: [{}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: b}
+spec:
+  podSelector: {}
+  policyTypes: []
+  egress: []
+`
+	c, _, err := LoadBytes([]byte(doc), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := c.Policies["default/a"]
+	if a == nil {
+		t.Fatal("policy without namespace not put in default")
+	}
+	if got := a.Spec.PolicyTypes; len(got) != 2 {
+		t.Errorf("policyTypes %v, want [Ingress Egress] (egress rules present)", got)
+	}
+	if p := a.Spec.Ingress[0].Ports[0].Protocol; p == nil || *p != "TCP" {
+		t.Errorf("protocol %v, want TCP", p)
+	}
+	if got := c.Policies["default/b"].Spec.PolicyTypes; len(got) != 1 || got[0] != "Ingress" {
+		t.Errorf("empty policyTypes and empty egress: %v, want [Ingress]", got)
+	}
+}
