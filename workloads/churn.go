@@ -250,6 +250,15 @@ func (c *Churn) Next() ([]policy.Event, bool) {
 	return evs, true
 }
 
+// popularLS draws a label set by pod, so big deployments grow more often; any label set when
+// no pod is left.
+func (c *Churn) popularLS() int {
+	if len(c.pods) == 0 {
+		return c.r.IntN(len(c.w.labelSets))
+	}
+	return c.pods[c.r.IntN(len(c.pods))].ls
+}
+
 func (c *Churn) feasible(k ChurnKind) bool {
 	switch k {
 	case ChurnPodAdd, ChurnScaleUp:
@@ -274,14 +283,13 @@ func (c *Churn) NextOf(kind ChurnKind) ([]policy.Event, error) {
 	var evs []policy.Event
 	switch kind {
 	case ChurnPodAdd:
-		evs = append(evs, c.podAdd(c.pods[c.r.IntN(len(c.pods))].ls))
+		evs = append(evs, c.podAdd(c.popularLS()))
 	case ChurnPodDelete:
 		evs = append(evs, c.podDelete(c.pods[c.r.IntN(len(c.pods))]))
 	case ChurnRelabel:
 		evs = append(evs, c.relabel(c.pods[c.r.IntN(len(c.pods))]))
 	case ChurnScaleUp:
-		// A deployment scaling up: its label set is drawn by pod, so big ones scale more often.
-		ls := c.pods[c.r.IntN(len(c.pods))].ls
+		ls := c.popularLS()
 		for range c.burst {
 			if !c.feasible(ChurnPodAdd) {
 				break
