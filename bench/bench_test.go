@@ -1,0 +1,369 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"netpolbench/policy"
+	"netpolbench/results"
+)
+
+// testSource builds small clusters without the workload generator: pods spread over label
+// sets app=a<i> in two namespaces, a default deny per namespace, and one policy per label set
+// allowing the next label set in on TCP 80.
+type testSource struct{ labelSets int }
+
+func (s testSource) Describe() json.RawMessage { return json.RawMessage(`{"test":true}`) }
+func (s testSource) Fixed() bool               { return false }
+
+func (s testSource) Scale(pods, labelSets int) (*Scenario, error) {
+	if labelSets == 0 {
+		labelSets = s.labelSets
+	}
+	cl, err := testCluster(pods, labelSets)
+	if err != nil {
+		return nil, err
+	}
+	return &Scenario{Pods: pods, LabelSets: labelSets, Cluster: cl}, nil
+}
+
+func testCluster(pods, labelSets int) (*policy.Cluster, error) {
+	cl := policy.NewCluster()
+	nss := []string{"alpha", "bravo"}
+	for _, ns := range nss {
+		if err := cl.AddNamespace(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			return nil, err
+		}
+	}
+	ip := netip.MustParseAddr("198.18.0.1")
+	for i := 0; i < pods; i++ {
+		for b := ip.As4(); b[3] == 0 || b[3] == 255; b = ip.As4() {
+			ip = ip.Next()
+		}
+		ls := i % labelSets
+		p := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: nss[ls%2], Name: fmt.Sprintf("p%d", i), Labels: map[string]string{"app": fmt.Sprintf("a%d", ls)}},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 80, Protocol: corev1.ProtocolTCP}}}}},
+			Status:     corev1.PodStatus{PodIP: ip.String()},
+		}
+		if err := cl.AddPod(p); err != nil {
+			return nil, err
+		}
+		ip = ip.Next()
+	}
+	tcp := corev1.ProtocolTCP
+	port := intstr.FromInt32(80)
+	for _, ns := range nss {
+		np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "deny"},
+			Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}}}
+		if err := cl.AddPolicy(np); err != nil {
+			return nil, err
+		}
+	}
+	for ls := 0; ls < labelSets; ls++ {
+		from := (ls + 1) % labelSets
+		np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: nss[ls%2], Name: fmt.Sprintf("allow-a%d", ls)},
+			Spec: networkingv1.NetworkPolicySpec{
+				PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": fmt.Sprintf("a%d", ls)}},
+				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+				Ingress: []networkingv1.NetworkPolicyIngressRule{{
+					From: []networkingv1.NetworkPolicyPeer{{
+						PodSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"app": fmt.Sprintf("a%d", from)}},
+						NamespaceSelector: &metav1.LabelSelector{},
+					}},
+					Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &port}},
+				}},
+			}}
+		if err := cl.AddPolicy(np); err != nil {
+			return nil, err
+		}
+	}
+	return cl, nil
+}
+
+func TestHistogramsClampOutOfRangeValuesAndCountThem(t *testing.T) {
+	h := NewHistograms()
+	k := HistKey{Kind: results.KindStampDelta, Backend: "ebpf", Pods: 100, Verdict: results.VerdictAllow, Flow: results.FlowNew, Attach: "tcx"}
+	for _, v := range []int64{0, -5, 100, 200, histMax * 2} {
+		if err := h.Record(k, v); err != nil {
+			t.Fatalf("record %d: %v", v, err)
+		}
+	}
+	if got := h.Count(k); got != 5 {
+		t.Errorf("count = %d, want 5 (clamped values are kept)", got)
+	}
+	if got := h.Clamped(); got != 3 {
+		t.Errorf("clamped = %d, want 3", got)
+	}
+	if max := h.Get(k).Max(); !h.Get(k).ValuesAreEquivalent(max, histMax) {
+		t.Errorf("max = %d, want ≈ %d", max, int64(histMax))
+	}
+}
+
+func TestHistogramsLinkStampDeltasToTheirFloorAndWriteHgrm(t *testing.T) {
+	h := NewHistograms()
+	floor := HistKey{Kind: results.KindStampDelta, Backend: results.BackendFloorName, Pods: 1000, Verdict: results.VerdictAllow, Flow: results.FlowNew, Attach: "netfilter"}
+	ipt := HistKey{Kind: results.KindStampDelta, Backend: "iptables", Pods: 1000, Verdict: results.VerdictDeny, Flow: results.FlowNew, Attach: "netfilter"}
+	other := HistKey{Kind: results.KindStampDelta, Backend: "ebpf", Pods: 1000, Verdict: results.VerdictDeny, Flow: results.FlowNew, Attach: "tcx"}
+	tr := HistKey{Kind: results.KindTestRunBatchMeans, Backend: "ebpf", Pods: 1000, Verdict: results.VerdictDeny, Flow: results.FlowNew}
+	for i := int64(1); i <= 1000; i++ {
+		for _, c := range []struct {
+			k HistKey
+			v int64
+		}{{floor, 100 + i%10}, {ipt, 5000 + i}, {other, 300}, {tr, 150}} {
+			if err := h.Record(c.k, c.v); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	dir := t.TempDir()
+	out, err := h.Results(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]results.Histogram{}
+	for _, r := range out {
+		byName[r.Name] = r
+		if r.HgrmPath == "" {
+			t.Errorf("%s: no .hgrm file", r.Name)
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, r.HgrmPath))
+		if err != nil || !strings.Contains(string(b), "Percentile") {
+			t.Errorf("%s: .hgrm file %s unreadable or not a percentile table: %v", r.Name, r.HgrmPath, err)
+		}
+	}
+	got := byName[ipt.Name()]
+	if got.Floor != floor.Name() || got.AboveFloor == nil {
+		t.Fatalf("iptables histogram floor = %q, want %q", got.Floor, floor.Name())
+	}
+	wantP50 := got.Percentiles.P50 - byName[floor.Name()].Percentiles.P50
+	if math.Abs(got.AboveFloor.P50-wantP50) > 1 {
+		t.Errorf("above-floor p50 = %v, want %v", got.AboveFloor.P50, wantP50)
+	}
+	if byName[other.Name()].Floor != "" {
+		t.Errorf("a tcx histogram got the netfilter floor %q", byName[other.Name()].Floor)
+	}
+	if r := byName[tr.Name()]; r.Floor != "" || r.Kind != results.KindTestRunBatchMeans {
+		t.Errorf("test-run histogram: floor %q kind %q, want no floor and kind batch means", r.Floor, r.Kind)
+	}
+	if byName[floor.Name()].Floor != "" {
+		t.Error("the floor got a floor of its own")
+	}
+}
+
+func TestFitsGiveTheExponentOfEachSeries(t *testing.T) {
+	r := &Runner{run: results.New(), sizes: map[string][]sizePoint{}, pkt: map[string][]sizePoint{}}
+	for _, n := range []int{100, 1000, 10000} {
+		x := float64(n)
+		r.sizes["iptables"] = append(r.sizes["iptables"], sizePoint{pods: n, identities: n / 10,
+			size: results.Size{Iptables: &results.IptablesSize{Rules: uint64(3 * x * x)}}, syncNS: 1e3 * x})
+		r.sizes["ebpf"] = append(r.sizes["ebpf"], sizePoint{pods: n, identities: n / 10,
+			size: results.Size{Maps: []results.MapSize{{Name: "policy", Entries: uint64(x / 10 * x / 10)}, {Name: "lxc", Entries: uint64(n)}}}})
+		r.pkt["ebpf"] = append(r.pkt["ebpf"], sizePoint{pods: n, syncNS: 40})
+		r.pkt["iptables"] = append(r.pkt["iptables"], sizePoint{pods: n, syncNS: 20 * x})
+	}
+	r.fits()
+	for _, c := range []struct {
+		backend, metric, x string
+		want               float64
+	}{
+		{"iptables", "rules", "pods", 2},
+		{"iptables", "full sync ns", "pods", 1},
+		{"ebpf", "policy entries", "identities", 2},
+		{"ebpf", "map entries", "pods", 1.9}, // dominated by the quadratic policy map
+		{"ebpf", "per-packet p50 ns above floor", "pods", 0},
+		{"iptables", "per-packet p50 ns above floor", "pods", 1},
+	} {
+		f := r.findFit(c.backend, c.metric, c.x)
+		if f == nil {
+			t.Errorf("no fit for %s %s vs %s", c.backend, c.metric, c.x)
+			continue
+		}
+		if math.Abs(f.Exponent-c.want) > 0.1 {
+			t.Errorf("%s %s vs %s: exponent %.3f, want %.1f", c.backend, c.metric, c.x, f.Exponent, c.want)
+		}
+	}
+	r.claims()
+	status := map[string]string{}
+	for _, c := range r.run.Claims {
+		status[c.ID] = c.Status
+	}
+	if status["rules-quadratic"] != results.ClaimConfirmed || status["ebpf-flat"] != results.ClaimConfirmed {
+		t.Errorf("claims from quadratic rules and flat eBPF cost: %v", status)
+	}
+	if status["pod-add-no-map-change"] != results.ClaimNotMeasured {
+		t.Errorf("pod-add claim without pod adds: %s, want not measured", status["pod-add-no-map-change"])
+	}
+}
+
+func TestClaimsRefutedWhenRulesGrowLinearly(t *testing.T) {
+	r := &Runner{run: results.New(), sizes: map[string][]sizePoint{}, pkt: map[string][]sizePoint{}}
+	for _, n := range []int{100, 1000} {
+		r.sizes["iptables"] = append(r.sizes["iptables"], sizePoint{pods: n, size: results.Size{Iptables: &results.IptablesSize{Rules: uint64(5 * n)}}})
+		r.sizes["ebpf"] = append(r.sizes["ebpf"], sizePoint{pods: n, identities: n / 10, size: results.Size{Maps: []results.MapSize{{Name: "policy", Entries: uint64(n)}}}})
+	}
+	r.fits()
+	r.claims()
+	if c := r.run.Claims[0]; c.ID != "rules-quadratic" || c.Status != results.ClaimRefuted || c.Evidence == "" {
+		t.Errorf("linear rules: claim %+v, want refuted with evidence", c)
+	}
+}
+
+func TestChurnEventsApplyToTheClusterAsItIsThen(t *testing.T) {
+	cl, err := testCluster(300, 12)
+	if err != nil {
+		t.Fatal(err)
+	}
+	comp, err := policy.Compile(cl, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := newChurner(7)
+	for round := 0; round < 4; round++ {
+		for _, kind := range churnKinds {
+			evs, err := ch.events(comp.Cluster(), kind, 5)
+			if err != nil {
+				t.Fatalf("round %d %s: %v", round, kind, err)
+			}
+			for _, ev := range evs {
+				d, err := comp.Apply(ev)
+				if err != nil {
+					t.Fatalf("round %d %s: apply %v: %v", round, kind, ev.Kind, err)
+				}
+				if kind == "pod-add" && (len(d.EntriesAdded) != 0 || len(d.EntriesRemoved) != 0) {
+					t.Errorf("pod add with an existing label set changed rule entries: +%d -%d", len(d.EntriesAdded), len(d.EntriesRemoved))
+				}
+			}
+		}
+	}
+	// The compiled state after churn must still match the reference evaluator.
+	st := comp.State()
+	keys := comp.Cluster().PodKeys()
+	for i := 0; i < 500; i++ {
+		src := comp.Cluster().Pods[keys[(i*7)%len(keys)]]
+		dst := comp.Cluster().Pods[keys[(i*13+5)%len(keys)]]
+		f := policy.Flow{Src: src.IP, Dst: dst.IP, Proto: policy.ProtoTCP, Port: 80}
+		if want, _ := comp.Cluster().Evaluate(f); st.Verdict(f) != want {
+			t.Fatalf("after churn %s: state %v, reference %v", f, st.Verdict(f), want)
+		}
+	}
+}
+
+func TestRunnerSweepsTheCompiledBackend(t *testing.T) {
+	spec := Spec{Pods: []int{60, 240}, LabelSets: []int{4, 16}, LabelSetPods: 120, Backends: []string{"compiled"}, Samples: 3, ChurnEvents: 2, ScaleBurst: 4}.withDefaults()
+	r := &Runner{Spec: spec, Source: testSource{labelSets: 8}}
+	run, err := r.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := r.Write(dir); err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := results.Load(filepath.Join(dir, ResultsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{
+		"BenchmarkSync/backend=compiled/pods=60", "BenchmarkSync/backend=compiled/pods=240",
+		"BenchmarkUpdate/backend=compiled/pods=240/event=pod-add", "BenchmarkUpdate/backend=compiled/pods=240/event=policy-remove",
+		"BenchmarkUpdate/backend=compiled/pods=240/event=scale-up", "BenchmarkSize/backend=compiled/pods=120/labelsets=16",
+	} {
+		if loaded.Find(name) == nil {
+			t.Errorf("results.json has no %s", name)
+		}
+	}
+	if len(loaded.Sizes) != 2 {
+		t.Errorf("sizes: %d, want one per pods scale (2)", len(loaded.Sizes))
+	}
+	var conv int
+	for _, u := range run.Updates {
+		conv += len(u.ConvergenceNS)
+		if u.Event != results.EventFullSync && len(u.ApplyNS) != spec.ChurnEvents {
+			t.Errorf("%s at %d pods: %d samples, want %d", u.Event, u.Pods, len(u.ApplyNS), spec.ChurnEvents)
+		}
+	}
+	if conv == 0 {
+		t.Error("no churn event measured a convergence time through the compiled prober")
+	}
+	if f := r.findFit("compiled", "policy entries (label-set sweep)", "identities"); f == nil {
+		t.Error("no fit of policy entries over the label-set sweep")
+	}
+	var claim results.Claim
+	for _, c := range run.Claims {
+		if c.ID == "pod-add-no-map-change" {
+			claim = c
+		}
+	}
+	if claim.Status != results.ClaimConfirmed {
+		t.Errorf("pod-add claim on the compiled backend: %+v", claim)
+	}
+	bt, err := os.ReadFile(filepath.Join(dir, BenchfmtFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := results.ReadBenchfmt(strings.NewReader(string(bt)), BenchfmtFile)
+	if err != nil || len(back) == 0 {
+		t.Fatalf("bench.txt does not read back: %v (%d benchmarks)", err, len(back))
+	}
+}
+
+func TestRunnerRecordsAMissingBackendAsACap(t *testing.T) {
+	Register(Factory{Name: "test-unavailable", NeedsNetns: true, Open: func(Env) (policy.Backend, error) { return nil, ErrUnavailable }})
+	defer delete(factories, "test-unavailable")
+	spec := Spec{Pods: []int{50}, Backends: []string{"test-unavailable", "compiled"}, Samples: 1, ChurnEvents: 1}.withDefaults()
+	r := &Runner{Spec: spec, Source: testSource{labelSets: 5}}
+	run, err := r.Run(context.Background())
+	if err != nil {
+		t.Fatalf("a missing backend failed the run: %v", err)
+	}
+	if len(run.Caps) != 1 || run.Caps[0].Backend != "test-unavailable" || !run.Caps[0].Skipped || run.Caps[0].Reason == "" {
+		t.Errorf("caps = %+v, want one skipped cap with a reason", run.Caps)
+	}
+	if run.Find("BenchmarkSync/backend=compiled/pods=50") == nil {
+		t.Error("the available backend was not measured")
+	}
+}
+
+func TestLoadSpecRejectsUnknownFieldsAndBadValues(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct{ name, yaml, want string }{
+		{"unknown field", "pods: [100]\npodz: 3\n", "podz"},
+		{"bad backend", "pods: [100]\nbackends: [nosuch]\n", "unknown backend"},
+		{"pods out of range", "pods: [0, 200000]\n", "out of range"},
+		{"bad duration", "pods: [100]\nduration: soon\n", "duration"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := filepath.Join(dir, strings.ReplaceAll(c.name, " ", "_")+".yaml")
+			if err := os.WriteFile(p, []byte(c.yaml), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := LoadSpec(p)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("LoadSpec: error %v, want one mentioning %q", err, c.want)
+			}
+		})
+	}
+	p := filepath.Join(dir, "ok.yaml")
+	os.WriteFile(p, []byte("pods: [100, 1000]\nbackends: [compiled]\nduration: 3s\n"), 0o644)
+	s, err := LoadSpec(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Pods) != 2 || s.Samples != 5 || s.Duration.String() != "3s" {
+		t.Errorf("loaded spec %+v", s)
+	}
+}

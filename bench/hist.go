@@ -1,0 +1,193 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+
+	"netpolbench/results"
+)
+
+// Histogram range: 1 ns to 60 s at 3 significant digits, enough for a stamp delta of a few
+// nanoseconds and a round trip stalled by a seconds-long rule rewrite alike.
+const (
+	histMin    = 1
+	histMax    = 60_000_000_000
+	histDigits = 3
+)
+
+// HistKey labels one latency distribution.
+type HistKey struct {
+	// Kind is one of results.Kind*.
+	Kind    string
+	Backend string
+	Pods    int
+	// Verdict is results.VerdictAllow or VerdictDeny ("" when mixed).
+	Verdict string
+	// Flow is results.FlowNew or FlowEstablished ("" when not applicable).
+	Flow string
+	// Attach names where the stamps sat: "tcx" or "netfilter" ("" for other kinds).
+	Attach string
+	// Extra is any other label, e.g. prog=to_container.
+	Extra string
+}
+
+// Name is the histogram's name in benchmark style, unique within a run.
+func (k HistKey) Name() string {
+	prefix := map[string]string{
+		results.KindStampDelta:        "Latency",
+		results.KindTestRunBatchMeans: "TestRun",
+		results.KindRoundTrip:         "RoundTrip",
+	}[k.Kind]
+	if prefix == "" {
+		prefix = "Hist"
+	}
+	parts := []string{prefix, "backend=" + k.Backend, fmt.Sprintf("pods=%d", k.Pods)}
+	if k.Attach != "" {
+		parts = append(parts, "attach="+k.Attach)
+	}
+	if k.Extra != "" {
+		parts = append(parts, k.Extra)
+	}
+	if k.Verdict != "" {
+		parts = append(parts, "verdict="+k.Verdict)
+	}
+	if k.Flow != "" {
+		parts = append(parts, "flow="+k.Flow)
+	}
+	return strings.Join(parts, "/")
+}
+
+// Histograms collects HdrHistograms by key. Not safe for concurrent use.
+type Histograms struct {
+	m     map[HistKey]*hdrhistogram.Histogram
+	order []HistKey
+	// clamped counts values outside the range, recorded at the nearest bound.
+	clamped int64
+}
+
+// NewHistograms returns an empty collection.
+func NewHistograms() *Histograms {
+	return &Histograms{m: map[HistKey]*hdrhistogram.Histogram{}}
+}
+
+// Record adds one value in ns. Values outside 1 ns..60 s are clamped and counted, so a
+// distribution never silently loses a sample; any other RecordValue error is returned.
+func (h *Histograms) Record(k HistKey, ns int64) error {
+	hist, ok := h.m[k]
+	if !ok {
+		hist = hdrhistogram.New(histMin, histMax, histDigits)
+		h.m[k] = hist
+		h.order = append(h.order, k)
+	}
+	if ns < histMin {
+		ns = histMin
+		h.clamped++
+	} else if ns > histMax {
+		ns = histMax
+		h.clamped++
+	}
+	if err := hist.RecordValue(ns); err != nil {
+		return fmt.Errorf("record %d ns in %s: %w", ns, k.Name(), err)
+	}
+	return nil
+}
+
+// Count returns how many values k holds.
+func (h *Histograms) Count(k HistKey) int64 {
+	if hist, ok := h.m[k]; ok {
+		return hist.TotalCount()
+	}
+	return 0
+}
+
+// Get returns the histogram of k, or nil.
+func (h *Histograms) Get(k HistKey) *hdrhistogram.Histogram { return h.m[k] }
+
+// Clamped reports how many values were clamped into range.
+func (h *Histograms) Clamped() int64 { return h.clamped }
+
+// Keys returns the keys in first-recorded order.
+func (h *Histograms) Keys() []HistKey { return append([]HistKey(nil), h.order...) }
+
+// floorFor finds the floor of a stamp histogram: same kind, scale and attach point, backend
+// "floor", allowed packets, the same flow state when the floor has it.
+func (h *Histograms) floorFor(k HistKey) (HistKey, bool) {
+	if k.Kind != results.KindStampDelta || k.Backend == results.BackendFloorName {
+		return HistKey{}, false
+	}
+	f := HistKey{Kind: k.Kind, Backend: results.BackendFloorName, Pods: k.Pods, Attach: k.Attach, Verdict: results.VerdictAllow, Flow: k.Flow}
+	if _, ok := h.m[f]; ok {
+		return f, true
+	}
+	for _, c := range h.order {
+		if c.Kind == k.Kind && c.Backend == results.BackendFloorName && c.Pods == k.Pods && c.Attach == k.Attach {
+			return c, true
+		}
+	}
+	return HistKey{}, false
+}
+
+// Results summarises every histogram for results.json, writes each one's .hgrm percentile
+// file into dir (when dir is not ""), and links stamp histograms to their floor.
+func (h *Histograms) Results(dir string) ([]results.Histogram, error) {
+	keys := h.Keys()
+	sort.SliceStable(keys, func(i, j int) bool { return keys[i].Name() < keys[j].Name() })
+	byName := map[string]*results.Histogram{}
+	out := make([]results.Histogram, 0, len(keys))
+	for _, k := range keys {
+		hist := h.m[k]
+		r, err := results.FromHdr(k.Name(), hist)
+		if err != nil {
+			return nil, err
+		}
+		r.Backend, r.Pods, r.Verdict, r.Flow, r.Kind = k.Backend, k.Pods, k.Verdict, k.Flow, k.Kind
+		labels := map[string]string{}
+		if k.Attach != "" {
+			labels["attach"] = k.Attach
+		}
+		if k.Extra != "" {
+			for _, kv := range strings.Split(k.Extra, "/") {
+				if key, val, ok := strings.Cut(kv, "="); ok {
+					labels[key] = val
+				}
+			}
+		}
+		if len(labels) > 0 {
+			r.Labels = labels
+		}
+		if dir != "" {
+			file := strings.NewReplacer("/", "_", "=", "-").Replace(k.Name()) + ".hgrm"
+			if err := writeHgrm(filepath.Join(dir, file), hist); err != nil {
+				return nil, err
+			}
+			r.HgrmPath = file
+		}
+		out = append(out, r)
+	}
+	for i := range out {
+		byName[out[i].Name] = &out[i]
+	}
+	for i, k := range keys {
+		if f, ok := h.floorFor(k); ok {
+			out[i].SetFloor(byName[f.Name()])
+		}
+	}
+	return out, nil
+}
+
+func writeHgrm(path string, hist *hdrhistogram.Histogram) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("write hgrm: %w", err)
+	}
+	if err := results.WriteHgrm(f, hist); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

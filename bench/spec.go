@@ -1,0 +1,196 @@
+package bench
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Spec is a sweep: which backends to measure at which scales, on which workload, within
+// which budgets. It is read from sweep.yaml (--spec) or built from flags; DefaultSpec is what
+// `make bench` runs and QuickSpec what CI runs.
+type Spec struct {
+	// Seed seeds the workload and every random choice of the run (default 1).
+	Seed uint64 `json:"seed"`
+	// Preset is the workloads preset the scales are derived from (default "default"); ignored
+	// when Workload is set.
+	Preset string `json:"preset,omitempty"`
+	// Workload is an inline workloads spec (the same YAML `netpolbench gen --spec` reads); its
+	// pods count is replaced by each scale's.
+	Workload json.RawMessage `json:"workload,omitempty"`
+	// Pods is the pod-count sweep (required unless a cluster file is given).
+	Pods []int `json:"pods"`
+	// LabelSets is an optional sweep of distinct label sets (identities) at LabelSetPods pods.
+	LabelSets []int `json:"labelSets,omitempty"`
+	// LabelSetPods is the pod count of the label-set sweep (default: the largest pods value
+	// every backend runs at).
+	LabelSetPods int `json:"labelSetPods,omitempty"`
+	// Backends are the backends to measure (default: compiled, ebpf, iptables, ipset).
+	Backends []string `json:"backends"`
+	// Samples is how many times each timing is repeated (default 5).
+	Samples int `json:"samples,omitempty"`
+	// Duration bounds each traffic phase (stamped packets, round trips, churn under load).
+	Duration Duration `json:"duration,omitempty"`
+	// Packets bounds the packets of each stamped traffic class (default 2000).
+	Packets int `json:"packets,omitempty"`
+	// ChurnEvents is the number of events applied per event type (default 5).
+	ChurnEvents int `json:"churnEvents,omitempty"`
+	// ScaleBurst is the number of pods in a scale-up or scale-down burst (default 20).
+	ScaleBurst int `json:"scaleBurst,omitempty"`
+	// Budget caps the backends that do not scale.
+	Budget Budget `json:"budget,omitempty"`
+}
+
+// Budget caps backends that become impractical at scale; a capped combination is recorded as a
+// cap with its reason, never silently left out.
+type Budget struct {
+	// IptablesMaxPods is the largest scale iptables-family backends run at (default 10000:
+	// above it one iptables-restore of O(pods²) rules takes minutes).
+	IptablesMaxPods int `json:"iptablesMaxPods,omitempty"`
+	// MaxPhase bounds any single backend phase; a phase that passes it is cut short and capped
+	// (default 90s).
+	MaxPhase Duration `json:"maxPhase,omitempty"`
+}
+
+// Duration is a time.Duration that reads and writes as "10s" in YAML and JSON.
+type Duration time.Duration
+
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		var n int64
+		if err2 := json.Unmarshal(b, &n); err2 != nil {
+			return fmt.Errorf("duration: want a string like \"10s\": %w", err)
+		}
+		*d = Duration(n)
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("duration: %w", err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// DefaultSpec is `make bench`: 100 to 100,000 pods, every backend, iptables capped at 10,000.
+func DefaultSpec() Spec {
+	return Spec{
+		Seed:     1,
+		Preset:   "default",
+		Pods:     []int{100, 1000, 10000, 100000},
+		Backends: []string{"compiled", "ebpf", "iptables", "ipset"},
+	}.withDefaults()
+}
+
+// QuickSpec is the small sweep CI runs and gates against a committed baseline: under two
+// minutes on 2 cores.
+func QuickSpec() Spec {
+	s := Spec{
+		Seed:        1,
+		Preset:      "default",
+		Pods:        []int{100, 1000},
+		Backends:    []string{"compiled", "ebpf", "iptables", "ipset"},
+		Samples:     5,
+		Duration:    Duration(2 * time.Second),
+		Packets:     500,
+		ChurnEvents: 3,
+		ScaleBurst:  10,
+		Budget:      Budget{IptablesMaxPods: 1000, MaxPhase: Duration(20 * time.Second)},
+	}
+	return s.withDefaults()
+}
+
+func (s Spec) withDefaults() Spec {
+	if s.Seed == 0 {
+		s.Seed = 1
+	}
+	if s.Preset == "" && len(s.Workload) == 0 {
+		s.Preset = "default"
+	}
+	if len(s.Backends) == 0 {
+		s.Backends = []string{"compiled", "ebpf", "iptables", "ipset"}
+	}
+	if s.Samples == 0 {
+		s.Samples = 5
+	}
+	if s.Duration == 0 {
+		s.Duration = Duration(5 * time.Second)
+	}
+	if s.Packets == 0 {
+		s.Packets = 2000
+	}
+	if s.ChurnEvents == 0 {
+		s.ChurnEvents = 5
+	}
+	if s.ScaleBurst == 0 {
+		s.ScaleBurst = 20
+	}
+	if s.Budget.IptablesMaxPods == 0 {
+		s.Budget.IptablesMaxPods = 10000
+	}
+	if s.Budget.MaxPhase == 0 {
+		s.Budget.MaxPhase = Duration(90 * time.Second)
+	}
+	return s
+}
+
+// Validate checks the spec and reports every problem at once.
+func (s *Spec) Validate() error {
+	var errs []string
+	for _, p := range s.Pods {
+		if p < 1 || p > 131070 {
+			errs = append(errs, fmt.Sprintf("pods: %d out of range 1..131070", p))
+		}
+	}
+	for _, l := range s.LabelSets {
+		if l < 1 {
+			errs = append(errs, fmt.Sprintf("labelSets: %d must be ≥ 1", l))
+		}
+	}
+	for _, b := range s.Backends {
+		if _, err := lookupFactory(b); err != nil {
+			errs = append(errs, "backends: "+err.Error())
+		}
+	}
+	if s.Samples < 1 || s.Samples > 1000 {
+		errs = append(errs, fmt.Sprintf("samples: %d out of range 1..1000", s.Samples))
+	}
+	if s.Packets < 1 || s.Packets > 1000000 {
+		errs = append(errs, fmt.Sprintf("packets: %d out of range 1..1000000", s.Packets))
+	}
+	if time.Duration(s.Duration) <= 0 {
+		errs = append(errs, "duration: must be positive")
+	}
+	if len(errs) > 0 {
+		return errors.New("invalid sweep: " + strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// LoadSpec reads a sweep file (YAML or JSON), rejecting unknown fields, fills defaults and
+// validates it.
+func LoadSpec(file string) (Spec, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return Spec{}, fmt.Errorf("read sweep: %w", err)
+	}
+	var s Spec
+	if err := yaml.UnmarshalStrict(b, &s); err != nil {
+		return Spec{}, fmt.Errorf("parse sweep %s: %w", file, err)
+	}
+	s = s.withDefaults()
+	if err := s.Validate(); err != nil {
+		return Spec{}, fmt.Errorf("%s: %w", file, err)
+	}
+	return s, nil
+}
+
+func (d Duration) String() string { return time.Duration(d).String() }
