@@ -43,9 +43,9 @@ type sizePoint struct {
 	pods, identities int
 	// labelSets is set for points of the label-set sweep (pods fixed).
 	labelSets int
-	size             results.Size
-	syncNS           float64
-	podAddNS         float64
+	size      results.Size
+	syncNS    float64
+	podAddNS  float64
 }
 
 type podAddCheck struct {
@@ -286,7 +286,9 @@ func (r *Runner) runBackend(ctx context.Context, name, label string, sweep bool,
 	r.run.PeakRSSBytes = max(r.run.PeakRSSBytes, peakRSS())
 }
 
-func isIptablesFamily(name string) bool { return name == "iptables" || name == "ipset" || strings.HasPrefix(name, "iptables-") }
+func isIptablesFamily(name string) bool {
+	return name == "iptables" || name == "ipset" || strings.HasPrefix(name, "iptables-")
+}
 
 func opsUnit(backend string) string {
 	if isIptablesFamily(backend) {
