@@ -38,13 +38,18 @@ const (
 // ErrUnsupported is returned for a flow the testbed cannot send.
 var ErrUnsupported = errors.New("flow not supported by the testbed")
 
-// Supported reports whether the testbed can send f as a real packet, and why not.
-func (tb *Testbed) Supported(f policy.Flow) error {
-	if _, err := tb.nsFor(f.Src); err != nil {
-		return fmt.Errorf("flow %s: source: %w: %w", f, ErrUnsupported, err)
-	}
-	if _, err := tb.nsFor(f.Dst); err != nil {
-		return fmt.Errorf("flow %s: destination: %w: %w", f, ErrUnsupported, err)
+// CanSend reports whether the testbed can send f as a real packet, and why not: both
+// addresses must be in PodRange or OutsideRange, TCP and UDP need a port, SCTP is not
+// implemented.
+func CanSend(f policy.Flow) error {
+	for _, a := range []struct {
+		what string
+		ip   netip.Addr
+	}{{"source", f.Src}, {"destination", f.Dst}} {
+		ip := a.ip.Unmap()
+		if !ip.Is4() || !(PodRange.Contains(ip) || OutsideRange.Contains(ip)) {
+			return fmt.Errorf("flow %s: %w: %s %s is in neither %s (pods) nor %s (outside)", f, ErrUnsupported, a.what, a.ip, PodRange, OutsideRange)
+		}
 	}
 	switch f.Proto {
 	case policy.ProtoTCP, policy.ProtoUDP:
@@ -90,7 +95,7 @@ func (tb *Testbed) Probe(ctx context.Context, flows []policy.Flow, opts ProbeOpt
 		return nil, fmt.Errorf("probe: %d flows (at most %d a call)", len(flows), maxProbes)
 	}
 	for _, f := range flows {
-		if err := tb.Supported(f); err != nil {
+		if err := CanSend(f); err != nil {
 			return nil, fmt.Errorf("probe: %w", err)
 		}
 	}

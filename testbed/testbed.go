@@ -146,7 +146,7 @@ func (tb *Testbed) build(step func(string)) error {
 	if tb.node, err = tb.newNS("node"); err != nil {
 		return err
 	}
-	step("node")
+	step(tb.node.name)
 	if err := inNS(tb.node.ns, func() error { return setSysctls(nodeSysctls) }); err != nil {
 		return fmt.Errorf("configure node netns: %w", err)
 	}
