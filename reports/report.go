@@ -1,0 +1,899 @@
+// Package reports renders results (results.Run) as one self-contained HTML file that works
+// offline: inline SVG plots drawn with gonum/plot, tables, headline sentences computed from the
+// data, and the results JSON itself embedded in a <script type="application/json"> element. It
+// only reads results; it never measures.
+package reports
+
+import (
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"io"
+	"math"
+	"sort"
+	"strings"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+
+	"netpolbench/results"
+)
+
+// Section is one part of a report; Empty explains why it has no data.
+type Section struct {
+	ID      string
+	Title   string
+	Intro   string
+	Empty   string
+	Figures []Figure
+	Tables  []Table
+}
+
+// Table is a simple table of preformatted cells.
+type Table struct {
+	Caption string
+	Head    []string
+	Rows    [][]Cell
+}
+
+// Cell is a table cell; Class styles it (e.g. "num", "bad", "good").
+type Cell struct {
+	Text  string
+	Class string
+}
+
+func num(s string) Cell    { return Cell{Text: s, Class: "num"} }
+func txt(s string) Cell    { return Cell{Text: s} }
+func cls(s, c string) Cell { return Cell{Text: s, Class: c} }
+
+// page is what the template renders.
+type page struct {
+	Title     string
+	Subtitle  string
+	Headlines []string
+	Sections  []Section
+	JSON      template.JS
+	Verdict   string
+	VerdictOK bool
+}
+
+// Render writes the HTML report of run to w.
+func Render(w io.Writer, run *results.Run) error {
+	b := newBuilder(run)
+	pg := page{
+		Title:     "netpolbench report",
+		Subtitle:  subtitle(run),
+		Headlines: headlines(run),
+	}
+	for _, f := range []func() (Section, error){b.claims, b.latencyTables, b.latencyDistributions, b.latencyBoxes,
+		b.scaling, b.updates, b.churn, b.sizes, b.benchmarks, b.environment} {
+		s, err := f()
+		if err != nil {
+			return err
+		}
+		pg.Sections = append(pg.Sections, s)
+	}
+	js, err := embedJSON(run)
+	if err != nil {
+		return err
+	}
+	pg.JSON = js
+	return execute(w, pg)
+}
+
+// embedJSON encodes v for a <script type="application/json"> element; encoding/json escapes <, >
+// and & so the text can never close the element.
+func embedJSON(v any) (template.JS, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "", fmt.Errorf("embed results json: %w", err)
+	}
+	return template.JS(b), nil //nolint:gosec // HTML-escaped by encoding/json
+}
+
+func subtitle(run *results.Run) string {
+	parts := []string{"run " + run.Start.UTC().Format("2006-01-02 15:04 MST")}
+	if run.Duration > 0 {
+		parts = append(parts, "took "+run.Duration.Round(1e9).String())
+	}
+	if run.GitRevision != "" {
+		parts = append(parts, "commit "+run.GitRevision)
+	}
+	if run.Kernel != "" {
+		parts = append(parts, "kernel "+run.Kernel)
+	}
+	parts = append(parts, fmt.Sprintf("seed %d", run.Seed))
+	return strings.Join(parts, " · ")
+}
+
+type builder struct {
+	run *results.Run
+	col colours
+	seq int
+}
+
+func newBuilder(run *results.Run) *builder {
+	var names []string
+	seen := map[string]bool{}
+	add := func(n string) {
+		if n != "" && !seen[n] {
+			seen[n] = true
+			names = append(names, n)
+		}
+	}
+	for _, n := range run.Config.Backends {
+		add(n)
+	}
+	for _, h := range run.Latency {
+		add(h.Backend)
+	}
+	for _, u := range run.Updates {
+		add(u.Backend)
+	}
+	return &builder{run: run, col: newColours(names)}
+}
+
+func (b *builder) fig(title, caption string, p *plot.Plot, w, h vg.Length) (Figure, error) {
+	b.seq++
+	svg, err := render(p, w, h)
+	if err != nil {
+		return Figure{}, err
+	}
+	return Figure{ID: fmt.Sprintf("fig-%d", b.seq), Title: title, Caption: caption, SVG: svg}, nil
+}
+
+func (b *builder) claims() (Section, error) {
+	s := Section{ID: "claims", Title: "Claims", Intro: "The seed claims, each confirmed or refuted by this run's own figures."}
+	if len(b.run.Claims) == 0 {
+		s.Empty = "No claims were evaluated in this run."
+		return s, nil
+	}
+	t := Table{Head: []string{"Claim", "Status", "Evidence"}}
+	for _, c := range b.run.Claims {
+		class := map[string]string{results.ClaimConfirmed: "good", results.ClaimRefuted: "bad"}[c.Status]
+		ev := c.Evidence
+		if len(c.Figures) > 0 {
+			var keys []string
+			for k := range c.Figures {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			var fs []string
+			for _, k := range keys {
+				fs = append(fs, fmt.Sprintf("%s=%s", k, trim(c.Figures[k], 3)))
+			}
+			ev = strings.TrimSpace(ev + " (" + strings.Join(fs, ", ") + ")")
+		}
+		t.Rows = append(t.Rows, []Cell{txt(c.Statement), cls(c.Status, class), txt(ev)})
+	}
+	s.Tables = append(s.Tables, t)
+	return s, nil
+}
+
+// latencyOrder sorts histograms by backend, pods, verdict, flow, kind.
+func latencyOrder(hs []results.Histogram) []results.Histogram {
+	out := append([]results.Histogram(nil), hs...)
+	sort.SliceStable(out, func(i, j int) bool {
+		a, c := out[i], out[j]
+		if a.Kind != c.Kind {
+			return a.Kind < c.Kind
+		}
+		if a.Backend != c.Backend {
+			return a.Backend < c.Backend
+		}
+		if a.Pods != c.Pods {
+			return a.Pods < c.Pods
+		}
+		if a.Verdict != c.Verdict {
+			return a.Verdict < c.Verdict
+		}
+		return a.Flow < c.Flow
+	})
+	return out
+}
+
+func (b *builder) latencyTables() (Section, error) {
+	s := Section{ID: "latency", Title: "Per-packet cost: percentiles",
+		Intro: "Each row is one distribution. Stamp deltas are per packet, measured in the kernel between a stamp just before and one just after the enforcement point; the floor is the same stamping around an empty enforcement step, and 'above floor' subtracts the floor's same percentile. BPF_PROG_TEST_RUN rows are distributions of batch means, narrower than per-packet spread."}
+	if len(b.run.Latency) == 0 {
+		s.Empty = "No latency distributions were measured in this run."
+		return s, nil
+	}
+	byKind := map[string][]results.Histogram{}
+	var kinds []string
+	for _, h := range latencyOrder(b.run.Latency) {
+		if _, ok := byKind[h.Kind]; !ok {
+			kinds = append(kinds, h.Kind)
+		}
+		byKind[h.Kind] = append(byKind[h.Kind], h)
+	}
+	for _, k := range kinds {
+		t := Table{Caption: "Kind: " + k, Head: []string{"Backend", "Pods", "Verdict", "Flow", "Count", "p50", "p90", "p99", "p99.9", "Max", "p50 above floor", "p99 above floor", "Raw"}}
+		for _, h := range byKind[k] {
+			above50, above99 := "–", "–"
+			if h.AboveFloor != nil {
+				above50, above99 = fmtNS(h.AboveFloor.P50), fmtNS(h.AboveFloor.P99)
+			}
+			t.Rows = append(t.Rows, []Cell{txt(h.Backend), num(fmtCount(float64(h.Pods))), txt(h.Verdict), txt(h.Flow),
+				num(fmtCount(float64(h.Count))), num(fmtNS(h.Percentiles.P50)), num(fmtNS(h.Percentiles.P90)), num(fmtNS(h.Percentiles.P99)),
+				num(fmtNS(h.Percentiles.P999)), num(fmtNS(float64(h.Max))), num(above50), num(above99), txt(h.HgrmPath)})
+		}
+		s.Tables = append(s.Tables, t)
+	}
+	return s, nil
+}
+
+func (b *builder) latencyDistributions() (Section, error) {
+	s := Section{ID: "distributions", Title: "Per-packet cost distributions",
+		Intro: "Percentile curves per backend on log axes (x: percentile, y: time per packet), one line per scale and verdict; dashed lines are denied packets. Read the tail on the right."}
+	groups := map[string][]results.Histogram{}
+	var keys []string
+	for _, h := range latencyOrder(b.run.Latency) {
+		if h.Count == 0 {
+			continue
+		}
+		key := h.Backend + "\x00" + h.Kind
+		if _, ok := groups[key]; !ok {
+			keys = append(keys, key)
+		}
+		groups[key] = append(groups[key], h)
+	}
+	if len(keys) == 0 {
+		s.Empty = "No latency distributions were measured in this run."
+		return s, nil
+	}
+	for _, key := range keys {
+		hs := groups[key]
+		backend, kind := hs[0].Backend, hs[0].Kind
+		p := newPlot(backend+": "+kind, "percentile", "time per packet")
+		logAxis(&p.Y, fmtNS)
+		logAxis(&p.X, percentileTickLabel)
+		p.X.Tick.Marker = plot.ConstantTicks{{Value: 1, Label: "0%"}, {Value: 2, Label: "50%"}, {Value: 10, Label: "90%"},
+			{Value: 100, Label: "99%"}, {Value: 1000, Label: "99.9%"}, {Value: 10000, Label: "99.99%"}}
+		scales := scaleIndex(hs)
+		for _, h := range hs {
+			xy, err := curveOf(h)
+			if err != nil {
+				return s, err
+			}
+			if len(xy) < 2 {
+				continue
+			}
+			l, err := plotter.NewLine(xy)
+			if err != nil {
+				return s, fmt.Errorf("plot %s: %w", h.Name, err)
+			}
+			l.Color = palette[scales[h.Pods]%len(palette)]
+			l.Width = vg.Points(1.5)
+			if h.Verdict == results.VerdictDeny {
+				dashed(l)
+			}
+			p.Add(l)
+			p.Legend.Add(fmt.Sprintf("%s pods %s %s", fmtCount(float64(h.Pods)), h.Verdict, h.Flow), l)
+		}
+		p.X.Min, p.X.Max = 1, 10000
+		fixLogRange(&p.Y)
+		f, err := b.fig(backend+" distribution", "Percentile distribution of "+kind+" for "+backend+".", p, 15*vg.Centimeter, 9*vg.Centimeter)
+		if err != nil {
+			return s, err
+		}
+		s.Figures = append(s.Figures, f)
+	}
+	return s, nil
+}
+
+// curveOf re-plots h from its encoding, or from its summary percentiles when it has none.
+func curveOf(h results.Histogram) (plotter.XYs, error) {
+	if h.Encoded != "" {
+		d, err := h.Decode()
+		if err != nil {
+			return nil, err
+		}
+		return percentileCurve(d), nil
+	}
+	var xy plotter.XYs
+	for _, p := range []struct{ q, v float64 }{{0, float64(h.Min)}, {50, h.Percentiles.P50}, {90, h.Percentiles.P90},
+		{99, h.Percentiles.P99}, {99.9, h.Percentiles.P999}} {
+		if p.v > 0 {
+			xy = append(xy, plotter.XY{X: 1 / (1 - p.q/100), Y: p.v})
+		}
+	}
+	return xy, nil
+}
+
+func scaleIndex(hs []results.Histogram) map[int]int {
+	var pods []int
+	seen := map[int]bool{}
+	for _, h := range hs {
+		if !seen[h.Pods] {
+			seen[h.Pods] = true
+			pods = append(pods, h.Pods)
+		}
+	}
+	sort.Ints(pods)
+	idx := map[int]int{}
+	for i, p := range pods {
+		idx[p] = i
+	}
+	return idx
+}
+
+func (b *builder) latencyBoxes() (Section, error) {
+	s := Section{ID: "boxes", Title: "Per-packet cost by backend and scale",
+		Intro: "Box plots (median, quartiles, 1.5 IQR whiskers, outliers) per backend and scale on a log axis, drawn from the recorded histograms; the floor's box is the stamping cost alone."}
+	type key struct{ kind, verdict string }
+	groups := map[key][]results.Histogram{}
+	var keys []key
+	for _, h := range latencyOrder(b.run.Latency) {
+		if h.Count == 0 || h.Encoded == "" {
+			continue
+		}
+		k := key{h.Kind, h.Verdict}
+		if _, ok := groups[k]; !ok {
+			keys = append(keys, k)
+		}
+		groups[k] = append(groups[k], h)
+	}
+	if len(keys) == 0 {
+		s.Empty = "No recorded histograms to draw box plots from."
+		return s, nil
+	}
+	for _, k := range keys {
+		hs := groups[k]
+		title := k.kind
+		if k.verdict != "" {
+			title += ", " + k.verdict
+		}
+		p := newPlot(title, "", "time per packet")
+		logAxis(&p.Y, fmtNS)
+		var names []string
+		for i, h := range hs {
+			d, err := h.Decode()
+			if err != nil {
+				return s, err
+			}
+			vals := quantileValues(d, 400)
+			if len(vals) == 0 {
+				continue
+			}
+			bp, err := plotter.NewBoxPlot(vg.Points(14), float64(len(names)), vals)
+			if err != nil {
+				return s, fmt.Errorf("box plot %s: %w", h.Name, err)
+			}
+			bp.FillColor = b.col.of(h.Backend)
+			bp.GlyphStyle.Radius = vg.Points(1.2)
+			p.Add(bp)
+			name := fmt.Sprintf("%s %s", h.Backend, fmtCount(float64(h.Pods)))
+			if h.Flow != "" && h.Flow != results.FlowNew {
+				name += " " + h.Flow
+			}
+			names = append(names, name)
+			_ = i
+		}
+		if len(names) == 0 {
+			continue
+		}
+		p.NominalX(names...)
+		p.X.Tick.Label.Rotation = math.Pi / 5
+		p.X.Tick.Label.XAlign = -0.9
+		p.X.Tick.Label.YAlign = -0.3
+		fixLogRange(&p.Y)
+		width := vg.Length(math.Max(15, 1.3*float64(len(names)))) * vg.Centimeter
+		f, err := b.fig("Box plot: "+title, "Per backend and scale: "+title+".", p, width, 10*vg.Centimeter)
+		if err != nil {
+			return s, err
+		}
+		s.Figures = append(s.Figures, f)
+	}
+	return s, nil
+}
+
+func (b *builder) scaling() (Section, error) {
+	s := Section{ID: "scaling", Title: "Growth with scale",
+		Intro: "Log-log scaling curves with least-squares fits of log y on log x: the fitted exponent a in y ∝ x^a is the growth order (1 linear, 2 quadratic, 0 flat)."}
+	if len(b.run.Fits) == 0 {
+		s.Empty = "No scaling fits in this run (a fit needs at least two scales)."
+		return s, nil
+	}
+	groups := map[string][]results.Fit{}
+	var keys []string
+	for _, f := range b.run.Fits {
+		k := f.Metric + " vs " + f.XLabel
+		if _, ok := groups[k]; !ok {
+			keys = append(keys, k)
+		}
+		groups[k] = append(groups[k], f)
+	}
+	t := Table{Head: []string{"Backend", "Metric", "x", "Exponent a", "R²", "Points"}}
+	for _, k := range keys {
+		fits := groups[k]
+		p := newPlot(k, fits[0].XLabel, fits[0].Metric)
+		logAxis(&p.X, fmtCount)
+		logAxis(&p.Y, fmtCount)
+		for _, f := range fits {
+			var xy plotter.XYs
+			for _, pt := range f.Points {
+				if pt.X > 0 && pt.Y > 0 {
+					xy = append(xy, plotter.XY{X: pt.X, Y: pt.Y})
+				}
+			}
+			t.Rows = append(t.Rows, []Cell{txt(f.Backend), txt(f.Metric), txt(f.XLabel), num(trim(f.Exponent, 2)), num(trim(f.R2, 3)), num(fmt.Sprint(len(f.Points)))})
+			if len(xy) == 0 {
+				continue
+			}
+			sc, err := plotter.NewScatter(xy)
+			if err != nil {
+				return s, fmt.Errorf("plot fit %s: %w", k, err)
+			}
+			c := b.col.of(f.Backend)
+			sc.Color = c
+			sc.Radius = vg.Points(3)
+			p.Add(sc)
+			if len(xy) >= 2 {
+				lo, hi := xy[0].X, xy[0].X
+				for _, q := range xy {
+					lo, hi = math.Min(lo, q.X), math.Max(hi, q.X)
+				}
+				var line plotter.XYs
+				for i := 0; i <= 20; i++ {
+					x := lo * math.Pow(hi/lo, float64(i)/20)
+					line = append(line, plotter.XY{X: x, Y: math.Exp(f.Intercept) * math.Pow(x, f.Exponent)})
+				}
+				l, err := plotter.NewLine(line)
+				if err != nil {
+					return s, fmt.Errorf("plot fit %s: %w", k, err)
+				}
+				l.Color = c
+				dashed(l)
+				p.Add(l)
+				p.Legend.Add(fmt.Sprintf("%s: ∝ %s^%s (R² %s)", f.Backend, f.XLabel, trim(f.Exponent, 2), trim(f.R2, 3)), sc, l)
+			} else {
+				p.Legend.Add(f.Backend, sc)
+			}
+		}
+		fixLogRange(&p.X)
+		fixLogRange(&p.Y)
+		f, err := b.fig(k, "Log-log: "+k+", with fitted power laws.", p, 14*vg.Centimeter, 10*vg.Centimeter)
+		if err != nil {
+			return s, err
+		}
+		s.Figures = append(s.Figures, f)
+	}
+	s.Tables = append(s.Tables, t)
+	return s, nil
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func minMax(xs []float64) (float64, float64) {
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, x := range xs {
+		lo, hi = math.Min(lo, x), math.Max(hi, x)
+	}
+	return lo, hi
+}
+
+func eventRank(ev string) int {
+	for i, e := range results.EventTypes {
+		if e == ev {
+			return i
+		}
+	}
+	return len(results.EventTypes)
+}
+
+func (b *builder) updates() (Section, error) {
+	s := Section{ID: "updates", Title: "Update cost per churn event",
+		Intro: "Time to apply each kind of change (handing the delta to the backend until it returns), the kernel operations it needed, and convergence: from the event to the first probe that saw the new verdict."}
+	if len(b.run.Updates) == 0 {
+		s.Empty = "No update timings in this run."
+		return s, nil
+	}
+	ups := append([]results.Update(nil), b.run.Updates...)
+	sort.SliceStable(ups, func(i, j int) bool {
+		if ups[i].Pods != ups[j].Pods {
+			return ups[i].Pods < ups[j].Pods
+		}
+		if eventRank(ups[i].Event) != eventRank(ups[j].Event) {
+			return eventRank(ups[i].Event) < eventRank(ups[j].Event)
+		}
+		return ups[i].Backend < ups[j].Backend
+	})
+	t := Table{Head: []string{"Pods", "Event", "Backend", "Path", "n", "Apply median", "Apply min–max", "Kernel ops (median)", "Convergence median"}}
+	byPods := map[int][]results.Update{}
+	var pods []int
+	for _, u := range ups {
+		lo, hi := minMax(u.ApplyNS)
+		ops := "–"
+		if len(u.KernelOps) > 0 {
+			ops = fmtCount(median(u.KernelOps)) + " " + u.OpsUnit
+		}
+		conv := "–"
+		if len(u.ConvergenceNS) > 0 {
+			conv = fmtNS(median(u.ConvergenceNS))
+		}
+		rng := "–"
+		if len(u.ApplyNS) > 0 {
+			rng = fmtNS(lo) + " – " + fmtNS(hi)
+		}
+		app := "–"
+		if len(u.ApplyNS) > 0 {
+			app = fmtNS(median(u.ApplyNS))
+		}
+		t.Rows = append(t.Rows, []Cell{num(fmtCount(float64(u.Pods))), txt(u.Event), txt(u.Backend), txt(u.Path), num(fmt.Sprint(len(u.ApplyNS))), num(app), num(rng), num(ops), num(conv)})
+		if _, ok := byPods[u.Pods]; !ok {
+			pods = append(pods, u.Pods)
+		}
+		byPods[u.Pods] = append(byPods[u.Pods], u)
+	}
+	for _, n := range pods {
+		us := byPods[n]
+		var events, backends []string
+		seenE, seenB := map[string]bool{}, map[string]bool{}
+		for _, u := range us {
+			if !seenE[u.Event] {
+				seenE[u.Event] = true
+				events = append(events, u.Event)
+			}
+			if !seenB[u.Backend] {
+				seenB[u.Backend] = true
+				backends = append(backends, u.Backend)
+			}
+		}
+		sort.Strings(backends)
+		p := newPlot(fmt.Sprintf("Apply time per event, %s pods", fmtCount(float64(n))), "", "apply time")
+		logAxis(&p.Y, fmtNS)
+		width := 0.8 / float64(len(backends))
+		added := map[string]bool{}
+		drawn := 0
+		for _, u := range us {
+			var vals plotter.Values
+			for _, v := range u.ApplyNS {
+				if v > 0 {
+					vals = append(vals, v)
+				}
+			}
+			if len(vals) == 0 {
+				continue
+			}
+			ei := indexOf(events, u.Event)
+			bi := indexOf(backends, u.Backend)
+			loc := float64(ei) - 0.4 + width*(float64(bi)+0.5)
+			bp, err := plotter.NewBoxPlot(vg.Points(10), loc, vals)
+			if err != nil {
+				return s, fmt.Errorf("box plot update %s/%s: %w", u.Backend, u.Event, err)
+			}
+			bp.FillColor = b.col.of(u.Backend)
+			bp.GlyphStyle.Radius = vg.Points(1.2)
+			p.Add(bp)
+			drawn++
+			if !added[u.Backend] {
+				added[u.Backend] = true
+				sw, _ := plotter.NewScatter(plotter.XYs{})
+				sw.Color = b.col.of(u.Backend)
+				sw.Shape = swatch{}
+				sw.Radius = vg.Points(4)
+				p.Legend.Add(u.Backend, sw)
+			}
+		}
+		if drawn == 0 {
+			continue
+		}
+		p.NominalX(events...)
+		p.X.Tick.Label.Rotation = math.Pi / 6
+		p.X.Tick.Label.XAlign = -0.9
+		fixLogRange(&p.Y)
+		w := vg.Length(math.Max(15, 2*float64(len(events)))) * vg.Centimeter
+		f, err := b.fig(p.Title.Text, "Apply time samples per event type and backend (log axis).", p, w, 10*vg.Centimeter)
+		if err != nil {
+			return s, err
+		}
+		s.Figures = append(s.Figures, f)
+	}
+	s.Tables = append(s.Tables, t)
+	return s, nil
+}
+
+func indexOf(xs []string, x string) int {
+	for i, v := range xs {
+		if v == x {
+			return i
+		}
+	}
+	return -1
+}
+
+func (b *builder) churn() (Section, error) {
+	s := Section{ID: "churn", Title: "Churn under load",
+		Intro: "A steady, bounded packet stream between pods that stay allowed while churn events are applied (vertical lines). Top: latency of answered packets per interval; bottom: packets lost per interval."}
+	if len(b.run.Churn) == 0 {
+		s.Empty = "No churn-under-load timelines in this run."
+		return s, nil
+	}
+	t := Table{Head: []string{"Backend", "Pods", "Intervals", "Sent", "Lost", "Loss", "Worst p99", "Max", "Events"}}
+	for _, tl := range b.run.Churn {
+		var sent, lost int64
+		worst99, worstMax := 0.0, 0.0
+		for _, pt := range tl.Points {
+			sent += pt.Sent
+			lost += pt.Lost
+			worst99 = math.Max(worst99, pt.P99US)
+			worstMax = math.Max(worstMax, pt.MaxUS)
+		}
+		loss := "–"
+		if sent > 0 {
+			loss = trim(100*float64(lost)/float64(sent), 3) + "%"
+		}
+		t.Rows = append(t.Rows, []Cell{txt(tl.Backend), num(fmtCount(float64(tl.Pods))), num(fmt.Sprint(len(tl.Points))), num(fmtCount(float64(sent))),
+			cls(fmtCount(float64(lost)), map[bool]string{true: "bad num", false: "num"}[lost > 0]), num(loss), num(fmtNS(worst99 * 1e3)), num(fmtNS(worstMax * 1e3)), num(fmt.Sprint(len(tl.Events)))})
+		if len(tl.Points) == 0 {
+			continue
+		}
+		title := fmt.Sprintf("%s at %s pods", tl.Backend, fmtCount(float64(tl.Pods)))
+		lat := newPlot(title+": latency per interval", "time since start (s)", "latency")
+		logAxis(&lat.Y, func(v float64) string { return fmtNS(v * 1e3) })
+		lossP := newPlot(title+": packets lost per interval", "time since start (s)", "lost packets")
+		ymin, ymax := math.Inf(1), 0.0
+		series := []struct {
+			name string
+			get  func(results.ChurnPoint) float64
+			dash bool
+		}{{"p50", func(p results.ChurnPoint) float64 { return p.P50US }, false}, {"p99", func(p results.ChurnPoint) float64 { return p.P99US }, false},
+			{"max", func(p results.ChurnPoint) float64 { return p.MaxUS }, true}}
+		for i, se := range series {
+			var xy plotter.XYs
+			for _, pt := range tl.Points {
+				if v := se.get(pt); v > 0 {
+					xy = append(xy, plotter.XY{X: pt.TMS / 1e3, Y: v})
+					ymin, ymax = math.Min(ymin, v), math.Max(ymax, v)
+				}
+			}
+			if len(xy) < 1 {
+				continue
+			}
+			l, err := plotter.NewLine(xy)
+			if err != nil {
+				return s, fmt.Errorf("plot churn %s: %w", title, err)
+			}
+			l.Color = palette[i]
+			if se.dash {
+				dashed(l)
+			}
+			lat.Add(l)
+			lat.Legend.Add(se.name, l)
+		}
+		var lossXY plotter.XYs
+		maxLost := 1.0
+		for _, pt := range tl.Points {
+			lossXY = append(lossXY, plotter.XY{X: pt.TMS / 1e3, Y: float64(pt.Lost)})
+			maxLost = math.Max(maxLost, float64(pt.Lost))
+		}
+		ll, err := plotter.NewLine(lossXY)
+		if err != nil {
+			return s, fmt.Errorf("plot churn loss %s: %w", title, err)
+		}
+		ll.StepStyle = plotter.PostStep
+		ll.Color = palette[1]
+		ll.FillColor = fade(palette[1])
+		lossP.Add(ll)
+		lossP.Y.Min = 0
+		lossP.Y.Max = maxLost * 1.1
+		if math.IsInf(ymin, 1) {
+			ymin, ymax = 1, 10
+		}
+		for _, ev := range tl.Events {
+			for _, pl := range []struct {
+				p      *plot.Plot
+				lo, hi float64
+			}{{lat, ymin, ymax}, {lossP, 0, maxLost * 1.1}} {
+				ml, err := plotter.NewLine(plotter.XYs{{X: ev.TMS / 1e3, Y: math.Max(pl.lo, 1e-9)}, {X: ev.TMS / 1e3, Y: pl.hi}})
+				if err != nil {
+					return s, fmt.Errorf("plot churn mark: %w", err)
+				}
+				ml.Color = grey
+				ml.Dashes = []vg.Length{vg.Points(2), vg.Points(2)}
+				pl.p.Add(ml)
+			}
+		}
+		fixLogRange(&lat.Y)
+		f1, err := b.fig(lat.Title.Text, "Latency per interval; vertical lines mark churn events.", lat, 18*vg.Centimeter, 8*vg.Centimeter)
+		if err != nil {
+			return s, err
+		}
+		f2, err := b.fig(lossP.Title.Text, "Packets lost per interval; vertical lines mark churn events.", lossP, 18*vg.Centimeter, 5*vg.Centimeter)
+		if err != nil {
+			return s, err
+		}
+		s.Figures = append(s.Figures, f1, f2)
+	}
+	s.Tables = append(s.Tables, t)
+	return s, nil
+}
+
+func (b *builder) sizes() (Section, error) {
+	s := Section{ID: "sizes", Title: "Sizes",
+		Intro: "State each backend installed, per scale. These figures are exact: the gate compares them exactly."}
+	if len(b.run.Sizes) == 0 && b.run.PeakRSSBytes == 0 {
+		s.Empty = "No sizes were recorded in this run."
+		return s, nil
+	}
+	sz := append([]results.Size(nil), b.run.Sizes...)
+	sort.SliceStable(sz, func(i, j int) bool {
+		if sz[i].Backend != sz[j].Backend {
+			return sz[i].Backend < sz[j].Backend
+		}
+		return sz[i].Pods < sz[j].Pods
+	})
+	sum := Table{Caption: "Totals", Head: []string{"Backend", "Pods", "Identities", "Map entries", "Map key+value bytes", "Memlock", "Program insns", "iptables rules", "Chains", "Restore bytes", "ipset members", "Peak RSS"}}
+	maps := Table{Caption: "eBPF maps", Head: []string{"Backend", "Pods", "Map", "Type", "Entries", "Max entries", "Key B", "Value B", "Key+value bytes", "Memlock"}}
+	for _, x := range sz {
+		var memlock, insns uint64
+		for _, m := range x.Maps {
+			memlock += m.MemlockBytes
+			maps.Rows = append(maps.Rows, []Cell{txt(x.Backend), num(fmtCount(float64(x.Pods))), txt(m.Name), txt(m.Type), num(fmt.Sprint(m.Entries)),
+				num(fmt.Sprint(m.MaxEntries)), num(fmt.Sprint(m.KeyBytes)), num(fmt.Sprint(m.ValueBytes)),
+				num(fmtBytes(float64(m.Entries * uint64(m.KeyBytes+m.ValueBytes)))), num(dash(m.MemlockBytes, fmtBytes))})
+		}
+		for _, p := range x.Programs {
+			insns += p.Insns
+		}
+		row := []Cell{txt(x.Backend), num(fmtCount(float64(x.Pods))), num(dash(uint64(x.Identities), func(v float64) string { return fmt.Sprint(uint64(v)) }))}
+		if len(x.Maps) > 0 {
+			row = append(row, num(fmt.Sprint(x.TotalEntries())), num(fmtBytes(float64(x.TotalMapBytes()))), num(dash(memlock, fmtBytes)))
+		} else {
+			row = append(row, num("–"), num("–"), num("–"))
+		}
+		row = append(row, num(dash(insns, func(v float64) string { return fmt.Sprint(uint64(v)) })))
+		if ipt := x.Iptables; ipt != nil {
+			row = append(row, num(fmt.Sprint(ipt.Rules)), num(fmt.Sprint(ipt.Chains)), num(fmtBytes(float64(ipt.RestoreBytes))), num(dash(ipt.IpsetMembers, func(v float64) string { return fmt.Sprint(uint64(v)) })))
+		} else {
+			row = append(row, num("–"), num("–"), num("–"), num("–"))
+		}
+		row = append(row, num(dash(x.PeakRSSBytes, fmtBytes)))
+		sum.Rows = append(sum.Rows, row)
+	}
+	if len(sum.Rows) > 0 {
+		s.Tables = append(s.Tables, sum)
+	}
+	if len(maps.Rows) > 0 {
+		s.Tables = append(s.Tables, maps)
+	}
+	if b.run.PeakRSSBytes > 0 {
+		s.Intro += " The suite's own peak resident memory over the whole run was " + fmtBytes(float64(b.run.PeakRSSBytes)) + "."
+	}
+	return s, nil
+}
+
+func dash(v uint64, f func(float64) string) string {
+	if v == 0 {
+		return "–"
+	}
+	return f(float64(v))
+}
+
+func (b *builder) benchmarks() (Section, error) {
+	s := Section{ID: "benchmarks", Title: "All benchmark figures",
+		Intro: "Every benchmark metric in Go's benchmark vocabulary (what WriteBenchfmt gives benchstat): median of the samples, their range and count; exact figures are deterministic."}
+	all := b.run.AllBenchmarks()
+	if len(all) == 0 {
+		s.Empty = "No benchmark figures in this run."
+		return s, nil
+	}
+	t := Table{Head: []string{"Benchmark", "Unit", "n", "Median", "Min", "Max", "Exact"}}
+	for _, bm := range all {
+		for _, m := range bm.Metrics {
+			if len(m.Samples) == 0 {
+				continue
+			}
+			lo, hi := minMax(m.Samples)
+			f := func(v float64) string { return trim(v, 3) }
+			if strings.HasPrefix(m.Unit, "ns/") || strings.HasSuffix(m.Unit, "_ns/op") {
+				f = fmtNS
+			}
+			exact := ""
+			if m.Exact {
+				exact = "exact"
+			}
+			t.Rows = append(t.Rows, []Cell{txt(bm.Name), txt(m.Unit), num(fmt.Sprint(len(m.Samples))), num(f(median(m.Samples))), num(f(lo)), num(f(hi)), txt(exact)})
+		}
+	}
+	s.Tables = append(s.Tables, t)
+	if len(b.run.Ratios) > 0 {
+		rt := Table{Caption: "Same-run ratios the gate compares", Head: []string{"Ratio", "Numerator", "Denominator", "n", "Median"}}
+		for _, r := range b.run.Ratios {
+			xs, ok := b.run.RatioSamples(r)
+			med := "–"
+			if ok {
+				med = trim(median(xs), 4)
+			}
+			rt.Rows = append(rt.Rows, []Cell{txt(r.Name), txt(r.Num.String()), txt(r.Den.String()), num(fmt.Sprint(len(xs))), num(med)})
+		}
+		s.Tables = append(s.Tables, rt)
+	}
+	return s, nil
+}
+
+func (b *builder) environment() (Section, error) {
+	r := b.run
+	s := Section{ID: "environment", Title: "Machine, kernel and versions"}
+	t := Table{Head: []string{"", ""}}
+	add := func(k, v string) {
+		if v != "" {
+			t.Rows = append(t.Rows, []Cell{txt(k), txt(v)})
+		}
+	}
+	add("Schema", r.Schema)
+	add("Started", r.Start.UTC().Format("2006-01-02 15:04:05 MST"))
+	if r.Duration > 0 {
+		add("Duration", r.Duration.String())
+	}
+	add("CPU", r.Machine.CPUModel)
+	if r.Machine.Cores > 0 {
+		add("Cores", fmt.Sprint(r.Machine.Cores))
+	}
+	if r.Machine.MemoryBytes > 0 {
+		add("Memory", fmtBytes(float64(r.Machine.MemoryBytes)))
+	}
+	add("Host", r.Machine.Hostname)
+	add("Kernel", r.Kernel)
+	add("Go", r.Tools.Go)
+	add("clang", r.Tools.Clang)
+	add("iptables", r.Tools.Iptables)
+	add("ipset", r.Tools.Ipset)
+	add("bpftool", r.Tools.Bpftool)
+	add("nft", r.Tools.Nft)
+	add("Git revision", r.GitRevision)
+	add("Seed", fmt.Sprint(r.Seed))
+	add("Backends", strings.Join(r.Config.Backends, ", "))
+	if len(r.Config.Pods) > 0 {
+		var ps []string
+		for _, p := range r.Config.Pods {
+			ps = append(ps, fmtCount(float64(p)))
+		}
+		add("Pods sweep", strings.Join(ps, ", "))
+	}
+	if r.Config.Duration > 0 {
+		add("Duration per measurement", r.Config.Duration.String())
+	}
+	if r.Config.Samples > 0 {
+		add("Samples per timing", fmt.Sprint(r.Config.Samples))
+	}
+	var extra []string
+	for k := range r.Config.Extra {
+		extra = append(extra, k)
+	}
+	sort.Strings(extra)
+	for _, k := range extra {
+		add("--"+k, r.Config.Extra[k])
+	}
+	if len(r.Workload) > 0 {
+		add("Workload", string(r.Workload))
+	}
+	for _, n := range r.Notes {
+		add("Note", n)
+	}
+	s.Tables = append(s.Tables, t)
+	if len(r.Caps) > 0 {
+		ct := Table{Caption: "Caps: skipped or limited backend/scale combinations", Head: []string{"Backend", "Pods", "Skipped", "Limit", "Reason"}}
+		for _, c := range r.Caps {
+			pods := "all"
+			if c.Pods > 0 {
+				pods = fmtCount(float64(c.Pods))
+			}
+			ct.Rows = append(ct.Rows, []Cell{txt(c.Backend), num(pods), txt(fmt.Sprint(c.Skipped)), txt(c.Limit), txt(c.Reason)})
+		}
+		s.Tables = append(s.Tables, ct)
+	}
+	return s, nil
+}
