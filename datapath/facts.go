@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -194,15 +195,9 @@ func ntohs(v uint16) uint16 { return v<<8 | v>>8 }
 
 func decodeDrop(raw []byte) (DropEvent, error) {
 	var e bpfDropEvent
-	if len(raw) < 36 {
-		return DropEvent{}, fmt.Errorf("decode drop event: %d bytes, want 36", len(raw))
+	if _, err := binary.Decode(raw, binary.NativeEndian, &e); err != nil {
+		return DropEvent{}, fmt.Errorf("decode drop event of %d bytes: %w", len(raw), err)
 	}
-	le := func(b []byte) uint32 { return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24 }
-	e.Reason, e.Dir, e.Proto, e.TcpFlags = raw[0], raw[1], raw[2], raw[3]
-	e.EpId, e.SrcIdentity, e.DstIdentity = le(raw[4:]), le(raw[8:]), le(raw[12:])
-	e.Saddr, e.Daddr = le(raw[16:]), le(raw[20:])
-	e.Sport, e.Dport = uint16(raw[24])|uint16(raw[25])<<8, uint16(raw[26])|uint16(raw[27])<<8
-	e.Len = le(raw[28:])
 	return DropEvent{
 		Reason: Reason(e.Reason), Dir: policy.Direction(e.Dir), Proto: policy.Protocol(e.Proto), TCPFlags: e.TcpFlags,
 		Endpoint: e.EpId, SrcIdentity: policy.Identity(e.SrcIdentity), DstIdentity: policy.Identity(e.DstIdentity),
