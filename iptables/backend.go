@@ -1,0 +1,557 @@
+package iptables
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	"netpolbench/policy"
+)
+
+// ApplyPath is how rules reach the kernel.
+type ApplyPath string
+
+const (
+	// ApplyRestore builds each sync in a buffer and applies it with one iptables-restore
+	// --noflush (kube-proxy's way).
+	ApplyRestore ApplyPath = "restore"
+	// ApplyPerRule runs one iptables command per rule through coreos/go-iptables: the naive
+	// baseline. A failure leaves a partly applied sync behind (the next call is a full sync).
+	ApplyPerRule ApplyPath = "per-rule"
+)
+
+// Config configures a Backend.
+type Config struct {
+	// Variant is iptables (per-IP rules) or ipset. Required.
+	Variant Variant
+	// Mode is the binary flavour, nft (default) or legacy.
+	Mode Mode
+	// Apply is restore (default) or per-rule.
+	Apply ApplyPath
+	// Runner runs the binaries where the rules live, normally a NetnsRunner for the node
+	// namespace, or a Fake. Required.
+	Runner Runner
+	// NoPartial makes every Update a full sync.
+	NoPartial bool
+}
+
+// Backend enforces a policy.State with iptables rules (and ipsets) and implements
+// policy.Backend.
+type Backend struct {
+	cfg  Config
+	exec ruleExec
+
+	discovered bool
+	jump       bool
+	// chains maps each NPB- chain the kernel holds to its rule count.
+	chains map[string]int
+	// sets maps each npb- set to its member count; rsSets the sets of each rule set.
+	sets     map[string]int
+	rsSets   map[policy.RuleSetID][]string
+	dispatch [2]map[uint32]netip.Addr
+	synced   bool
+	needFull bool
+	tmpSeq   int
+}
+
+var _ policy.Backend = (*Backend)(nil)
+
+// New returns a Backend. Nothing is applied until Sync.
+func New(cfg Config) (*Backend, error) {
+	if _, err := ParseVariant(string(cfg.Variant)); err != nil {
+		return nil, err
+	}
+	if cfg.Mode == "" {
+		cfg.Mode = ModeNFT
+	}
+	if _, err := ParseMode(string(cfg.Mode)); err != nil {
+		return nil, err
+	}
+	if cfg.Apply == "" {
+		cfg.Apply = ApplyRestore
+	}
+	if cfg.Runner == nil {
+		return nil, errors.New("new iptables backend: no runner (want a NetnsRunner or a Fake)")
+	}
+	b := &Backend{cfg: cfg}
+	switch cfg.Apply {
+	case ApplyRestore:
+	case ApplyPerRule:
+		x, err := newRuleExec(cfg.Runner, cfg.Mode)
+		if err != nil {
+			return nil, err
+		}
+		b.exec = x
+	default:
+		return nil, fmt.Errorf("unknown apply path %q (want restore or per-rule)", cfg.Apply)
+	}
+	b.reset()
+	return b, nil
+}
+
+func (b *Backend) reset() {
+	b.chains = map[string]int{}
+	b.sets = map[string]int{}
+	b.rsSets = map[policy.RuleSetID][]string{}
+	b.dispatch = [2]map[uint32]netip.Addr{{}, {}}
+}
+
+// Name is the variant's name.
+func (b *Backend) Name() string { return string(b.cfg.Variant) }
+
+// Config returns the backend's configuration.
+func (b *Backend) Config() Config { return b.cfg }
+
+// Rules returns the number of rules the backend holds in the kernel (all NPB- chains plus the
+// jump from FORWARD).
+func (b *Backend) Rules() int {
+	n := 0
+	for _, c := range b.chains {
+		n += c
+	}
+	if b.jump {
+		n++
+	}
+	return n
+}
+
+// discover reads which NPB- chains and npb- sets a previous run left, so a full sync replaces
+// them instead of failing on them.
+func (b *Backend) discover() error {
+	out, stderr, err := b.cfg.Runner.Run(b.cfg.Mode.Binary("save"), []string{"-t", "filter"}, nil)
+	if err != nil {
+		return fmt.Errorf("read filter table: %w: %s", err, firstLine(string(stderr)))
+	}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, ":"+chainPrefix):
+			name, _, _ := strings.Cut(line[1:], " ")
+			if _, ok := b.chains[name]; !ok {
+				b.chains[name] = 0
+			}
+		case strings.HasPrefix(line, "-A "+chainPrefix):
+			name, _, _ := strings.Cut(line[3:], " ")
+			b.chains[name]++
+		case line == "-A FORWARD -j "+chainForward:
+			b.jump = true
+		}
+	}
+	out, stderr, err = b.cfg.Runner.Run("ipset", []string{"list", "-n"}, nil)
+	if err != nil {
+		return fmt.Errorf("list ipsets: %w: %s", err, firstLine(string(stderr)))
+	}
+	for _, name := range strings.Fields(string(out)) {
+		if strings.HasPrefix(name, setPrefix) {
+			b.sets[name] = -1 // unknown content: always rewritten through a temporary set
+		}
+	}
+	b.discovered = true
+	return nil
+}
+
+// Sync replaces whatever the backend enforces with s.
+func (b *Backend) Sync(s *policy.State) (policy.SyncStats, error) {
+	start := time.Now()
+	if !b.discovered {
+		if err := b.discover(); err != nil {
+			b.needFull = true
+			return policy.SyncStats{Duration: time.Since(start)}, err
+		}
+	}
+	p, err := b.fullPlan(s)
+	if err != nil {
+		b.needFull = true
+		return policy.SyncStats{Duration: time.Since(start)}, err
+	}
+	st, err := b.apply(p)
+	st.Duration = time.Since(start)
+	if err != nil {
+		b.needFull = true
+		return st, fmt.Errorf("full sync: %w", err)
+	}
+	b.synced, b.needFull = true, false
+	return st, nil
+}
+
+// Update applies one event's delta, as a partial sync when it can: only the chains of rule sets
+// whose entries or members changed, the chains of changed endpoints and their dispatch rules
+// (and, for ipsets, only the changed members). The choice is made up front; after any failure
+// the next call is a full sync.
+func (b *Backend) Update(s *policy.State, d *policy.Delta) (policy.SyncStats, error) {
+	if !b.synced || b.needFull || b.cfg.NoPartial || d == nil || len(d.CIDRsAdded)+len(d.CIDRsRemoved) > 0 {
+		// ipBlock prefixes change which addresses every CIDR rule and exclusion chain holds.
+		retry := b.needFull
+		st, err := b.Sync(s)
+		if retry && st.Detail != nil {
+			st.Detail["fallback"] = 1
+		}
+		return st, err
+	}
+	start := time.Now()
+	if d.Empty() {
+		return policy.SyncStats{Duration: time.Since(start), Detail: map[string]int64{"full": 0}}, nil
+	}
+	p, err := b.partialPlan(s, d)
+	if err != nil {
+		b.needFull = true
+		return policy.SyncStats{Duration: time.Since(start)}, fmt.Errorf("partial sync: %w (the next sync is full)", err)
+	}
+	st, err := b.apply(p)
+	st.Duration = time.Since(start)
+	if err != nil {
+		b.needFull = true
+		return st, fmt.Errorf("partial sync: %w (the next sync is full)", err)
+	}
+	return st, nil
+}
+
+// Close removes every chain, rule and set the backend created.
+func (b *Backend) Close() error {
+	if !b.discovered {
+		return nil
+	}
+	p := &plan{full: true}
+	names := make([]string, 0, len(b.chains))
+	for c := range b.chains {
+		names = append(names, c)
+	}
+	sort.Strings(names)
+	p.declare = append(p.declare, names...)
+	p.remove = append(p.remove, names...)
+	if b.jump {
+		p.ops = append(p.ops, op{kind: opDelete, chain: "FORWARD", args: []string{"-j", chainForward}})
+	}
+	for s := range b.sets {
+		p.destroySets = append(p.destroySets, s)
+	}
+	sort.Strings(p.destroySets)
+	saved := b.exec
+	b.exec = nil // cleanup always goes through one restore
+	_, err := b.apply(p)
+	b.exec = saved
+	if err != nil {
+		return fmt.Errorf("remove iptables rules: %w", err)
+	}
+	b.reset()
+	b.jump, b.synced, b.discovered = false, false, false
+	return nil
+}
+
+// fullPlan writes the whole ruleset.
+func (b *Backend) fullPlan(s *policy.State) (*plan, error) {
+	p := &plan{full: true}
+	g := newGen(s, b.cfg.Variant)
+	desired := map[string]bool{}
+	declare := func(c string) {
+		desired[c] = true
+		p.declare = append(p.declare, c)
+	}
+	for _, c := range []string{chainForward, chainEgress, chainIngress, chainAllowE} {
+		declare(c)
+	}
+	topChains(p)
+	if b.cfg.Variant == VariantIPTables {
+		n := len(p.declare)
+		g.ci.exclusionChains(p)
+		for _, c := range p.declare[n:] {
+			desired[c] = true
+		}
+	}
+	wantSets := map[string]setSpec{}
+	rsSets := map[policy.RuleSetID][]string{}
+	for _, rs := range s.RuleSets() {
+		declare(ruleSetChain(rs.ID))
+		for _, ss := range g.ruleSet(p, rs) {
+			wantSets[ss.name] = ss
+			rsSets[rs.ID] = append(rsSets[rs.ID], ss.name)
+		}
+	}
+	dispatch := [2]map[uint32]netip.Addr{{}, {}}
+	for _, ep := range s.Endpoints() {
+		if ep.Pod == nil {
+			continue
+		}
+		for _, dir := range []policy.Direction{policy.Egress, policy.Ingress} {
+			rs := endpointRuleSet(ep, dir)
+			if rs == policy.RuleSetAllowAll {
+				continue
+			}
+			if _, ok := s.RuleSet(rs); !ok {
+				return nil, fmt.Errorf("endpoint %d (%s): %s rule set %d missing from the state", ep.ID, ep.Pod.Key(), dir, rs)
+			}
+			declare(endpointChain(dir, ep.ID))
+			g.endpoint(p, ep, dir, rs)
+			p.rule(dispatchChain(dir), dispatchRule(dir, ep.ID, ep.Pod.IP)...)
+			dispatch[dir][ep.ID] = ep.Pod.IP
+		}
+	}
+	stale := make([]string, 0)
+	for c := range b.chains {
+		if !desired[c] {
+			stale = append(stale, c)
+		}
+	}
+	sort.Strings(stale)
+	p.declare = append(p.declare, stale...)
+	p.remove = append(p.remove, stale...)
+	if !b.jump {
+		p.ops = append(p.ops, op{kind: opInsert, chain: "FORWARD", args: []string{"-j", chainForward}})
+	}
+	names := make([]string, 0, len(wantSets))
+	for n := range wantSets {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		b.fillSet(p, wantSets[n])
+	}
+	for n := range b.sets {
+		if _, ok := wantSets[n]; !ok {
+			p.destroySets = append(p.destroySets, n)
+		}
+	}
+	sort.Strings(p.destroySets)
+	p.after = func() {
+		b.dispatch = dispatch
+		b.rsSets = rsSets
+	}
+	return p, nil
+}
+
+// fillSet writes a set's members. A set the rules already use is filled under a temporary name
+// and swapped in after the rules are committed, so a failed sync leaves its old content.
+func (b *Backend) fillSet(p *plan, ss setSpec) {
+	if _, exists := b.sets[ss.name]; !exists {
+		p.setLines = append(p.setLines, ss.lines()...)
+		p.setMembers += len(ss.members)
+		p.setCounts = append(p.setCounts, setCount{ss.name, len(ss.members)})
+		return
+	}
+	b.tmpSeq++
+	tmp := fmt.Sprintf("%st-%d", setPrefix, b.tmpSeq)
+	t := ss
+	t.name = tmp
+	p.setLines = append(p.setLines, t.lines()...)
+	p.setMembers += len(ss.members)
+	p.tmpSets = append(p.tmpSets, tmp)
+	p.postLines = append(p.postLines, "swap "+tmp+" "+ss.name, "destroy "+tmp)
+	p.setCounts = append(p.setCounts, setCount{ss.name, len(ss.members)})
+}
+
+// partialPlan writes only what d changed.
+func (b *Backend) partialPlan(s *policy.State, d *policy.Delta) (*plan, error) {
+	p := &plan{}
+	g := newGen(s, b.cfg.Variant)
+	removedRS := map[policy.RuleSetID]bool{}
+	for _, id := range d.RuleSetsRemoved {
+		removedRS[id] = true
+	}
+	rewrite := map[policy.RuleSetID]bool{}
+	for _, id := range d.RuleSetsAdded {
+		rewrite[id] = true
+	}
+	for _, e := range d.EntriesAdded {
+		rewrite[e.Set] = true
+	}
+	for _, e := range d.EntriesRemoved {
+		rewrite[e.Set] = true
+	}
+	changedIDs := map[policy.Identity]bool{}
+	for _, m := range d.MembersAdded {
+		changedIDs[m.Identity] = true
+	}
+	for _, m := range d.MembersRemoved {
+		changedIDs[m.Identity] = true
+	}
+	podsChanged := len(changedIDs) > 0 || len(d.EndpointsAdded)+len(d.EndpointsRemoved) > 0
+	// memberSets lists, per identity, the hash:ip sets of rule sets that are not rewritten.
+	memberSets := map[policy.Identity][]string{}
+	for _, rs := range s.RuleSets() {
+		if rewrite[rs.ID] || removedRS[rs.ID] {
+			continue
+		}
+		gi := groupIndex(rs)
+		for _, e := range rs.Entries {
+			if e.NamedPort != "" {
+				if podsChanged {
+					rewrite[rs.ID] = true
+				}
+				continue
+			}
+			if !changedIDs[e.Peer] {
+				continue
+			}
+			if b.cfg.Variant == VariantIPTables {
+				rewrite[rs.ID] = true
+				continue
+			}
+			name := ipSetName(rs.ID, gi[entryKey(e)])
+			if _, ok := b.sets[name]; !ok {
+				rewrite[rs.ID] = true
+				continue
+			}
+			memberSets[e.Peer] = append(memberSets[e.Peer], name)
+		}
+	}
+	for id := range rewrite {
+		if removedRS[id] {
+			delete(rewrite, id)
+		}
+	}
+	// Sets of rewritten rule sets are refilled whole; drop member edits to them.
+	for id, names := range memberSets {
+		keep := names[:0]
+		for _, n := range names {
+			if !rewrite[setRuleSet(n)] {
+				keep = append(keep, n)
+			}
+		}
+		memberSets[id] = keep
+	}
+	declared := map[string]bool{}
+	declare := func(c string) {
+		if !declared[c] {
+			declared[c] = true
+			p.declare = append(p.declare, c)
+		}
+	}
+	removeChain := func(c string) {
+		if _, ok := b.chains[c]; ok {
+			declare(c)
+			p.remove = append(p.remove, c)
+		}
+	}
+	ids := sortedIDs(rewrite)
+	rsSets := map[policy.RuleSetID][]string{}
+	var destroy []string
+	for _, id := range ids {
+		rs, ok := s.RuleSet(id)
+		if !ok {
+			return nil, fmt.Errorf("rule set %d changed but is missing from the state", id)
+		}
+		declare(ruleSetChain(id))
+		sets := g.ruleSet(p, rs)
+		keep := map[string]bool{}
+		for _, ss := range sets {
+			b.fillSet(p, ss)
+			keep[ss.name] = true
+			rsSets[id] = append(rsSets[id], ss.name)
+		}
+		for _, old := range b.rsSets[id] {
+			if !keep[old] {
+				destroy = append(destroy, old)
+			}
+		}
+		if len(sets) == 0 {
+			rsSets[id] = nil
+		}
+	}
+	// Member edits run after the rules commit, removals first: a relabelled pod leaves its old
+	// identity's sets before it joins the new one's.
+	for _, m := range d.MembersRemoved {
+		for _, n := range memberSets[m.Identity] {
+			p.postLines = append(p.postLines, "del "+n+" "+m.IP.String())
+			p.setDelta = append(p.setDelta, setCount{n, -1})
+		}
+	}
+	for _, m := range d.MembersAdded {
+		for _, n := range memberSets[m.Identity] {
+			p.postLines = append(p.postLines, "add "+n+" "+m.IP.String())
+			p.setMembers++
+			p.setDelta = append(p.setDelta, setCount{n, 1})
+		}
+	}
+	addDispatch := [2]map[uint32]netip.Addr{{}, {}}
+	delDispatch := [2][]uint32{}
+	for _, ep := range d.EndpointsRemoved {
+		for _, dir := range []policy.Direction{policy.Egress, policy.Ingress} {
+			if ip, ok := b.dispatch[dir][ep.ID]; ok {
+				p.ops = append(p.ops, op{kind: opDelete, chain: dispatchChain(dir), args: dispatchRule(dir, ep.ID, ip)})
+				delDispatch[dir] = append(delDispatch[dir], ep.ID)
+			}
+			removeChain(endpointChain(dir, ep.ID))
+		}
+	}
+	eps := append(append([]policy.Endpoint(nil), d.EndpointsAdded...), d.EndpointsChanged...)
+	for i := range eps {
+		ep := &eps[i]
+		if cur, ok := s.Endpoint(ep.ID); ok {
+			ep = cur
+		}
+		if ep.Pod == nil {
+			continue
+		}
+		for _, dir := range []policy.Direction{policy.Egress, policy.Ingress} {
+			rs := endpointRuleSet(ep, dir)
+			ip, dispatched := b.dispatch[dir][ep.ID]
+			if rs == policy.RuleSetAllowAll {
+				if dispatched {
+					p.ops = append(p.ops, op{kind: opDelete, chain: dispatchChain(dir), args: dispatchRule(dir, ep.ID, ip)})
+					delDispatch[dir] = append(delDispatch[dir], ep.ID)
+				}
+				removeChain(endpointChain(dir, ep.ID))
+				continue
+			}
+			if _, ok := s.RuleSet(rs); !ok {
+				return nil, fmt.Errorf("endpoint %d: %s rule set %d missing from the state", ep.ID, dir, rs)
+			}
+			declare(endpointChain(dir, ep.ID))
+			g.endpoint(p, ep, dir, rs)
+			if dispatched && ip != ep.Pod.IP {
+				p.ops = append(p.ops, op{kind: opDelete, chain: dispatchChain(dir), args: dispatchRule(dir, ep.ID, ip)})
+				dispatched = false
+			}
+			if !dispatched {
+				p.rule(dispatchChain(dir), dispatchRule(dir, ep.ID, ep.Pod.IP)...)
+				addDispatch[dir][ep.ID] = ep.Pod.IP
+			}
+		}
+	}
+	for _, id := range d.RuleSetsRemoved {
+		removeChain(ruleSetChain(id))
+		destroy = append(destroy, b.rsSets[id]...)
+	}
+	sort.Strings(destroy)
+	p.destroySets = dedup(destroy)
+	p.after = func() {
+		for dir := range delDispatch {
+			for _, id := range delDispatch[dir] {
+				delete(b.dispatch[dir], id)
+			}
+			for id, ip := range addDispatch[dir] {
+				b.dispatch[dir][id] = ip
+			}
+		}
+		for id, names := range rsSets {
+			b.rsSets[id] = names
+		}
+		for _, id := range d.RuleSetsRemoved {
+			delete(b.rsSets, id)
+		}
+	}
+	return p, nil
+}
+
+// setRuleSet recovers the rule set id from a set name (npb-<rs>-...).
+func setRuleSet(name string) policy.RuleSetID {
+	var id uint32
+	fmt.Sscanf(strings.TrimPrefix(name, setPrefix), "%d", &id)
+	return policy.RuleSetID(id)
+}
+
+func sortedIDs(m map[policy.RuleSetID]bool) []policy.RuleSetID {
+	out := make([]policy.RuleSetID, 0, len(m))
+	for id := range m {
+		out = append(out, id)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}

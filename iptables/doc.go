@@ -1,0 +1,33 @@
+// Package iptables enforces the compiled policy.State the way traditional iptables CNIs do
+// (kube-router, Calico's iptables mode): peers are matched by IP address in the filter table's
+// FORWARD path of the node namespace, with one chain per endpoint and direction and one chain
+// per rule set.
+//
+// Two variants share one generator:
+//   - VariantIPTables expands every identity into its member pod IPs: one rule per (peer IP or
+//     CIDR, protocol, port range), so the rule count grows with rule sets × pods, O(pods²) when
+//     policies scale with the cluster.
+//   - VariantIPSet puts the peers of each (rule set, protocol, port range) group into hash:ip and
+//     hash:net sets (hash:ip,port for named egress ports) and matches them with -m set.
+//
+// Packet path (every chain prefixed NPB-):
+//
+//	FORWARD -j NPB-FORWARD
+//	NPB-FORWARD: ctstate RELATED,ESTABLISHED ACCEPT; -j NPB-EGRESS; -j NPB-INGRESS; ACCEPT
+//	NPB-EGRESS:  -s podIP -g NPB-E-<ep>  (one rule per egress-isolated endpoint, linear)
+//	NPB-INGRESS: -d podIP -g NPB-I-<ep>  (one rule per ingress-isolated endpoint, linear)
+//	NPB-E-<ep>:  -d podIP ACCEPT (self); -g NPB-R-<ruleset>
+//	NPB-I-<ep>:  -s podIP ACCEPT (self); -g NPB-R-<ruleset>
+//	NPB-R-<rs>:  allow rules; DROP
+//	NPB-ALLOW-E: -j NPB-INGRESS; ACCEPT   (egress allowed: the destination's ingress decides)
+//
+// An ingress allow is ACCEPT; an egress allow is -g NPB-ALLOW-E. A CIDR identity allows an address
+// only when its prefix is the address's longest ipBlock prefix: a CIDR peer with more specific
+// prefixes under it jumps to a shared chain NPB-XI-<n> / NPB-XE-<n> that RETURNs for those prefixes
+// and allows otherwise; the ipset variant expresses the same with hash:net nomatch entries.
+// The dispatch chains are linear: the first packet of a flow walks past one rule per isolated
+// endpoint before it reaches its own, as in the CNIs this backend models.
+//
+// Everything is applied through a Runner inside a network namespace the caller owns; the Fake
+// Runner parses the same payloads, and Trace walks its rules to decide flows without a kernel.
+package iptables
