@@ -2,7 +2,6 @@ package workloads
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -66,76 +65,163 @@ type yamlWriter struct {
 
 // document writes one JSON document as a YAML document, starting with "---".
 func (y *yamlWriter) document(data []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	n, err := parseNode(dec)
+	p := jsonParser{data: data}
+	n, err := p.value()
 	if err != nil {
 		return fmt.Errorf("re-read json: %w", err)
 	}
-	y.w.WriteString("---\n")
 	if n.kind != '{' {
-		return fmt.Errorf("document is not an object")
+		return fmt.Errorf("re-read json: document is not an object")
 	}
+	y.w.WriteString("---\n")
 	y.mapping(n, 0, false)
 	return nil
 }
 
-func parseNode(dec *json.Decoder) (node, error) {
-	tok, err := dec.Token()
-	if err != nil {
-		return node{}, err
+// jsonParser reads the compact JSON that encoding/json writes. It is a plain recursive
+// descent over bytes: encoding/json's token API costs ten times more, which is most of the
+// writer's time at 100k pods.
+type jsonParser struct {
+	data []byte
+	i    int
+}
+
+func (p *jsonParser) fail(what string) error {
+	return fmt.Errorf("%s at offset %d", what, p.i)
+}
+
+func (p *jsonParser) skipSpace() {
+	for p.i < len(p.data) {
+		switch p.data[p.i] {
+		case ' ', '\t', '\n', '\r':
+			p.i++
+		default:
+			return
+		}
 	}
-	switch t := tok.(type) {
-	case json.Delim:
-		switch t {
-		case '{':
-			n := node{kind: '{'}
-			for dec.More() {
-				kt, err := dec.Token()
-				if err != nil {
-					return node{}, err
-				}
-				v, err := parseNode(dec)
-				if err != nil {
-					return node{}, err
-				}
-				if v.kind == 'l' && v.scalar == "null" {
-					continue // a null field is an absent field to the API server
-				}
-				if v.kind == '{' && len(v.keys) == 0 && dropWhenEmpty[kt.(string)] {
-					continue
-				}
-				n.keys = append(n.keys, kt.(string))
+}
+
+func (p *jsonParser) value() (node, error) {
+	p.skipSpace()
+	if p.i >= len(p.data) {
+		return node{}, p.fail("unexpected end")
+	}
+	switch c := p.data[p.i]; c {
+	case '{':
+		p.i++
+		n := node{kind: '{'}
+		p.skipSpace()
+		if p.i < len(p.data) && p.data[p.i] == '}' {
+			p.i++
+			return n, nil
+		}
+		for {
+			p.skipSpace()
+			key, err := p.str()
+			if err != nil {
+				return node{}, err
+			}
+			p.skipSpace()
+			if p.i >= len(p.data) || p.data[p.i] != ':' {
+				return node{}, p.fail("want ':'")
+			}
+			p.i++
+			v, err := p.value()
+			if err != nil {
+				return node{}, err
+			}
+			// A null field is an absent field to the API server; some empty objects mean
+			// nothing either (see dropWhenEmpty).
+			if !(v.kind == 'l' && v.scalar == "null") && !(v.kind == '{' && len(v.keys) == 0 && dropWhenEmpty[key]) {
+				n.keys = append(n.keys, key)
 				n.items = append(n.items, v)
 			}
-			_, err := dec.Token()
-			return n, err
-		case '[':
-			n := node{kind: '['}
-			for dec.More() {
-				v, err := parseNode(dec)
-				if err != nil {
-					return node{}, err
-				}
-				n.items = append(n.items, v)
+			p.skipSpace()
+			if p.i >= len(p.data) {
+				return node{}, p.fail("unterminated object")
 			}
-			_, err := dec.Token()
-			return n, err
+			if p.data[p.i] == '}' {
+				p.i++
+				return n, nil
+			}
+			if p.data[p.i] != ',' {
+				return node{}, p.fail("want ',' or '}'")
+			}
+			p.i++
 		}
-		return node{}, fmt.Errorf("unexpected %v", t)
-	case string:
-		return node{kind: 's', scalar: t}, nil
-	case json.Number:
-		return node{kind: 'l', scalar: t.String()}, nil
-	case bool:
-		if t {
-			return node{kind: 'l', scalar: "true"}, nil
+	case '[':
+		p.i++
+		n := node{kind: '['}
+		p.skipSpace()
+		if p.i < len(p.data) && p.data[p.i] == ']' {
+			p.i++
+			return n, nil
 		}
-		return node{kind: 'l', scalar: "false"}, nil
-	case nil:
-		return node{kind: 'l', scalar: "null"}, nil
+		for {
+			v, err := p.value()
+			if err != nil {
+				return node{}, err
+			}
+			n.items = append(n.items, v)
+			p.skipSpace()
+			if p.i >= len(p.data) {
+				return node{}, p.fail("unterminated array")
+			}
+			if p.data[p.i] == ']' {
+				p.i++
+				return n, nil
+			}
+			if p.data[p.i] != ',' {
+				return node{}, p.fail("want ',' or ']'")
+			}
+			p.i++
+		}
+	case '"':
+		s, err := p.str()
+		return node{kind: 's', scalar: s}, err
+	default:
+		// A number, true, false or null: copied through as it is, since JSON's spelling of
+		// them is also YAML's.
+		start := p.i
+		for p.i < len(p.data) && !strings.ContainsRune(",]} \t\r\n", rune(p.data[p.i])) {
+			p.i++
+		}
+		lit := string(p.data[start:p.i])
+		if lit == "" {
+			return node{}, p.fail("unexpected character")
+		}
+		return node{kind: 'l', scalar: lit}, nil
 	}
-	return node{}, fmt.Errorf("unexpected token %v", tok)
+}
+
+// str reads a JSON string; only strings with escapes go through encoding/json.
+func (p *jsonParser) str() (string, error) {
+	if p.i >= len(p.data) || p.data[p.i] != '"' {
+		return "", p.fail("want a string")
+	}
+	start := p.i
+	p.i++
+	escaped := false
+	for p.i < len(p.data) {
+		switch p.data[p.i] {
+		case '\\':
+			escaped = true
+			p.i += 2
+			continue
+		case '"':
+			p.i++
+			if !escaped {
+				return string(p.data[start+1 : p.i-1]), nil
+			}
+			var s string
+			if err := json.Unmarshal(p.data[start:p.i], &s); err != nil {
+				return "", err
+			}
+			return s, nil
+		}
+		p.i++
+	}
+	return "", p.fail("unterminated string")
 }
 
 func (y *yamlWriter) indent(n int) {

@@ -1,0 +1,144 @@
+package workloads
+
+import (
+	"io"
+	"strconv"
+	"testing"
+
+	"netpolbench/policy"
+)
+
+var benchSizes = []int{1000, 10000, 100000}
+
+// benchSpec is the preset closest in shape to n pods, scaled to exactly n.
+func benchSpec(b *testing.B, n int) Spec {
+	name := map[int]string{1000: "default", 10000: "large", 100000: "huge"}[n]
+	return mustPreset(b, name).WithPods(n)
+}
+
+func BenchmarkGenerate(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run("pods="+strconv.Itoa(n), func(b *testing.B) {
+			s := benchSpec(b, n)
+			var g *Generated
+			for b.Loop() {
+				g = mustGenerate(b, s)
+			}
+			b.ReportMetric(float64(len(g.Policies)), "policies")
+			b.ReportMetric(float64(len(g.LabelSets)), "labelsets")
+		})
+	}
+}
+
+func BenchmarkWriteYAML(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run("pods="+strconv.Itoa(n), func(b *testing.B) {
+			g := mustGenerate(b, benchSpec(b, n))
+			cw := &countWriter{}
+			for b.Loop() {
+				if err := WriteYAML(cw, g); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.SetBytes(cw.n / int64(b.N))
+		})
+	}
+}
+
+type countWriter struct{ n int64 }
+
+func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
+
+var _ io.Writer = (*countWriter)(nil)
+
+func BenchmarkCompile(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run("pods="+strconv.Itoa(n), func(b *testing.B) {
+			s := benchSpec(b, n)
+			var comp *policy.Compiler
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				g := mustGenerate(b, s) // Compile takes the cluster over: a fresh one each time
+				b.StartTimer()
+				comp = mustCompile(b, g.Cluster)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(len(comp.State().Identities())), "identities")
+			b.ReportMetric(float64(len(comp.State().RuleSets())), "rulesets")
+		})
+	}
+}
+
+// BenchmarkChurnDelta times one Compiler.Apply of one event kind. The inverse event (a delete
+// after an add, an add after a delete or a remove) runs outside the timer so the cluster keeps
+// its size however many iterations run.
+func BenchmarkChurnDelta(b *testing.B) {
+	type op struct {
+		name    string
+		kind    ChurnKind
+		inverse ChurnKind
+	}
+	ops := []op{
+		{"pod-add", ChurnPodAdd, ChurnPodDelete},
+		{"pod-delete", ChurnPodDelete, ChurnPodAdd},
+		{"relabel", ChurnRelabel, ChurnRelabel},
+		{"policy-add", ChurnPolicyAdd, ChurnPolicyRemove},
+		{"policy-update", ChurnPolicyUpdate, ChurnPolicyUpdate},
+		{"policy-remove", ChurnPolicyRemove, ChurnPolicyAdd},
+	}
+	// One compiled cluster per size, shared by every event kind and every run of a
+	// sub-benchmark: building a 100k-pod one takes seconds, and the inverse events keep its
+	// size steady.
+	type fixture struct {
+		ch   *Churn
+		comp *policy.Compiler
+	}
+	fixtures := map[int]*fixture{}
+	for _, o := range ops {
+		for _, n := range benchSizes {
+			b.Run("event="+o.name+"/pods="+strconv.Itoa(n), func(b *testing.B) {
+				f := fixtures[n]
+				if f == nil {
+					g := mustGenerate(b, benchSpec(b, n))
+					// Relabels rarely draw a new label set here, so the identity count stays put.
+					rare := 0.02
+					f = &fixture{ch: mustChurn(b, ChurnSpec{Mix: ChurnMix{PodAdd: 1}, NewLabelSet: &rare}, g, 1), comp: mustCompile(b, g.Cluster)}
+					fixtures[n] = f
+				}
+				next := func(k ChurnKind) []policy.Event {
+					evs, err := f.ch.NextOf(k)
+					if err != nil {
+						b.Fatal(err)
+					}
+					return evs
+				}
+				apply := func(evs []policy.Event) int {
+					changes := 0
+					for _, ev := range evs {
+						d, err := f.comp.Apply(ev)
+						if err != nil {
+							b.Fatalf("%s: %v", ev.Kind, err)
+						}
+						changes += len(d.EntriesAdded) + len(d.EntriesRemoved) + len(d.MembersAdded) + len(d.MembersRemoved)
+					}
+					return changes
+				}
+				changes := 0
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					b.StopTimer()
+					evs := next(o.kind)
+					b.StartTimer()
+					changes += apply(evs)
+					if o.inverse != o.kind {
+						b.StopTimer()
+						apply(next(o.inverse))
+						b.StartTimer()
+					}
+				}
+				b.StopTimer()
+				b.ReportMetric(float64(changes)/float64(b.N), "changes/op")
+			})
+		}
+	}
+}
