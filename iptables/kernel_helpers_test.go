@@ -1,0 +1,94 @@
+package iptables
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"sync/atomic"
+	"testing"
+)
+
+var netnsSeq atomic.Int64
+
+// needKernel skips unless the test can create network namespaces and run the tools.
+func needKernel(t testing.TB, mode Mode) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("kernel tests skipped in -short mode")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) to create a network namespace")
+	}
+	for _, bin := range []string{"ip", "ipset", mode.Binary("restore"), mode.Binary("save"), mode.Binary("")} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("needs %s on PATH", bin)
+		}
+	}
+}
+
+// mustNetns creates a network namespace owned by the test and removes it when the test ends,
+// also after a failure. Nothing the test does touches the root namespace.
+func mustNetns(t testing.TB) *NetnsRunner {
+	t.Helper()
+	name := fmt.Sprintf("npb-ipt-%d-%d", os.Getpid(), netnsSeq.Add(1))
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v: %s", name, err, out)
+		}
+	})
+	r, err := NewNetnsRunner(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+// target is where a table of cases runs: the fake, or the kernel in a fresh namespace.
+type target struct {
+	name   string
+	mode   Mode
+	kernel bool
+}
+
+func targets() []target {
+	return []target{{"fake", ModeNFT, false}, {"kernel-nft", ModeNFT, true}, {"kernel-legacy", ModeLegacy, true}}
+}
+
+// open returns a runner for the target; kernel targets skip without root.
+func (tg target) open(t testing.TB) Runner {
+	t.Helper()
+	if !tg.kernel {
+		return NewFake()
+	}
+	needKernel(t, tg.mode)
+	return mustNetns(t)
+}
+
+// snapshot reads the filter table and the sets back (iptables-save, ipset save) and loads them
+// into a fresh Fake, so kernel state can be compared with the fake's and traced.
+func snapshot(t testing.TB, r Runner, mode Mode) *Fake {
+	t.Helper()
+	rules, stderr, err := r.Run(mode.Binary("save"), []string{"-t", "filter"}, nil)
+	if err != nil {
+		t.Fatalf("save rules: %v: %s", err, stderr)
+	}
+	sets, stderr, err := r.Run("ipset", []string{"save"}, nil)
+	if err != nil {
+		t.Fatalf("save sets: %v: %s", err, stderr)
+	}
+	f := NewFake()
+	if _, stderr, err := f.Run("ipset", []string{"restore"}, sets); err != nil {
+		t.Fatalf("load saved sets into the fake: %v: %s", err, stderr)
+	}
+	if len(rules) == 0 {
+		return f
+	}
+	if _, stderr, err := f.Run("iptables-restore", nil, rules); err != nil {
+		t.Fatalf("load saved rules into the fake: %v: %s\n%s", err, stderr, rules)
+	}
+	return f
+}
