@@ -79,7 +79,9 @@ func FormatDelta(row Row) string {
 	switch {
 	case row.Base.N == 0 || row.Cur.N == 0:
 		return ""
-	case row.Status == StatusSame && row.Delta != 0:
+	case row.Delta == 0:
+		return "0"
+	case row.Status == StatusSame:
 		return fmt.Sprintf("~ (%+.1f%%)", 100*row.Delta)
 	case math.IsInf(row.Delta, 1):
 		return "+∞"

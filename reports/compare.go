@@ -131,8 +131,8 @@ func (b *builder) ratioOverlays(g *gate.Result) (Section, error) {
 			s.Intro += fmt.Sprintf(" Only the first %d are drawn; the table above lists all.", maxOverlays)
 			break
 		}
-		p := newPlot(fmt.Sprintf("%s: %s", r.Status, r.Name), "", "ratio")
-		p.Title.TextStyle.Font.Size = 9
+		// The name goes into the caption: plot titles do not wrap.
+		p := newPlot(fmt.Sprintf("%s %s", r.Status, gate.FormatDelta(r)), "", "ratio")
 		for i, side := range []struct {
 			vals []float64
 			col  int
@@ -159,7 +159,7 @@ func (b *builder) ratioOverlays(g *gate.Result) (Section, error) {
 			p.Add(sc)
 		}
 		p.NominalX(fmt.Sprintf("baseline n=%d", len(r.BaseSamples)), fmt.Sprintf("current n=%d", len(r.CurSamples)))
-		f, err := b.fig(r.Name, fmt.Sprintf("%s, delta %s, p=%.3g.", r.Status, gate.FormatDelta(r), r.P), p, 9*vg.Centimeter, 7*vg.Centimeter)
+		f, err := b.fig(r.Name, fmt.Sprintf("%s: %s, delta %s, p=%.3g.", r.Name, r.Status, gate.FormatDelta(r), r.P), p, 9*vg.Centimeter, 7*vg.Centimeter)
 		if err != nil {
 			return s, err
 		}

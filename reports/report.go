@@ -827,7 +827,7 @@ func (b *builder) benchmarks() (Section, error) {
 func (b *builder) environment() (Section, error) {
 	r := b.run
 	s := Section{ID: "environment", Title: "Machine, kernel and versions"}
-	t := Table{Head: []string{"", ""}}
+	t := Table{}
 	add := func(k, v string) {
 		if v != "" {
 			t.Rows = append(t.Rows, []Cell{txt(k), txt(v)})

@@ -79,7 +79,7 @@ details > summary { cursor:pointer; color:var(--accent); margin:6px 0; }
 </div>{{end}}
 {{range .Tables}}{{if gt (len .Rows) 40}}<details><summary>{{if .Caption}}{{.Caption}}: {{end}}{{len .Rows}} rows</summary>{{end}}
 <div class="tablewrap"><table>{{if .Caption}}<caption>{{.Caption}}</caption>{{end}}
-<thead><tr>{{range .Head}}<th>{{.}}</th>{{end}}</tr></thead>
+{{if .Head}}<thead><tr>{{range .Head}}<th>{{.}}</th>{{end}}</tr></thead>{{end}}
 <tbody>{{range .Rows}}<tr>{{range .}}<td{{if .Class}} class="{{.Class}}"{{end}}>{{.Text}}</td>{{end}}</tr>
 {{end}}</tbody></table></div>{{if gt (len .Rows) 40}}</details>{{end}}
 {{end}}

@@ -1,0 +1,203 @@
+package reports_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+
+	"netpolbench/gate"
+	"netpolbench/reports"
+	"netpolbench/results"
+	"netpolbench/results/resultstest"
+)
+
+var sectionIDs = []string{"claims", "latency", "distributions", "boxes", "scaling", "updates", "churn", "sizes", "benchmarks", "environment"}
+
+func mustRender(t *testing.T, run *results.Run) string {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := reports.Render(&buf, run); err != nil {
+		t.Fatalf("render: %v", err)
+	}
+	return buf.String()
+}
+
+// section returns the HTML of the section with the given id.
+func section(t *testing.T, page, id string) string {
+	t.Helper()
+	start := strings.Index(page, `<section id="`+id+`">`)
+	if start < 0 {
+		t.Fatalf("no section %q", id)
+	}
+	end := strings.Index(page[start:], "</section>")
+	return page[start : start+end]
+}
+
+var svgRe = regexp.MustCompile(`<svg class="plot"`)
+
+func TestReportFillsEverySectionFromSyntheticData(t *testing.T) {
+	run := resultstest.Run(resultstest.DefaultOptions())
+	page := mustRender(t, run)
+	for _, id := range sectionIDs {
+		s := section(t, page, id)
+		if strings.Contains(s, `class="empty"`) {
+			t.Errorf("section %s says it has no data although the run has some", id)
+		}
+	}
+	for _, id := range []string{"distributions", "boxes", "scaling", "updates", "churn"} {
+		if n := len(svgRe.FindAllString(section(t, page, id), -1)); n == 0 {
+			t.Errorf("section %s has no plot", id)
+		}
+	}
+	// One percentile-curve plot per backend, two churn plots per timeline.
+	if got, want := len(svgRe.FindAllString(section(t, page, "churn"), -1)), 2*len(run.Churn); got != want {
+		t.Errorf("churn section has %d plots, want %d", got, want)
+	}
+	if got := strings.Count(section(t, page, "latency"), "<tr>") - 1; got != len(run.Latency) {
+		t.Errorf("percentile table has %d rows, want one per histogram (%d)", got, len(run.Latency))
+	}
+	for _, col := range []string{"p50", "p90", "p99", "p99.9", "Max"} {
+		if !strings.Contains(section(t, page, "latency"), "<th>"+col+"</th>") {
+			t.Errorf("percentile table lacks column %s", col)
+		}
+	}
+}
+
+func TestReportSaysWhichSectionsHaveNoData(t *testing.T) {
+	page := mustRender(t, results.New())
+	for _, id := range sectionIDs {
+		if id == "environment" {
+			continue // always has the schema and seed
+		}
+		if !strings.Contains(section(t, page, id), `class="empty"`) {
+			t.Errorf("section %s of an empty run does not say it has no data", id)
+		}
+	}
+	if svgRe.MatchString(page) {
+		t.Error("an empty run rendered a plot")
+	}
+	if !strings.Contains(page, "no measurements to summarize") {
+		t.Error("empty run's headline does not say there is nothing to summarize")
+	}
+}
+
+func TestReportWithOnlySizesRendersThoseAlone(t *testing.T) {
+	full := resultstest.Run(resultstest.DefaultOptions())
+	run := results.New()
+	run.Sizes = full.Sizes
+	page := mustRender(t, run)
+	if strings.Contains(section(t, page, "sizes"), `class="empty"`) {
+		t.Error("sizes section empty although the run has sizes")
+	}
+	for _, id := range []string{"latency", "updates", "churn", "scaling"} {
+		if !strings.Contains(section(t, page, id), `class="empty"`) {
+			t.Errorf("section %s should say it has no data", id)
+		}
+	}
+}
+
+func TestReportHeadlineComputesRatioFromData(t *testing.T) {
+	run := resultstest.Run(resultstest.DefaultOptions())
+	page := mustRender(t, run)
+	largest := run.Config.Pods[len(run.Config.Pods)-1]
+	var ipt, ebpf float64
+	for _, h := range run.Latency {
+		if h.Pods == largest && h.Verdict == results.VerdictAllow && h.AboveFloor != nil {
+			switch h.Backend {
+			case "iptables":
+				ipt = h.AboveFloor.P99
+			case "ebpf":
+				ebpf = h.AboveFloor.P99
+			}
+		}
+	}
+	if ipt == 0 || ebpf == 0 {
+		t.Fatal("synthetic run lacks the histograms the headline needs")
+	}
+	want := fmt.Sprintf("%.0f× ebpf", ipt/ebpf)
+	head := page[strings.Index(page, `id="headline"`):]
+	head = head[:strings.Index(head, "</div>")]
+	if !strings.Contains(head, want) {
+		t.Errorf("headline lacks %q:\n%s", want, head)
+	}
+	for _, f := range run.Fits {
+		if !strings.Contains(head, fmt.Sprintf("%s^%.0f", f.XLabel, f.Exponent)) && f.R2 > 0.9 {
+			t.Errorf("headline lacks the fitted exponent of %s %s (%.2f)", f.Backend, f.Metric, f.Exponent)
+		}
+	}
+}
+
+func TestReportEmbedsResultsJSONThatCannotCloseItsElement(t *testing.T) {
+	run := resultstest.Run(resultstest.DefaultOptions())
+	run.Workload = json.RawMessage(`{"note":"</script><script>alert(1)</script>"}`)
+	page := mustRender(t, run)
+	if n := strings.Count(page, "</script>"); n != 1 {
+		t.Fatalf("page has %d </script> tags, want exactly the embedded JSON's own", n)
+	}
+	start := strings.Index(page, `<script type="application/json" id="results-json">`)
+	if start < 0 {
+		t.Fatal("no embedded results JSON")
+	}
+	body := page[start+len(`<script type="application/json" id="results-json">`):]
+	body = body[:strings.Index(body, "</script>")]
+	back, err := results.Decode([]byte(body))
+	if err != nil {
+		t.Fatalf("embedded JSON does not decode: %v", err)
+	}
+	var w struct{ Note string }
+	if err := json.Unmarshal(back.Workload, &w); err != nil || w.Note != "</script><script>alert(1)</script>" {
+		t.Errorf("embedded workload %s (%v), want the original note", back.Workload, err)
+	}
+	if len(back.Latency) != len(run.Latency) {
+		t.Errorf("embedded JSON has %d histograms, want %d", len(back.Latency), len(run.Latency))
+	}
+}
+
+func TestReportLoadsNothingFromTheNetwork(t *testing.T) {
+	page := mustRender(t, resultstest.Run(resultstest.DefaultOptions()))
+	for _, u := range regexp.MustCompile(`(?:src|href)="([^"#][^"]*)"|url\(([^)]*)\)|https?://[^"'\s<>]+`).FindAllString(page, -1) {
+		if strings.HasPrefix(u, "http://www.w3.org/") {
+			continue // SVG namespace names, not fetched
+		}
+		t.Errorf("report references an external resource: %s", u)
+	}
+}
+
+func TestCompareShowsGateVerdictPerMetric(t *testing.T) {
+	base := resultstest.Run(resultstest.DefaultOptions())
+	o := resultstest.DefaultOptions()
+	o.Seed, o.Slowdown, o.ExtraRules = 5, 1.3, 1
+	cur := resultstest.Run(o)
+	g := gate.Compare(base, cur, gate.DefaultOptions())
+	var buf bytes.Buffer
+	if err := reports.RenderCompare(&buf, base, cur, g); err != nil {
+		t.Fatal(err)
+	}
+	page := buf.String()
+	if !strings.Contains(page, "gate: "+gate.VerdictRegressed) {
+		t.Error("comparison does not show the regressed verdict")
+	}
+	if got := strings.Count(section(t, page, "gate"), "<tr>") - 1; got != len(g.Rows) {
+		t.Errorf("gate table has %d rows, want %d", got, len(g.Rows))
+	}
+	if n := len(svgRe.FindAllString(section(t, page, "ratios"), -1)); n == 0 {
+		t.Error("no ratio overlay plots")
+	}
+	if n := len(svgRe.FindAllString(section(t, page, "overlays"), -1)); n == 0 {
+		t.Error("no latency overlay plots")
+	}
+
+	var empty bytes.Buffer
+	e := results.New()
+	if err := reports.RenderCompare(&empty, e, e, gate.Compare(e, e, gate.DefaultOptions())); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"gate", "ratios", "overlays"} {
+		if !strings.Contains(section(t, empty.String(), id), `class="empty"`) {
+			t.Errorf("empty comparison: section %s does not say it has no data", id)
+		}
+	}
+}
