@@ -2,6 +2,10 @@ package workloads
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"flag"
+	"fmt"
+	"os"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -383,5 +387,45 @@ func TestYAMLIsWhatKubectlExpects(t *testing.T) {
 				t.Errorf("document %d: pod container lacks name or image", i)
 			}
 		}
+	}
+}
+
+var update = flag.Bool("update", false, "rewrite testdata/golden.txt from the current generator")
+
+// TestGoldenGeneratedClusters pins what the presets generate: counts per object kind, the
+// YAML's size and its SHA-256. A change to the generator that moves any byte shows here, so
+// it is seen in review (and the README's figures are re-measured). Run with -update after an
+// intended change.
+func TestGoldenGeneratedClusters(t *testing.T) {
+	var b strings.Builder
+	for _, name := range []string{"small", "default", "large"} {
+		g := mustGenerate(t, mustPreset(t, name))
+		data := mustYAML(t, g)
+		kinds := map[string]int{}
+		for i := range g.Policies {
+			kinds[g.Spec.Policies[g.polTmpl[i]].Kind]++
+		}
+		fmt.Fprintf(&b, "%s: pods=%d namespaces=%d labelsets=%d policies=%d", name, len(g.Pods), len(g.Namespaces), len(g.LabelSets), len(g.Policies))
+		for _, k := range policyKinds {
+			fmt.Fprintf(&b, " %s=%d", k, kinds[k])
+		}
+		fmt.Fprintf(&b, " yaml_bytes=%d sha256=%x\n", len(data), sha256.Sum256(data))
+	}
+	got := b.String()
+	const file = "testdata/golden.txt"
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(file, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("%v (run go test -run TestGoldenGeneratedClusters -update)", err)
+	}
+	if got != string(want) {
+		t.Errorf("generated clusters changed (run with -update if that is intended):\ngot:\n%s\nwant:\n%s", got, want)
 	}
 }
