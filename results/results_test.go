@@ -207,3 +207,42 @@ func TestHistogramEncodingReplotsAndHgrmHasPercentiles(t *testing.T) {
 		t.Fatalf("hgrm output too short:\n%s", buf.String())
 	}
 }
+
+func TestDeclareRatiosPairsSiblingsByBackend(t *testing.T) {
+	run := results.New()
+	timing := func(name string) results.Benchmark {
+		return results.Benchmark{Name: name, Metrics: []results.Metric{{Unit: "ns/op", Samples: []float64{2, 4}}, {Unit: "insns", Exact: true, Samples: []float64{10}}}}
+	}
+	run.Benchmarks = []results.Benchmark{
+		timing("BenchmarkVerdict/backend=floor/pods=100"),
+		timing("BenchmarkVerdict/backend=ebpf/pods=100"),
+		timing("BenchmarkVerdict/backend=iptables/pods=100"),
+		timing("BenchmarkVerdict/backend=iptables/pods=1000"), // no floor or ebpf sibling
+	}
+	if n := run.DeclareFloorRatios(); n != 2 {
+		t.Fatalf("declared %d floor ratios, want 2 (ebpf and iptables at 100 pods): %+v", n, run.Ratios)
+	}
+	if n := run.DeclareBackendRatios("ebpf"); n != 1 {
+		t.Fatalf("declared %d backend ratios, want 1 (iptables over ebpf at 100 pods)", n)
+	}
+	if n := run.DeclareFloorRatios(); n != 0 {
+		t.Fatalf("declaring again added %d ratios", n)
+	}
+	want := map[string]string{
+		"RatioToFloor/Verdict/backend=ebpf/pods=100/unit=ns-per-op":               "BenchmarkVerdict/backend=floor/pods=100",
+		"RatioToFloor/Verdict/backend=iptables/pods=100/unit=ns-per-op":           "BenchmarkVerdict/backend=floor/pods=100",
+		"RatioBackend/Verdict/backend=iptables-over-ebpf/pods=100/unit=ns-per-op": "BenchmarkVerdict/backend=ebpf/pods=100",
+	}
+	for _, r := range run.Ratios {
+		den, ok := want[r.Name]
+		if !ok || r.Den.Benchmark != den || r.Num.Unit != "ns/op" {
+			t.Errorf("unexpected ratio %+v", r)
+		}
+		if s, ok := run.RatioSamples(r); !ok || len(s) != 2 || s[0] != 1 {
+			t.Errorf("ratio %s samples %v", r.Name, s)
+		}
+	}
+	if err := run.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
