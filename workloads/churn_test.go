@@ -334,3 +334,75 @@ func TestProbesFileReadsBack(t *testing.T) {
 		t.Errorf("probes file reads back differently:\n%s", buf.String())
 	}
 }
+
+// TestOddSpecsGenerateValidClusters covers the corners of the generator: no ports, no label
+// templates, more namespaces than label sets, one pod, every template kind alone, and churn on
+// each. Each cluster must load into the compiler, agree with the reference on probes, and
+// take a churn stream.
+func TestOddSpecsGenerateValidClusters(t *testing.T) {
+	one := 1
+	specs := map[string]Spec{
+		"one pod":                 {Pods: 1, LabelSets: LabelSetSpec{Count: 1}},
+		"no ports no labels":      {Pods: 30, LabelSets: LabelSetSpec{Count: 5}, Policies: withoutNamed(allKinds(3, nil))},
+		"more namespaces than ls": {Pods: 30, Namespaces: NamespaceSpec{Count: 12}, LabelSets: LabelSetSpec{Count: 4}, Policies: allKinds(4, nil), Ports: []PortSpec{{Name: "http", Port: 80}}},
+		"ports only unnamed":      {Pods: 50, LabelSets: LabelSetSpec{Count: 10, Distribution: Zipf, Exponent: 3}, Ports: []PortSpec{{Port: 5432}, {Port: 53, Protocol: "UDP"}}, Policies: withoutNamed(allKinds(3, &one))},
+		"every kind, many peers": {Pods: 200, Namespaces: NamespaceSpec{Count: 4, Labels: []LabelTemplate{{Key: "team", Values: []string{"a", "b"}}}},
+			LabelSets: LabelSetSpec{Count: 20, Labels: []LabelTemplate{{Key: "tier", Values: []string{"web", "db"}}}},
+			Ports:     []PortSpec{{Name: "http", Port: 80, Alternatives: []int32{8080, 8081}}, {Name: "dns", Protocol: "UDP", Port: 53}, {Name: "sig", Protocol: "SCTP", Port: 3868}},
+			Policies:  allKinds(6, nil)},
+	}
+	for name, s := range specs {
+		t.Run(name, func(t *testing.T) {
+			for i := range s.Policies {
+				s.Policies[i].Peers = 1 + i%4
+				s.Policies[i].Expressions = 0.5
+				s.Policies[i].WithPodSelector = 0.5
+				s.Policies[i].Egress = 0.5
+			}
+			g := mustGenerate(t, s)
+			probes := Probes(g, 500, 1)
+			ch := mustChurn(t, DefaultChurn(), g, 1)
+			comp := mustCompile(t, g.Cluster)
+			for _, p := range probes {
+				f, err := p.Flow(comp.Cluster())
+				if err != nil {
+					t.Fatal(err)
+				}
+				want, _ := comp.Cluster().Evaluate(f)
+				if got := comp.State().Verdict(f); got != want {
+					t.Errorf("%+v: compiled %s, reference %s", p, got, want)
+				}
+			}
+			for {
+				evs, ok := ch.Next()
+				if !ok {
+					break
+				}
+				for _, ev := range evs {
+					if _, err := comp.Apply(ev); err != nil {
+						t.Fatalf("%s: %v", describe(ev), err)
+					}
+				}
+			}
+		})
+	}
+}
+
+func allKinds(count int, ports *int) []PolicyTemplate {
+	var out []PolicyTemplate
+	for _, k := range policyKinds {
+		out = append(out, PolicyTemplate{Kind: k, Count: count, Ports: ports})
+	}
+	out[0].PolicyTypes = []string{"Ingress", "Egress"}
+	return out
+}
+
+func withoutNamed(ts []PolicyTemplate) []PolicyTemplate {
+	var out []PolicyTemplate
+	for _, t := range ts {
+		if t.Kind != KindNamedPort {
+			out = append(out, t)
+		}
+	}
+	return out
+}
