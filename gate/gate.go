@@ -385,3 +385,16 @@ func SortRows(rows []Row) {
 		return rows[i].Name < rows[j].Name
 	})
 }
+
+// Baseline returns a copy of run fit to commit as a baseline: everything the gate and the
+// comparison page read, without the histogram encodings and .hgrm paths (large, and the files do
+// not travel with it). Comparison pages re-plot a baseline's distributions from its percentiles.
+func Baseline(run *results.Run) *results.Run {
+	out := *run
+	out.Latency = append([]results.Histogram(nil), run.Latency...)
+	for i := range out.Latency {
+		out.Latency[i].Encoded = ""
+		out.Latency[i].HgrmPath = ""
+	}
+	return &out
+}

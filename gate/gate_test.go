@@ -150,3 +150,27 @@ func TestGateJSONIsMachineReadable(t *testing.T) {
 		t.Fatalf("JSON verdict %q regressed %d rows %d, want %q %d %d", back.Verdict, back.Regressed, len(back.Rows), res.Verdict, res.Regressed, len(res.Rows))
 	}
 }
+
+func TestBaselineDropsEncodingsButStillGatesClean(t *testing.T) {
+	run := synth(nil)
+	b := gate.Baseline(run)
+	for _, h := range b.Latency {
+		if h.Encoded != "" || h.HgrmPath != "" {
+			t.Fatalf("baseline keeps histogram encoding of %s", h.Name)
+		}
+	}
+	if run.Latency[0].Encoded == "" {
+		t.Fatal("Baseline modified the run it was given")
+	}
+	path := filepath.Join(t.TempDir(), "ci.json")
+	if err := results.Save(path, b); err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := results.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := gate.Compare(loaded, run, gate.DefaultOptions()); res.ExitCode() != 0 || res.Compared == 0 {
+		t.Fatalf("run against its own baseline: %s, %d compared", res.Verdict, res.Compared)
+	}
+}

@@ -7,11 +7,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"netpolbench/gate"
+	"netpolbench/results"
 )
 
 func init() {
 	opt := gate.DefaultOptions()
-	var basePath, curPath, output string
+	var basePath, curPath, output, writeBaseline string
 	var verbose bool
 	cmd := &cobra.Command{
 		Use:   "gate --baseline base.json --current new.json",
@@ -21,10 +22,28 @@ instructions) must not grow. Timings are compared only as the same-run ratios th
 (a timing over its floor, or backend over backend), with a Mann-Whitney U test at --alpha and a
 --min-effect relative change. Raw timings are never gated: machines differ.
 
-To update the baseline on purpose, rerun the bench and copy its results.json over the baseline
-in the same commit as the change that moved the figures, saying why in the commit message.`,
+To update the baseline on purpose, rerun the same small bench and write its results as the new
+baseline (--write-baseline drops the bulky histogram encodings):
+
+  netpolbench gate --current results/<run>/results.json --write-baseline testdata/baseline/ci.json
+
+and commit it with the change that moved the figures, saying why in the commit message.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if writeBaseline != "" {
+				if curPath == "" {
+					return usageErr(errors.New("gate: --write-baseline needs --current"))
+				}
+				cur, err := results.Load(curPath)
+				if err != nil {
+					return usageErr(err)
+				}
+				if err := results.Save(writeBaseline, gate.Baseline(cur)); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "wrote baseline %s from %s\n", writeBaseline, curPath)
+				return nil
+			}
 			if basePath == "" || curPath == "" {
 				return usageErr(errors.New("gate: --baseline and --current are required"))
 			}
@@ -63,6 +82,7 @@ in the same commit as the change that moved the figures, saying why in the commi
 	f.Float64Var(&opt.Alpha, "alpha", opt.Alpha, "significance level of the Mann-Whitney U test")
 	f.Float64Var(&opt.MinEffect, "min-effect", opt.MinEffect, "smallest relative change of a ratio's median that counts (0.05 = 5%)")
 	f.StringVarP(&output, "output", "o", "table", "output format: table or json")
+	f.StringVar(&writeBaseline, "write-baseline", "", "write --current, trimmed, as a new baseline file instead of gating")
 	f.BoolVarP(&verbose, "verbose", "v", false, "list unchanged figures too")
 	rootCmd.AddCommand(cmd)
 }
