@@ -338,16 +338,18 @@ static __always_inline int check_peer(__u32 rs, __u32 id, struct pkt *p, int egr
 }
 
 /* policy_allows applies Cilium's fall-back order: the peer's own identity, then (for a pod)
- * the CIDR identity of its address, then the any-peer wildcard. */
-static __always_inline int policy_allows(__u32 rs, struct pkt *p, int egress, __u32 remote_addr,
-					 struct peer *r)
+ * the CIDR identity of its address, then the any-peer wildcard. flags (RS_HAS_*) skip the
+ * fall-backs the rule set has no entries for. */
+static __always_inline int policy_allows(__u32 rs, __u8 flags, struct pkt *p, int egress,
+					 __u32 remote_addr, struct peer *r)
 {
 	if (check_peer(rs, r->identity, p, egress, remote_addr, r))
 		return 1;
-	if (r->cidr_identity != r->identity &&
+	if ((flags & (r->cidr_identity == 2 ? RS_HAS_WORLD : RS_HAS_CIDR)) &&
+	    r->cidr_identity != r->identity &&
 	    check_peer(rs, r->cidr_identity, p, egress, remote_addr, r))
 		return 1;
-	return check_peer(rs, 0, p, egress, remote_addr, r);
+	return (flags & RS_HAS_ANY) && check_peer(rs, 0, p, egress, remote_addr, r);
 }
 
 /* enforce is the whole verdict for one direction at one local endpoint. */
@@ -359,7 +361,7 @@ static __always_inline int enforce(struct __sk_buff *skb, int egress)
 	struct peer r;
 	struct ct_key ck;
 	struct ct_value *cv = 0;
-	__u8 src_is_a = 0;
+	__u8 src_is_a = 0, flags;
 	__u32 local_addr, remote_addr, rs, ep_now = 0;
 	int ret, use_ct;
 
@@ -369,18 +371,14 @@ static __always_inline int enforce(struct __sk_buff *skb, int egress)
 	if (ret < 0)
 		return drop(REASON_DROP_MALFORMED, dir, &p, 0, 0, 0);
 
-	local_addr = egress ? p.saddr : p.daddr;
-	remote_addr = egress ? p.daddr : p.saddr;
-	ep = bpf_map_lookup_elem(&lxc, &local_addr);
-	if (!ep)
-		return allow(REASON_ALLOW_NOT_ENFORCED, dir, &p);
-	if (p.saddr == p.daddr)
-		return allow(REASON_ALLOW_SELF, dir, &p);
-
+	/* Conntrack first: an established packet needs nothing else. A TCP SYN without ACK
+	 * always opens a flow, so it skips the lookup and is policy-checked as new (a
+	 * retransmitted SYN is checked again, which changes no verdict). */
 	use_ct = cfg_ct_mode != 0 && (p.has_ports || p.proto == PROTO_ICMP);
 	if (use_ct) {
 		ct_key_of(&p, &ck, &src_is_a);
-		cv = bpf_map_lookup_elem(&ct, &ck);
+		if (!(p.proto == PROTO_TCP && (p.tcp_flags & 0x12) == 0x02))
+			cv = bpf_map_lookup_elem(&ct, &ck);
 		if (cv) {
 			if (cv->origin_a != src_is_a)
 				return allow(REASON_ALLOW_REPLY, dir, &p);
@@ -390,11 +388,20 @@ static __always_inline int enforce(struct __sk_buff *skb, int egress)
 		}
 	}
 
+	local_addr = egress ? p.saddr : p.daddr;
+	remote_addr = egress ? p.daddr : p.saddr;
+	ep = bpf_map_lookup_elem(&lxc, &local_addr);
+	if (!ep)
+		return allow(REASON_ALLOW_NOT_ENFORCED, dir, &p);
+	if (p.saddr == p.daddr)
+		return allow(REASON_ALLOW_SELF, dir, &p);
+
 	rs = egress ? ep->egress_rs : ep->ingress_rs;
+	flags = egress ? ep->egress_flags : ep->ingress_flags;
 	if (rs == 0 && !cv && cfg_ct_mode != 2)
 		return allow(REASON_ALLOW_NOT_ENFORCED, dir, &p);
 	remote_peer(remote_addr, &r);
-	if (rs != 0 && !policy_allows(rs, &p, egress, remote_addr, &r)) {
+	if (rs != 0 && !policy_allows(rs, flags, &p, egress, remote_addr, &r)) {
 		if (cv)
 			bpf_map_delete_elem(&ct, &ck);
 		if (egress)

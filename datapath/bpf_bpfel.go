@@ -56,6 +56,9 @@ type bpfEndpoint struct {
 	IngressRs    uint32
 	EgressRs     uint32
 	Ifindex      uint32
+	IngressFlags uint8
+	EgressFlags  uint8
+	Pad          [2]uint8
 }
 
 type bpfIpcacheKey struct {
@@ -106,7 +109,7 @@ type bpfSummary struct {
 	Named    uint8
 	Nranges  uint8
 	Pad      [3]uint8
-	Ranges   [4]struct {
+	Ranges   [6]struct {
 		_     structs.HostLayout
 		Proto uint8
 		Pad   uint8

@@ -63,7 +63,7 @@ const minEntries = 1024
 
 // SizesFor sizes the maps for s with room to double under churn.
 func SizesFor(s *policy.State, layout Layout) Sizes {
-	c := countState(s, layout, defaultRangeExpand)
+	c := countState(s, layout, maxInline)
 	grow := func(n int) uint32 {
 		v := uint32(2 * n)
 		if v < minEntries {
@@ -92,15 +92,16 @@ type Options struct {
 	// NoDropEvents turns the ring-buffer drop notifications off.
 	NoDropEvents bool
 	Sizes        Sizes
-	// RangeExpand is the widest port range (in ports) expanded into single-port hash keys;
-	// wider ranges are checked inline in the summary value (up to 4 per rule set and peer,
-	// further ones are expanded). Zero means 16; -1 expands every range (for benchmarks).
-	RangeExpand int
+	// InlinePorts is how many port spans (single ports or ranges) of one rule set and peer
+	// are checked inline in the summary value; further ones are expanded into single-port keys
+	// (see planGroup). Zero means the most the value holds (6); -1 expands every span (for
+	// BenchmarkRange).
+	InlinePorts int
 	// PerKey applies map changes one syscall per key instead of batch operations.
 	PerKey bool
 }
 
-const defaultRangeExpand = 16
+const maxInline = 6
 
 // Datapath is a loaded pair of enforcement programs and their maps. It implements
 // policy.Backend and policy.Prober.
@@ -129,8 +130,8 @@ func Open(opts Options) (*Datapath, error) {
 	if _, err := ParseLayout(string(opts.Layout)); err != nil {
 		return nil, err
 	}
-	if opts.RangeExpand == 0 {
-		opts.RangeExpand = defaultRangeExpand
+	if opts.InlinePorts == 0 {
+		opts.InlinePorts = maxInline
 	}
 	spec, err := loadBpf()
 	if err != nil {

@@ -240,7 +240,7 @@ type stateCounts struct {
 	endpoints, ipcache, summaries, policy, named int
 }
 
-func countState(s *policy.State, layout Layout, rangeExpand int) stateCounts {
+func countState(s *policy.State, layout Layout, inline int) stateCounts {
 	var c stateCounts
 	eps := s.Endpoints()
 	c.endpoints = len(eps)
@@ -259,7 +259,7 @@ func countState(s *policy.State, layout Layout, rangeExpand int) stateCounts {
 	for _, rs := range s.RuleSets() {
 		for _, es := range groupEntries(rs) {
 			c.summaries++
-			if _, keys, err := planGroup(es, rangeExpand, names.id); err == nil {
+			if _, keys, err := planGroup(es, inline, names.id); err == nil {
 				c.policy += len(keys)
 			}
 		}

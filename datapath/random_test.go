@@ -133,7 +133,7 @@ func (w *world) ports() []networkingv1.NetworkPolicyPort {
 			end := int32(81 + w.r.IntN(3))
 			p.Port, p.EndPort = &v, &end
 		case 3:
-			// Wider than RangeExpand: checked inline in the summary.
+			// Wide ranges: inline in the summary, or expanded when a group has too many spans.
 			v := intstr.FromInt32(int32(1000 + w.r.IntN(1000)))
 			end := int32(3000 + w.r.IntN(5000))
 			p.Port, p.EndPort = &v, &end

@@ -22,6 +22,8 @@ type tables struct {
 	epIP       map[uint32]netip.Addr
 	groupKeys  map[bpfSummaryKey][]bpfPolicyKey
 	cidrPrefix map[netip.Prefix]policy.Identity
+	// rsFlags caches the RS_HAS_* flags of each rule set, which endpoint values carry.
+	rsFlags map[policy.RuleSetID]uint8
 }
 
 func newTables(d *Datapath) *tables {
@@ -35,6 +37,7 @@ func newTables(d *Datapath) *tables {
 		epIP:       map[uint32]netip.Addr{},
 		groupKeys:  map[bpfSummaryKey][]bpfPolicyKey{},
 		cidrPrefix: map[netip.Prefix]policy.Identity{},
+		rsFlags:    map[policy.RuleSetID]uint8{},
 	}
 }
 
@@ -106,6 +109,7 @@ func (d *Datapath) setEndpoint(s *policy.State, ep *policy.Endpoint) error {
 	t.lxc.set(ipKey(ip), bpfEndpoint{
 		EpId: ep.ID, Identity: uint32(ep.Identity), CidrIdentity: cidrID,
 		IngressRs: uint32(ep.Ingress), EgressRs: uint32(ep.Egress),
+		IngressFlags: d.flagsOf(s, ep.Ingress), EgressFlags: d.flagsOf(s, ep.Egress),
 	})
 	if d.opts.Layout == LayoutCilium {
 		t.ipcache.set(bpfIpcacheKey{Prefixlen: 32, Addr: ipKey(ip)}, bpfIpcacheValue{Identity: uint32(ep.Identity), CidrIdentity: cidrID})
@@ -168,6 +172,46 @@ func (d *Datapath) removeEndpoint(id uint32) {
 	delete(t.epNamed, id)
 }
 
+// Flags of struct endpoint (RS_HAS_*).
+const (
+	rsHasAny   = 0x01
+	rsHasCIDR  = 0x02
+	rsHasWorld = 0x04
+)
+
+// flagsOf says which fall-back lookups can match in a rule set: any-peer entries, and entries
+// for CIDR identities or for world, one of which a pod's CIDR fall-back looks up.
+func (d *Datapath) flagsOf(s *policy.State, id policy.RuleSetID) uint8 {
+	if id == policy.RuleSetAllowAll {
+		return 0
+	}
+	if f, ok := d.tabs.rsFlags[id]; ok {
+		return f
+	}
+	f := computeFlags(s, id)
+	d.tabs.rsFlags[id] = f
+	return f
+}
+
+func computeFlags(s *policy.State, id policy.RuleSetID) uint8 {
+	var f uint8
+	rs, ok := s.RuleSet(id)
+	if !ok {
+		return 0
+	}
+	for _, e := range rs.Entries {
+		switch {
+		case e.Peer == policy.IdentityAny:
+			f |= rsHasAny
+		case e.Peer.IsCIDR():
+			f |= rsHasCIDR
+		case e.Peer < policy.IdentityClusterMin || e.Peer > policy.IdentityClusterMax:
+			f |= rsHasWorld
+		}
+	}
+	return f
+}
+
 func (d *Datapath) setCIDR(c policy.CIDR) {
 	k := bpfIpcacheKey{Prefixlen: uint32(c.Prefix.Bits()), Addr: ipKey(c.Prefix.Addr())}
 	d.tabs.ipcache.set(k, bpfIpcacheValue{Identity: uint32(c.Identity), CidrIdentity: uint32(c.Identity)})
@@ -197,7 +241,7 @@ func (d *Datapath) setGroup(g group, entries []policy.Entry) error {
 		t.summary.remove(sk)
 		return nil
 	}
-	sum, keys, err := planGroup(entries, d.opts.RangeExpand, d.names.id)
+	sum, keys, err := planGroup(entries, d.opts.InlinePorts, d.names.id)
 	if err != nil {
 		return err
 	}
@@ -214,18 +258,22 @@ func (d *Datapath) setGroup(g group, entries []policy.Entry) error {
 // keys (Rs and Peer left zero). It is a pure function of the entries, so an incremental update
 // and a full sync write the same entries.
 //
-// Port ranges: overlapping and adjacent ranges of a protocol are merged first. A merged range
-// of at most rangeExpand ports becomes single-port hash keys; a wider one is kept in the
-// summary value (up to 4 per group; further ones are expanded), which the program checks with
-// compares after the lookup it has already paid. We chose this over Cilium's LPM port-prefix
-// key: an LPM lookup costs more than a hash lookup and grows with the number of keys (see
-// performance-anchors.md), and every flow would pay it, while wide ranges are rare; and over
-// pure expansion because 1-65535 would be 65,535 keys per group. BenchmarkRange measures the
-// inline check against the expanded keys.
-func planGroup(entries []policy.Entry, rangeExpand int, nameID func(string) (uint16, error)) (bpfSummary, []bpfPolicyKey, error) {
+// Ports: overlapping and adjacent ranges of a protocol are merged into spans. Up to inline
+// spans (widest first) are kept in the summary value, which the program checks with compares
+// after the one lookup it pays anyway; the rest are expanded into single-port hash keys. So a
+// peer allowed on a few ports or ranges costs one hash lookup, whatever the range widths. We
+// chose this over Cilium's LPM port-prefix key (1-65535 → 30 entries, one LPM lookup per
+// identity) because an LPM lookup costs more than a hash lookup and grows with the number of
+// keys (performance-anchors.md), and every flow would pay it, while groups with more than
+// inline spans are rare; and over pure expansion, whose 1-65535 is 65,535 keys per group.
+// BenchmarkRange measures inline against expanded.
+func planGroup(entries []policy.Entry, inline int, nameID func(string) (uint16, error)) (bpfSummary, []bpfPolicyKey, error) {
 	var sum bpfSummary
 	var keys []bpfPolicyKey
-	type span struct{ lo, hi int }
+	type span struct {
+		proto  policy.Protocol
+		lo, hi int
+	}
 	ranges := map[policy.Protocol][]span{}
 	for _, e := range entries {
 		switch {
@@ -242,22 +290,18 @@ func planGroup(entries []policy.Entry, rangeExpand int, nameID func(string) (uin
 			sum.AllPorts |= protoBit(e.Proto)
 		default:
 			hi := max(int(e.EndPort), int(e.Port))
-			ranges[e.Proto] = append(ranges[e.Proto], span{int(e.Port), hi})
+			ranges[e.Proto] = append(ranges[e.Proto], span{e.Proto, int(e.Port), hi})
 		}
 	}
 	if sum.AnyProto != 0 {
 		// Every protocol and port is allowed: no other key can change a verdict.
 		return bpfSummary{AnyProto: 1}, nil, nil
 	}
-	protos := make([]policy.Protocol, 0, len(ranges))
-	for p := range ranges {
-		if sum.AllPorts&protoBit(p) == 0 {
-			protos = append(protos, p)
+	var spans []span
+	for p, rs := range ranges {
+		if sum.AllPorts&protoBit(p) != 0 {
+			continue
 		}
-	}
-	sort.Slice(protos, func(i, j int) bool { return protos[i] < protos[j] })
-	for _, p := range protos {
-		rs := ranges[p]
 		sort.Slice(rs, func(i, j int) bool { return rs[i].lo < rs[j].lo })
 		merged := rs[:1]
 		for _, r := range rs[1:] {
@@ -268,19 +312,33 @@ func planGroup(entries []policy.Entry, rangeExpand int, nameID func(string) (uin
 			}
 			merged = append(merged, r)
 		}
-		for _, r := range merged {
-			width := r.hi - r.lo + 1
-			if width > 1 && rangeExpand >= 0 && width > rangeExpand && int(sum.Nranges) < len(sum.Ranges) {
-				x := &sum.Ranges[sum.Nranges]
-				x.Proto, x.Lo, x.Hi = uint8(p), uint16(r.lo), uint16(r.hi)
-				sum.Nranges++
-				continue
-			}
-			for port := r.lo; port <= r.hi; port++ {
-				keys = append(keys, bpfPolicyKey{Proto: uint8(p), Port: uint16(port)})
-			}
-			sum.Exact |= protoBit(p)
+		spans = append(spans, merged...)
+	}
+	// Widest first (expanding them would cost the most keys), then a fixed order.
+	sort.Slice(spans, func(i, j int) bool {
+		a, b := spans[i], spans[j]
+		if wa, wb := a.hi-a.lo, b.hi-b.lo; wa != wb {
+			return wa > wb
 		}
+		if a.proto != b.proto {
+			return a.proto < b.proto
+		}
+		return a.lo < b.lo
+	})
+	if inline > len(sum.Ranges) {
+		inline = len(sum.Ranges)
+	}
+	for _, r := range spans {
+		if int(sum.Nranges) < inline {
+			x := &sum.Ranges[sum.Nranges]
+			x.Proto, x.Lo, x.Hi = uint8(r.proto), uint16(r.lo), uint16(r.hi)
+			sum.Nranges++
+			continue
+		}
+		for port := r.lo; port <= r.hi; port++ {
+			keys = append(keys, bpfPolicyKey{Proto: uint8(r.proto), Port: uint16(port)})
+		}
+		sum.Exact |= protoBit(r.proto)
 	}
 	return sum, keys, nil
 }
@@ -307,6 +365,7 @@ func (d *Datapath) Sync(s *policy.State) (policy.SyncStats, error) {
 	clear(t.epIP)
 	clear(t.groupKeys)
 	clear(t.cidrPrefix)
+	clear(t.rsFlags)
 	for _, c := range s.CIDRs() {
 		d.setCIDR(c)
 	}
@@ -382,24 +441,6 @@ func (d *Datapath) Update(s *policy.State, delta *policy.Delta) (policy.SyncStat
 			}
 		}
 	}
-	ids := make([]uint32, 0, len(eps))
-	for id := range eps {
-		ids = append(ids, id)
-	}
-	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	for _, id := range ids {
-		ep, ok := s.Endpoint(id)
-		if !ok {
-			d.removeEndpoint(id)
-			continue
-		}
-		if old, ok := t.epIP[id]; ok && old != ep.Pod.IP {
-			d.removeEndpoint(id)
-		}
-		if err := d.setEndpoint(s, ep); err != nil {
-			return fail(err)
-		}
-	}
 	groups := map[group]bool{}
 	for _, e := range delta.EntriesAdded {
 		groups[group{e.Set, e.Entry.Peer}] = true
@@ -417,6 +458,52 @@ func (d *Datapath) Update(s *policy.State, delta *policy.Delta) (policy.SyncStat
 			}
 		}
 		if err := d.setGroup(g, es); err != nil {
+			return fail(err)
+		}
+	}
+	// A rule set whose fall-back flags changed is rewritten into every endpoint using it.
+	// Rule-set ids may be reused, so an added or removed set forgets its cached flags.
+	for _, id := range append(delta.RuleSetsRemoved[:len(delta.RuleSetsRemoved):len(delta.RuleSetsRemoved)], delta.RuleSetsAdded...) {
+		delete(t.rsFlags, id)
+	}
+	var flagged map[policy.RuleSetID]bool
+	for g := range groups {
+		if _, ok := s.RuleSet(g.rs); !ok {
+			delete(t.rsFlags, g.rs)
+			continue
+		}
+		old, had := t.rsFlags[g.rs]
+		now := computeFlags(s, g.rs)
+		t.rsFlags[g.rs] = now
+		if had && old != now {
+			if flagged == nil {
+				flagged = map[policy.RuleSetID]bool{}
+			}
+			flagged[g.rs] = true
+		}
+	}
+	if flagged != nil {
+		for _, ep := range s.Endpoints() {
+			if flagged[ep.Ingress] || flagged[ep.Egress] {
+				eps[ep.ID] = true
+			}
+		}
+	}
+	ids := make([]uint32, 0, len(eps))
+	for id := range eps {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for _, id := range ids {
+		ep, ok := s.Endpoint(id)
+		if !ok {
+			d.removeEndpoint(id)
+			continue
+		}
+		if old, ok := t.epIP[id]; ok && old != ep.Pod.IP {
+			d.removeEndpoint(id)
+		}
+		if err := d.setEndpoint(s, ep); err != nil {
 			return fail(err)
 		}
 	}

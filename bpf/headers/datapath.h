@@ -54,7 +54,16 @@ struct endpoint {
 	__u32 ingress_rs;
 	__u32 egress_rs;
 	__u32 ifindex;
+	/* RS_HAS_* of the ingress and egress rule sets: which fall-back lookups can match at all,
+	 * so the common deny costs one policy lookup. */
+	__u8 ingress_flags;
+	__u8 egress_flags;
+	__u8 pad[2];
 };
+
+#define RS_HAS_ANY 0x01   /* entries for every peer (identity 0) */
+#define RS_HAS_CIDR 0x02  /* entries for CIDR identities */
+#define RS_HAS_WORLD 0x04 /* entries for world or another reserved identity */
 
 /* Key of `ipcache` (LPM trie). prefixlen counts bits of addr. */
 struct ipcache_key {
@@ -87,7 +96,7 @@ struct summary_key {
 	__u32 peer;
 };
 
-#define SUMMARY_RANGES 4
+#define SUMMARY_RANGES 6
 struct port_range {
 	__u8 proto;
 	__u8 pad;
@@ -95,9 +104,9 @@ struct port_range {
 	__u16 hi;
 };
 
-/* Value of `policy_summary`. A miss means the peer has nothing in the rule set, so the common
- * deny costs one hash lookup per peer identity; wildcard entries and a few wide port ranges
- * are decided here without a second lookup. */
+/* Value of `policy_summary`. A miss means the peer has nothing in the rule set; wildcard
+ * entries and up to SUMMARY_RANGES port ranges (single ports included) are decided here, so a
+ * peer with a few ports costs one hash lookup; further ports live in `policy`. */
 struct summary {
 	__u8 any_proto;   /* an entry without ports: every protocol and port */
 	__u8 all_ports;   /* PBIT_* with a Port 0 entry: every port of that protocol */
