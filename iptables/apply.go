@@ -45,6 +45,9 @@ func (b *Backend) apply(p *plan) (policy.SyncStats, error) {
 			det["lines"] = int64(len(p.declare) + len(p.ops) + len(p.remove))
 		} else {
 			payload := p.restorePayload()
+			if b.mutate != nil {
+				payload = b.mutate(payload)
+			}
 			det["lines"] = int64(countLines(payload))
 			det["bytes"] = int64(len(payload))
 			det["execs"]++

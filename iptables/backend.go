@@ -57,6 +57,8 @@ type Backend struct {
 	synced   bool
 	needFull bool
 	tmpSeq   int
+	// mutate, when set by a test, rewrites each restore payload before it is sent.
+	mutate func([]byte) []byte
 }
 
 var _ policy.Backend = (*Backend)(nil)
@@ -202,13 +204,13 @@ func (b *Backend) Update(s *policy.State, d *policy.Delta) (policy.SyncStats, er
 	p, err := b.partialPlan(s, d)
 	if err != nil {
 		b.needFull = true
-		return policy.SyncStats{Duration: time.Since(start)}, fmt.Errorf("partial sync: %w (the next sync is full)", err)
+		return policy.SyncStats{Duration: time.Since(start)}, fmt.Errorf("partial sync (the next sync is full): %w", err)
 	}
 	st, err := b.apply(p)
 	st.Duration = time.Since(start)
 	if err != nil {
 		b.needFull = true
-		return st, fmt.Errorf("partial sync: %w (the next sync is full)", err)
+		return st, fmt.Errorf("partial sync (the next sync is full): %w", err)
 	}
 	return st, nil
 }

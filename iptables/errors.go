@@ -13,8 +13,11 @@ import (
 type RestoreError struct {
 	// Tool is the binary that rejected the payload.
 	Tool string
-	// Line is the 1-based payload line the tool blamed, 0 when it named none.
-	Line int
+	// Line is the 1-based payload line that failed, 0 when unknown. iptables-nft-restore
+	// validates jumps when it commits and blames the COMMIT line; then Line is the first line
+	// naming the object its message quotes, and ToolLine the line the tool blamed.
+	Line     int
+	ToolLine int
 	// Context holds the blamed line and up to two lines either side, numbered.
 	Context []string
 	// Stderr is what the tool printed, trimmed.
@@ -27,6 +30,9 @@ func (e *RestoreError) Error() string {
 	fmt.Fprintf(&b, "%s: ", e.Tool)
 	if e.Line > 0 {
 		fmt.Fprintf(&b, "line %d failed: ", e.Line)
+	}
+	if e.ToolLine != e.Line {
+		fmt.Fprintf(&b, "(the tool blamed line %d, COMMIT) ", e.ToolLine)
 	}
 	msg := e.Stderr
 	if msg == "" && e.Err != nil {
@@ -54,6 +60,9 @@ func firstLine(s string) string {
 // iptables-nft-restore "Error occurred at line: 5", ipset "Error in line 3:".
 var lineRe = regexp.MustCompile(`line:? (\d+)`)
 
+// quotedRe finds the object a message names: 'NPB-X' (nft) or `NPB-X' (legacy).
+var quotedRe = regexp.MustCompile("['`]([^'`\\s]+)'")
+
 func newRestoreError(tool string, payload, stderr []byte, err error) *RestoreError {
 	e := &RestoreError{Tool: tool, Stderr: strings.TrimSpace(string(stderr)), Err: err}
 	m := lineRe.FindSubmatch(stderr)
@@ -61,8 +70,19 @@ func newRestoreError(tool string, payload, stderr []byte, err error) *RestoreErr
 		return e
 	}
 	n, _ := strconv.Atoi(string(m[1]))
-	e.Line = n
+	e.Line, e.ToolLine = n, n
 	lines := bytes.Split(payload, []byte("\n"))
+	if n >= 1 && n <= len(lines) && string(bytes.TrimSpace(lines[n-1])) == "COMMIT" {
+		if q := quotedRe.FindSubmatch(stderr); q != nil {
+			for i, l := range lines {
+				if containsToken(string(l), string(q[1])) && !bytes.HasPrefix(l, []byte(":")) {
+					n = i + 1
+					e.Line = n
+					break
+				}
+			}
+		}
+	}
 	for i := n - 2; i <= n+2; i++ {
 		if i < 1 || i > len(lines) || (i == len(lines) && len(lines[i-1]) == 0) {
 			continue
@@ -74,4 +94,13 @@ func newRestoreError(tool string, payload, stderr []byte, err error) *RestoreErr
 		e.Context = append(e.Context, fmt.Sprintf("%s %5d | %s", mark, i, lines[i-1]))
 	}
 	return e
+}
+
+func containsToken(line, tok string) bool {
+	for _, f := range strings.Fields(line) {
+		if f == tok {
+			return true
+		}
+	}
+	return false
 }
