@@ -34,7 +34,14 @@ evaluator's verdict, and measures what enforcement costs.`,
 	SilenceErrors: true,
 }
 
+// beforeExecute runs once every init has registered its commands and backends, e.g. to list
+// the registered backends in a command's help.
+var beforeExecute []func()
+
 func main() {
+	for _, f := range beforeExecute {
+		f()
+	}
 	if err := rootCmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "netpolbench:", err)
 		var ee *exitError
