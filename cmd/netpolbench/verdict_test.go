@@ -177,4 +177,3 @@ func TestIdentityListCountsPods(t *testing.T) {
 		t.Fatalf("%d identities, want 3 (three distinct label sets)", len(ids))
 	}
 }
-
