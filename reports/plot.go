@@ -150,6 +150,11 @@ func countLabels(ts []plot.Tick) int {
 // fixLogRange makes sure a log axis has a positive, non-degenerate range and widens it to round
 // values (1, 2 or 5 × 10^k) so the ends carry labels and the data does not touch the frame.
 func fixLogRange(a *plot.Axis) {
+	if math.IsInf(a.Min, 0) || math.IsInf(a.Max, 0) || math.IsNaN(a.Min) || math.IsNaN(a.Max) {
+		// No data was added: any positive range draws an empty frame.
+		a.Min, a.Max = 1, 10
+		return
+	}
 	if a.Min <= 0 {
 		a.Min = math.Max(a.Max/1e3, 1e-9)
 	}

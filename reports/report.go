@@ -283,14 +283,13 @@ func (b *builder) latencyDistributions() (Section, error) {
 	return s, nil
 }
 
-// curveOf re-plots h from its encoding, or from its summary percentiles when it has none.
+// curveOf re-plots h from its encoding, or from its summary percentiles when it has none or the
+// encoding does not decode (a damaged file should still give a report of what is readable).
 func curveOf(h results.Histogram) (plotter.XYs, error) {
 	if h.Encoded != "" {
-		d, err := h.Decode()
-		if err != nil {
-			return nil, err
+		if d, err := h.Decode(); err == nil {
+			return percentileCurve(d), nil
 		}
-		return percentileCurve(d), nil
 	}
 	var xy plotter.XYs
 	for _, p := range []struct{ q, v float64 }{{0, float64(h.Min)}, {50, h.Percentiles.P50}, {90, h.Percentiles.P90},
@@ -351,7 +350,7 @@ func (b *builder) latencyBoxes() (Section, error) {
 		for i, h := range hs {
 			d, err := h.Decode()
 			if err != nil {
-				return s, err
+				continue // the percentile table and curves still show its summary
 			}
 			vals := quantileValues(d, 400)
 			if len(vals) == 0 {

@@ -201,3 +201,54 @@ func TestCompareShowsGateVerdictPerMetric(t *testing.T) {
 		}
 	}
 }
+
+func TestReportSurvivesDegenerateData(t *testing.T) {
+	cases := map[string]func(*results.Run){
+		"histogram without encoding, flat percentiles": func(r *results.Run) {
+			r.Latency = []results.Histogram{{Name: "L/a", Backend: "ebpf", Pods: 10, Kind: results.KindStampDelta, Count: 5, Min: 7, Max: 7,
+				Percentiles: results.Percentiles{P50: 7, P90: 7, P99: 7, P999: 7}}}
+		},
+		"corrupt histogram encoding": func(r *results.Run) {
+			r.Latency = []results.Histogram{{Name: "L/b", Backend: "ebpf", Pods: 10, Kind: results.KindStampDelta, Count: 5, Encoded: "not base64!",
+				Percentiles: results.Percentiles{P50: 7, P90: 8, P99: 9, P999: 10}}}
+		},
+		"histogram with zero values only": func(r *results.Run) {
+			r.Latency = []results.Histogram{{Name: "L/c", Backend: "ebpf", Pods: 10, Kind: results.KindStampDelta, Count: 3}}
+		},
+		"fit with one point": func(r *results.Run) {
+			r.Fits = []results.Fit{{Backend: "ebpf", Metric: "entries", XLabel: "pods", Points: []results.Point{{X: 100, Y: 5}}}}
+		},
+		"fit with zero y": func(r *results.Run) {
+			r.Fits = []results.Fit{{Backend: "ebpf", Metric: "entries", XLabel: "pods", Points: []results.Point{{X: 100, Y: 0}, {X: 1000, Y: 0}}}}
+		},
+		"updates without samples": func(r *results.Run) {
+			r.Updates = []results.Update{{Backend: "ebpf", Pods: 10, Event: results.EventPodAdd}}
+		},
+		"update with one sample": func(r *results.Run) {
+			r.Updates = []results.Update{{Backend: "ebpf", Pods: 10, Event: results.EventPodAdd, ApplyNS: []float64{1000}}}
+		},
+		"churn without points": func(r *results.Run) {
+			r.Churn = []results.ChurnTimeline{{Backend: "ebpf", Pods: 10, Events: []results.ChurnMark{{TMS: 5, Event: results.EventRelabel}}}}
+		},
+		"churn with total loss": func(r *results.Run) {
+			r.Churn = []results.ChurnTimeline{{Backend: "iptables", Pods: 10, Points: []results.ChurnPoint{{TMS: 0, Sent: 10, Lost: 10}, {TMS: 100, Sent: 10, Lost: 10}}}}
+		},
+		"metric without samples and a dangling ratio": func(r *results.Run) {
+			r.Benchmarks = []results.Benchmark{{Name: "BenchmarkX", Metrics: []results.Metric{{Unit: "ns/op"}}}}
+			r.Ratios = []results.Ratio{{Name: "R", Num: results.MetricRef{Benchmark: "BenchmarkX", Unit: "ns/op"}, Den: results.MetricRef{Benchmark: "BenchmarkY", Unit: "ns/op"}}}
+		},
+		"sizes with empty maps": func(r *results.Run) {
+			r.Sizes = []results.Size{{Backend: "ebpf", Pods: 10, Maps: []results.MapSize{{Name: "policy"}}}}
+		},
+	}
+	for name, mod := range cases {
+		t.Run(name, func(t *testing.T) {
+			run := results.New()
+			mod(run)
+			page := mustRender(t, run)
+			if !strings.Contains(page, "</html>") {
+				t.Fatal("page is incomplete")
+			}
+		})
+	}
+}
