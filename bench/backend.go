@@ -22,9 +22,8 @@ type Env struct {
 	// State is the compiled state the backend will be synced to (Open must not sync it: the
 	// runner times the first Sync).
 	State *policy.State
-	// Netns is the name of the network namespace (under /run/netns) the backend installs its
-	// kernel state in; "" when the run has no testbed, in which case kernel backends that need
-	// one return ErrUnavailable.
+	// Netns is the name of the testbed's node namespace (under /run/netns), for backends that
+	// install kernel state there (Factory.NeedsNetns); "" otherwise.
 	Netns string
 	// Seed is the run's seed.
 	Seed uint64
@@ -39,8 +38,12 @@ type Factory struct {
 	// MaxPods caps the scales the backend runs at (0: no cap); CapReason says why.
 	MaxPods   int
 	CapReason string
-	// NeedsNetns is set for backends that install kernel state and need a testbed namespace.
+	// NeedsNetns is set for backends that install kernel state in the testbed's node
+	// namespace even to be synced (iptables).
 	NeedsNetns bool
+	// Kernel is set for backends that can enforce in the testbed (implement Enforcer): the
+	// real-packet phases run for them.
+	Kernel bool
 	// Open returns a backend that has not been synced yet.
 	Open func(env Env) (policy.Backend, error)
 }

@@ -27,6 +27,29 @@ type churner struct {
 	r    *rand.Rand
 	next int // suffix for generated names
 	ip   netip.Addr
+	// protected pods are never deleted or relabelled (the pods of a stream under churn).
+	protected map[string]bool
+}
+
+func (c *churner) protect(key string) {
+	if c.protected == nil {
+		c.protected = map[string]bool{}
+	}
+	c.protected[key] = true
+}
+
+// unprotected returns keys without the protected pods.
+func (c *churner) unprotected(keys []string) []string {
+	if len(c.protected) == 0 {
+		return keys
+	}
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
+		if !c.protected[k] {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 func newChurner(seed uint64) *churner {
@@ -72,18 +95,24 @@ func (c *churner) events(cl *policy.Cluster, kind string, burst int) ([]policy.E
 		}
 		return evs, nil
 	case results.EventPodDelete:
+		pods = c.unprotected(pods)
 		if len(pods) < 2 {
 			return nil, fmt.Errorf("churn: too few pods to delete one")
 		}
 		return []policy.Event{{Kind: policy.PodDelete, PodKey: c.pick(pods)}}, nil
 	case results.EventScaleDown:
-		n := min(burst, len(pods)-1)
+		pods = c.unprotected(pods)
+		n := max(0, min(burst, len(pods)-1))
 		var evs []policy.Event
 		for _, i := range c.r.Perm(len(pods))[:n] {
 			evs = append(evs, policy.Event{Kind: policy.PodDelete, PodKey: pods[i]})
 		}
 		return evs, nil
 	case results.EventRelabel:
+		pods = c.unprotected(pods)
+		if len(pods) == 0 {
+			return nil, fmt.Errorf("churn: no pod to relabel")
+		}
 		return c.relabel(cl, pods)
 	case results.EventPolicyAdd:
 		return c.policyAdd(cl, pods)

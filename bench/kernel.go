@@ -2,22 +2,234 @@ package bench
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"time"
 
+	"netpolbench/bench/stamp"
 	"netpolbench/policy"
+	"netpolbench/results"
+	"netpolbench/testbed"
 )
 
-// Kernelbed is the network a kernel backend enforces in and the stamps measure on.
-type Kernelbed interface {
-	// Netns is the node namespace's name under /run/netns, where backends install state.
-	Netns() string
-	Close() error
+// Where the stamps sit.
+const (
+	attachTCX       = "tcx"
+	attachNetfilter = "netfilter"
+)
+
+// Enforcer is a backend that can enforce in the testbed, where its real counterpart does. It
+// returns where its enforcement point is (attachTCX or attachNetfilter) and what takes it out.
+type Enforcer interface {
+	Enforce(tb *testbed.Testbed, s *policy.State) (e Enforcement, err error)
 }
 
-// KernelbedFactory opens a testbed for a compiled state.
-type KernelbedFactory func(ctx context.Context, st *policy.State) (Kernelbed, error)
+// Enforcement is a backend in force in the testbed.
+type Enforcement struct {
+	// Attach is attachTCX or attachNetfilter: where the stamps go.
+	Attach string
+	// Backend is what enforces (churn under load updates it).
+	Backend policy.Backend
+	// Closer takes the enforcement out of the testbed.
+	Closer io.Closer
+}
 
-// kernelPhases sends real packets through the backend in the testbed: stamped per-packet
-// cost, round trips and churn under load.
-func (r *Runner) kernelPhases(ctx context.Context, name string, pods int, st *policy.State, sc *Scenario, comp *policy.Compiler, be policy.Backend, bed Kernelbed) {
-	r.capf(name, pods, false, "", "kernel traffic phases: not wired to the testbed yet")
+// openBed builds the run's testbed on first use; a failure is remembered, so every backend
+// that needs it is capped with the same reason instead of retrying.
+func (r *Runner) openBed() (*testbed.Testbed, error) {
+	if r.bed != nil || r.bedErr != nil {
+		return r.bed, r.bedErr
+	}
+	if os.Geteuid() != 0 {
+		r.bedErr = testbed.ErrNeedRoot
+		return nil, r.bedErr
+	}
+	r.Progress.Note("building the namespace testbed")
+	r.bed, r.bedErr = testbed.New(testbed.Options{})
+	return r.bed, r.bedErr
+}
+
+func (r *Runner) closeBed() {
+	if r.bed != nil {
+		if err := r.bed.Close(); err != nil {
+			r.logf("bench: close testbed: %v", err)
+		}
+		r.bed = nil
+	}
+}
+
+// trafficFlows samples TCP flows the testbed can send: n allowed and n denied.
+func trafficFlows(st *policy.State, seed uint64, n int) (allow, deny []policy.Flow) {
+	rng := rand.New(rand.NewPCG(seed, 0x737461))
+	a, d := flowClasses(st, rng, n)
+	for _, f := range a {
+		if testbed.CanSend(f) == nil {
+			allow = append(allow, f)
+		}
+	}
+	for _, f := range d {
+		if testbed.CanSend(f) == nil {
+			deny = append(deny, f)
+		}
+	}
+	return allow, deny
+}
+
+// floors measures the stamps' own cost at both attach points with nothing enforcing: TCX
+// stamps around the empty step program, netfilter stamps around an empty filter table.
+func (r *Runner) floors(ctx context.Context, pods int, st *policy.State) {
+	bed, err := r.openBed()
+	if err != nil {
+		return
+	}
+	for _, a := range []string{attachTCX, attachNetfilter} {
+		r.Progress.Note(fmt.Sprintf("pods=%d floor (%s stamps, empty step)", pods, a))
+		if err := r.stamped(ctx, bed, results.BackendFloorName, a, pods, st, true); err != nil {
+			r.capf(results.BackendFloorName, pods, true, "", "%s floor: %v", a, err)
+		}
+	}
+}
+
+// stamped sends the allowed and denied flows of st through the testbed with the stamps
+// attached at attach, and records every sampled packet. With floor set, the stamps surround
+// the empty step instead of a backend.
+func (r *Runner) stamped(ctx context.Context, bed *testbed.Testbed, backend, attach string, pods int, st *policy.State, floor bool) error {
+	allow, deny := trafficFlows(st, r.Spec.Seed, max(1, r.Spec.Packets/4))
+	if len(allow)+len(deny) == 0 {
+		return errors.New("no flows the testbed can send")
+	}
+	s, err := stamp.Load(stamp.Options{PodRange: testbed.PodRange})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	err = bed.InNode(func() error {
+		if attach == attachNetfilter {
+			return s.AttachNetfilter()
+		}
+		for _, v := range bed.PodVeths() {
+			if err := s.AttachTCX(v.Index); err != nil {
+				return err
+			}
+			if floor {
+				if err := s.AttachStep(v.Index); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := bed.FlushConntrack(); err != nil {
+		return err
+	}
+	flows := append(append([]policy.Flow(nil), allow...), deny...)
+	pctx, cancel := context.WithTimeout(ctx, time.Duration(r.Spec.Duration)+30*time.Second)
+	defer cancel()
+	delivered, err := bed.Probe(pctx, flows, testbed.ProbeOptions{Timeout: 200 * time.Millisecond, Concurrency: 32})
+	if err != nil {
+		return fmt.Errorf("send stamped traffic: %w", err)
+	}
+	if !floor {
+		wrong := 0
+		for i, f := range flows {
+			if delivered[i] != (st.Verdict(f) == policy.Allow) {
+				wrong++
+			}
+		}
+		if wrong > 0 {
+			r.logf("bench: %s at %d pods: %d of %d stamped flows were delivered against the compiled verdict", backend, pods, wrong, len(flows))
+			r.run.Notes = append(r.run.Notes, fmt.Sprintf("%s at %d pods: %d of %d stamped flows disagreed with the compiled verdict", backend, pods, wrong, len(flows)))
+		}
+	}
+	var n int
+	for {
+		smps, err := s.Drain(300 * time.Millisecond)
+		if err != nil {
+			return err
+		}
+		if len(smps) == 0 {
+			break
+		}
+		for _, smp := range smps {
+			k := HistKey{Kind: results.KindStampDelta, Backend: backend, Pods: pods, Attach: attach, Verdict: results.VerdictAllow, Flow: results.FlowEstablished}
+			if smp.Dropped {
+				k.Verdict = results.VerdictDeny
+			}
+			if smp.New() {
+				k.Flow = results.FlowNew
+			}
+			if err := r.hists.Record(k, int64(smp.Delta)); err != nil {
+				return err
+			}
+			n++
+		}
+	}
+	c, err := s.Counters()
+	if err != nil {
+		return err
+	}
+	if c.Lost > 0 || c.Unpaired > 0 {
+		r.logf("bench: %s at %d pods (%s): %d stamp samples lost, %d unpaired", backend, pods, attach, c.Lost, c.Unpaired)
+	}
+	if n == 0 {
+		return errors.New("no stamped packet was sampled")
+	}
+	return nil
+}
+
+// kernelPhases enforces with the backend in the testbed and measures real packets: stamped
+// per-packet cost, round trips, throughput and churn under load.
+func (r *Runner) kernelPhases(ctx context.Context, name string, pods int, st *policy.State, comp *policy.Compiler, be policy.Backend) {
+	enf, ok := be.(Enforcer)
+	if !ok {
+		return
+	}
+	bed, err := r.openBed()
+	if err != nil {
+		r.capf(name, pods, true, "", "real-packet phases: %v", err)
+		return
+	}
+	e, err := enf.Enforce(bed, st)
+	if err != nil {
+		r.capf(name, pods, true, "", "enforce in the testbed: %v", err)
+		return
+	}
+	attach := e.Attach
+	defer func() {
+		if err := e.Closer.Close(); err != nil {
+			r.logf("bench: %s: take enforcement out of the testbed: %v", name, err)
+		}
+	}()
+	r.Progress.Note(fmt.Sprintf("pods=%d backend=%s stamped packets (%s)", pods, name, attach))
+	if err := r.stamped(ctx, bed, name, attach, pods, st, false); err != nil {
+		r.capf(name, pods, false, "", "stamped per-packet cost: %v", err)
+	} else {
+		r.recordPacketCost(name, attach, pods)
+	}
+	r.Progress.Note(fmt.Sprintf("pods=%d backend=%s round trips", pods, name))
+	r.roundTrips(ctx, bed, name, pods, st)
+	r.Progress.Note(fmt.Sprintf("pods=%d backend=%s churn under load", pods, name))
+	r.churnUnderLoad(ctx, bed, name, pods, comp, e.Backend)
+}
+
+// recordPacketCost keeps the p50 of denied new flows above the floor for the growth fit: the
+// path that walks a backend's whole rule set for the destination.
+func (r *Runner) recordPacketCost(name, attach string, pods int) {
+	k := HistKey{Kind: results.KindStampDelta, Backend: name, Pods: pods, Attach: attach, Verdict: results.VerdictDeny, Flow: results.FlowNew}
+	h := r.hists.Get(k)
+	if h == nil || h.TotalCount() == 0 {
+		return
+	}
+	fk, ok := r.hists.floorFor(k)
+	if !ok {
+		return
+	}
+	cost := float64(h.ValueAtQuantile(50) - r.hists.Get(fk).ValueAtQuantile(50))
+	r.pkt[name] = append(r.pkt[name], sizePoint{pods: pods, syncNS: max(cost, 1)})
 }

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -14,6 +13,7 @@ import (
 
 	"netpolbench/policy"
 	"netpolbench/results"
+	"netpolbench/testbed"
 )
 
 // Runner runs a sweep and returns its results.
@@ -24,13 +24,13 @@ type Runner struct {
 	Progress *Progress
 	// Log receives one line per cap and warning; nil for none.
 	Log io.Writer
-	// Kernel enables the phases that send real packets through a testbed (stamped per-packet
-	// cost, round trips, churn under load). They need root and the testbed; without either
-	// they are recorded as caps.
+	// Kernel enables the phases that send real packets through the testbed (stamped
+	// per-packet cost, round trips, churn under load). They need root; without it they are
+	// recorded as caps.
 	Kernel bool
-	// Kernelbed opens the testbed for the kernel phases; nil means the phases are capped with
-	// "no testbed" (set by NewRunner when the testbed package is available).
-	Kernelbed KernelbedFactory
+
+	bed    *testbed.Testbed
+	bedErr error
 
 	run    *results.Run
 	hists  *Histograms
@@ -116,6 +116,7 @@ func (r *Runner) Run(ctx context.Context) (*results.Run, error) {
 	r.sizes = map[string][]sizePoint{}
 	r.pkt = map[string][]sizePoint{}
 	r.podAdd = map[string]*podAddCheck{}
+	defer r.closeBed()
 	plans := r.plan()
 	r.Progress.Total(len(plans) * len(r.Spec.Backends))
 	for _, sp := range plans {
@@ -168,6 +169,9 @@ func (r *Runner) runScale(ctx context.Context, sp scalePlan) error {
 			{Unit: "rule-entries", Exact: true, Samples: []float64{float64(st.NumEntries())}},
 		}})
 	sweep := sp.labelSets == 0
+	if r.Kernel && sweep && r.anyKernelBackend() {
+		r.floors(ctx, pods, st)
+	}
 	for i, name := range r.Spec.Backends {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -209,20 +213,14 @@ func (r *Runner) runBackend(ctx context.Context, name, label string, sweep bool,
 			"per-IP rules grow as pods²: one iptables-restore above %d pods exceeds the run's time budget", r.Spec.Budget.IptablesMaxPods)
 		return
 	}
-	var bed Kernelbed
 	env := Env{State: st, Seed: r.Spec.Seed}
 	if f.NeedsNetns {
-		if r.Kernelbed == nil {
-			r.capf(name, pods, true, "", "no testbed in this build: %s needs a network namespace", name)
-			return
-		}
-		bed, err = r.Kernelbed(ctx, st)
+		bed, err := r.openBed()
 		if err != nil {
-			r.capf(name, pods, true, "", "open testbed: %v", err)
+			r.capf(name, pods, true, "", "%s needs the testbed's node namespace: %v", name, err)
 			return
 		}
-		defer bed.Close()
-		env.Netns = bed.Netns()
+		env.Netns = bed.NodeNamespace()
 	}
 	be, err := f.Open(env)
 	if err != nil {
@@ -279,11 +277,20 @@ func (r *Runner) runBackend(ctx context.Context, name, label string, sweep bool,
 	if tr, ok := be.(TestRunner); ok {
 		r.testRuns(ctx, name, pods, st, sc, tr)
 	}
-	if r.Kernel && bed != nil {
-		r.kernelPhases(ctx, name, pods, st, sc, comp, be, bed)
+	if r.Kernel && f.Kernel && sweep {
+		r.kernelPhases(ctx, name, pods, st, comp, be)
 	}
 	r.sizes[name] = append(r.sizes[name], pt)
 	r.run.PeakRSSBytes = max(r.run.PeakRSSBytes, peakRSS())
+}
+
+func (r *Runner) anyKernelBackend() bool {
+	for _, b := range r.Spec.Backends {
+		if f, err := lookupFactory(b); err == nil && f.Kernel {
+			return true
+		}
+	}
+	return false
 }
 
 func isIptablesFamily(name string) bool {
@@ -576,6 +583,29 @@ func (r *Runner) testRuns(ctx context.Context, name string, pods int, st *policy
 	pctx, cancel := r.phaseCtx(ctx)
 	defer cancel()
 	batches := max(20, r.Spec.Samples*10)
+	floorName := ""
+	if fr, ok := tr.(interface {
+		TestRunFloor(repeat int) (time.Duration, error)
+	}); ok {
+		k := HistKey{Kind: results.KindTestRunBatchMeans, Backend: results.BackendFloorName, Pods: pods, Extra: "prog=empty"}
+		var means []float64
+		for i := 0; i < batches && pctx.Err() == nil; i++ {
+			d, err := fr.TestRunFloor(repeat)
+			if err != nil {
+				r.logf("bench: test-run floor: %v", err)
+				break
+			}
+			if err := r.hists.Record(k, int64(d)); err != nil {
+				r.logf("bench: %v", err)
+			}
+			means = append(means, float64(d))
+		}
+		if len(means) > 0 {
+			floorName = fmt.Sprintf("BenchmarkTestRun/backend=%s/pods=%d/path=floor", name, pods)
+			r.run.Benchmarks = append(r.run.Benchmarks, results.Benchmark{Name: floorName, Iters: repeat,
+				Metrics: []results.Metric{{Unit: "bpf_ns/op", Samples: means}}})
+		}
+	}
 	for _, c := range []struct {
 		verdict string
 		flows   []policy.Flow
@@ -596,11 +626,14 @@ func (r *Runner) testRuns(ctx context.Context, name string, pods int, st *policy
 			}
 			means = append(means, float64(d))
 		}
-		r.run.Benchmarks = append(r.run.Benchmarks, results.Benchmark{
-			Name:    fmt.Sprintf("BenchmarkTestRun/backend=%s/pods=%d/path=new-%s", name, pods, c.verdict),
-			Iters:   repeat,
-			Metrics: []results.Metric{{Unit: "bpf_ns/op", Samples: means}},
-		})
+		bn := fmt.Sprintf("BenchmarkTestRun/backend=%s/pods=%d/path=new-%s", name, pods, c.verdict)
+		r.run.Benchmarks = append(r.run.Benchmarks, results.Benchmark{Name: bn, Iters: repeat,
+			Metrics: []results.Metric{{Unit: "bpf_ns/op", Samples: means}}})
+		if floorName != "" && len(means) > 0 {
+			r.run.Ratios = append(r.run.Ratios, results.Ratio{
+				Name: fmt.Sprintf("RatioAboveFloor/backend=%s/pods=%d/path=new-%s", name, pods, c.verdict),
+				Num:  results.MetricRef{Benchmark: bn, Unit: "bpf_ns/op"}, Den: results.MetricRef{Benchmark: floorName, Unit: "bpf_ns/op"}})
+		}
 		if c.verdict == results.VerdictDeny {
 			r.pkt[name+"/testrun"] = append(r.pkt[name+"/testrun"], sizePoint{pods: pods, syncNS: median(means)})
 		}
@@ -626,5 +659,3 @@ func pickExternal(sc *Scenario, rng *rand.Rand) netip.Addr {
 	}
 	return sc.External[rng.IntN(len(sc.External))]
 }
-
-var errNoKernelbed = errors.New("no testbed")

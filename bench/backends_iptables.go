@@ -1,0 +1,105 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"netpolbench/iptables"
+	"netpolbench/policy"
+	"netpolbench/results"
+	"netpolbench/testbed"
+)
+
+func init() {
+	for _, c := range []struct {
+		name    string
+		variant iptables.Variant
+		mode    iptables.Mode
+		apply   iptables.ApplyPath
+		maxPods int
+		reason  string
+	}{
+		{"iptables", iptables.Variant("iptables"), iptables.ModeNFT, iptables.ApplyRestore, 0, ""},
+		{"ipset", iptables.Variant("ipset"), iptables.ModeNFT, iptables.ApplyRestore, 0, ""},
+		{"iptables-legacy", iptables.Variant("iptables"), iptables.ModeLegacy, iptables.ApplyRestore, 0, ""},
+		{"iptables-perrule", iptables.Variant("iptables"), iptables.ModeNFT, iptables.ApplyPerRule, 1000,
+			"one iptables exec per rule copies the whole table each time (O(rules²)): hopeless beyond 1,000 pods"},
+	} {
+		path := "partial-restore"
+		if c.apply == iptables.ApplyPerRule {
+			path = "per-rule"
+		}
+		Register(Factory{Name: c.name, Path: path, NeedsNetns: true, Kernel: true, MaxPods: c.maxPods, CapReason: c.reason,
+			Open: func(env Env) (policy.Backend, error) { return openIptables(env, c.name, c.variant, c.mode, c.apply) }})
+	}
+}
+
+// iptBackend is an iptables-family backend in the testbed's node namespace: its rules are in
+// force from the first Sync, so Enforce only says where to stamp.
+type iptBackend struct {
+	*iptables.Backend
+	name   string
+	netns  string
+	runner *iptables.NetnsRunner
+	full   policy.SyncStats // the last full sync's counts
+}
+
+func openIptables(env Env, name string, v iptables.Variant, m iptables.Mode, a iptables.ApplyPath) (policy.Backend, error) {
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("%w: %s needs root to run %s in a network namespace", ErrUnavailable, name, m.Binary("restore"))
+	}
+	if env.Netns == "" {
+		return nil, fmt.Errorf("%w: %s needs the testbed's node namespace", ErrUnavailable, name)
+	}
+	r, err := iptables.NewNetnsRunner(env.Netns)
+	if err != nil {
+		return nil, err
+	}
+	b, err := iptables.New(iptables.Config{Variant: v, Mode: m, Apply: a, Runner: r})
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	return &iptBackend{Backend: b, name: name, netns: env.Netns, runner: r}, nil
+}
+
+func (b *iptBackend) Name() string { return b.name }
+
+func (b *iptBackend) Sync(s *policy.State) (policy.SyncStats, error) {
+	st, err := b.Backend.Sync(s)
+	if err == nil {
+		b.full = st
+	}
+	return st, err
+}
+
+// Size reports the rules the kernel holds and what the last full sync sent.
+func (b *iptBackend) Size() (results.Size, error) {
+	d := b.full.Detail
+	if d == nil {
+		return results.Size{}, errors.New("not synced")
+	}
+	return results.Size{Backend: b.name, Iptables: &results.IptablesSize{
+		Rules:        uint64(b.Rules()),
+		Chains:       uint64(d["chains"]),
+		RestoreBytes: uint64(d["bytes"]),
+		RestoreLines: uint64(d["lines"]),
+		IpsetMembers: uint64(d["set_members"]),
+	}}, nil
+}
+
+func (b *iptBackend) Enforce(tb *testbed.Testbed, s *policy.State) (Enforcement, error) {
+	if tb.NodeNamespace() != b.netns {
+		return Enforcement{}, fmt.Errorf("%s holds its rules in %s, not in the testbed's node namespace %s", b.name, b.netns, tb.NodeNamespace())
+	}
+	return Enforcement{Attach: attachNetfilter, Backend: b, Closer: nopCloser{}}, nil
+}
+
+func (b *iptBackend) Close() error {
+	return errors.Join(b.Backend.Close(), b.runner.Close())
+}
+
+type nopCloser struct{}
+
+func (nopCloser) Close() error { return nil }

@@ -1,0 +1,489 @@
+package bench
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"runtime"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vishvananda/netns"
+
+	"netpolbench/policy"
+	"netpolbench/results"
+	"netpolbench/testbed"
+)
+
+// inNetns runs fn on a locked OS thread inside ns. If the thread cannot return to its
+// namespace it is left locked and dies with its goroutine, never running Go code elsewhere.
+func inNetns(ns netns.NsHandle, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(ns); err != nil {
+			errc <- fmt.Errorf("enter netns: %w", err)
+			return
+		}
+		ferr := fn()
+		if err := netns.Set(orig); err != nil {
+			errc <- fmt.Errorf("return to original netns: %w", err)
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// podNetns opens the testbed namespace that carries a pod address.
+func podNetns(bed *testbed.Testbed, ip netip.Addr) (netns.NsHandle, error) {
+	i := bed.PodNamespaceOf(ip)
+	if i < 0 {
+		return netns.None(), fmt.Errorf("%s is not a pod address of the testbed", ip)
+	}
+	names := bed.Namespaces()
+	if 1+i >= len(names) {
+		return netns.None(), fmt.Errorf("no pod namespace %d in the testbed", i)
+	}
+	return netns.GetFromName(names[1+i])
+}
+
+// pair is a connected client and server for one allowed flow.
+type pair struct {
+	client, server netns.NsHandle
+	flow           policy.Flow
+}
+
+func (p pair) close() {
+	p.client.Close()
+	p.server.Close()
+}
+
+func openPair(bed *testbed.Testbed, f policy.Flow) (pair, error) {
+	c, err := podNetns(bed, f.Src)
+	if err != nil {
+		return pair{}, err
+	}
+	s, err := podNetns(bed, f.Dst)
+	if err != nil {
+		c.Close()
+		return pair{}, err
+	}
+	return pair{client: c, server: s, flow: f}, nil
+}
+
+// allowedFlow finds an allowed pod-to-pod flow of proto between two distinct pods, away from
+// the ports the probes and stamps use.
+func allowedFlow(st *policy.State, seed uint64, proto policy.Protocol) (policy.Flow, bool) {
+	rng := rand.New(rand.NewPCG(seed, 0x7272))
+	cl := st.Cluster()
+	keys := cl.PodKeys()
+	if len(keys) < 2 {
+		return policy.Flow{}, false
+	}
+	for range 5000 {
+		src := cl.Pods[keys[rng.IntN(len(keys))]]
+		dst := cl.Pods[keys[rng.IntN(len(keys))]]
+		if src.IP == dst.IP {
+			continue
+		}
+		ports := []uint16{53, 80, 5353}
+		for _, cp := range dst.Ports {
+			if cp.Protocol == proto {
+				ports = append(ports, cp.Port)
+			}
+		}
+		f := policy.Flow{Src: src.IP, Dst: dst.IP, Proto: proto, Port: ports[rng.IntN(len(ports))]}
+		if testbed.CanSend(f) == nil && st.Verdict(f) == policy.Allow {
+			return f, true
+		}
+	}
+	return policy.Flow{}, false
+}
+
+const rrMessage = 64 // bytes per request and per response
+
+// roundTrips measures TCP request/response latency (TCP_RR-like: one connection, one 64-byte
+// request and response at a time) and UDP throughput through the enforcement point.
+func (r *Runner) roundTrips(ctx context.Context, bed *testbed.Testbed, name string, pods int, st *policy.State) {
+	f, ok := allowedFlow(st, r.Spec.Seed, policy.ProtoTCP)
+	if !ok {
+		r.capf(name, pods, false, "", "round trips: no allowed TCP flow between two pods")
+	} else if err := r.tcpRR(ctx, bed, name, pods, f); err != nil {
+		r.capf(name, pods, false, "", "round trips: %v", err)
+	}
+	uf, ok := allowedFlow(st, r.Spec.Seed+1, policy.ProtoUDP)
+	if !ok {
+		r.capf(name, pods, false, "", "throughput: no allowed UDP flow between two pods")
+		return
+	}
+	if err := r.udpThroughput(ctx, bed, name, pods, uf); err != nil {
+		r.capf(name, pods, false, "", "throughput: %v", err)
+	}
+}
+
+func (r *Runner) tcpRR(ctx context.Context, bed *testbed.Testbed, name string, pods int, f policy.Flow) error {
+	p, err := openPair(bed, f)
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	var ln net.Listener
+	if err := inNetns(p.server, func() error {
+		var err error
+		ln, err = net.Listen("tcp4", netip.AddrPortFrom(f.Dst, f.Port).String())
+		return err
+	}); err != nil {
+		return fmt.Errorf("listen on %s:%d: %w", f.Dst, f.Port, err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, rrMessage)
+		for {
+			if _, err := io.ReadFull(c, buf); err != nil {
+				return
+			}
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	var conn net.Conn
+	if err := inNetns(p.client, func() error {
+		d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(f.Src, 0))}
+		var err error
+		conn, err = d.DialContext(ctx, "tcp4", netip.AddrPortFrom(f.Dst, f.Port).String())
+		return err
+	}); err != nil {
+		return fmt.Errorf("connect %s: %w", f, err)
+	}
+	defer conn.Close()
+	n := r.Spec.Packets
+	deadline := time.Now().Add(time.Duration(r.Spec.Duration))
+	conn.SetDeadline(deadline.Add(2 * time.Second))
+	k := HistKey{Kind: results.KindRoundTrip, Backend: name, Pods: pods, Verdict: results.VerdictAllow, Flow: results.FlowEstablished, Extra: "test=tcp_rr"}
+	buf := make([]byte, rrMessage)
+	per := max(1, n/r.Spec.Samples)
+	var samples []float64
+	var chunk time.Duration
+	var done int
+	start := time.Now()
+	for i := 0; i < n && time.Now().Before(deadline) && ctx.Err() == nil; i++ {
+		binary.LittleEndian.PutUint64(buf, uint64(i))
+		t := time.Now()
+		if _, err := conn.Write(buf); err != nil {
+			return fmt.Errorf("request %d: %w", i, err)
+		}
+		if _, err := io.ReadFull(conn, buf); err != nil {
+			return fmt.Errorf("response %d: %w", i, err)
+		}
+		d := time.Since(t)
+		if err := r.hists.Record(k, int64(d)); err != nil {
+			return err
+		}
+		chunk += d
+		done++
+		if done%per == 0 {
+			samples = append(samples, float64(chunk)/float64(per))
+			chunk = 0
+		}
+	}
+	if len(samples) == 0 {
+		return errors.New("no round trip completed")
+	}
+	el := time.Since(start)
+	r.run.Benchmarks = append(r.run.Benchmarks, results.Benchmark{
+		Name: fmt.Sprintf("BenchmarkRoundTrip/backend=%s/pods=%d/test=tcp_rr", name, pods), Iters: per,
+		Metrics: []results.Metric{{Unit: "ns/op", Samples: samples}, {Unit: "trans/s", HigherIsBetter: true, Samples: []float64{float64(done) / el.Seconds()}}},
+	})
+	return nil
+}
+
+// udpThroughput sends 64-byte datagrams as fast as one socket can for a bounded time and
+// count, and counts what arrives.
+func (r *Runner) udpThroughput(ctx context.Context, bed *testbed.Testbed, name string, pods int, f policy.Flow) error {
+	p, err := openPair(bed, f)
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	var srv, cli *net.UDPConn
+	if err := inNetns(p.server, func() error {
+		var err error
+		srv, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(f.Dst, f.Port)))
+		return err
+	}); err != nil {
+		return fmt.Errorf("listen on %s:%d/udp: %w", f.Dst, f.Port, err)
+	}
+	defer srv.Close()
+	srv.SetReadBuffer(8 << 20)
+	if err := inNetns(p.client, func() error {
+		var err error
+		cli, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(f.Src, 0)))
+		return err
+	}); err != nil {
+		return err
+	}
+	defer cli.Close()
+	var got atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		for {
+			if _, err := srv.Read(buf); err != nil {
+				return
+			}
+			got.Add(1)
+		}
+	}()
+	dur := min(time.Duration(r.Spec.Duration), 3*time.Second)
+	const maxPackets = 5_000_000
+	dst := netip.AddrPortFrom(f.Dst, f.Port)
+	msg := make([]byte, rrMessage)
+	var sent int64
+	start := time.Now()
+	for sent < maxPackets && time.Since(start) < dur && ctx.Err() == nil {
+		if _, err := cli.WriteToUDPAddrPort(msg, dst); err != nil {
+			// ENOBUFS and the like: the sender outran the stack; count it as not sent.
+			continue
+		}
+		sent++
+	}
+	el := time.Since(start)
+	time.Sleep(100 * time.Millisecond)
+	srv.SetReadDeadline(time.Now())
+	<-done
+	rx := got.Load()
+	r.run.Benchmarks = append(r.run.Benchmarks, results.Benchmark{
+		Name: fmt.Sprintf("BenchmarkThroughput/backend=%s/pods=%d/proto=udp", name, pods), Iters: 1,
+		Metrics: []results.Metric{
+			{Unit: "pps", HigherIsBetter: true, Samples: []float64{float64(rx) / el.Seconds()}},
+			{Unit: "lost-pct", Samples: []float64{100 * float64(sent-rx) / float64(max(sent, 1))}},
+		},
+	})
+	return nil
+}
+
+// churnUnderLoad runs a steady UDP echo stream between two pods that stay allowed while churn
+// events are applied to the enforcing backend, and records loss and latency per interval.
+func (r *Runner) churnUnderLoad(ctx context.Context, bed *testbed.Testbed, name string, pods int, comp *policy.Compiler, be policy.Backend) {
+	if be == nil {
+		return
+	}
+	st := comp.State()
+	f, ok := allowedFlow(st, r.Spec.Seed+2, policy.ProtoUDP)
+	if !ok {
+		r.capf(name, pods, false, "", "churn under load: no allowed UDP flow between two pods")
+		return
+	}
+	if err := r.streamWithChurn(ctx, bed, name, pods, f, comp, be); err != nil {
+		r.capf(name, pods, false, "", "churn under load: %v", err)
+	}
+}
+
+const (
+	streamRate     = 2000 // packets per second
+	streamInterval = 100 * time.Millisecond
+	churnEvery     = 100 * time.Millisecond
+	lossWait       = time.Second
+)
+
+func (r *Runner) streamWithChurn(ctx context.Context, bed *testbed.Testbed, name string, pods int, f policy.Flow, comp *policy.Compiler, be policy.Backend) error {
+	p, err := openPair(bed, f)
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	var srv, cli *net.UDPConn
+	if err := inNetns(p.server, func() error {
+		var err error
+		srv, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(f.Dst, f.Port)))
+		return err
+	}); err != nil {
+		return fmt.Errorf("listen on %s:%d/udp: %w", f.Dst, f.Port, err)
+	}
+	defer srv.Close()
+	if err := inNetns(p.client, func() error {
+		var err error
+		cli, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(f.Src, 0)))
+		return err
+	}); err != nil {
+		return err
+	}
+	defer cli.Close()
+	// Echo server.
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, from, err := srv.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			srv.WriteToUDPAddrPort(buf[:n], from)
+		}
+	}()
+	dur := time.Duration(r.Spec.Duration)
+	total := int(dur.Seconds() * streamRate)
+	sent := make([]time.Duration, total)
+	rtt := make([]time.Duration, total)
+	var mu sync.Mutex
+	start := time.Now()
+	recvDone := make(chan struct{})
+	go func() {
+		defer close(recvDone)
+		buf := make([]byte, 64)
+		for {
+			n, err := cli.Read(buf)
+			if err != nil {
+				return
+			}
+			if n < 8 {
+				continue
+			}
+			now := time.Since(start)
+			seq := binary.LittleEndian.Uint64(buf)
+			if seq < uint64(total) {
+				mu.Lock()
+				if rtt[seq] == 0 {
+					rtt[seq] = now - sent[seq]
+				}
+				mu.Unlock()
+			}
+		}
+	}()
+	// Churn, in its own goroutine, on the enforcing backend; the stream's pods are protected.
+	ch := newChurner(r.Spec.Seed ^ 0xc4c4)
+	if pp, ok := comp.Cluster().PodByIP(f.Src); ok {
+		ch.protect(pp.Key())
+	}
+	if pp, ok := comp.Cluster().PodByIP(f.Dst); ok {
+		ch.protect(pp.Key())
+	}
+	var marks []results.ChurnMark
+	churnDone := make(chan struct{})
+	stop := make(chan struct{})
+	go func() {
+		defer close(churnDone)
+		tick := time.NewTicker(churnEvery)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			kind := churnKinds[i%len(churnKinds)]
+			evs, err := ch.events(comp.Cluster(), kind, r.Spec.ScaleBurst)
+			if err != nil {
+				continue
+			}
+			at := time.Since(start)
+			var took time.Duration
+			for _, ev := range evs {
+				d, err := comp.Apply(ev)
+				if err != nil {
+					break
+				}
+				t := time.Now()
+				_, uerr := be.Update(comp.State(), d)
+				took += time.Since(t)
+				if uerr != nil {
+					r.logf("bench: %s churn under load: %s: %v", name, kind, uerr)
+					break
+				}
+			}
+			marks = append(marks, results.ChurnMark{TMS: ms(at), Event: kind, DurationMS: ms(took), Detail: fmt.Sprintf("%d event(s)", len(evs))})
+		}
+	}()
+	dst := netip.AddrPortFrom(f.Dst, f.Port)
+	msg := make([]byte, 64)
+	gap := time.Second / streamRate
+	nSent := 0
+	for i := 0; i < total && ctx.Err() == nil; i++ {
+		if w := time.Duration(i)*gap - time.Since(start); w > 0 {
+			time.Sleep(w)
+		}
+		binary.LittleEndian.PutUint64(msg, uint64(i))
+		mu.Lock()
+		sent[i] = time.Since(start)
+		mu.Unlock()
+		cli.WriteToUDPAddrPort(msg, dst)
+		nSent++
+	}
+	close(stop)
+	<-churnDone
+	time.Sleep(lossWait)
+	cli.SetReadDeadline(time.Now())
+	<-recvDone
+
+	mu.Lock()
+	defer mu.Unlock()
+	tl := results.ChurnTimeline{Backend: name, Pods: pods, IntervalMS: ms(streamInterval), RatePPS: streamRate, Events: marks}
+	n := int(dur/streamInterval) + 1
+	buckets := make([][]time.Duration, n)
+	lost := make([]int64, n)
+	sentN := make([]int64, n)
+	k := HistKey{Kind: results.KindRoundTrip, Backend: name, Pods: pods, Verdict: results.VerdictAllow, Flow: results.FlowEstablished, Extra: "test=udp_stream_under_churn"}
+	var totalLost int64
+	for i := range nSent {
+		b := min(int(sent[i]/streamInterval), n-1)
+		sentN[b]++
+		if rtt[i] == 0 {
+			lost[b]++
+			totalLost++
+			continue
+		}
+		buckets[b] = append(buckets[b], rtt[i])
+		if err := r.hists.Record(k, int64(rtt[i])); err != nil {
+			return err
+		}
+	}
+	var worst time.Duration
+	for b := range n {
+		if sentN[b] == 0 {
+			continue
+		}
+		pt := results.ChurnPoint{TMS: ms(time.Duration(b) * streamInterval), Sent: sentN[b], Lost: lost[b]}
+		if v := buckets[b]; len(v) > 0 {
+			sort.Slice(v, func(i, j int) bool { return v[i] < v[j] })
+			pt.P50US = us(v[len(v)/2])
+			pt.P99US = us(v[min(len(v)-1, len(v)*99/100)])
+			pt.MaxUS = us(v[len(v)-1])
+			worst = max(worst, v[len(v)-1])
+		}
+		tl.Points = append(tl.Points, pt)
+	}
+	r.run.Churn = append(r.run.Churn, tl)
+	r.run.Benchmarks = append(r.run.Benchmarks, results.Benchmark{
+		Name: fmt.Sprintf("BenchmarkChurnUnderLoad/backend=%s/pods=%d", name, pods), Iters: 1,
+		Metrics: []results.Metric{
+			{Unit: "lost-packets", Samples: []float64{float64(totalLost)}},
+			{Unit: "max-rtt-ns", Samples: []float64{float64(worst)}},
+			{Unit: "churn-events", Samples: []float64{float64(len(marks))}},
+		},
+	})
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

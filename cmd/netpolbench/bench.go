@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"netpolbench/bench"
+	"netpolbench/reports"
+	"netpolbench/results"
+)
+
+func init() {
+	var (
+		specFile, cluster, out, pods, backends, labelSets string
+		duration                                          time.Duration
+		quick, noKernel                                   bool
+		seed                                              uint64
+		samples                                           int
+	)
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Run the benchmark sweep and write results/<timestamp>/",
+		Long: `bench measures every backend over a sweep of cluster sizes: full-sync and churn apply
+times with the kernel operations each needed, convergence, map and rule sizes with growth
+exponents, BPF_PROG_TEST_RUN distributions, and, in a namespace testbed, the per-packet
+enforcement cost stamped in the kernel, round trips, throughput and churn under load.
+
+It writes results/<timestamp>/results.json (the results schema), one .hgrm percentile file per
+latency distribution, bench.txt in Go benchmark format (benchstat reads it) and report.html.
+
+Without flags it runs the default sweep (100 to 100,000 pods; iptables capped at 10,000).
+--quick runs the small sweep CI gates against a committed baseline.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			spec := bench.DefaultSpec()
+			if quick {
+				spec = bench.QuickSpec()
+			}
+			if specFile != "" {
+				s, err := bench.LoadSpec(specFile)
+				if err != nil {
+					return usageErr(err)
+				}
+				spec = s
+			}
+			f := cmd.Flags()
+			if f.Changed("pods") {
+				v, err := parseBenchInts(pods)
+				if err != nil {
+					return usageErr(fmt.Errorf("--pods: %w", err))
+				}
+				spec.Pods = v
+			}
+			if f.Changed("label-sets") {
+				v, err := parseBenchInts(labelSets)
+				if err != nil {
+					return usageErr(fmt.Errorf("--label-sets: %w", err))
+				}
+				spec.LabelSets = v
+			}
+			if f.Changed("backends") {
+				spec.Backends = splitBenchList(backends)
+			}
+			if f.Changed("duration") {
+				spec.Duration = bench.Duration(duration)
+			}
+			if f.Changed("seed") {
+				spec.Seed = seed
+			}
+			if f.Changed("samples") {
+				spec.Samples = samples
+			}
+			if err := spec.Validate(); err != nil {
+				return usageErr(err)
+			}
+			var src bench.Source
+			if cluster != "" {
+				cs, err := bench.NewClusterFileSource(cluster)
+				if err != nil {
+					return usageErr(err)
+				}
+				for _, w := range cs.Warnings {
+					fmt.Fprintln(os.Stderr, "netpolbench: warning:", w)
+				}
+				spec.Pods = []int{cs.Pods()}
+				spec.LabelSets = nil
+				src = cs
+			} else {
+				ws, err := bench.NewWorkloadSource(spec)
+				if err != nil {
+					return usageErr(err)
+				}
+				src = ws
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			r := &bench.Runner{Spec: spec, Source: src, Progress: bench.NewProgress(os.Stderr), Log: os.Stderr, Kernel: !noKernel}
+			run, err := r.Run(ctx)
+			if err != nil {
+				return err
+			}
+			bench.DescribeHost(run)
+			if cluster != "" {
+				run.Config.Extra["cluster"] = cluster
+			}
+			if quick {
+				run.Config.Extra["quick"] = "true"
+			}
+			dir := bench.RunDir(out, run.Start)
+			if err := r.Write(dir); err != nil {
+				return err
+			}
+			if err := writeBenchReport(filepath.Join(dir, bench.ReportFile)); err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "netpolbench: wrote %s\n", dir)
+			for _, c := range run.Claims {
+				fmt.Fprintf(os.Stderr, "  claim %-22s %-13s %s\n", c.ID, c.Status, c.Evidence)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&specFile, "spec", "", "sweep file (YAML): pods, labelSets, backends, samples, duration, packets, budget, workload")
+	f.StringVar(&pods, "pods", "", "pod-count sweep, comma-separated (e.g. 100,1000,10000)")
+	f.StringVar(&labelSets, "label-sets", "", "distinct label-set sweep at a fixed pod count, comma-separated")
+	f.StringVar(&backends, "backends", "", "backends, comma-separated (have "+strings.Join(bench.Backends(), ", ")+")")
+	f.DurationVar(&duration, "duration", 0, "bound of each real-packet phase (e.g. 5s)")
+	f.StringVar(&cluster, "cluster", "", "benchmark a cluster dump (kubectl get ns,pods,netpol -A -o yaml) instead of generated workloads")
+	f.StringVar(&out, "out", "results", "directory the run's <timestamp>/ directory is created in")
+	f.BoolVar(&quick, "quick", false, "the small CI sweep (100 and 1,000 pods, under two minutes)")
+	f.BoolVar(&noKernel, "no-packets", false, "skip the phases that send real packets through the testbed")
+	f.Uint64Var(&seed, "seed", 0, "seed of the workload and every random choice (default: the spec's, 1)")
+	f.IntVar(&samples, "samples", 0, "repetitions of each timing (default 5)")
+	rootCmd.AddCommand(cmd)
+}
+
+// writeBenchReport renders report.html from the results.json written beside it.
+func writeBenchReport(path string) error {
+	run, err := results.Load(filepath.Join(filepath.Dir(path), bench.ResultsFile))
+	if err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	if err := reports.Render(f, run); err != nil {
+		f.Close()
+		return fmt.Errorf("write report: %w", err)
+	}
+	return f.Close()
+}
+
+func parseBenchInts(s string) ([]int, error) {
+	var out []int
+	for _, p := range splitBenchList(s) {
+		v, err := strconv.Atoi(p)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a number", p)
+		}
+		out = append(out, v)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("empty list")
+	}
+	return out, nil
+}
+
+func splitBenchList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
