@@ -37,9 +37,12 @@ deps:
 bench: deps
 	$(GO) run ./cmd/netpolbench bench $(BENCH_FLAGS)
 
+FUZZTIME ?= 15s
+
 test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 $(TEST_FLAGS) ./...
+	$(GO) test -run='^$$' -fuzz=FuzzCompiledMatchesReference -fuzztime=$(FUZZTIME) ./policy/
 
 generate: deps
 	$(GO) generate ./...
