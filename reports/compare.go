@@ -221,6 +221,7 @@ func (b *builder) latencyOverlays(base, cur *results.Run) (Section, error) {
 		}
 		p.X.Min, p.X.Max = 1, 10000
 		fixLogRange(&p.Y)
+		legendRoom(&p.Y, 2, 8*vg.Centimeter)
 		f, err := b.fig(n, "Baseline vs current percentile curve of "+n+".", p, 11*vg.Centimeter, 8*vg.Centimeter)
 		if err != nil {
 			return s, err

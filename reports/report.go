@@ -274,6 +274,7 @@ func (b *builder) latencyDistributions() (Section, error) {
 		}
 		p.X.Min, p.X.Max = 1, 10000
 		fixLogRange(&p.Y)
+		legendRoom(&p.Y, len(hs), 9*vg.Centimeter)
 		f, err := b.fig(backend+" distribution", "Percentile distribution of "+kind+" for "+backend+".", p, 15*vg.Centimeter, 9*vg.Centimeter)
 		if err != nil {
 			return s, err
@@ -590,9 +591,11 @@ func (b *builder) updates() (Section, error) {
 			continue
 		}
 		p.NominalX(events...)
+		p.X.Min, p.X.Max = -0.6, float64(len(events))-0.4
 		p.X.Tick.Label.Rotation = math.Pi / 6
 		p.X.Tick.Label.XAlign = -0.9
 		fixLogRange(&p.Y)
+		legendRoom(&p.Y, len(backends), 10*vg.Centimeter)
 		w := vg.Length(math.Max(15, 2*float64(len(events)))) * vg.Centimeter
 		f, err := b.fig(p.Title.Text, "Apply time samples per event type and backend (log axis).", p, w, 10*vg.Centimeter)
 		if err != nil {
@@ -706,6 +709,7 @@ func (b *builder) churn() (Section, error) {
 			}
 		}
 		fixLogRange(&lat.Y)
+		legendRoom(&lat.Y, 3, 8*vg.Centimeter)
 		f1, err := b.fig(lat.Title.Text, "Latency per interval; vertical lines mark churn events.", lat, 18*vg.Centimeter, 8*vg.Centimeter)
 		if err != nil {
 			return s, err
