@@ -77,7 +77,8 @@ func SizesFor(s *policy.State, layout Layout) Sizes {
 		Summaries:  grow(c.summaries),
 		Policy:     grow(c.policy),
 		NamedPorts: grow(c.named),
-		CT:         grow(4 * c.endpoints),
+		// Cilium's default TCP CT size; an LRU evicts beyond it.
+		CT: min(grow(4*c.endpoints), 512*1024),
 	}
 }
 

@@ -44,7 +44,7 @@ func (t *table[K, V]) remove(k K) {
 
 // removeAll plans the deletion of everything (a full sync then sets what it wants).
 func (t *table[K, V]) removeAll() {
-	clear(t.up)
+	t.up = map[K]V{}
 	for k := range t.cur {
 		t.del[k] = struct{}{}
 	}
@@ -89,7 +89,7 @@ func (t *table[K, V]) flushUpserts(perKey bool, st *opStats) error {
 	if err != nil {
 		return t.wrap("update", err)
 	}
-	clear(t.up)
+	t.up = map[K]V{} // clear() would keep the buckets of a full sync and cost O(capacity) each time
 	return nil
 }
 
@@ -140,7 +140,7 @@ func (t *table[K, V]) flushDeletes(perKey bool, st *opStats) error {
 	if err != nil {
 		return t.wrap("delete", err)
 	}
-	clear(t.del)
+	t.del = map[K]struct{}{}
 	return nil
 }
 
