@@ -367,3 +367,43 @@ func TestLoadSpecRejectsUnknownFieldsAndBadValues(t *testing.T) {
 		t.Errorf("loaded spec %+v", s)
 	}
 }
+
+func TestInverseEventsUndoEveryChurnKind(t *testing.T) {
+	cl, err := testCluster(120, 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	comp, err := policy.Compile(cl, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := newChurner(3)
+	for _, kind := range churnKinds {
+		entries := comp.State().NumEntries()
+		eps := comp.State().NumEndpoints()
+		pols := len(comp.Cluster().Policies)
+		evs, err := ch.events(comp.Cluster(), kind, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var undo []policy.Event
+		for _, ev := range evs {
+			inv, ok := inverseEvent(comp.Cluster(), ev)
+			if !ok {
+				t.Fatalf("%s: no inverse for %v", kind, ev.Kind)
+			}
+			if _, err := comp.Apply(ev); err != nil {
+				t.Fatal(err)
+			}
+			undo = append(undo, inv)
+		}
+		for i := len(undo) - 1; i >= 0; i-- {
+			if _, err := comp.Apply(undo[i]); err != nil {
+				t.Fatalf("%s: undo: %v", kind, err)
+			}
+		}
+		if got := comp.State().NumEntries(); got != entries || comp.State().NumEndpoints() != eps || len(comp.Cluster().Policies) != pols {
+			t.Errorf("%s undone: %d entries %d endpoints %d policies, want %d %d %d", kind, got, comp.State().NumEndpoints(), len(comp.Cluster().Policies), entries, eps, pols)
+		}
+	}
+}

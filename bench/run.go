@@ -208,10 +208,17 @@ func (r *Runner) runBackend(ctx context.Context, name, label string, sweep bool,
 		r.capf(name, pods, true, fmt.Sprintf("max %d pods", max), "%s", f.CapReason)
 		return
 	}
-	if isIptablesFamily(name) && pods > r.Spec.Budget.IptablesMaxPods {
-		r.capf(name, pods, true, fmt.Sprintf("max %d pods", r.Spec.Budget.IptablesMaxPods),
-			"per-IP rules grow as pods²: one iptables-restore above %d pods exceeds the run's time budget", r.Spec.Budget.IptablesMaxPods)
-		return
+	if isIptablesFamily(name) {
+		if max := r.Spec.Budget.IptablesMaxPods; max > 0 && pods > max {
+			r.capf(name, pods, true, fmt.Sprintf("max %d pods", max),
+				"per-IP rules grow as pods²: one iptables-restore above %d pods exceeds the run's time budget", max)
+			return
+		}
+		if est, max := perIPEstimate(st), r.Spec.Budget.IptablesMaxRules; max > 0 && est > max {
+			r.capf(name, pods, true, fmt.Sprintf("max %d per-IP rules or set members", max),
+				"the state expands to about %d per-IP rules (or set members): above the run's budget of %d", est, max)
+			return
+		}
 	}
 	env := Env{State: st, Seed: r.Spec.Seed}
 	if f.NeedsNetns {
@@ -239,9 +246,14 @@ func (r *Runner) runBackend(ctx context.Context, name, label string, sweep bool,
 	var ns, ops []float64
 	var last policy.SyncStats
 	pctx, cancel := r.phaseCtx(ctx)
-	for i := 0; i < r.Spec.Samples; i++ {
+	samples := r.Spec.Samples
+	if !sweep {
+		// Label-set points measure sizes; one sync is enough.
+		samples = 1
+	}
+	for i := 0; i < samples; i++ {
 		if pctx.Err() != nil {
-			r.capf(name, pods, false, fmt.Sprintf("%s per phase", time.Duration(r.Spec.Budget.MaxPhase)), "full sync stopped after %d of %d samples", i, r.Spec.Samples)
+			r.capf(name, pods, false, fmt.Sprintf("%s per phase", time.Duration(r.Spec.Budget.MaxPhase)), "full sync stopped after %d of %d samples", i, samples)
 			break
 		}
 		t := time.Now()
@@ -257,9 +269,11 @@ func (r *Runner) runBackend(ctx context.Context, name, label string, sweep bool,
 		ops = append(ops, float64(s.Ops))
 	}
 	cancel()
-	r.run.Benchmarks = append(r.run.Benchmarks, results.Benchmark{Name: bn, Iters: 1, Metrics: []results.Metric{
-		{Unit: "ns/op", Samples: ns}, {Unit: "kernel-ops", Exact: true, Samples: ops[:1]}, {Unit: "sync-bytes", Exact: true, Samples: []float64{float64(last.Bytes)}},
-	}})
+	ms := []results.Metric{{Unit: "ns/op", Samples: ns}, {Unit: "kernel-ops", Exact: true, Samples: ops[:1]}}
+	if last.Bytes > 0 {
+		ms = append(ms, results.Metric{Unit: "sync-bytes", Exact: true, Samples: []float64{float64(last.Bytes)}})
+	}
+	r.run.Benchmarks = append(r.run.Benchmarks, results.Benchmark{Name: bn, Iters: 1, Metrics: ms})
 	r.run.Updates = append(r.run.Updates, results.Update{Backend: name, Pods: pods, Path: "full-sync", Event: results.EventFullSync, ApplyNS: ns, KernelOps: ops, OpsUnit: opsUnit(name)})
 	pt.syncNS = median(ns)
 
@@ -271,17 +285,44 @@ func (r *Runner) runBackend(ctx context.Context, name, label string, sweep bool,
 		r.run.Benchmarks = append(r.run.Benchmarks, labelSetSizeBenchmark(size, label))
 	}
 
+	if !sweep {
+		r.sizes[name] = append(r.sizes[name], pt)
+		return
+	}
 	prober, _ := be.(policy.Prober)
 	r.churn(ctx, name, f.Path, label, pods, comp, be, prober, &pt)
 
 	if tr, ok := be.(TestRunner); ok {
 		r.testRuns(ctx, name, pods, st, sc, tr)
 	}
-	if r.Kernel && f.Kernel && sweep {
+	if r.Kernel && f.Kernel {
 		r.kernelPhases(ctx, name, pods, st, comp, be)
 	}
 	r.sizes[name] = append(r.sizes[name], pt)
 	r.run.PeakRSSBytes = max(r.run.PeakRSSBytes, peakRSS())
+}
+
+// perIPEstimate is how many per-IP rules (or ipset members) the state expands to: every
+// pod-identity entry becomes one rule per member pod. It decides a cap before a sync that
+// would not finish in the run's budget is started.
+func perIPEstimate(st *policy.State) int {
+	members := map[policy.Identity]int{}
+	n := 0
+	for _, rs := range st.RuleSets() {
+		for _, e := range rs.Entries {
+			if e.Peer == policy.IdentityAny || e.Peer.IsCIDR() {
+				n++
+				continue
+			}
+			m, ok := members[e.Peer]
+			if !ok {
+				m = len(st.Members(e.Peer))
+				members[e.Peer] = m
+			}
+			n += max(m, 1)
+		}
+	}
+	return n + 2*st.NumEndpoints()
 }
 
 func (r *Runner) anyKernelBackend() bool {

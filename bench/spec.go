@@ -52,6 +52,11 @@ type Budget struct {
 	// IptablesMaxPods is the largest scale iptables-family backends run at (default 10000:
 	// above it one iptables-restore of O(pods²) rules takes minutes).
 	IptablesMaxPods int `json:"iptablesMaxPods,omitempty"`
+	// IptablesMaxRules caps iptables-family backends by the number of per-IP rules (or ipset
+	// members) the state expands to, estimated before the first sync (default 300000: a
+	// restore of that many rules takes several seconds, and every churn event rewrites a
+	// share of them).
+	IptablesMaxRules int `json:"iptablesMaxRules,omitempty"`
 	// MaxPhase bounds any single backend phase; a phase that passes it is cut short and capped
 	// (default 90s).
 	MaxPhase Duration `json:"maxPhase,omitempty"`
@@ -83,10 +88,13 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 // DefaultSpec is `make bench`: 100 to 100,000 pods, every backend, iptables capped at 10,000.
 func DefaultSpec() Spec {
 	return Spec{
-		Seed:     1,
-		Preset:   "default",
-		Pods:     []int{100, 1000, 10000, 100000},
-		Backends: []string{"compiled", "ebpf", "iptables", "ipset"},
+		Seed:   1,
+		Preset: "default",
+		Pods:   []int{100, 1000, 10000, 100000},
+		// Identities at a fixed pod count: policy entries against label sets alone.
+		LabelSets:    []int{10, 50, 200},
+		LabelSetPods: 1000,
+		Backends:     []string{"compiled", "ebpf", "iptables", "ipset"},
 	}.withDefaults()
 }
 
@@ -98,12 +106,12 @@ func QuickSpec() Spec {
 		Preset:      "default",
 		Pods:        []int{100, 1000},
 		Backends:    []string{"compiled", "ebpf", "iptables", "ipset"},
-		Samples:     5,
-		Duration:    Duration(2 * time.Second),
-		Packets:     500,
+		Samples:     3,
+		Duration:    Duration(time.Second),
+		Packets:     400,
 		ChurnEvents: 3,
 		ScaleBurst:  10,
-		Budget:      Budget{IptablesMaxPods: 1000, MaxPhase: Duration(20 * time.Second)},
+		Budget:      Budget{IptablesMaxPods: 1000, MaxPhase: Duration(10 * time.Second)},
 	}
 	return s.withDefaults()
 }
@@ -135,6 +143,9 @@ func (s Spec) withDefaults() Spec {
 	}
 	if s.Budget.IptablesMaxPods == 0 {
 		s.Budget.IptablesMaxPods = 10000
+	}
+	if s.Budget.IptablesMaxRules == 0 {
+		s.Budget.IptablesMaxRules = 300000
 	}
 	if s.Budget.MaxPhase == 0 {
 		s.Budget.MaxPhase = Duration(90 * time.Second)
