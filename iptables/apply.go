@@ -1,6 +1,7 @@
 package iptables
 
 import (
+	"errors"
 	"fmt"
 
 	"netpolbench/policy"
@@ -17,11 +18,12 @@ func (b *Backend) apply(p *plan) (policy.SyncStats, error) {
 	} else {
 		det["full"] = 0
 	}
-	rules, deletes := 0, 0
+	rules, deletes := p.appends, 0
 	for _, o := range p.ops {
-		if o.kind == opDelete {
+		switch o.kind {
+		case opDelete:
 			deletes++
-		} else {
+		case opInsert:
 			rules++
 		}
 	}
@@ -30,6 +32,10 @@ func (b *Backend) apply(p *plan) (policy.SyncStats, error) {
 	det["deletes"] = int64(deletes)
 	det["chains_removed"] = int64(len(p.remove))
 	det["set_members"] = int64(p.setMembers)
+	if p.overflow {
+		det["capped"] = 1
+		return b.finish(st), fmt.Errorf("%w: %d rules, over the limit of %d; nothing applied", ErrCapped, rules, p.maxRules)
+	}
 
 	if len(p.setLines) > 0 {
 		if err := b.ipsetRestore(p.setLines, det); err != nil {
@@ -40,8 +46,12 @@ func (b *Backend) apply(p *plan) (policy.SyncStats, error) {
 		var err error
 		if b.exec != nil {
 			var execs int
-			execs, err = b.exec.run(p, func(c string) bool { _, ok := b.chains[c]; return ok })
+			execs, err = b.exec.run(p, func(c string) bool { _, ok := b.chains[c]; return ok }, b.cfg.TimeLimit)
 			det["execs"] += int64(execs)
+			if errors.Is(err, ErrCapped) {
+				det["capped"] = 1
+				det["cap_ms"] = b.cfg.TimeLimit.Milliseconds()
+			}
 			det["lines"] = int64(len(p.declare) + len(p.ops) + len(p.remove))
 		} else {
 			payload := p.restorePayload()

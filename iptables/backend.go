@@ -38,7 +38,17 @@ type Config struct {
 	Runner Runner
 	// NoPartial makes every Update a full sync.
 	NoPartial bool
+	// MaxRules caps the rules one sync may write (0: no cap). A sync over the cap is counted
+	// exactly but not applied, and fails with ErrCapped.
+	MaxRules int
+	// TimeLimit caps the per-rule path (0: no cap): it stops issuing commands after this long
+	// and fails with ErrCapped, leaving what it applied so far (the next sync is full).
+	TimeLimit time.Duration
 }
+
+// ErrCapped is returned when a sync exceeds Config.MaxRules or Config.TimeLimit; the stats
+// then hold "capped" = 1 and the exact or partial counts.
+var ErrCapped = errors.New("sync capped")
 
 // Backend enforces a policy.State with iptables rules (and ipsets) and implements
 // policy.Backend.
@@ -79,6 +89,9 @@ func New(cfg Config) (*Backend, error) {
 	}
 	if cfg.Runner == nil {
 		return nil, errors.New("new iptables backend: no runner (want a NetnsRunner or a Fake)")
+	}
+	if cfg.MaxRules < 0 || cfg.TimeLimit < 0 {
+		return nil, errors.New("new iptables backend: MaxRules and TimeLimit must be >= 0")
 	}
 	b := &Backend{cfg: cfg}
 	switch cfg.Apply {
@@ -188,8 +201,7 @@ func (b *Backend) Sync(s *policy.State) (policy.SyncStats, error) {
 // (and, for ipsets, only the changed members). The choice is made up front; after any failure
 // the next call is a full sync.
 func (b *Backend) Update(s *policy.State, d *policy.Delta) (policy.SyncStats, error) {
-	if !b.synced || b.needFull || b.cfg.NoPartial || d == nil || len(d.CIDRsAdded)+len(d.CIDRsRemoved) > 0 {
-		// ipBlock prefixes change which addresses every CIDR rule and exclusion chain holds.
+	if !b.synced || b.needFull || b.cfg.NoPartial || d == nil {
 		retry := b.needFull
 		st, err := b.Sync(s)
 		if retry && st.Detail != nil {
@@ -249,7 +261,7 @@ func (b *Backend) Close() error {
 
 // fullPlan writes the whole ruleset.
 func (b *Backend) fullPlan(s *policy.State) (*plan, error) {
-	p := &plan{full: true}
+	p := &plan{full: true, maxRules: b.cfg.MaxRules}
 	g := newGen(s, b.cfg.Variant)
 	desired := map[string]bool{}
 	declare := func(c string) {
@@ -350,7 +362,7 @@ func (b *Backend) fillSet(p *plan, ss setSpec) {
 
 // partialPlan writes only what d changed.
 func (b *Backend) partialPlan(s *policy.State, d *policy.Delta) (*plan, error) {
-	p := &plan{}
+	p := &plan{maxRules: b.cfg.MaxRules}
 	g := newGen(s, b.cfg.Variant)
 	removedRS := map[policy.RuleSetID]bool{}
 	for _, id := range d.RuleSetsRemoved {
@@ -374,6 +386,20 @@ func (b *Backend) partialPlan(s *policy.State, d *policy.Delta) (*plan, error) {
 		changedIDs[m.Identity] = true
 	}
 	podsChanged := len(changedIDs) > 0 || len(d.EndpointsAdded)+len(d.EndpointsRemoved) > 0
+	// A new or removed ipBlock prefix changes which addresses every CIDR and world peer holds
+	// (the longest prefix decides): rewrite every rule set with such a peer and the exclusion
+	// chains.
+	cidrChanged := len(d.CIDRsAdded)+len(d.CIDRsRemoved) > 0
+	if cidrChanged {
+		for _, rs := range s.RuleSets() {
+			for _, e := range rs.Entries {
+				if e.Peer.IsCIDR() || e.Peer == policy.IdentityWorld {
+					rewrite[rs.ID] = true
+					break
+				}
+			}
+		}
+	}
 	// memberSets lists, per identity, the hash:ip sets of rule sets that are not rewritten.
 	memberSets := map[policy.Identity][]string{}
 	for _, rs := range s.RuleSets() {
@@ -429,6 +455,25 @@ func (b *Backend) partialPlan(s *policy.State, d *policy.Delta) (*plan, error) {
 		if _, ok := b.chains[c]; ok {
 			declare(c)
 			p.remove = append(p.remove, c)
+		}
+	}
+	if cidrChanged && b.cfg.Variant == VariantIPTables {
+		n := len(p.declare)
+		g.ci.exclusionChains(p)
+		keep := map[string]bool{}
+		for _, c := range p.declare[n:] {
+			declared[c] = true
+			keep[c] = true
+		}
+		var stale []string
+		for c := range b.chains {
+			if strings.HasPrefix(c, "NPB-X") && !keep[c] {
+				stale = append(stale, c)
+			}
+		}
+		sort.Strings(stale)
+		for _, c := range stale {
+			removeChain(c)
 		}
 	}
 	ids := sortedIDs(rewrite)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	goipt "github.com/coreos/go-iptables/iptables"
 )
@@ -13,7 +14,8 @@ import (
 // whole table (legacy) or revalidate it (nft), so a sync of n rules costs O(n²).
 type ruleExec interface {
 	// run applies p and returns how many processes it started.
-	run(p *plan, exists func(chain string) bool) (int, error)
+	// A limit > 0 stops it after that long with ErrCapped.
+	run(p *plan, exists func(chain string) bool, limit time.Duration) (int, error)
 }
 
 func newRuleExec(r Runner, m Mode) (ruleExec, error) {
@@ -29,8 +31,15 @@ type goIPTablesExec struct {
 	mode Mode
 }
 
-func (x *goIPTablesExec) run(p *plan, exists func(string) bool) (int, error) {
+func (x *goIPTablesExec) run(p *plan, exists func(string) bool, limit time.Duration) (int, error) {
 	execs := 0
+	start := time.Now()
+	over := func() error {
+		if limit > 0 && time.Since(start) > limit {
+			return fmt.Errorf("%w: per-rule path stopped after %s and %d commands", ErrCapped, limit, execs)
+		}
+		return nil
+	}
 	err := x.doer.Do(func() error {
 		ipt, err := goipt.New(goipt.Path(x.mode.Binary("")))
 		execs++ // New runs --version
@@ -38,6 +47,9 @@ func (x *goIPTablesExec) run(p *plan, exists func(string) bool) (int, error) {
 			return fmt.Errorf("start go-iptables: %w", err)
 		}
 		for _, c := range p.declare {
+			if err := over(); err != nil {
+				return err
+			}
 			if exists(c) {
 				execs++ // ClearChain tries -N first, then flushes
 			}
@@ -47,6 +59,9 @@ func (x *goIPTablesExec) run(p *plan, exists func(string) bool) (int, error) {
 			}
 		}
 		for _, o := range p.ops {
+			if err := over(); err != nil {
+				return err
+			}
 			execs++
 			var err error
 			switch o.kind {
@@ -78,9 +93,13 @@ type runnerExec struct {
 	mode Mode
 }
 
-func (x *runnerExec) run(p *plan, exists func(string) bool) (int, error) {
+func (x *runnerExec) run(p *plan, exists func(string) bool, limit time.Duration) (int, error) {
 	execs := 0
+	start := time.Now()
 	do := func(args ...string) error {
+		if limit > 0 && time.Since(start) > limit {
+			return fmt.Errorf("%w: per-rule path stopped after %s and %d commands", ErrCapped, limit, execs)
+		}
 		execs++
 		_, stderr, err := x.r.Run(x.mode.Binary(""), append([]string{"-w", "-t", "filter"}, args...), nil)
 		if err != nil {

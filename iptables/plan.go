@@ -75,6 +75,10 @@ type plan struct {
 	setDelta  []setCount
 	// after updates the backend's view of the kernel once the sync succeeded.
 	after func()
+	// appends counts appended rules; past maxRules (if > 0) the plan only counts and
+	// overflow is set.
+	appends, maxRules int
+	overflow          bool
 }
 
 type setCount struct {
@@ -83,12 +87,36 @@ type setCount struct {
 }
 
 func (p *plan) rule(chain string, args ...string) {
+	p.appends++
+	if p.maxRules > 0 && p.appends > p.maxRules {
+		// Over the cap: keep counting, stop holding rules (at 10,000 pods the per-IP variant
+		// would hold gigabytes).
+		p.overflow = true
+		p.ops = nil
+		return
+	}
 	p.ops = append(p.ops, op{kind: opAppend, chain: chain, args: args})
 }
 
 // restorePayload renders the filter-table part for iptables-restore --noflush.
 func (p *plan) restorePayload() []byte {
+	// Size the buffer first: at 10,000 pods a payload runs to gigabytes, and growing by
+	// doubling would copy it several times.
+	size := len("*filter\nCOMMIT\n")
+	for _, c := range p.declare {
+		size += len(c) + 9
+	}
+	for _, o := range p.ops {
+		size += len(o.chain) + 6
+		for _, a := range o.args {
+			size += len(a) + 3
+		}
+	}
+	for _, c := range p.remove {
+		size += len(c) + 4
+	}
 	var b bytes.Buffer
+	b.Grow(size)
 	b.WriteString("*filter\n")
 	for _, c := range p.declare {
 		fmt.Fprintf(&b, ":%s - [0:0]\n", c)

@@ -1,0 +1,48 @@
+package iptables
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+// TestCappedSyncsReportTheCapAndApplyNothingOverTheRuleLimit checks both caps: a sync over
+// MaxRules counts its rules exactly and applies nothing; the per-rule path stops at TimeLimit.
+func TestCappedSyncsReportTheCapAndApplyNothingOverTheRuleLimit(t *testing.T) {
+	_, comp := mustGenerated(t, "small", 100)
+	ref := NewFake()
+	rb := mustBackend(t, Config{Variant: VariantIPTables, Runner: ref})
+	full, err := rb.Sync(comp.State())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name      string
+		cfg       Config
+		wantRules int64 // exact count expected in Detail["rules"]; -1: not checked
+		wantEmpty bool
+	}{
+		{"RuleCapCountsExactlyAndAppliesNothing", Config{Variant: VariantIPTables, MaxRules: int(full.Detail["rules"] / 2)}, full.Detail["rules"], true},
+		{"TimeCapStopsThePerRulePath", Config{Variant: VariantIPTables, Apply: ApplyPerRule, TimeLimit: time.Nanosecond}, -1, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := NewFake()
+			tc.cfg.Runner = f
+			b := mustBackend(t, tc.cfg)
+			st, err := b.Sync(comp.State())
+			if !errors.Is(err, ErrCapped) {
+				t.Fatalf("error %v, want ErrCapped", err)
+			}
+			if st.Detail["capped"] != 1 {
+				t.Errorf("stats do not record the cap: %v", st.Detail)
+			}
+			if tc.wantRules >= 0 && st.Detail["rules"] != tc.wantRules {
+				t.Errorf("capped sync counted %d rules, the uncapped one wrote %d", st.Detail["rules"], tc.wantRules)
+			}
+			if _, rules, _, _ := f.Counts(); tc.wantEmpty && rules != 0 {
+				t.Errorf("capped sync applied %d rules", rules)
+			}
+		})
+	}
+}
