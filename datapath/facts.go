@@ -105,6 +105,15 @@ const (
 var reasonNames = [...]string{"allow-new", "allow-established", "allow-reply", "allow-self", "allow-not-enforced",
 	"Policy denied", "Invalid packet"}
 
+// Reasons lists every reason in counter order.
+func Reasons() []Reason {
+	out := make([]Reason, numReasons)
+	for i := range out {
+		out[i] = Reason(i)
+	}
+	return out
+}
+
 func (r Reason) String() string {
 	if int(r) < len(reasonNames) {
 		return reasonNames[r]
