@@ -107,12 +107,12 @@ func latencyHeadline(run *results.Run) []string {
 			verdict = " for " + map[string]string{results.VerdictAllow: "allowed", results.VerdictDeny: "denied"}[best.verdict] + " new flows"
 		}
 		if rv <= 0 {
-			out = append(out, fmt.Sprintf("At %s pods %s' p99 %s is %s%s; %s's is below the floor's resolution.",
-				fmtCount(float64(best.pods)), b, what, fmtNS(hv), verdict, ref))
+			out = append(out, fmt.Sprintf("At %s pods %s p99 %s is %s%s; %s is below the floor's resolution.",
+				fmtCount(float64(best.pods)), possessive(b), what, fmtNS(hv), verdict, possessive(ref)))
 			continue
 		}
-		out = append(out, fmt.Sprintf("At %s pods %s' p99 %s is %s× %s's%s (%s vs %s).",
-			fmtCount(float64(best.pods)), b, what, ratioText(hv/rv), ref, verdict, fmtNS(hv), fmtNS(rv)))
+		out = append(out, fmt.Sprintf("At %s pods %s p99 %s is %s× %s%s (%s vs %s).",
+			fmtCount(float64(best.pods)), possessive(b), what, ratioText(hv/rv), possessive(ref), verdict, fmtNS(hv), fmtNS(rv)))
 	}
 	return out
 }
@@ -127,18 +127,51 @@ func ratioText(r float64) string {
 	return trim(r, 1)
 }
 
+// fitHeadline names the growth orders a reader looks for first: rules, policy map entries and
+// per-packet cost; the scaling section lists every fit.
 func fitHeadline(run *results.Run) string {
+	categories := []struct {
+		match func(results.Fit) bool
+	}{
+		{func(f results.Fit) bool {
+			return strings.Contains(f.Metric, "rules") && !strings.Contains(f.Metric, "bytes")
+		}},
+		{func(f results.Fit) bool {
+			return strings.Contains(f.Metric, "entries") && f.XLabel == "identities"
+		}},
+		{func(f results.Fit) bool {
+			return strings.Contains(f.Metric, "per-packet") || strings.Contains(f.Metric, "above floor")
+		}},
+	}
 	var parts []string
-	for _, f := range run.Fits {
-		if len(f.Points) < 2 {
-			continue
+	used := map[int]bool{}
+	for _, c := range categories {
+		for i, f := range run.Fits {
+			if !used[i] && len(f.Points) >= 2 && c.match(f) {
+				used[i] = true
+				parts = append(parts, fmt.Sprintf("%s %s grow as %s^%s", f.Backend, f.Metric, f.XLabel, trim(f.Exponent, 2)))
+			}
 		}
-		parts = append(parts, fmt.Sprintf("%s %s grow as %s^%s (R² %s)", f.Backend, f.Metric, f.XLabel, trim(f.Exponent, 2), trim(f.R2, 2)))
+	}
+	if len(parts) == 0 {
+		for _, f := range run.Fits {
+			if len(f.Points) >= 2 && len(parts) < 3 {
+				parts = append(parts, fmt.Sprintf("%s %s grow as %s^%s", f.Backend, f.Metric, f.XLabel, trim(f.Exponent, 2)))
+			}
+		}
 	}
 	if len(parts) == 0 {
 		return ""
 	}
 	return "Growth: " + strings.Join(parts, "; ") + "."
+}
+
+// possessive is "iptables'" or "ebpf's".
+func possessive(name string) string {
+	if strings.HasSuffix(name, "s") {
+		return name + "'"
+	}
+	return name + "'s"
 }
 
 func updateHeadline(run *results.Run, event string) string {
@@ -182,8 +215,16 @@ func updateHeadline(run *results.Run, event string) string {
 }
 
 func churnHeadline(run *results.Run) string {
+	// Only each backend's largest scale: the table in the churn section has the rest.
+	largest := map[string]int{}
+	for _, tl := range run.Churn {
+		largest[tl.Backend] = max(largest[tl.Backend], tl.Pods)
+	}
 	var parts []string
 	for _, tl := range run.Churn {
+		if tl.Pods != largest[tl.Backend] {
+			continue
+		}
 		var sent, lost int64
 		worst := 0.0
 		for _, p := range tl.Points {

@@ -310,8 +310,8 @@ func legendRoom(a *plot.Axis, n int, height vg.Length) {
 	if n == 0 || a.Min <= 0 || a.Max <= a.Min {
 		return
 	}
-	// About 11pt per legend row, against roughly 70% of the figure for the data area.
-	f := math.Min(0.6, (float64(n)*11+6)/(0.7*height.Points()))
+	// About 12pt per legend row, against roughly 70% of the figure for the data area.
+	f := math.Min(0.6, (float64(n)*12+10)/(0.7*height.Points()))
 	decades := math.Log10(a.Max / a.Min)
 	a.Max = niceUp(a.Min * math.Pow(10, decades/(1-f)))
 }

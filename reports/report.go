@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"maps"
 	"math"
 	"sort"
 	"strings"
@@ -209,7 +210,7 @@ func (b *builder) latencyTables() (Section, error) {
 		byKind[h.Kind] = append(byKind[h.Kind], h)
 	}
 	for _, k := range kinds {
-		t := Table{Caption: "Kind: " + k, Head: []string{"Backend", "Pods", "Verdict", "Flow", "Count", "p50", "p90", "p99", "p99.9", "Max", "p50 above floor", "p99 above floor", "Raw"}}
+		t := Table{Caption: "Kind: " + k, Head: []string{"Backend", "Pods", "Verdict", "Flow", "Count", "p50", "p90", "p99", "p99.9", "Max", "p50 above floor", "p99 above floor", "Labels", "Raw"}}
 		for _, h := range byKind[k] {
 			above50, above99 := "–", "–"
 			if h.AboveFloor != nil {
@@ -217,7 +218,7 @@ func (b *builder) latencyTables() (Section, error) {
 			}
 			t.Rows = append(t.Rows, []Cell{txt(h.Backend), num(fmtCount(float64(h.Pods))), txt(h.Verdict), txt(h.Flow),
 				num(fmtCount(float64(h.Count))), num(fmtNS(h.Percentiles.P50)), num(fmtNS(h.Percentiles.P90)), num(fmtNS(h.Percentiles.P99)),
-				num(fmtNS(h.Percentiles.P999)), num(fmtNS(float64(h.Max))), num(above50), num(above99), txt(h.HgrmPath)})
+				num(fmtNS(h.Percentiles.P999)), num(fmtNS(float64(h.Max))), num(above50), num(above99), txt(labelText(h)), txt(h.HgrmPath)})
 		}
 		s.Tables = append(s.Tables, t)
 	}
@@ -226,7 +227,7 @@ func (b *builder) latencyTables() (Section, error) {
 
 func (b *builder) latencyDistributions() (Section, error) {
 	s := Section{ID: "distributions", Title: "Per-packet cost distributions",
-		Intro: "Percentile curves per backend on log axes (x: percentile, y: time per packet), one line per scale and verdict; dashed lines are denied packets. Read the tail on the right."}
+		Intro: "Percentile curves per backend on log axes (x: percentile, y: time per packet), colour by scale, line style by verdict, flow state and labels. Read the tail on the right."}
 	groups := map[string][]results.Histogram{}
 	var keys []string
 	for _, h := range latencyOrder(b.run.Latency) {
@@ -246,12 +247,19 @@ func (b *builder) latencyDistributions() (Section, error) {
 	for _, key := range keys {
 		hs := groups[key]
 		backend, kind := hs[0].Backend, hs[0].Kind
-		p := newPlot(backend+": "+kind, "percentile", "time per packet")
+		p := newPlot(backend+": "+kind, "percentile", yLabelOf(kind))
 		logAxis(&p.Y, fmtNS)
 		logAxis(&p.X, percentileTickLabel)
 		p.X.Tick.Marker = plot.ConstantTicks{{Value: 1, Label: "0%"}, {Value: 2, Label: "50%"}, {Value: 10, Label: "90%"},
 			{Value: 100, Label: "99%"}, {Value: 1000, Label: "99.9%"}, {Value: 10000, Label: "99.99%"}}
 		scales := scaleIndex(hs)
+		fields := varyingFields(hs)
+		styles := map[string]int{}
+		for _, h := range hs {
+			if _, ok := styles[variant(h, fields)]; !ok {
+				styles[variant(h, fields)] = len(styles)
+			}
+		}
 		for _, h := range hs {
 			xy, err := curveOf(h)
 			if err != nil {
@@ -266,11 +274,9 @@ func (b *builder) latencyDistributions() (Section, error) {
 			}
 			l.Color = palette[scales[h.Pods]%len(palette)]
 			l.Width = vg.Points(1.5)
-			if h.Verdict == results.VerdictDeny {
-				dashed(l)
-			}
+			l.Dashes = dashPatterns[styles[variant(h, fields)]%len(dashPatterns)]
 			p.Add(l)
-			p.Legend.Add(fmt.Sprintf("%s pods %s %s", fmtCount(float64(h.Pods)), h.Verdict, h.Flow), l)
+			p.Legend.Add(strings.TrimSpace(fmtCount(float64(h.Pods))+" pods "+variant(h, fields)), l)
 		}
 		p.X.Min, p.X.Max = 1, 10000
 		fixLogRange(&p.Y)
@@ -321,15 +327,21 @@ func scaleIndex(hs []results.Histogram) map[int]int {
 
 func (b *builder) latencyBoxes() (Section, error) {
 	s := Section{ID: "boxes", Title: "Per-packet cost by backend and scale",
-		Intro: "Box plots (median, quartiles, 1.5 IQR whiskers, outliers) per backend and scale on a log axis, drawn from the recorded histograms; the floor's box is the stamping cost alone."}
-	type key struct{ kind, verdict string }
-	groups := map[key][]results.Histogram{}
-	var keys []key
+		Intro: "Box plots (median, quartiles, 1.5 IQR whiskers, outliers) per backend and scale on a log axis, drawn from the recorded histograms, one plot per kind, verdict, flow state and test; the floor's box is the stamping cost alone."}
+	// Group by everything but backend, scale and attach point, so backends measured at different
+	// hooks still share a plot (each next to its own floor).
+	groupKey := func(h results.Histogram) string {
+		l := maps.Clone(h.Labels)
+		delete(l, "attach")
+		return strings.Join([]string{h.Kind, h.Verdict, h.Flow, labelText(results.Histogram{Labels: l})}, "\x00")
+	}
+	groups := map[string][]results.Histogram{}
+	var keys []string
 	for _, h := range latencyOrder(b.run.Latency) {
 		if h.Count == 0 || h.Encoded == "" {
 			continue
 		}
-		k := key{h.Kind, h.Verdict}
+		k := groupKey(h)
 		if _, ok := groups[k]; !ok {
 			keys = append(keys, k)
 		}
@@ -341,14 +353,19 @@ func (b *builder) latencyBoxes() (Section, error) {
 	}
 	for _, k := range keys {
 		hs := groups[k]
-		title := k.kind
-		if k.verdict != "" {
-			title += ", " + k.verdict
+		h0 := hs[0]
+		var tparts []string
+		for _, v := range []string{h0.Kind, h0.Verdict, h0.Flow, h0.Labels["test"]} {
+			if v != "" {
+				tparts = append(tparts, v)
+			}
 		}
-		p := newPlot(title, "", "time per packet")
+		title := strings.Join(tparts, ", ")
+		fields := varyingFields(hs)
+		p := newPlot(title, "", yLabelOf(h0.Kind))
 		logAxis(&p.Y, fmtNS)
 		var names []string
-		for i, h := range hs {
+		for _, h := range hs {
 			d, err := h.Decode()
 			if err != nil {
 				continue // the percentile table and curves still show its summary
@@ -364,22 +381,18 @@ func (b *builder) latencyBoxes() (Section, error) {
 			bp.FillColor = b.col.of(h.Backend)
 			bp.GlyphStyle.Radius = vg.Points(1.2)
 			p.Add(bp)
-			name := fmt.Sprintf("%s %s", h.Backend, fmtCount(float64(h.Pods)))
-			if h.Flow != "" && h.Flow != results.FlowNew {
-				name += " " + h.Flow
-			}
-			names = append(names, name)
-			_ = i
+			names = append(names, strings.TrimSpace(fmt.Sprintf("%s %s %s", h.Backend, fmtCount(float64(h.Pods)), variant(h, fields))))
 		}
 		if len(names) == 0 {
 			continue
 		}
 		p.NominalX(names...)
+		p.X.Min, p.X.Max = -0.6, float64(len(names))-0.4
 		p.X.Tick.Label.Rotation = math.Pi / 5
 		p.X.Tick.Label.XAlign = -0.9
 		p.X.Tick.Label.YAlign = -0.3
 		fixLogRange(&p.Y)
-		width := vg.Length(math.Max(15, 1.3*float64(len(names)))) * vg.Centimeter
+		width := vg.Length(math.Max(15, 1.4*float64(len(names)))) * vg.Centimeter
 		f, err := b.fig("Box plot: "+title, "Per backend and scale: "+title+".", p, width, 10*vg.Centimeter)
 		if err != nil {
 			return s, err
@@ -899,4 +912,15 @@ func (b *builder) environment() (Section, error) {
 		s.Tables = append(s.Tables, ct)
 	}
 	return s, nil
+}
+
+// yLabelOf names what one value of a histogram of the given kind is.
+func yLabelOf(kind string) string {
+	switch kind {
+	case results.KindRoundTrip:
+		return "round-trip time"
+	case results.KindTestRunBatchMeans:
+		return "mean time per run (batch)"
+	}
+	return "time per packet"
 }
