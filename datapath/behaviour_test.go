@@ -392,6 +392,70 @@ func TestCloseLeaksNoFileDescriptors(t *testing.T) {
 func TestAttachTCXInOwnNamespace(t *testing.T) {
 	c, _ := ctCluster(t, 80)
 	d := mustSynced(t, mustCompile(t, c).State(), Options{TCXNext: true})
+	l := inOwnNamespaceWithVeth(t)
+	closer, err := d.Attach(l.Attrs().Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
+		res, err := link.QueryPrograms(link.QueryOptions{Target: l.Attrs().Index, Attach: at})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Programs) != 1 {
+			t.Fatalf("%s: %d programs attached, want 1", at, len(res.Programs))
+		}
+	}
+	if err := closer.Close(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := link.QueryPrograms(link.QueryOptions{Target: l.Attrs().Index, Attach: ebpf.AttachTCXIngress})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Programs) != 0 {
+		t.Fatalf("%d programs still attached after Close", len(res.Programs))
+	}
+}
+
+// TestAttachTCInOwnNamespace attaches both programs as clsact filters (the pre-6.6 path) to a
+// veth inside a namespace the test creates, checks the kernel lists them, and detaches.
+func TestAttachTCInOwnNamespace(t *testing.T) {
+	c, _ := ctCluster(t, 80)
+	d := mustSynced(t, mustCompile(t, c).State(), Options{})
+	l := inOwnNamespaceWithVeth(t)
+	closer, err := d.AttachTC(l.Attrs().Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, parent := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
+		fs, err := netlink.FilterList(l, parent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(fs) != 1 {
+			t.Fatalf("parent %x: %d filters, want 1", parent, len(fs))
+		}
+	}
+	if err := closer.Close(); err != nil {
+		t.Fatal(err)
+	}
+	qs, err := netlink.QdiscList(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range qs {
+		if q.Type() == "clsact" {
+			t.Fatal("clsact qdisc left behind after Close")
+		}
+	}
+}
+
+// inOwnNamespaceWithVeth moves the test's thread into a new network namespace with a veth
+// pair npb0/npb1 and returns npb0; cleanup moves the thread back (the namespace and its
+// links vanish with its last reference).
+func inOwnNamespaceWithVeth(t *testing.T) netlink.Link {
+	t.Helper()
 	runtime.LockOSThread()
 	orig, err := netns.Get()
 	if err != nil {
@@ -420,27 +484,5 @@ func TestAttachTCXInOwnNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	closer, err := d.AttachTCX(l.Attrs().Index)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
-		res, err := link.QueryPrograms(link.QueryOptions{Target: l.Attrs().Index, Attach: at})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(res.Programs) != 1 {
-			t.Fatalf("%s: %d programs attached, want 1", at, len(res.Programs))
-		}
-	}
-	if err := closer.Close(); err != nil {
-		t.Fatal(err)
-	}
-	res, err := link.QueryPrograms(link.QueryOptions{Target: l.Attrs().Index, Attach: ebpf.AttachTCXIngress})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(res.Programs) != 0 {
-		t.Fatalf("%d programs still attached after Close", len(res.Programs))
-	}
+	return l
 }

@@ -9,6 +9,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"netpolbench/policy"
 )
@@ -247,3 +249,46 @@ func (d *Datapath) AttachTCX(ifindex int) (io.Closer, error) {
 	}
 	return closers{in, out}, nil
 }
+
+// AttachTC attaches like AttachTCX but through a clsact qdisc and direct-action cls_bpf
+// filters (Linux 4.5), for kernels without TCX. Close deletes the filters, and the qdisc when
+// AttachTC created it. The caller is in the interface's network namespace.
+func (d *Datapath) AttachTC(ifindex int) (io.Closer, error) {
+	qdisc := &netlink.Clsact{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ifindex,
+		Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}}
+	var cl closers
+	if err := netlink.QdiscAdd(qdisc); err == nil {
+		cl = append(cl, closerFunc(func() error { return netlink.QdiscDel(qdisc) }))
+	} else if !errors.Is(err, unix.EEXIST) {
+		return nil, fmt.Errorf("add clsact qdisc to ifindex %d: %w", ifindex, err)
+	}
+	for _, f := range []struct {
+		parent uint32
+		prog   *ebpf.Program
+		name   string
+	}{{netlink.HANDLE_MIN_INGRESS, d.objs.FromContainer, "from_container"}, {netlink.HANDLE_MIN_EGRESS, d.objs.ToContainer, "to_container"}} {
+		filter := &netlink.BpfFilter{
+			FilterAttrs: netlink.FilterAttrs{LinkIndex: ifindex, Parent: f.parent, Handle: netlink.MakeHandle(0, 1),
+				Protocol: unix.ETH_P_ALL, Priority: 1},
+			Fd: f.prog.FD(), Name: f.name, DirectAction: true,
+		}
+		if err := netlink.FilterAdd(filter); err != nil {
+			return nil, errors.Join(fmt.Errorf("add %s filter to ifindex %d: %w", f.name, ifindex, err), cl.Close())
+		}
+		cl = append(cl, closerFunc(func() error { return netlink.FilterDel(filter) }))
+	}
+	return cl, nil
+}
+
+// Attach uses TCX where the kernel has it (6.6) and clsact filters otherwise.
+func (d *Datapath) Attach(ifindex int) (io.Closer, error) {
+	c, err := d.AttachTCX(ifindex)
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		return d.AttachTC(ifindex)
+	}
+	return c, err
+}
+
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
