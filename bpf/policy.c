@@ -193,9 +193,19 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 	case PROTO_SCTP:
 		p->pbit = PBIT_SCTP;
 		break;
-	case PROTO_ICMP:
+	case PROTO_ICMP: {
+		/* ICMP has no port for policy. For conntrack only, an echo request or reply uses its
+		 * identifier as both ports, so a reply finds its request's entry and an unrelated
+		 * ICMP packet from the other side does not. */
+		__u8 *icmp = (void *)ip + ihl;
 		p->pbit = PBIT_ICMP;
+		if (!(ip->frag_off & bpf_htons(0x1fff)) && (void *)(icmp + 8) <= end &&
+		    (icmp[0] == 8 || icmp[0] == 0)) {
+			p->sport = *(__u16 *)(icmp + 4);
+			p->dport = p->sport;
+		}
 		return 0;
+	}
 	default:
 		p->pbit = PBIT_OTHER;
 		return 0;

@@ -135,6 +135,35 @@ func TestConntrack(t *testing.T) {
 	}
 }
 
+// TestICMPEchoReplyPassesButNotAnotherEcho: the reply to an allowed echo request matches its
+// entry by identifier; an echo request from the other side with another identifier is a new,
+// denied flow.
+func TestICMPEchoReplyPassesButNotAnotherEcho(t *testing.T) {
+	ns, pods := semanticPods()
+	c := buildCluster(t, ns, pods, []*networkingv1.NetworkPolicy{
+		netpol("x", "a", map[string]string{"app": "a"}, ingressOnly, nil, nil),
+		netpol("x", "b", map[string]string{"app": "b"}, ingressOnly, []networkingv1.NetworkPolicyIngressRule{{}}, nil)})
+	d := mustSynced(t, mustCompile(t, c).State(), Options{CT: CTFull})
+	echo := func(src, dst netip.Addr, typ uint8, id uint16) []byte {
+		p := mustPacket(t, src, dst, policy.ProtoICMP, id, 0, 0)
+		p[34] = typ
+		return p
+	}
+	for _, tc := range []struct {
+		name string
+		pkt  []byte
+		want policy.Verdict
+	}{
+		{"RequestAToB", echo(ipA, ipB, 8, 7), policy.Allow},
+		{"ReplyBToA", echo(ipB, ipA, 0, 7), policy.Allow},
+		{"RequestBToAOtherID", echo(ipB, ipA, 8, 9), policy.Deny},
+	} {
+		if v := mustVerdict(t, d, tc.pkt); v != tc.want {
+			t.Fatalf("%s: got %s, want %s", tc.name, v, tc.want)
+		}
+	}
+}
+
 // TestEstablishedFlowSurvivesUnrelatedChurn: an epoch change re-checks the next forward packet,
 // which the unchanged policy still allows.
 func TestEstablishedFlowSurvivesUnrelatedChurn(t *testing.T) {
