@@ -62,9 +62,10 @@ func (r *Runner) closeBed() {
 }
 
 // trafficFlows samples TCP flows the testbed can send: n allowed and n denied.
-func trafficFlows(st *policy.State, seed uint64, n int) (allow, deny []policy.Flow) {
+func trafficFlows(st *policy.State, seed uint64, nAllow, nDeny int) (allow, deny []policy.Flow) {
 	rng := rand.New(rand.NewPCG(seed, 0x737461))
-	a, d := flowClasses(st, rng, n)
+	a, d := flowClasses(st, rng, max(nAllow, nDeny))
+	a, d = a[:min(len(a), nAllow)], d[:min(len(d), nDeny)]
 	for _, f := range a {
 		if testbed.CanSend(f) == nil {
 			allow = append(allow, f)
@@ -97,7 +98,9 @@ func (r *Runner) floors(ctx context.Context, pods int, st *policy.State) {
 // attached at attach, and records every sampled packet. With floor set, the stamps surround
 // the empty step instead of a backend.
 func (r *Runner) stamped(ctx context.Context, bed *testbed.Testbed, backend, attach string, pods int, st *policy.State, floor bool) error {
-	allow, deny := trafficFlows(st, r.Spec.Seed, max(1, r.Spec.Packets/4))
+	// An allowed flow is a handshake and a close (about six stamped packets), a denied one a
+	// single SYN that costs the probe's whole timeout; size both so the phase takes seconds.
+	allow, deny := trafficFlows(st, r.Spec.Seed, max(1, r.Spec.Packets/6), max(1, r.Spec.Packets/4))
 	if len(allow)+len(deny) == 0 {
 		return errors.New("no flows the testbed can send")
 	}
@@ -131,7 +134,9 @@ func (r *Runner) stamped(ctx context.Context, bed *testbed.Testbed, backend, att
 	flows := append(append([]policy.Flow(nil), allow...), deny...)
 	pctx, cancel := context.WithTimeout(ctx, time.Duration(r.Spec.Duration)+30*time.Second)
 	defer cancel()
-	delivered, err := bed.Probe(pctx, flows, testbed.ProbeOptions{Timeout: 200 * time.Millisecond, Concurrency: 32})
+	t0 := time.Now()
+	delivered, err := bed.Probe(pctx, flows, testbed.ProbeOptions{Timeout: 150 * time.Millisecond, Concurrency: 64})
+	r.logf("bench: %s at %d pods (%s): %d flows probed in %s", backend, pods, attach, len(flows), time.Since(t0).Truncate(time.Millisecond))
 	if err != nil {
 		return fmt.Errorf("send stamped traffic: %w", err)
 	}

@@ -34,13 +34,14 @@ type Spec struct {
 	Backends []string `json:"backends"`
 	// Samples is how many times each timing is repeated (default 5).
 	Samples int `json:"samples,omitempty"`
-	// Duration bounds each traffic phase (stamped packets, round trips, churn under load).
+	// Duration bounds each traffic phase (round trips, throughput, churn under load; default 2s).
 	Duration Duration `json:"duration,omitempty"`
-	// Packets bounds the packets of each stamped traffic class (default 2000).
+	// Packets sizes the stamped traffic (about Packets/6 allowed flows of six packets and
+	// Packets/4 denied SYNs) and bounds the round trips (default 1000).
 	Packets int `json:"packets,omitempty"`
-	// ChurnEvents is the number of events applied per event type (default 5).
+	// ChurnEvents is the number of events applied per event type (default 3).
 	ChurnEvents int `json:"churnEvents,omitempty"`
-	// ScaleBurst is the number of pods in a scale-up or scale-down burst (default 20).
+	// ScaleBurst is the number of pods in a scale-up or scale-down burst (default 10).
 	ScaleBurst int `json:"scaleBurst,omitempty"`
 	// Budget caps the backends that do not scale.
 	Budget Budget `json:"budget,omitempty"`
@@ -58,7 +59,7 @@ type Budget struct {
 	// share of them).
 	IptablesMaxRules int `json:"iptablesMaxRules,omitempty"`
 	// MaxPhase bounds any single backend phase; a phase that passes it is cut short and capped
-	// (default 90s).
+	// (default 30s).
 	MaxPhase Duration `json:"maxPhase,omitempty"`
 }
 
@@ -130,16 +131,16 @@ func (s Spec) withDefaults() Spec {
 		s.Samples = 5
 	}
 	if s.Duration == 0 {
-		s.Duration = Duration(5 * time.Second)
+		s.Duration = Duration(2 * time.Second)
 	}
 	if s.Packets == 0 {
-		s.Packets = 2000
+		s.Packets = 1000
 	}
 	if s.ChurnEvents == 0 {
-		s.ChurnEvents = 5
+		s.ChurnEvents = 3
 	}
 	if s.ScaleBurst == 0 {
-		s.ScaleBurst = 20
+		s.ScaleBurst = 10
 	}
 	if s.Budget.IptablesMaxPods == 0 {
 		s.Budget.IptablesMaxPods = 10000
@@ -148,7 +149,7 @@ func (s Spec) withDefaults() Spec {
 		s.Budget.IptablesMaxRules = 300000
 	}
 	if s.Budget.MaxPhase == 0 {
-		s.Budget.MaxPhase = Duration(90 * time.Second)
+		s.Budget.MaxPhase = Duration(30 * time.Second)
 	}
 	return s
 }
