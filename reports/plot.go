@@ -24,6 +24,14 @@ type Figure struct {
 	Title   string
 	Caption string
 	SVG     template.HTML
+	// Legend, when set, is drawn in HTML under the plot (colour swatch and name).
+	Legend []LegendItem
+}
+
+// LegendItem is one entry of an HTML legend.
+type LegendItem struct {
+	Name  string
+	Color template.CSS
 }
 
 var sans = font.Font{Typeface: "Liberation", Variant: "Sans"}
@@ -287,21 +295,6 @@ var grey = color.RGBA{120, 120, 120, 255}
 // fade returns c at a quarter opacity, for filled areas under a line.
 func fade(c color.RGBA) color.RGBA {
 	return color.RGBA{c.R / 4, c.G / 4, c.B / 4, 64}
-}
-
-// swatch draws a filled square, a legend entry for box plots (whose own thumbnail is a box outline).
-type swatch struct{}
-
-func (swatch) DrawGlyph(c *draw.Canvas, sty draw.GlyphStyle, pt vg.Point) {
-	r := sty.Radius
-	var p vg.Path
-	p.Move(vg.Point{X: pt.X - r, Y: pt.Y - r})
-	p.Line(vg.Point{X: pt.X + r, Y: pt.Y - r})
-	p.Line(vg.Point{X: pt.X + r, Y: pt.Y + r})
-	p.Line(vg.Point{X: pt.X - r, Y: pt.Y + r})
-	p.Close()
-	c.SetColor(sty.Color)
-	c.Fill(p)
 }
 
 // legendRoom raises the top of a log y axis so a top-left legend of n entries sits above the data

@@ -397,6 +397,13 @@ func (b *builder) latencyBoxes() (Section, error) {
 		if err != nil {
 			return s, err
 		}
+		seenBackend := map[string]bool{}
+		for _, h := range hs {
+			if !seenBackend[h.Backend] {
+				seenBackend[h.Backend] = true
+				f.Legend = append(f.Legend, b.legendItem(h.Backend))
+			}
+		}
 		s.Figures = append(s.Figures, f)
 	}
 	return s, nil
@@ -423,7 +430,11 @@ func (b *builder) scaling() (Section, error) {
 		fits := groups[k]
 		p := newPlot(k, fits[0].XLabel, fits[0].Metric)
 		logAxis(&p.X, fmtCount)
-		logAxis(&p.Y, fmtCount)
+		yfmt := fmtCount
+		if m := fits[0].Metric; strings.HasSuffix(m, " ns") || strings.Contains(m, " ns ") {
+			yfmt = fmtNS
+		}
+		logAxis(&p.Y, yfmt)
 		for _, f := range fits {
 			var xy plotter.XYs
 			for _, pt := range f.Points {
@@ -431,7 +442,7 @@ func (b *builder) scaling() (Section, error) {
 					xy = append(xy, plotter.XY{X: pt.X, Y: pt.Y})
 				}
 			}
-			t.Rows = append(t.Rows, []Cell{txt(f.Backend), txt(f.Metric), txt(f.XLabel), num(trim(f.Exponent, 2)), num(trim(f.R2, 3)), num(fmt.Sprint(len(f.Points)))})
+			t.Rows = append(t.Rows, []Cell{txt(f.Backend), txt(f.Metric), txt(f.XLabel), num(trim(f.Exponent, 2)), num(r2Text(f)), num(fmt.Sprint(len(f.Points)))})
 			if len(xy) == 0 {
 				continue
 			}
@@ -460,13 +471,14 @@ func (b *builder) scaling() (Section, error) {
 				l.Color = c
 				dashed(l)
 				p.Add(l)
-				p.Legend.Add(fmt.Sprintf("%s: ∝ %s^%s (R² %s)", f.Backend, f.XLabel, trim(f.Exponent, 2), trim(f.R2, 3)), sc, l)
+				p.Legend.Add(fmt.Sprintf("%s: ∝ %s^%s (R² %s)", f.Backend, f.XLabel, trim(f.Exponent, 2), r2Text(f)), sc, l)
 			} else {
 				p.Legend.Add(f.Backend, sc)
 			}
 		}
 		fixLogRange(&p.X)
 		fixLogRange(&p.Y)
+		legendRoom(&p.Y, len(fits), 10*vg.Centimeter)
 		f, err := b.fig(k, "Log-log: "+k+", with fitted power laws.", p, 14*vg.Centimeter, 10*vg.Centimeter)
 		if err != nil {
 			return s, err
@@ -591,14 +603,7 @@ func (b *builder) updates() (Section, error) {
 			bp.GlyphStyle.Radius = vg.Points(1.2)
 			p.Add(bp)
 			drawn++
-			if !added[u.Backend] {
-				added[u.Backend] = true
-				sw, _ := plotter.NewScatter(plotter.XYs{})
-				sw.Color = b.col.of(u.Backend)
-				sw.Shape = swatch{}
-				sw.Radius = vg.Points(4)
-				p.Legend.Add(u.Backend, sw)
-			}
+			added[u.Backend] = true
 		}
 		if drawn == 0 {
 			continue
@@ -608,11 +613,16 @@ func (b *builder) updates() (Section, error) {
 		p.X.Tick.Label.Rotation = math.Pi / 6
 		p.X.Tick.Label.XAlign = -0.9
 		fixLogRange(&p.Y)
-		legendRoom(&p.Y, len(backends), 10*vg.Centimeter)
 		w := vg.Length(math.Max(15, 2*float64(len(events)))) * vg.Centimeter
 		f, err := b.fig(p.Title.Text, "Apply time samples per event type and backend (log axis).", p, w, 10*vg.Centimeter)
 		if err != nil {
 			return s, err
+		}
+		// The legend goes beside the plot: inside it would cover boxes at any height.
+		for _, be := range backends {
+			if added[be] {
+				f.Legend = append(f.Legend, b.legendItem(be))
+			}
 		}
 		s.Figures = append(s.Figures, f)
 	}
@@ -923,4 +933,17 @@ func yLabelOf(kind string) string {
 		return "mean time per run (batch)"
 	}
 	return "time per packet"
+}
+
+// r2Text prints a fit's R², which says nothing through two points (a line always passes through them).
+func r2Text(f results.Fit) string {
+	if len(f.Points) < 3 {
+		return "n/a, 2 points"
+	}
+	return trim(f.R2, 3)
+}
+
+func (b *builder) legendItem(name string) LegendItem {
+	c := b.col.of(name)
+	return LegendItem{Name: name, Color: template.CSS(fmt.Sprintf("#%02x%02x%02x", c.R, c.G, c.B))}
 }

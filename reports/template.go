@@ -48,6 +48,9 @@ section h2 { font-size:19px; margin:0 0 6px; padding-bottom:4px; border-bottom:1
 .figs { display:flex; flex-wrap:wrap; gap:18px; }
 figure { margin:0; padding:8px; border:1px solid var(--line); border-radius:4px; max-width:100%; overflow-x:auto; }
 figure svg.plot { display:block; max-width:100%; height:auto; }
+.legend { font-size:12px; margin:4px 0 0 8px; }
+.legend span { margin-right:14px; white-space:nowrap; }
+.legend i { display:inline-block; width:10px; height:10px; margin-right:4px; vertical-align:-1px; border:1px solid #333; }
 figcaption { font-size:12px; color:var(--muted); margin-top:4px; }
 .tablewrap { overflow-x:auto; margin:10px 0 16px; }
 table { border-collapse:collapse; font-size:13px; }
@@ -75,7 +78,7 @@ details > summary { cursor:pointer; color:var(--accent); margin:6px 0; }
 {{if .Intro}}<p class="intro">{{.Intro}}</p>{{end}}
 {{if .Empty}}<p class="empty">{{.Empty}}</p>{{end}}
 {{if .Figures}}<div class="figs">{{range .Figures}}
-<figure id="{{.ID}}" data-plot="{{.Title}}">{{.SVG}}<figcaption>{{.Caption}}</figcaption></figure>{{end}}
+<figure id="{{.ID}}" data-plot="{{.Title}}">{{.SVG}}{{if .Legend}}<div class="legend">{{range .Legend}}<span><i style="background:{{.Color}}"></i>{{.Name}}</span>{{end}}</div>{{end}}<figcaption>{{.Caption}}</figcaption></figure>{{end}}
 </div>{{end}}
 {{range .Tables}}{{if gt (len .Rows) 40}}<details><summary>{{if .Caption}}{{.Caption}}: {{end}}{{len .Rows}} rows</summary>{{end}}
 <div class="tablewrap"><table>{{if .Caption}}<caption>{{.Caption}}</caption>{{end}}
