@@ -400,25 +400,39 @@ func (b *Backend) partialPlan(s *policy.State, d *policy.Delta) (*plan, error) {
 			}
 		}
 	}
-	// memberSets lists, per identity, the hash:ip sets of rule sets that are not rewritten.
+	// Rule sets with named ports follow pods through their ports: rewrite them whole.
+	for _, rs := range s.RuleSets() {
+		if !podsChanged || rewrite[rs.ID] || removedRS[rs.ID] {
+			continue
+		}
+		for _, e := range rs.Entries {
+			if e.NamedPort != "" {
+				rewrite[rs.ID] = true
+				break
+			}
+		}
+	}
+	// The other rule sets whose peers gained or lost members are edited in place: ipset
+	// members are added and deleted; per-IP rules are inserted at the top of the chain and
+	// deleted by spec. Their order does not matter: every rule of a rule-set chain but the final
+	// DROP allows (or jumps to an exclusion chain that allows or returns).
 	memberSets := map[policy.Identity][]string{}
+	type memberRule struct {
+		rs *policy.RuleSet
+		e  policy.Entry
+	}
+	memberRules := map[policy.Identity][]memberRule{}
 	for _, rs := range s.RuleSets() {
 		if rewrite[rs.ID] || removedRS[rs.ID] {
 			continue
 		}
 		gi := groupIndex(rs)
 		for _, e := range rs.Entries {
-			if e.NamedPort != "" {
-				if podsChanged {
-					rewrite[rs.ID] = true
-				}
-				continue
-			}
-			if !changedIDs[e.Peer] {
+			if !changedIDs[e.Peer] || e.NamedPort != "" || e.Peer.IsCIDR() || !addressPeer(e.Peer) {
 				continue
 			}
 			if b.cfg.Variant == VariantIPTables {
-				rewrite[rs.ID] = true
+				memberRules[e.Peer] = append(memberRules[e.Peer], memberRule{rs, e})
 				continue
 			}
 			name := ipSetName(rs.ID, gi[entryKey(e)])
@@ -434,7 +448,7 @@ func (b *Backend) partialPlan(s *policy.State, d *policy.Delta) (*plan, error) {
 			delete(rewrite, id)
 		}
 	}
-	// Sets of rewritten rule sets are refilled whole; drop member edits to them.
+	// A rule set may have turned to a rewrite after some of its sets were listed.
 	for id, names := range memberSets {
 		keep := names[:0]
 		for _, n := range names {
@@ -499,6 +513,16 @@ func (b *Backend) partialPlan(s *policy.State, d *policy.Delta) (*plan, error) {
 		}
 		if len(sets) == 0 {
 			rsSets[id] = nil
+		}
+	}
+	for _, m := range d.MembersRemoved {
+		for _, mr := range memberRules[m.Identity] {
+			p.ops = append(p.ops, op{kind: opDelete, chain: ruleSetChain(mr.rs.ID), args: g.memberRule(mr.rs, mr.e, m.IP)})
+		}
+	}
+	for _, m := range d.MembersAdded {
+		for _, mr := range memberRules[m.Identity] {
+			p.ops = append(p.ops, op{kind: opInsert, chain: ruleSetChain(mr.rs.ID), args: g.memberRule(mr.rs, mr.e, m.IP)})
 		}
 	}
 	// Member edits run after the rules commit, removals first: a relabelled pod leaves its old

@@ -566,6 +566,11 @@ func (ci *cidrInfo) netMembers(allowed []policy.Identity) []string {
 	return out
 }
 
+// memberRule is the per-IP rule of one member of an entry's pod identity, as ruleSet writes it.
+func (g *gen) memberRule(rs *policy.RuleSet, e policy.Entry, ip netip.Addr) []string {
+	return join([]string{peerFlag(rs.Direction), hostPrefix(ip)}, l4Args(e.Proto, e.Port, e.EndPort), commentArgs(rs), allowTarget(rs.Direction))
+}
+
 // endpoint writes the chain of one isolated direction of an endpoint (declared by the caller).
 func (g *gen) endpoint(p *plan, ep *policy.Endpoint, dir policy.Direction, rs policy.RuleSetID) {
 	chain := endpointChain(dir, ep.ID)
