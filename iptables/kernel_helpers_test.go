@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"sync"
 	"sync/atomic"
 	"testing"
 )
@@ -30,21 +31,31 @@ func needKernel(t testing.TB, mode Mode) {
 // also after a failure. Nothing the test does touches the root namespace.
 func mustNetns(t testing.TB) *NetnsRunner {
 	t.Helper()
+	r, del := newNetns(t)
+	t.Cleanup(del)
+	return r
+}
+
+// newNetns creates a namespace and returns a runner in it and the function that removes both
+// (safe to call twice).
+func newNetns(t testing.TB) (*NetnsRunner, func()) {
+	t.Helper()
 	name := fmt.Sprintf("npb-ipt-%d-%d", os.Getpid(), netnsSeq.Add(1))
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
 	}
-	t.Cleanup(func() {
+	del := func() {
 		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
 			t.Errorf("ip netns del %s: %v: %s", name, err, out)
 		}
-	})
+	}
 	r, err := NewNetnsRunner(name)
 	if err != nil {
+		del()
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { r.Close() })
-	return r
+	var once sync.Once
+	return r, func() { once.Do(func() { r.Close(); del() }) }
 }
 
 // target is where a table of cases runs: the fake, or the kernel in a fresh namespace.
