@@ -10,7 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
-	"syscall"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -24,13 +24,18 @@ type ProbeOptions struct {
 	// 250 ms. Delivery inside the testbed takes well under a millisecond, and a TCP SYN is
 	// retransmitted only after 1 s, so a probe is one packet (plus its handshake).
 	Timeout time.Duration
-	// Concurrency is the number of probes in flight; 0 means 64.
+	// Concurrency is the number of probes in flight; 0 means 128.
 	Concurrency int
+	// ConfirmTimeout is the timeout of the second round, which sends every probe that was
+	// not delivered in the first once more: a drop must be seen twice, so a packet that a
+	// loaded machine delivered late is not taken for a policy drop. 0 means
+	// max(4 × Timeout, 1 s); negative turns the second round off.
+	ConfirmTimeout time.Duration
 }
 
 const (
 	defaultProbeTimeout     = 250 * time.Millisecond
-	defaultProbeConcurrency = 64
+	defaultProbeConcurrency = 128
 	maxProbeConcurrency     = 512
 	maxProbes               = 1 << 20
 )
@@ -98,6 +103,11 @@ func (tb *Testbed) Probe(ctx context.Context, flows []policy.Flow, opts ProbeOpt
 		if err := CanSend(f); err != nil {
 			return nil, fmt.Errorf("probe: %w", err)
 		}
+		for _, a := range []netip.Addr{f.Src, f.Dst} {
+			if _, err := tb.nsFor(a); err != nil {
+				return nil, fmt.Errorf("probe %s: %w: %w", f, ErrUnsupported, err)
+			}
+		}
 	}
 	rx, err := tb.openReceivers(flows)
 	if err != nil {
@@ -105,12 +115,42 @@ func (tb *Testbed) Probe(ctx context.Context, flows []policy.Flow, opts ProbeOpt
 	}
 	defer rx.close()
 
+	out := make([]bool, len(flows))
+	all := make([]int, len(flows))
+	for i := range all {
+		all[i] = i
+	}
+	if err := tb.probeRound(ctx, rx, flows, all, out, opts.Timeout, opts.Concurrency); err != nil {
+		return nil, err
+	}
+	if opts.ConfirmTimeout >= 0 {
+		confirm := opts.ConfirmTimeout
+		if confirm == 0 {
+			confirm = max(4*opts.Timeout, time.Second)
+		}
+		var again []int
+		for i, ok := range out {
+			if !ok {
+				again = append(again, i)
+			}
+		}
+		if err := tb.probeRound(ctx, rx, flows, again, out, confirm, opts.Concurrency); err != nil {
+			return nil, err
+		}
+	}
+	return out, rx.err()
+}
+
+// probeRound sends flows[idx...] concurrently and sets out[i] for each one delivered. Each
+// probe has its own sequence number, so a late delivery from an earlier round is ignored.
+func (tb *Testbed) probeRound(ctx context.Context, rx *receivers, flows []policy.Flow, idx []int, out []bool, timeout time.Duration, concurrency int) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	out := make([]bool, len(flows))
-	sem := make(chan struct{}, opts.Concurrency)
+	sem := make(chan struct{}, concurrency)
 	var wg sync.WaitGroup
-	for i, f := range flows {
+	for _, i := range idx {
+		f := flows[i]
+		seq := rx.nextSeq()
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
@@ -121,19 +161,18 @@ func (tb *Testbed) Probe(ctx context.Context, flows []policy.Flow, opts ProbeOpt
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			ok, err := tb.probeOne(ctx, rx, uint64(i), f, opts.Timeout)
+			ok, err := tb.probeOne(ctx, rx, seq, f, timeout)
 			if err != nil {
 				cancel(fmt.Errorf("probe %s: %w", f, err))
 				return
 			}
-			out[i] = ok
+			if ok {
+				out[i] = true
+			}
 		}()
 	}
 	wg.Wait()
-	if err := context.Cause(ctx); err != nil {
-		return nil, err
-	}
-	return out, rx.err()
+	return context.Cause(ctx)
 }
 
 func (tb *Testbed) probeOne(ctx context.Context, rx *receivers, seq uint64, f policy.Flow, timeout time.Duration) (bool, error) {
@@ -170,60 +209,72 @@ func (tb *Testbed) probeOne(ctx context.Context, rx *receivers, seq uint64, f po
 	}
 }
 
-// dialTCP connects from src to dst:port inside the source namespace. The socket is made with
-// the thread inside that namespace; the rest runs on the poller as usual.
+// dialTCP connects from src to dst:port. The socket is made inside the source namespace (a
+// short setns on a locked thread); the handshake is awaited on the poller, so a thousand
+// probes in flight hold no thread each.
 func dialTCP(ctx context.Context, sns *nsInfo, src, dst netip.Addr, port uint16, self bool, timeout time.Duration) (bool, error) {
-	var conn net.Conn
-	var derr error
-	d := net.Dialer{
-		LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0)),
-		Timeout:   timeout,
-		Control: func(_, _ string, c syscall.RawConn) error {
-			return markSelf(c, self)
-		},
-	}
-	err := inNS(sns.ns, func() error {
-		conn, derr = d.DialContext(ctx, "tcp4", netip.AddrPortFrom(dst, port).String())
-		return nil
-	})
+	fd, err := socketIn(sns, unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, unix.IPPROTO_TCP)
 	if err != nil {
 		return false, err
 	}
-	if derr == nil {
-		// RST instead of FIN: no TIME_WAIT left behind per probe.
-		if tc, ok := conn.(*net.TCPConn); ok {
-			_ = tc.SetLinger(0)
-		}
-		conn.Close()
-		return true, nil
+	f := os.NewFile(uintptr(fd), "tcp-probe")
+	defer f.Close()
+	// RST instead of FIN on close: no TIME_WAIT left behind per probe.
+	if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0}); err != nil {
+		return false, fmt.Errorf("set SO_LINGER: %w", err)
 	}
-	var ne net.Error
-	if errors.As(derr, &ne) && ne.Timeout() {
+	if self {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, selfMark); err != nil {
+			return false, fmt.Errorf("set SO_MARK: %w", err)
+		}
+	}
+	if err := unix.Bind(fd, sockaddr(src, 0)); err != nil {
+		return false, fmt.Errorf("bind %s in %s: %w", src, sns.name, err)
+	}
+	if err := unix.Connect(fd, sockaddr(dst, port)); err != nil && !errors.Is(err, unix.EINPROGRESS) {
+		return false, fmt.Errorf("testbed fault: connect to %s:%d: %w", dst, port, err)
+	}
+	deadline := time.Now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if err := f.SetWriteDeadline(deadline); err != nil {
+		return false, fmt.Errorf("set probe deadline: %w", err)
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return false, fmt.Errorf("probe socket: %w", err)
+	}
+	var connected bool
+	var soErr error
+	werr := rc.Write(func(fd uintptr) bool {
+		v, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
+		switch {
+		case err != nil:
+			soErr = err
+			return true
+		case v != 0:
+			soErr = unix.Errno(v)
+			return true
+		}
+		if _, err := unix.Getpeername(int(fd)); err == nil {
+			connected = true
+			return true
+		}
+		return false // still in progress: wait for writability
+	})
+	switch {
+	case connected:
+		return true, nil
+	case soErr != nil:
+		return false, fmt.Errorf("testbed fault: connect to %s:%d: %w (a drop shows as a timeout, not as an error)", dst, port, soErr)
+	case errors.Is(werr, os.ErrDeadlineExceeded):
 		if ctx.Err() != nil {
 			return false, context.Cause(ctx)
 		}
 		return false, nil
 	}
-	if ctx.Err() != nil {
-		return false, context.Cause(ctx)
-	}
-	return false, fmt.Errorf("testbed fault: dial: %w (a drop shows as a timeout, not as an error)", derr)
-}
-
-func markSelf(c syscall.RawConn, self bool) error {
-	if !self {
-		return nil
-	}
-	var serr error
-	if err := c.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, selfMark)
-	}); err != nil {
-		return err
-	}
-	if serr != nil {
-		return fmt.Errorf("set SO_MARK: %w", serr)
-	}
-	return nil
+	return false, fmt.Errorf("wait for connect to %s:%d: %w", dst, port, werr)
 }
 
 // socketIn creates a socket inside ns; its namespace is fixed at creation, so it may then be
@@ -301,6 +352,7 @@ func inetChecksum(b []byte) uint16 {
 // receivers are the per-call listening sockets and the probes waiting on them.
 type receivers struct {
 	nonce [4]byte
+	seq   atomic.Uint64
 	mu    sync.Mutex
 	wait  map[uint64]*waiter
 	fault error
@@ -316,6 +368,8 @@ type waiter struct {
 const tokenLen = 16
 
 var tokenMagic = [4]byte{'n', 'p', 'b', '1'}
+
+func (rx *receivers) nextSeq() uint64 { return rx.seq.Add(1) }
 
 func (rx *receivers) token(seq uint64) []byte {
 	b := make([]byte, tokenLen)

@@ -53,9 +53,12 @@ func podGateway(i int) net.IP { return net.IPv4(169, 254, 2, byte(i+1)) }
 type Options struct {
 	// PodNamespaces is the number of real pod namespaces, 1..64; 0 means 4.
 	PodNamespaces int
-	// BlockBits is the prefix length of the address blocks of 198.18.0.0/15 that are dealt out
-	// to the pod namespaces round-robin, 15..28; 0 means 24 (256 addresses a block, 512
-	// blocks). Setup cost grows with the number of blocks, not with the number of pods.
+	// PodPrefix is the part of 198.18.0.0/15 the testbed carries; the zero value means all of
+	// it. A smaller prefix means fewer blocks and so fewer routes to set up.
+	PodPrefix netip.Prefix
+	// BlockBits is the prefix length of the address blocks of PodPrefix that are dealt out to
+	// the pod namespaces round-robin, up to 28; 0 means 24 (256 addresses a block, 512 blocks
+	// in the /15). Setup cost grows with the number of blocks, not with the number of pods.
 	BlockBits int
 
 	// stepHook, when set, is called after each setup step (tests stop a run mid-setup).
@@ -85,6 +88,7 @@ type nsInfo struct {
 type Testbed struct {
 	run       string
 	podNS     int
+	podPrefix netip.Prefix
 	blockBits int
 	node      nsInfo
 	pods      []nsInfo
@@ -106,10 +110,17 @@ func New(opts Options) (tb *Testbed, err error) {
 	if opts.PodNamespaces < 1 || opts.PodNamespaces > maxPodNamespaces {
 		return nil, fmt.Errorf("new testbed: %d pod namespaces (want 1..%d)", opts.PodNamespaces, maxPodNamespaces)
 	}
-	if opts.BlockBits < PodRange.Bits() || opts.BlockBits > 28 {
-		return nil, fmt.Errorf("new testbed: block bits %d (want %d..28)", opts.BlockBits, PodRange.Bits())
+	if !opts.PodPrefix.IsValid() {
+		opts.PodPrefix = PodRange
 	}
-	if n := 1 << (opts.BlockBits - PodRange.Bits()); n < opts.PodNamespaces {
+	opts.PodPrefix = opts.PodPrefix.Masked()
+	if !opts.PodPrefix.Addr().Is4() || opts.PodPrefix.Bits() < PodRange.Bits() || !PodRange.Contains(opts.PodPrefix.Addr()) {
+		return nil, fmt.Errorf("new testbed: pod prefix %s is not inside %s", opts.PodPrefix, PodRange)
+	}
+	if opts.BlockBits < opts.PodPrefix.Bits() || opts.BlockBits > 28 {
+		return nil, fmt.Errorf("new testbed: block bits %d (want %d..28)", opts.BlockBits, opts.PodPrefix.Bits())
+	}
+	if n := 1 << (opts.BlockBits - opts.PodPrefix.Bits()); n < opts.PodNamespaces {
 		return nil, fmt.Errorf("new testbed: %d blocks for %d pod namespaces (use longer blocks)", n, opts.PodNamespaces)
 	}
 	if os.Geteuid() != 0 {
@@ -119,7 +130,7 @@ func New(opts Options) (tb *Testbed, err error) {
 	if err != nil {
 		return nil, err
 	}
-	tb = &Testbed{run: run, podNS: opts.PodNamespaces, blockBits: opts.BlockBits}
+	tb = &Testbed{run: run, podNS: opts.PodNamespaces, podPrefix: opts.PodPrefix, blockBits: opts.BlockBits}
 	register(tb)
 	defer func() {
 		if err != nil {
@@ -404,8 +415,8 @@ func prefixNet(p netip.Prefix) *net.IPNet {
 
 // blocksOf returns the pod blocks dealt to pod namespace i.
 func (tb *Testbed) blocksOf(i int) []netip.Prefix {
-	n := 1 << (tb.blockBits - PodRange.Bits())
-	base := addrUint(PodRange.Addr())
+	n := 1 << (tb.blockBits - tb.podPrefix.Bits())
+	base := addrUint(tb.podPrefix.Addr())
 	var out []netip.Prefix
 	for b := i; b < n; b += tb.podNS {
 		a := uint32ToAddr(base + uint32(b)<<(32-tb.blockBits))
@@ -423,12 +434,13 @@ func uint32ToAddr(u uint32) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(u >> 24), byte(u >> 16), byte(u >> 8), byte(u)})
 }
 
-// PodNamespaceOf returns the index of the pod namespace carrying a pod-range address, or -1.
+// PodNamespaceOf returns the index of the pod namespace carrying a pod address, or -1 when
+// the testbed does not carry it.
 func (tb *Testbed) PodNamespaceOf(ip netip.Addr) int {
-	if !ip.Is4() || !PodRange.Contains(ip) {
+	if !ip.Is4() || !tb.podPrefix.Contains(ip) {
 		return -1
 	}
-	off := addrUint(ip) - addrUint(PodRange.Addr())
+	off := addrUint(ip) - addrUint(tb.podPrefix.Addr())
 	return int(off>>(32-tb.blockBits)) % tb.podNS
 }
 
@@ -441,7 +453,7 @@ func (tb *Testbed) nsFor(ip netip.Addr) (*nsInfo, error) {
 	if ip.Is4() && OutsideRange.Contains(ip) {
 		return &tb.out, nil
 	}
-	return nil, fmt.Errorf("address %s is in neither %s (pods) nor %s (outside)", ip, PodRange, OutsideRange)
+	return nil, fmt.Errorf("address %s is in neither %s (this testbed's pods) nor %s (outside)", ip, tb.podPrefix, OutsideRange)
 }
 
 // Name is the run-unique prefix of the testbed's namespace names.

@@ -51,7 +51,7 @@ func flow(src, dst netip.Addr, proto policy.Protocol, port uint16) policy.Flow {
 }
 
 func TestPodAddressesMapToNamespacesByBlock(t *testing.T) {
-	tb := &Testbed{podNS: 4, blockBits: 24, pods: make([]nsInfo, 4)}
+	tb := &Testbed{podNS: 4, podPrefix: PodRange, blockBits: 24, pods: make([]nsInfo, 4)}
 	for _, c := range []struct {
 		ip   string
 		want int
@@ -169,8 +169,8 @@ func TestNodeDropIsSeenAsNotDelivered(t *testing.T) {
 			t.Errorf("%s delivered = %v, want %v", f, got[i], want[i])
 		}
 	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("6 concurrent probes took %v; drops should cost one timeout, not one each", d)
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("6 concurrent probes took %v; drops should cost two timeouts (probe and confirmation), not two each", d)
 	}
 }
 

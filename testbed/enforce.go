@@ -1,0 +1,267 @@
+package testbed
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"netpolbench/datapath"
+	"netpolbench/iptables"
+	"netpolbench/policy"
+)
+
+// Backend names the testbed can enforce with.
+const (
+	BackendEBPF     = "ebpf"
+	BackendIPTables = "iptables"
+	BackendIPSet    = "ipset"
+)
+
+// EnforceOptions configure the backends.
+type EnforceOptions struct {
+	// Layout is the eBPF map layout (hash or cilium); empty means hash.
+	Layout datapath.Layout
+	// IptablesMode is the iptables binary flavour (nft or legacy); empty means nft.
+	IptablesMode iptables.Mode
+}
+
+// Enforcement is one backend synced and in force in the testbed. Apply churn through
+// Backend().Update; Close takes it out again and checks nothing of it is left.
+type Enforcement struct {
+	tb      *Testbed
+	name    string
+	backend policy.Backend
+	detach  func() error
+	closed  bool
+}
+
+// Backend is the backend in force.
+func (e *Enforcement) Backend() policy.Backend { return e.backend }
+
+// Name is the backend's name.
+func (e *Enforcement) Name() string { return e.name }
+
+// Enforce makes backend name enforce s in the testbed, where its real counterpart does: eBPF on
+// the node side of every pod veth (TCX ingress and egress), iptables and ipset in the node's
+// FORWARD path. Only one backend may be in force at a time; Enforce checks that nothing of
+// another is present before it starts. The node's conntrack table is flushed first, so no
+// earlier connection decides a probe. SyncStats is the initial Sync's cost.
+func (tb *Testbed) Enforce(name string, s *policy.State, opts EnforceOptions) (*Enforcement, policy.SyncStats, error) {
+	if err := tb.VerifyNoEnforcement(); err != nil {
+		return nil, policy.SyncStats{}, fmt.Errorf("enforce %s: %w", name, err)
+	}
+	if err := tb.FlushConntrack(); err != nil {
+		return nil, policy.SyncStats{}, fmt.Errorf("enforce %s: %w", name, err)
+	}
+	switch name {
+	case BackendEBPF:
+		return tb.enforceEBPF(s, opts)
+	case BackendIPTables, BackendIPSet:
+		return tb.enforceIPTables(name, s, opts)
+	}
+	return nil, policy.SyncStats{}, fmt.Errorf("enforce: unknown backend %q (want %s, %s or %s)", name, BackendEBPF, BackendIPTables, BackendIPSet)
+}
+
+func (tb *Testbed) enforceEBPF(s *policy.State, opts EnforceOptions) (*Enforcement, policy.SyncStats, error) {
+	layout := opts.Layout
+	if layout == "" {
+		layout = datapath.LayoutHash
+	}
+	// Real traffic needs conntrack entries: a SYN-ACK leaving the destination pod is judged as
+	// that pod's egress unless the SYN's allow created an entry for the reply.
+	dp, err := datapath.Open(datapath.Options{Layout: layout, CT: datapath.CTFull, Sizes: datapath.SizesFor(s, layout)})
+	if err != nil {
+		return nil, policy.SyncStats{}, fmt.Errorf("enforce ebpf: %w", err)
+	}
+	st, err := dp.Sync(s)
+	if err != nil {
+		dp.Close()
+		return nil, st, fmt.Errorf("enforce ebpf: sync: %w", err)
+	}
+	var links []io.Closer
+	detach := func() error {
+		var errs []error
+		for _, l := range links {
+			errs = append(errs, l.Close())
+		}
+		links = nil
+		return errors.Join(append(errs, dp.Close())...)
+	}
+	// Attach only after the maps are filled, so no packet meets a half-synced datapath.
+	err = tb.InNode(func() error {
+		for _, v := range tb.PodVeths() {
+			l, err := dp.AttachTCX(v.Index)
+			if err != nil {
+				return fmt.Errorf("%s: %w", v.Name, err)
+			}
+			links = append(links, l)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, st, errors.Join(fmt.Errorf("enforce ebpf: attach: %w", err), detach())
+	}
+	return &Enforcement{tb: tb, name: BackendEBPF, backend: dp, detach: detach}, st, nil
+}
+
+func (tb *Testbed) enforceIPTables(name string, s *policy.State, opts EnforceOptions) (*Enforcement, policy.SyncStats, error) {
+	r, err := iptables.NewNetnsRunner(tb.NodeNamespace())
+	if err != nil {
+		return nil, policy.SyncStats{}, fmt.Errorf("enforce %s: %w", name, err)
+	}
+	b, err := iptables.New(iptables.Config{Variant: iptables.Variant(name), Mode: opts.IptablesMode, Runner: r})
+	if err != nil {
+		r.Close()
+		return nil, policy.SyncStats{}, fmt.Errorf("enforce %s: %w", name, err)
+	}
+	detach := func() error { return errors.Join(b.Close(), r.Close()) }
+	st, err := b.Sync(s)
+	if err != nil {
+		return nil, st, errors.Join(fmt.Errorf("enforce %s: sync: %w", name, err), detach())
+	}
+	return &Enforcement{tb: tb, name: name, backend: b, detach: detach}, st, nil
+}
+
+// Close takes the backend out of the testbed (detaches the programs, removes the rules and
+// sets) and verifies that nothing of any backend is left.
+func (e *Enforcement) Close() error {
+	if e.closed {
+		return nil
+	}
+	e.closed = true
+	if err := e.detach(); err != nil {
+		return fmt.Errorf("remove %s: %w", e.name, err)
+	}
+	if err := e.tb.tcxGone(); err != nil {
+		return fmt.Errorf("remove %s: %w", e.name, err)
+	}
+	if err := e.tb.VerifyNoEnforcement(); err != nil {
+		return fmt.Errorf("remove %s: %w", e.name, err)
+	}
+	return nil
+}
+
+// VerifyNoEnforcement checks the node namespace holds no backend: no TCX program on any
+// veth, no iptables rule or chain beyond the empty built-in ones in either binary flavour, no
+// ipset.
+func (tb *Testbed) VerifyNoEnforcement() error {
+	found, err := tb.tcxPrograms()
+	if err != nil {
+		return fmt.Errorf("verify no enforcement: %w", err)
+	}
+	for _, m := range []iptables.Mode{iptables.ModeNFT, iptables.ModeLegacy} {
+		save := m.Binary("save")
+		if _, err := exec.LookPath(save); err != nil {
+			continue
+		}
+		out, err := tb.runInNode(save)
+		if err != nil {
+			return fmt.Errorf("verify no enforcement: %w", err)
+		}
+		if rules := iptablesLeftovers(out); len(rules) > 0 {
+			found = append(found, fmt.Sprintf("%s: %s", save, strings.Join(rules, "; ")))
+		}
+	}
+	if _, err := exec.LookPath("ipset"); err == nil {
+		out, err := tb.runInNode("ipset", "list", "-n")
+		if err != nil {
+			return fmt.Errorf("verify no enforcement: %w", err)
+		}
+		if sets := strings.Fields(string(out)); len(sets) > 0 {
+			sort.Strings(sets)
+			found = append(found, "ipsets: "+strings.Join(sets, " "))
+		}
+	}
+	if len(found) > 0 {
+		return fmt.Errorf("a backend is still in force in %s: %s", tb.NodeNamespace(), strings.Join(found, ", "))
+	}
+	return nil
+}
+
+func (tb *Testbed) tcxPrograms() ([]string, error) {
+	var found []string
+	veths := append(tb.PodVeths(), tb.OutsideVeth())
+	err := tb.InNode(func() error {
+		for _, v := range veths {
+			for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
+				res, err := link.QueryPrograms(link.QueryOptions{Target: v.Index, Attach: at})
+				if err != nil {
+					return fmt.Errorf("query tcx programs on %s: %w", v.Name, err)
+				}
+				if n := len(res.Programs); n > 0 {
+					found = append(found, fmt.Sprintf("%d tcx program(s) on %s %s", n, v.Name, at))
+				}
+			}
+		}
+		return nil
+	})
+	return found, err
+}
+
+// tcxGone waits until no TCX program is attached in the node namespace. Closing a link's last
+// file descriptor releases it from a kernel work queue, so the detach lands a moment after
+// Close returns; the wait is bounded (5 s).
+func (tb *Testbed) tcxGone() error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		found, err := tb.tcxPrograms()
+		if err != nil || len(found) == 0 {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("programs still attached 5 s after detach: %s", strings.Join(found, ", "))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// iptablesLeftovers returns the rules and non-built-in chains in iptables-save output. Built-in
+// chains with policy ACCEPT are the empty state; so is a table with nothing else.
+func iptablesLeftovers(save []byte) []string {
+	var out []string
+	for _, line := range strings.Split(string(save), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "", line[0] == '#', line[0] == '*', line == "COMMIT":
+		case line[0] == ':':
+			f := strings.Fields(line[1:])
+			if len(f) >= 2 && isBuiltinChain(f[0]) && f[1] == "ACCEPT" {
+				continue
+			}
+			out = append(out, line)
+		default:
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+func isBuiltinChain(c string) bool {
+	switch c {
+	case "INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING":
+		return true
+	}
+	return false
+}
+
+// runInNode runs a command inside the node namespace and returns its stdout.
+func (tb *Testbed) runInNode(name string, args ...string) ([]byte, error) {
+	var stdout, stderr bytes.Buffer
+	err := tb.InNode(func() error {
+		cmd := exec.Command(name, args...)
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		return cmd.Run()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("run %s in %s: %w: %s", name, tb.NodeNamespace(), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.Bytes(), nil
+}
