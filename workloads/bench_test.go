@@ -82,6 +82,8 @@ func BenchmarkChurnDelta(b *testing.B) {
 		{"pod-add", ChurnPodAdd, ChurnPodDelete},
 		{"pod-delete", ChurnPodDelete, ChurnPodAdd},
 		{"relabel", ChurnRelabel, ChurnRelabel},
+		// relabel-new moves the pod to a brand-new label set: a new identity every time.
+		{"relabel-new", ChurnRelabel, ChurnRelabel},
 		{"policy-add", ChurnPolicyAdd, ChurnPolicyRemove},
 		{"policy-update", ChurnPolicyUpdate, ChurnPolicyUpdate},
 		{"policy-remove", ChurnPolicyRemove, ChurnPolicyAdd},
@@ -100,9 +102,8 @@ func BenchmarkChurnDelta(b *testing.B) {
 				f := fixtures[n]
 				if f == nil {
 					g := mustGenerate(b, benchSpec(b, n))
-					// Relabels rarely draw a new label set here, so the identity count stays put.
-					rare := 0.02
-					f = &fixture{ch: mustChurn(b, ChurnSpec{Mix: ChurnMix{PodAdd: 1}, NewLabelSet: &rare}, g, 1), comp: mustCompile(b, g.Cluster)}
+					never := 0.0
+					f = &fixture{ch: mustChurn(b, ChurnSpec{Mix: ChurnMix{PodAdd: 1}, NewLabelSet: &never}, g, 1), comp: mustCompile(b, g.Cluster)}
 					fixtures[n] = f
 				}
 				next := func(k ChurnKind) []policy.Event {
@@ -123,6 +124,10 @@ func BenchmarkChurnDelta(b *testing.B) {
 					}
 					return changes
 				}
+				if o.name == "relabel-new" {
+					f.ch.newLS = 1
+					defer func() { f.ch.newLS = 0 }()
+				}
 				changes := 0
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
@@ -135,6 +140,50 @@ func BenchmarkChurnDelta(b *testing.B) {
 						apply(next(o.inverse))
 						b.StartTimer()
 					}
+				}
+				b.StopTimer()
+				b.ReportMetric(float64(changes)/float64(b.N), "changes/op")
+			})
+		}
+	}
+}
+
+// BenchmarkPolicyAddByKind times one Compiler.Apply of a PolicyAdd per template kind (the
+// matching PolicyRemove runs outside the timer), to show which kinds make policy churn costly.
+func BenchmarkPolicyAddByKind(b *testing.B) {
+	for _, n := range benchSizes {
+		var comp *policy.Compiler
+		var g *Generated
+		for _, kind := range policyKinds {
+			b.Run("kind="+kind+"/pods="+strconv.Itoa(n), func(b *testing.B) {
+				if comp == nil {
+					g = mustGenerate(b, benchSpec(b, n))
+					comp = mustCompile(b, g.Cluster)
+				}
+				t := PolicyTemplate{Kind: kind, Peers: 2, Expressions: 0.3, WithPodSelector: 0.5, Egress: 0.3}
+				for _, st := range g.Spec.Policies {
+					if st.Kind == kind {
+						t = st
+						break
+					}
+				}
+				r := newRand(uint64(n), streamChurn)
+				changes := 0
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					b.StopTimer()
+					np := g.w.policy(r, t)
+					b.StartTimer()
+					d, err := comp.Apply(policy.Event{Kind: policy.PolicyAdd, Policy: np})
+					if err != nil {
+						b.Fatal(err)
+					}
+					changes += len(d.EntriesAdded) + len(d.MembersAdded)
+					b.StopTimer()
+					if _, err := comp.Apply(policy.Event{Kind: policy.PolicyRemove, PolicyKey: np.Namespace + "/" + np.Name}); err != nil {
+						b.Fatal(err)
+					}
+					b.StartTimer()
 				}
 				b.StopTimer()
 				b.ReportMetric(float64(changes)/float64(b.N), "changes/op")
