@@ -41,8 +41,6 @@ type Match struct {
 	SetDirs []string
 }
 
-var errNoRule = errors.New("no rule")
-
 // parseRule parses the rule part of an -A/-I/-D command.
 func parseRule(tok []string) (*Rule, error) {
 	r := &Rule{}
