@@ -307,3 +307,61 @@ func TestGeneratedClusterSameVerdictsOnEveryBackendBeforeAndAfterChurn(t *testin
 		})
 	}
 }
+
+func smallState(t *testing.T) *policy.State {
+	t.Helper()
+	cl, err := policytest.Cases[0].Cluster()
+	if err != nil {
+		t.Fatalf("model cluster: %v", err)
+	}
+	return mustCompile(t, cl).State()
+}
+
+func TestEnforceRefusesWhileAnotherBackendIsInForce(t *testing.T) {
+	tb := mustTestbed(t, Options{PodNamespaces: 2})
+	s := smallState(t)
+	first := mustEnforce(t, tb, BackendEBPF, s, EnforceOptions{})
+	for _, b := range []string{BackendIPTables, BackendEBPF} {
+		if e, _, err := tb.Enforce(b, s, EnforceOptions{}); err == nil {
+			e.Close()
+			t.Errorf("Enforce(%s) with ebpf in force succeeded, want an error", b)
+		}
+	}
+	if err := first.Close(); err != nil {
+		t.Fatalf("remove ebpf: %v", err)
+	}
+	second := mustEnforce(t, tb, BackendIPSet, s, EnforceOptions{})
+	if err := tb.VerifyNoEnforcement(); err == nil {
+		t.Error("VerifyNoEnforcement with ipset in force found nothing")
+	}
+	if err := second.Close(); err != nil {
+		t.Fatalf("remove ipset: %v", err)
+	}
+	if err := tb.VerifyNoEnforcement(); err != nil {
+		t.Errorf("after removing every backend: %v", err)
+	}
+}
+
+// TestBrokenForwardingIsAFaultNotADeny drops everything in the node (as a broken testbed or a
+// backend that drops what it must not would) and expects ProbeVerdicts to fail on its control
+// flows instead of reporting denies.
+func TestBrokenForwardingIsAFaultNotADeny(t *testing.T) {
+	tb := mustTestbed(t, Options{})
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("needs nft to break forwarding in the node namespace")
+	}
+	s := smallState(t)
+	flows := []policy.Flow{flow(policytest.PodIP("x", "a"), policytest.PodIP("y", "b"), policy.ProtoTCP, 80)}
+	if _, err := tb.ProbeVerdicts(context.Background(), s, flows, realProbeOpts); err != nil {
+		t.Fatalf("probe with forwarding intact: %v", err)
+	}
+	nft := exec.Command("ip", "netns", "exec", tb.NodeNamespace(), "nft", "-f", "-")
+	nft.Stdin = strings.NewReader("table inet npbtest {\n chain dropall {\n  type filter hook forward priority 0; policy drop;\n }\n}\n")
+	if out, err := nft.CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v: %s", err, out)
+	}
+	_, err := tb.ProbeVerdicts(context.Background(), s, flows, realProbeOpts)
+	if err == nil || !strings.Contains(err.Error(), "testbed fault") {
+		t.Errorf("probe with forwarding broken: err = %v, want a testbed fault", err)
+	}
+}

@@ -462,7 +462,28 @@ func (tb *Testbed) Name() string { return tb.run }
 // NodeNamespace is the name of the node namespace under /run/netns (`ip netns exec` takes it).
 func (tb *Testbed) NodeNamespace() string { return tb.node.name }
 
-// Namespaces lists every namespace of the testbed: node, pods, outside.
+// NamespaceOf returns the name of the namespace an address lives in: the pod namespace
+// carrying a pod address, or the outside namespace for 203.0.113.0/24.
+func (tb *Testbed) NamespaceOf(ip netip.Addr) (string, error) {
+	ns, err := tb.nsFor(ip)
+	if err != nil {
+		return "", err
+	}
+	return ns.name, nil
+}
+
+// InNamespaceOf runs fn on a locked OS thread inside the namespace an address lives in.
+// Sockets made there stay in that namespace and may be used from any goroutine afterwards.
+func (tb *Testbed) InNamespaceOf(ip netip.Addr, fn func() error) error {
+	ns, err := tb.nsFor(ip)
+	if err != nil {
+		return err
+	}
+	return inNS(ns.ns, fn)
+}
+
+// Namespaces lists every namespace of the testbed, in a fixed order: node, pod0..podN-1,
+// outside.
 func (tb *Testbed) Namespaces() []string {
 	out := []string{tb.node.name}
 	for _, p := range tb.pods {

@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
 	"netpolbench/policy"
 )
 
@@ -207,5 +210,116 @@ func TestCloseRemovesEveryNamespace(t *testing.T) {
 	}
 	if fmt.Sprint(len(names)) != "4" {
 		t.Errorf("2 pod namespaces gave %d namespaces, want node+2+out", len(names))
+	}
+}
+
+func TestNewRejectsBadLayouts(t *testing.T) {
+	for _, o := range []Options{
+		{PodNamespaces: 65},
+		{PodNamespaces: -1},
+		{BlockBits: 14},
+		{BlockBits: 29},
+		{PodPrefix: netip.MustParsePrefix("10.0.0.0/24")},
+		{PodPrefix: netip.MustParsePrefix("198.18.0.0/24"), BlockBits: 23},
+		{PodPrefix: netip.MustParsePrefix("198.18.0.0/26"), BlockBits: 27, PodNamespaces: 4},
+	} {
+		if tb, err := New(o); err == nil {
+			tb.Close()
+			t.Errorf("New(%+v) succeeded, want an error", o)
+		}
+	}
+}
+
+// TestNodeNeighboursDoNotGrowWithPods sends to many pod addresses and expects the node to
+// hold one static neighbour per veth and nothing else: no ARP, no per-pod entries.
+func TestNodeNeighboursDoNotGrowWithPods(t *testing.T) {
+	tb := mustTestbed(t, Options{})
+	var flows []policy.Flow
+	for i := range 200 {
+		dst := netip.AddrFrom4([4]byte{198, 18, byte(i % 8), byte(1 + i)})
+		flows = append(flows, flow(podA, dst, policy.ProtoUDP, 53))
+	}
+	got, err := tb.Probe(context.Background(), flows, ProbeOptions{})
+	if err != nil {
+		t.Fatalf("probe: %v", err)
+	}
+	for i, ok := range got {
+		if !ok {
+			t.Fatalf("%s not delivered", flows[i])
+		}
+	}
+	neighs, err := tb.NodeHandle().NeighList(0, unix.AF_INET)
+	if err != nil {
+		t.Fatalf("list node neighbours: %v", err)
+	}
+	if want := len(tb.PodVeths()) + 1; len(neighs) != want {
+		t.Errorf("node has %d IPv4 neighbours after 200 destinations, want %d (one per veth)", len(neighs), want)
+	}
+	for _, n := range neighs {
+		if n.State != netlink.NUD_PERMANENT {
+			t.Errorf("node neighbour %s is not static (state %#x)", n.IP, n.State)
+		}
+	}
+}
+
+// BenchmarkNew measures building and removing a default testbed (4 pod namespaces, 512 /24
+// blocks: 512 node routes, 128 AnyIP routes per pod namespace).
+func BenchmarkNew(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root: creates network namespaces")
+	}
+	for b.Loop() {
+		tb, err := New(Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := tb.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkProbe measures delivered probes (the cost of an allowed flow; a dropped one costs
+// its timeout), sent 256 at a time between pod namespaces.
+func BenchmarkProbe(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root: creates network namespaces")
+	}
+	tb, err := New(Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tb.Close()
+	for _, p := range []policy.Protocol{policy.ProtoTCP, policy.ProtoUDP, policy.ProtoICMP} {
+		b.Run("proto="+strings.ToLower(p.String()), func(b *testing.B) {
+			port := uint16(80)
+			if p == policy.ProtoICMP {
+				port = 0
+			}
+			batch := make([]policy.Flow, 256)
+			for i := range batch {
+				src := netip.AddrFrom4([4]byte{198, 18, byte(i % 4), byte(1 + i/4)})
+				dst := netip.AddrFrom4([4]byte{198, 18, byte((i + 1) % 4), byte(100 + i/4)})
+				batch[i] = flow(src, dst, p, port)
+			}
+			n := 0
+			for b.Loop() {
+				got, err := tb.Probe(context.Background(), batch, ProbeOptions{ConfirmTimeout: -1})
+				if err != nil {
+					b.Fatal(err)
+				}
+				lost := 0
+				for _, ok := range got {
+					if !ok {
+						lost++
+					}
+				}
+				if lost > 0 {
+					b.Fatalf("%d of %d probes not delivered within the timeout", lost, len(batch))
+				}
+				n += len(batch)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/probe")
+		})
 	}
 }
