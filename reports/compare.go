@@ -103,8 +103,15 @@ func gateTable(g *gate.Result) Section {
 	}
 	rows := append([]gate.Row(nil), g.Rows...)
 	gate.SortRows(rows)
-	t := Table{Head: []string{"Status", "Kind", "Name", "Unit", "Baseline", "Current", "Delta", "p", "Notes"}}
+	head := []string{"Status", "Kind", "Name", "Unit", "Baseline", "Current", "Delta", "p", "Notes"}
+	// Changed figures stay in view; unchanged ones go in a second table that folds when long.
+	changed := Table{Caption: "Changed, missing or new", Head: head, Open: true}
+	same := Table{Caption: "Unchanged", Head: head}
 	for _, r := range rows {
+		t := &changed
+		if r.Status == gate.StatusSame {
+			t = &same
+		}
 		class := map[string]string{gate.StatusRegressed: "bad", gate.StatusImproved: "good", gate.StatusSame: "muted"}[r.Status]
 		p := ""
 		if r.Kind == gate.KindRatio && r.Base.N > 0 && r.Cur.N > 0 {
@@ -113,7 +120,11 @@ func gateTable(g *gate.Result) Section {
 		t.Rows = append(t.Rows, []Cell{cls(r.Status, class), txt(r.Kind), txt(r.Name), txt(r.Unit), num(gate.FormatSummary(r.Base, r.Kind)),
 			num(gate.FormatSummary(r.Cur, r.Kind)), num(gate.FormatDelta(r)), num(p), txt(strings.Join(r.Warnings, "; "))})
 	}
-	s.Tables = append(s.Tables, t)
+	for _, t := range []Table{changed, same} {
+		if len(t.Rows) > 0 {
+			s.Tables = append(s.Tables, t)
+		}
+	}
 	return s
 }
 

@@ -36,7 +36,12 @@ type Table struct {
 	Caption string
 	Head    []string
 	Rows    [][]Cell
+	// Open keeps a long table unfolded.
+	Open bool
 }
+
+// Folded reports whether the page folds the table behind a summary line (long and not Open).
+func (t Table) Folded() bool { return len(t.Rows) > 40 && !t.Open }
 
 // Cell is a table cell; Class styles it (e.g. "num", "bad", "good").
 type Cell struct {

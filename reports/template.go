@@ -46,7 +46,7 @@ section h2 { font-size:19px; margin:0 0 6px; padding-bottom:4px; border-bottom:1
 .intro { color:var(--muted); margin:4px 0 12px; max-width:900px; }
 .empty { padding:12px 16px; background:var(--soft); color:var(--muted); border-radius:4px; font-style:italic; }
 .figs { display:flex; flex-wrap:wrap; gap:18px; }
-figure { margin:0; padding:8px; border:1px solid var(--line); border-radius:4px; max-width:100%; overflow-x:auto; }
+figure { margin:0; padding:8px; width:min-content; border:1px solid var(--line); border-radius:4px; max-width:100%; overflow-x:auto; }
 figure svg.plot { display:block; max-width:100%; height:auto; }
 .legend { font-size:12px; margin:4px 0 0 8px; }
 .legend span { margin-right:14px; white-space:nowrap; }
@@ -80,11 +80,11 @@ details > summary { cursor:pointer; color:var(--accent); margin:6px 0; }
 {{if .Figures}}<div class="figs">{{range .Figures}}
 <figure id="{{.ID}}" data-plot="{{.Title}}">{{.SVG}}{{if .Legend}}<div class="legend">{{range .Legend}}<span><i style="background:{{.Color}}"></i>{{.Name}}</span>{{end}}</div>{{end}}<figcaption>{{.Caption}}</figcaption></figure>{{end}}
 </div>{{end}}
-{{range .Tables}}{{if gt (len .Rows) 40}}<details><summary>{{if .Caption}}{{.Caption}}: {{end}}{{len .Rows}} rows</summary>{{end}}
+{{range .Tables}}{{if .Folded}}<details><summary>{{if .Caption}}{{.Caption}}: {{end}}{{len .Rows}} rows</summary>{{end}}
 <div class="tablewrap"><table>{{if .Caption}}<caption>{{.Caption}}</caption>{{end}}
 {{if .Head}}<thead><tr>{{range .Head}}<th>{{.}}</th>{{end}}</tr></thead>{{end}}
 <tbody>{{range .Rows}}<tr>{{range .}}<td{{if .Class}} class="{{.Class}}"{{end}}>{{.Text}}</td>{{end}}</tr>
-{{end}}</tbody></table></div>{{if gt (len .Rows) 40}}</details>{{end}}
+{{end}}</tbody></table></div>{{if .Folded}}</details>{{end}}
 {{end}}
 </section>
 {{end}}
