@@ -203,8 +203,8 @@ func (b *builder) latencyOverlays(base, cur *results.Run) (Section, error) {
 	}
 	for _, n := range names {
 		bh, ch := base.FindLatency(n), cur.FindLatency(n)
-		p := newPlot(n, "percentile", "time per packet")
-		p.Title.TextStyle.Font.Size = 9
+		p := newPlot(shortName(n), "percentile", yLabelOf(ch.Kind))
+		p.Title.TextStyle.Font.Size = 10
 		logAxis(&p.Y, fmtNS)
 		logAxis(&p.X, percentileTickLabel)
 		for i, h := range []*results.Histogram{bh, ch} {
@@ -272,4 +272,19 @@ func envCompare(base, cur *results.Run) Section {
 	add("Workload", string(base.Workload), string(cur.Workload))
 	s.Tables = append(s.Tables, t)
 	return s
+}
+
+// shortName turns "Latency/backend=ebpf/pods=100/verdict=allow" into "ebpf 100 allow": plot titles
+// do not wrap, and the caption carries the full name.
+func shortName(name string) string {
+	parts := strings.Split(name, "/")
+	if len(parts) > 1 {
+		parts = parts[1:]
+	}
+	for i, p := range parts {
+		if _, v, ok := strings.Cut(p, "="); ok {
+			parts[i] = v
+		}
+	}
+	return strings.Join(parts, " ")
 }
