@@ -156,3 +156,24 @@ func TestSIGTERMRemovesTheTestbed(t *testing.T) {
 		t.Errorf("SIGTERM left %v", left)
 	}
 }
+
+func TestRunPIDFromNamespaceNames(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		pid  int
+		ok   bool
+	}{
+		{"npb-1234-a1b2c3-node", 1234, true},
+		{"npb-ipt-3904-12", 3904, true},
+		{"npb-stamptest-77-ff00", 77, true},
+		{"npb-node", 0, false},
+		{"npb--x", 0, false},
+		{"other-1234-node", 0, false},
+		{"npb-0-x", 0, false},
+	} {
+		pid, ok := runPID(c.name)
+		if pid != c.pid || ok != c.ok {
+			t.Errorf("runPID(%q) = %d, %v; want %d, %v", c.name, pid, ok, c.pid, c.ok)
+		}
+	}
+}

@@ -32,21 +32,20 @@ func newRunName() (string, error) {
 	return fmt.Sprintf("%s%d-%s", Prefix, os.Getpid(), hex.EncodeToString(b[:])), nil
 }
 
-// runPID returns the pid embedded in a namespace name made by newRunName.
+// runPID returns the pid in a namespace name: the first dash-separated field after Prefix that
+// is a number. That covers this package's "npb-<pid>-<hex>-..." and the other packages' test
+// namespaces, "npb-<what>-<pid>-...".
 func runPID(name string) (int, bool) {
 	rest, ok := strings.CutPrefix(name, Prefix)
 	if !ok {
 		return 0, false
 	}
-	pidStr, _, ok := strings.Cut(rest, "-")
-	if !ok {
-		return 0, false
+	for _, f := range strings.Split(rest, "-") {
+		if pid, err := strconv.Atoi(f); err == nil && pid > 0 {
+			return pid, true
+		}
 	}
-	pid, err := strconv.Atoi(pidStr)
-	if err != nil || pid <= 0 {
-		return 0, false
-	}
-	return pid, true
+	return 0, false
 }
 
 // processAlive reports whether pid names a running process (signal 0 probes without
