@@ -352,7 +352,6 @@ func inetChecksum(b []byte) uint16 {
 // receivers are the per-call listening sockets and the probes waiting on them.
 type receivers struct {
 	nonce [4]byte
-	seq   atomic.Uint64
 	mu    sync.Mutex
 	wait  map[uint64]*waiter
 	fault error
@@ -369,7 +368,12 @@ const tokenLen = 16
 
 var tokenMagic = [4]byte{'n', 'p', 'b', '1'}
 
-func (rx *receivers) nextSeq() uint64 { return rx.seq.Add(1) }
+// probeSeq numbers probes for the life of the process. The low 16 bits are the ICMP echo
+// identifier, which conntrack (the kernel's and the eBPF datapath's) uses as the flow's port:
+// reusing one across calls could make a new echo request look like the reply to an old one.
+var probeSeq atomic.Uint64
+
+func (rx *receivers) nextSeq() uint64 { return probeSeq.Add(1) }
 
 func (rx *receivers) token(seq uint64) []byte {
 	b := make([]byte, tokenLen)
