@@ -34,6 +34,7 @@ func RenderCompare(w io.Writer, base, cur *results.Run, g *gate.Result) error {
 		func() (Section, error) { return gateTable(g), nil },
 		func() (Section, error) { return b.ratioOverlays(g) },
 		func() (Section, error) { return b.latencyOverlays(base, cur) },
+		func() (Section, error) { return updateCompare(base, cur), nil },
 		func() (Section, error) { return envCompare(base, cur), nil },
 	} {
 		s, err := f()
@@ -287,4 +288,53 @@ func shortName(name string) string {
 		}
 	}
 	return strings.Join(parts, " ")
+}
+
+// updateCompare tabulates median apply and convergence times of both runs. Raw timings: they
+// compare only when both runs used the same machine, which the environment section shows.
+func updateCompare(base, cur *results.Run) Section {
+	s := Section{ID: "updates", Title: "Update times: baseline vs current",
+		Intro: "Median apply and convergence times per backend, scale and event in both runs. These are raw timings, not gated: compare them only when both runs ran on the same machine."}
+	type key struct {
+		backend, event, path string
+		pods                 int
+	}
+	bu := map[key]results.Update{}
+	for _, u := range base.Updates {
+		bu[key{u.Backend, u.Event, u.Path, u.Pods}] = u
+	}
+	t := Table{Head: []string{"Backend", "Pods", "Event", "Apply baseline", "Apply current", "Current/baseline", "Convergence baseline", "Convergence current"}}
+	for _, u := range cur.Updates {
+		b, ok := bu[key{u.Backend, u.Event, u.Path, u.Pods}]
+		if !ok || len(b.ApplyNS) == 0 || len(u.ApplyNS) == 0 {
+			continue
+		}
+		mb, mc := median(b.ApplyNS), median(u.ApplyNS)
+		ratio := "–"
+		class := "num"
+		if mb > 0 {
+			r := mc / mb
+			ratio = trim(r, 2) + "×"
+			switch {
+			case r > 1.5:
+				class = "bad num"
+			case r < 1/1.5:
+				class = "good num"
+			}
+		}
+		conv := func(xs []float64) string {
+			if len(xs) == 0 {
+				return "–"
+			}
+			return fmtNS(median(xs))
+		}
+		t.Rows = append(t.Rows, []Cell{txt(u.Backend), num(fmtCount(float64(u.Pods))), txt(u.Event), num(fmtNS(mb)), num(fmtNS(mc)), cls(ratio, class),
+			num(conv(b.ConvergenceNS)), num(conv(u.ConvergenceNS))})
+	}
+	if len(t.Rows) == 0 {
+		s.Empty = "No update timings are in both runs."
+		return s
+	}
+	s.Tables = append(s.Tables, t)
+	return s
 }

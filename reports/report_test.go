@@ -196,7 +196,10 @@ func TestCompareShowsGateVerdictPerMetric(t *testing.T) {
 	if err := reports.RenderCompare(&empty, e, e, gate.Compare(e, e, gate.DefaultOptions())); err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []string{"gate", "ratios", "overlays"} {
+	if strings.Contains(section(t, page, "updates"), `class="empty"`) {
+		t.Error("comparison of two runs with updates says it has no update times")
+	}
+	for _, id := range []string{"gate", "ratios", "overlays", "updates"} {
 		if !strings.Contains(section(t, empty.String(), id), `class="empty"`) {
 			t.Errorf("empty comparison: section %s does not say it has no data", id)
 		}
