@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -154,11 +155,13 @@ func BenchmarkFloor(b *testing.B) {
 var benchSizes = []int{1000, 10000, 100000}
 
 // BenchmarkVerdict measures to_container on new allowed, new denied and established flows.
-// New-flow paths run with CTLookup: the CT lookup misses as for a real first packet, and no
-// entry is created, so every repetition is a new flow.
+// New-flow paths send TCP SYNs with CTLookup: a SYN is checked as new (it skips the CT lookup)
+// and no entry is created, so every repetition is a new flow. established is a forward ACK of
+// a flow its SYN created, answered by the per-CPU flow cache; established-nocache the same
+// with the cache off (the `ct` LRU hash lookup).
 func BenchmarkVerdict(b *testing.B) {
 	needBPF(b)
-	for _, path := range []string{"new-allow", "new-deny", "established"} {
+	for _, path := range []string{"new-allow", "new-deny", "established", "established-nocache"} {
 		for _, n := range benchSizes {
 			for _, layout := range []Layout{LayoutHash, LayoutCilium} {
 				name := fmt.Sprintf("prog=to_container/path=%s/pods=%d/layout=%s", path, n, layout)
@@ -168,14 +171,15 @@ func BenchmarkVerdict(b *testing.B) {
 					}
 					w := scaleState(b, n)
 					s := w.comp.State()
+					established := strings.HasPrefix(path, "established")
 					ct := CTLookup
-					if path == "established" {
+					if established {
 						ct = CTFull
 					}
-					d := mustSynced(b, s, Options{Layout: layout, CT: ct})
+					d := mustSynced(b, s, Options{Layout: layout, CT: ct, NoFlowCache: path == "established-nocache"})
 					to, _ := d.Programs()
 					pkts := benchPackets(b, w, path != "new-deny", 64)
-					if path == "established" {
+					if established {
 						// The first packet creates the entry; the rest are its forward packets.
 						for _, p := range pkts {
 							if _, err := d.Run(to, p); err != nil {

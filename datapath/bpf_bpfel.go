@@ -61,6 +61,14 @@ type bpfEndpoint struct {
 	Pad          [2]uint8
 }
 
+type bpfFlowCacheSlot struct {
+	_     structs.HostLayout
+	Key   bpfCtKey
+	Val   bpfCtValue
+	Epoch uint32
+	Valid uint32
+}
+
 type bpfIpcacheKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -128,23 +136,26 @@ type bpfSummaryKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	bpfMapCt              = "ct"
-	bpfMapEpoch           = "epoch"
-	bpfMapEvents          = "events"
-	bpfMapIpcache         = "ipcache"
-	bpfMapLxc             = "lxc"
-	bpfMapMetrics         = "metrics"
-	bpfMapNamedPorts      = "named_ports"
-	bpfMapPolicy          = "policy"
-	bpfMapPolicySummary   = "policy_summary"
-	bpfProgEmpty          = "empty"
-	bpfProgFromContainer  = "from_container"
-	bpfProgToContainer    = "to_container"
-	bpfVarCfgAllowRet     = "cfg_allow_ret"
-	bpfVarCfgCtMode       = "cfg_ct_mode"
-	bpfVarCfgDropEvents   = "cfg_drop_events"
-	bpfVarCfgLayoutCilium = "cfg_layout_cilium"
-	bpfVarUnusedDropEvent = "unused_drop_event"
+	bpfMapCt               = "ct"
+	bpfMapEpoch            = "epoch"
+	bpfMapEvents           = "events"
+	bpfMapFlowCache        = "flow_cache"
+	bpfMapIpcache          = "ipcache"
+	bpfMapLxc              = "lxc"
+	bpfMapMetrics          = "metrics"
+	bpfMapNamedPorts       = "named_ports"
+	bpfMapPolicy           = "policy"
+	bpfMapPolicySummary    = "policy_summary"
+	bpfProgEmpty           = "empty"
+	bpfProgFromContainer   = "from_container"
+	bpfProgToContainer     = "to_container"
+	bpfVarCfgAllowRet      = "cfg_allow_ret"
+	bpfVarCfgCtMode        = "cfg_ct_mode"
+	bpfVarCfgDropEvents    = "cfg_drop_events"
+	bpfVarCfgFlowCache     = "cfg_flow_cache"
+	bpfVarCfgFlowCacheMask = "cfg_flow_cache_mask"
+	bpfVarCfgLayoutCilium  = "cfg_layout_cilium"
+	bpfVarUnusedDropEvent  = "unused_drop_event"
 )
 
 // loadBpf returns the embedded CollectionSpec for bpf.
@@ -201,6 +212,7 @@ type bpfMapSpecs struct {
 	Ct            *ebpf.MapSpec `ebpf:"ct"`
 	Epoch         *ebpf.MapSpec `ebpf:"epoch"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
+	FlowCache     *ebpf.MapSpec `ebpf:"flow_cache"`
 	Ipcache       *ebpf.MapSpec `ebpf:"ipcache"`
 	Lxc           *ebpf.MapSpec `ebpf:"lxc"`
 	Metrics       *ebpf.MapSpec `ebpf:"metrics"`
@@ -213,11 +225,13 @@ type bpfMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfVariableSpecs struct {
-	CfgAllowRet     *ebpf.VariableSpec `ebpf:"cfg_allow_ret"`
-	CfgCtMode       *ebpf.VariableSpec `ebpf:"cfg_ct_mode"`
-	CfgDropEvents   *ebpf.VariableSpec `ebpf:"cfg_drop_events"`
-	CfgLayoutCilium *ebpf.VariableSpec `ebpf:"cfg_layout_cilium"`
-	UnusedDropEvent *ebpf.VariableSpec `ebpf:"unused_drop_event"`
+	CfgAllowRet      *ebpf.VariableSpec `ebpf:"cfg_allow_ret"`
+	CfgCtMode        *ebpf.VariableSpec `ebpf:"cfg_ct_mode"`
+	CfgDropEvents    *ebpf.VariableSpec `ebpf:"cfg_drop_events"`
+	CfgFlowCache     *ebpf.VariableSpec `ebpf:"cfg_flow_cache"`
+	CfgFlowCacheMask *ebpf.VariableSpec `ebpf:"cfg_flow_cache_mask"`
+	CfgLayoutCilium  *ebpf.VariableSpec `ebpf:"cfg_layout_cilium"`
+	UnusedDropEvent  *ebpf.VariableSpec `ebpf:"unused_drop_event"`
 }
 
 // bpfObjects contains all objects after they have been loaded into the kernel.
@@ -243,6 +257,7 @@ type bpfMaps struct {
 	Ct            *ebpf.Map `ebpf:"ct"`
 	Epoch         *ebpf.Map `ebpf:"epoch"`
 	Events        *ebpf.Map `ebpf:"events"`
+	FlowCache     *ebpf.Map `ebpf:"flow_cache"`
 	Ipcache       *ebpf.Map `ebpf:"ipcache"`
 	Lxc           *ebpf.Map `ebpf:"lxc"`
 	Metrics       *ebpf.Map `ebpf:"metrics"`
@@ -256,6 +271,7 @@ func (m *bpfMaps) Close() error {
 		m.Ct,
 		m.Epoch,
 		m.Events,
+		m.FlowCache,
 		m.Ipcache,
 		m.Lxc,
 		m.Metrics,
@@ -269,11 +285,13 @@ func (m *bpfMaps) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfVariables struct {
-	CfgAllowRet     *ebpf.Variable `ebpf:"cfg_allow_ret"`
-	CfgCtMode       *ebpf.Variable `ebpf:"cfg_ct_mode"`
-	CfgDropEvents   *ebpf.Variable `ebpf:"cfg_drop_events"`
-	CfgLayoutCilium *ebpf.Variable `ebpf:"cfg_layout_cilium"`
-	UnusedDropEvent *ebpf.Variable `ebpf:"unused_drop_event"`
+	CfgAllowRet      *ebpf.Variable `ebpf:"cfg_allow_ret"`
+	CfgCtMode        *ebpf.Variable `ebpf:"cfg_ct_mode"`
+	CfgDropEvents    *ebpf.Variable `ebpf:"cfg_drop_events"`
+	CfgFlowCache     *ebpf.Variable `ebpf:"cfg_flow_cache"`
+	CfgFlowCacheMask *ebpf.Variable `ebpf:"cfg_flow_cache_mask"`
+	CfgLayoutCilium  *ebpf.Variable `ebpf:"cfg_layout_cilium"`
+	UnusedDropEvent  *ebpf.Variable `ebpf:"unused_drop_event"`
 }
 
 // bpfPrograms contains all programs after they have been loaded into the kernel.

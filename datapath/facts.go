@@ -54,7 +54,7 @@ func (d *Datapath) Facts() (Facts, error) {
 		"policy_summary": len(t.summary.cur), "policy": len(t.policy.cur), "named_ports": len(t.named.cur), "epoch": 1}
 	maps := map[string]*ebpf.Map{"lxc": d.objs.Lxc, "ipcache": d.objs.Ipcache, "policy_summary": d.objs.PolicySummary,
 		"policy": d.objs.Policy, "named_ports": d.objs.NamedPorts, "ct": d.objs.Ct, "epoch": d.objs.Epoch,
-		"metrics": d.objs.Metrics, "events": d.objs.Events}
+		"metrics": d.objs.Metrics, "events": d.objs.Events, "flow_cache": d.objs.FlowCache}
 	for name, m := range maps {
 		info, err := m.Info()
 		if err != nil {

@@ -153,6 +153,17 @@ struct ct_value {
 	__u32 pad2;
 };
 
+/* Slot of `flow_cache`, a per-CPU direct-mapped cache in front of `ct`. A slot is used only
+ * when its epoch is the current policy epoch, so every policy change invalidates all slots on
+ * all CPUs at once, and `ct` stays the authority. */
+#define FLOW_CACHE_SLOTS 16384
+struct flow_cache_slot {
+	struct ct_key key;
+	struct ct_value val;
+	__u32 epoch;
+	__u32 valid;
+};
+
 struct metrics_value {
 	__u64 packets;
 	__u64 bytes;
