@@ -170,6 +170,15 @@ func (tb *Testbed) VerifyNoEnforcement() error {
 			found = append(found, fmt.Sprintf("%s: %s", save, strings.Join(rules, "; ")))
 		}
 	}
+	if _, err := exec.LookPath("nft"); err == nil {
+		out, err := tb.runInNode("nft", "list", "ruleset")
+		if err != nil {
+			return fmt.Errorf("verify no enforcement: %w", err)
+		}
+		if rules := nftLeftovers(out); len(rules) > 0 {
+			found = append(found, "nft: "+strings.Join(rules, "; "))
+		}
+	}
 	if _, err := exec.LookPath("ipset"); err == nil {
 		out, err := tb.runInNode("ipset", "list", "-n")
 		if err != nil {
@@ -237,6 +246,26 @@ func iptablesLeftovers(save []byte) []string {
 				continue
 			}
 			out = append(out, line)
+		default:
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// nftLeftovers returns the rules and dropping chain policies in `nft list ruleset` output.
+// Tables and chains that iptables-nft leaves behind, empty and accepting, are the empty state.
+func nftLeftovers(list []byte) []string {
+	var out []string
+	for _, line := range strings.Split(string(list), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "", line == "}", line[0] == '#',
+			strings.HasPrefix(line, "table "), strings.HasPrefix(line, "chain "):
+		case strings.HasPrefix(line, "type "):
+			if !strings.Contains(line, "policy accept") {
+				out = append(out, line)
+			}
 		default:
 			out = append(out, line)
 		}
