@@ -28,8 +28,8 @@
 //     and (rule set, peer, protocol, named-port id) for egress named ports.
 //   - named_ports (hash): (destination endpoint id, protocol, port) → the names declared there;
 //     consulted only when the summary says the group has named-port entries for the protocol.
-//   - ct (LRU hash), epoch (array), metrics (per-CPU array by reason and direction), events
-//     (ring buffer of drop records).
+//   - ct (LRU hash), flow_cache (per-CPU array), epoch (array), metrics (per-CPU array by
+//     reason and direction), events (ring buffer of drop records).
 //
 // The policy key is the rule set, not the endpoint: endpoints selected by the same policies
 // share a rule set, so adding a pod with an existing label set writes one lxc entry and no
@@ -52,6 +52,14 @@
 // change, which keeps an established packet at one CT lookup). A TCP SYN without ACK skips the
 // lookup and is checked as new. CTLookup mode (probes, benchmarks of new flows) looks up but
 // never creates.
+//
+// In front of ct sits flow_cache, a per-CPU direct-mapped array (16,384 slots, CTFull only):
+// a slot holds a copy of a ct entry and the epoch it was cached at, and is used only at that
+// epoch, so any policy change invalidates every slot on every CPU at once and ct stays the
+// authority. It saves the ~30 ns LRU hash lookup of an established packet (array lookups are
+// inlined by the verifier). One imprecision: an entry the LRU evicts may live on in a slot
+// until the next policy change; it was allowed at that very epoch, so no verdict the policy
+// would change is affected. Options.NoFlowCache turns it off.
 //
 // # Packets
 //
