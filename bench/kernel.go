@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"time"
 
 	"netpolbench/bench/stamp"
@@ -153,6 +154,8 @@ func (r *Runner) stamped(ctx context.Context, bed *testbed.Testbed, backend, att
 		}
 	}
 	var n int
+	raw := map[HistKey][]float64{}
+	var order []HistKey
 	for {
 		smps, err := s.Drain(300 * time.Millisecond)
 		if err != nil {
@@ -172,8 +175,15 @@ func (r *Runner) stamped(ctx context.Context, bed *testbed.Testbed, backend, att
 			if err := r.hists.Record(k, int64(smp.Delta)); err != nil {
 				return err
 			}
+			if _, ok := raw[k]; !ok {
+				order = append(order, k)
+			}
+			raw[k] = append(raw[k], float64(smp.Delta))
 			n++
 		}
+	}
+	for _, k := range order {
+		r.packetBenchmark(k, raw[k])
 	}
 	c, err := s.Counters()
 	if err != nil {
@@ -237,4 +247,31 @@ func (r *Runner) recordPacketCost(name, attach string, pods int) {
 	}
 	cost := float64(h.ValueAtQuantile(50) - r.hists.Get(fk).ValueAtQuantile(50))
 	r.pkt[name] = append(r.pkt[name], sizePoint{pods: pods, syncNS: max(cost, 1)})
+}
+
+// packetBenchmark turns one stamped class into a benchmark the gate can compare: the medians
+// of Samples consecutive chunks of the deltas (in arrival order) as repeated samples, and,
+// for a backend, a same-run ratio to the floor of its attach point.
+func (r *Runner) packetBenchmark(k HistKey, deltas []float64) {
+	chunks := r.Spec.Samples
+	if len(deltas) < 2*chunks {
+		return
+	}
+	per := len(deltas) / chunks
+	var meds []float64
+	for i := 0; i < chunks; i++ {
+		meds = append(meds, median(deltas[i*per:(i+1)*per]))
+	}
+	name := func(k HistKey) string {
+		return fmt.Sprintf("BenchmarkPacket/backend=%s/pods=%d/attach=%s/verdict=%s/flow=%s", k.Backend, k.Pods, k.Attach, k.Verdict, k.Flow)
+	}
+	r.run.Benchmarks = append(r.run.Benchmarks, results.Benchmark{Name: name(k), Iters: per,
+		Metrics: []results.Metric{{Unit: "stamp_ns/op", Samples: meds}}})
+	if fk, ok := r.hists.floorFor(k); ok && r.run.Find(name(fk)) != nil {
+		r.run.Ratios = append(r.run.Ratios, results.Ratio{
+			Name: strings.Replace(name(k), "BenchmarkPacket/", "RatioAboveFloor/", 1),
+			Num:  results.MetricRef{Benchmark: name(k), Unit: "stamp_ns/op"},
+			Den:  results.MetricRef{Benchmark: name(fk), Unit: "stamp_ns/op"},
+		})
+	}
 }

@@ -117,6 +117,13 @@ func (r *Runner) Run(ctx context.Context) (*results.Run, error) {
 	r.pkt = map[string][]sizePoint{}
 	r.podAdd = map[string]*podAddCheck{}
 	defer r.closeBed()
+	if r.Kernel {
+		r.run.Notes = append(r.run.Notes,
+			"eBPF stamps: TCX programs at the head and the tail of the TCX ingress and egress chains of every pod veth, around the datapath loaded with its TCX_NEXT-on-allow switch (datapath.Options.TCXNext); a pod-to-pod packet's sample is the sum of the source veth's ingress part and the destination veth's egress part.",
+			"iptables stamps: netfilter BPF programs on NF_INET_FORWARD of the node namespace at priorities -1 and +1, around the filter table (priority 0).",
+			"Dropped packets are closed on the kfree_skb tracepoint (tp_btf) with their drop reason; the floor is the same stamps around an empty step (TCX) or an empty filter table (netfilter), measured in the same run at each scale.",
+			"Per-packet growth (the ebpf-flat claim) uses the p50 of denied new flows above the floor: the path that walks a destination's whole rule set.")
+	}
 	plans := r.plan()
 	r.Progress.Total(len(plans) * len(r.Spec.Backends))
 	for _, sp := range plans {

@@ -7,11 +7,17 @@ import (
 	"netpolbench/workloads"
 )
 
-// WorkloadSource generates each scale from a workloads spec (a preset or an inline spec),
-// scaled with Spec.WithPods so every scale keeps the preset's shape: label sets and policies
-// grow in proportion to pods.
+// WorkloadSource generates each scale from a workloads spec. With a preset, a scale that an
+// embedded preset was drawn for (100 small, 1,000 default, 10,000 large, 100,000 huge) uses
+// that preset, whose label sets grow slower than pods as in real clusters (Cilium's 50,000
+// pods had 250 identities); any other scale, and an inline spec, is the base scaled with
+// Spec.WithPods (label sets and policies in proportion to pods).
 type WorkloadSource struct {
 	Base workloads.Spec
+	// byPods holds the presets by their pod count (preset sources only).
+	byPods map[int]workloads.Spec
+	// used records the scales a preset served, for Describe.
+	used map[int]string
 }
 
 // NewWorkloadSource reads the sweep's workload: its inline spec, else its preset.
@@ -27,11 +33,30 @@ func NewWorkloadSource(s Spec) (*WorkloadSource, error) {
 		return nil, fmt.Errorf("sweep workload: %w", err)
 	}
 	base.Seed = s.Seed
-	return &WorkloadSource{Base: base}, nil
+	w := &WorkloadSource{Base: base, used: map[int]string{}}
+	if len(s.Workload) == 0 {
+		w.byPods = map[int]workloads.Spec{}
+		for _, name := range workloads.Presets() {
+			p, err := workloads.Preset(name)
+			if err != nil {
+				return nil, fmt.Errorf("sweep workload: %w", err)
+			}
+			if _, dup := w.byPods[p.Pods]; !dup {
+				p.Seed = s.Seed
+				w.byPods[p.Pods] = p
+			}
+		}
+	}
+	return w, nil
 }
 
 func (w *WorkloadSource) Scale(pods, labelSets int) (*Scenario, error) {
-	s := w.Base.WithPods(pods)
+	s, ok := w.byPods[pods]
+	if ok && labelSets == 0 {
+		w.used[pods] = s.Name
+	} else {
+		s = w.Base.WithPods(pods)
+	}
 	if labelSets > 0 {
 		s.LabelSets.Count = min(labelSets, pods)
 	}
@@ -46,7 +71,15 @@ func (w *WorkloadSource) Scale(pods, labelSets int) (*Scenario, error) {
 }
 
 func (w *WorkloadSource) Describe() json.RawMessage {
-	b, err := json.Marshal(w.Base)
+	d := struct {
+		Base workloads.Spec `json:"base"`
+		// Presets are the embedded presets the scales of that pod count used.
+		Presets map[int]workloads.Spec `json:"presets,omitempty"`
+	}{Base: w.Base, Presets: map[int]workloads.Spec{}}
+	for pods := range w.used {
+		d.Presets[pods] = w.byPods[pods]
+	}
+	b, err := json.Marshal(d)
 	if err != nil {
 		return nil
 	}
