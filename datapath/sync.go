@@ -264,9 +264,10 @@ func (d *Datapath) setGroup(g group, entries []policy.Entry) error {
 // peer allowed on a few ports or ranges costs one hash lookup, whatever the range widths. We
 // chose this over Cilium's LPM port-prefix key (1-65535 → 30 entries, one LPM lookup per
 // identity) because an LPM lookup costs more than a hash lookup and grows with the number of
-// keys (performance-anchors.md), and every flow would pay it, while groups with more than
-// inline spans are rare; and over pure expansion, whose 1-65535 is 65,535 keys per group.
-// BenchmarkRange measures inline against expanded.
+// keys, and every flow would pay it, while groups with more than inline spans are rare:
+// BenchmarkPolicyLookup measured, above the empty-program floor, 26 ns for a hash lookup at
+// 1k, 10k and 100k entries against 55, 79 and 94 ns for the LPM key. And over pure expansion,
+// whose 1-65535 is 65,535 keys per group. BenchmarkRange measures inline against expanded.
 func planGroup(entries []policy.Entry, inline int, nameID func(string) (uint16, error)) (bpfSummary, []bpfPolicyKey, error) {
 	var sum bpfSummary
 	var keys []bpfPolicyKey
