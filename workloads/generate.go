@@ -290,40 +290,60 @@ func spreadPods(s Spec, r *rand.Rand) []int {
 
 // genPods emits the pods namespace by namespace, so each namespace holds a contiguous address
 // block and ipBlock prefixes over pod IPs cover whole namespaces or parts of them.
+//
+// At 100k pods generation is bound by allocation, so pods, containers, ports, names and
+// addresses are carved out of a few slabs instead of 600k small allocations.
 func genPods(g *Generated, counts []int) {
 	w := g.w
-	g.Pods = make([]*corev1.Pod, 0, g.Spec.Pods)
+	total, nports := 0, 0
+	for j, n := range counts {
+		total += n
+		nports += n * len(w.labelSets[j].ports)
+	}
+	pods := make([]corev1.Pod, total)
+	ctrs := make([]corev1.Container, total)
+	cps := make([]corev1.ContainerPort, 0, nports)
+	// Names and addresses go into one buffer each, made strings once and sliced.
+	var nameBuf, ipBuf []byte
+	nameEnd, ipEnd := make([]int, total), make([]int, total)
+	g.Pods = make([]*corev1.Pod, total)
+	g.podLS = make([]int32, total)
 	g.LabelSets = make([]LabelSet, len(w.labelSets))
-	var name []byte
+	i := 0
 	for ns := range w.nsNames {
 		for _, j := range w.byNS[ns] {
 			ls := w.labelSets[j]
 			g.LabelSets[j] = LabelSet{Namespace: w.nsNames[ns], Labels: copyMap(ls.labels), Ports: ls.ports, Pods: counts[j]}
 			for range counts[j] {
-				name = append(append(name[:0], ls.app...), '-')
-				name = strconv.AppendInt(name, int64(ls.next), 10)
+				nameBuf = append(append(nameBuf, ls.app...), '-')
+				nameBuf = strconv.AppendInt(nameBuf, int64(ls.next), 10)
+				nameEnd[i] = len(nameBuf)
 				ls.next++
-				ip := podAddr(w.ipUsed)
+				ipBuf = podAddr(w.ipUsed).AppendTo(ipBuf)
+				ipEnd[i] = len(ipBuf)
 				w.ipUsed++
-				g.Pods = append(g.Pods, makePod(w.nsNames[ns], string(name), ls.labels, ls.ports, ip))
-				g.podLS = append(g.podLS, int32(j))
+				first := len(cps)
+				for _, p := range ls.ports {
+					cps = append(cps, corev1.ContainerPort{Name: p.Name, ContainerPort: int32(p.Port), Protocol: k8sProto(p.Protocol)})
+				}
+				ctrs[i] = corev1.Container{Name: "app", Image: podImage, Ports: cps[first:len(cps):len(cps)]}
+				pods[i] = corev1.Pod{
+					TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+					ObjectMeta: metav1.ObjectMeta{Namespace: w.nsNames[ns], Labels: copyMap(ls.labels)},
+					Spec:       corev1.PodSpec{Containers: ctrs[i : i+1 : i+1]},
+				}
+				g.Pods[i] = &pods[i]
+				g.podLS[i] = int32(j)
+				i++
 			}
 		}
 	}
-}
-
-func makePod(ns, name string, labels map[string]string, ports []policy.ContainerPort, ip netip.Addr) *corev1.Pod {
-	cps := make([]corev1.ContainerPort, len(ports))
-	for i, p := range ports {
-		cps[i] = corev1.ContainerPort{Name: p.Name, ContainerPort: int32(p.Port), Protocol: k8sProto(p.Protocol)}
-	}
-	return &corev1.Pod{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: copyMap(labels)},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{
-			Name: "app", Image: podImage, Ports: cps,
-		}}},
-		Status: corev1.PodStatus{PodIP: ip.String()},
+	names, ips := string(nameBuf), string(ipBuf)
+	prevName, prevIP := 0, 0
+	for i := range pods {
+		pods[i].Name = names[prevName:nameEnd[i]]
+		pods[i].Status.PodIP = ips[prevIP:ipEnd[i]]
+		prevName, prevIP = nameEnd[i], ipEnd[i]
 	}
 }
 
