@@ -69,6 +69,9 @@ func FormatSummary(s Summary, kind string) string {
 		return "-"
 	}
 	if kind == KindRatio {
+		if s.RangeOnly {
+			return fmt.Sprintf("%.4g (%.4g–%.4g) n=%d", s.Center, s.Lo, s.Hi, s.N)
+		}
 		return fmt.Sprintf("%.4g [%.4g, %.4g] n=%d", s.Center, s.Lo, s.Hi, s.N)
 	}
 	return trimFloat(s.Center)

@@ -64,10 +64,12 @@ var ErrNoBaseline = errors.New("no usable baseline")
 // Summary is a sample's centre: the exact value (mode) or the median.
 type Summary struct {
 	Center float64 `json:"center"`
-	// Lo and Hi bound the 95% confidence interval of the median (ratios), or the range (exact).
-	Lo float64 `json:"lo"`
-	Hi float64 `json:"hi"`
-	N  int     `json:"n"`
+	// Lo and Hi bound the 95% confidence interval of the median (ratios), or the range (exact, and
+	// ratios with too few samples for an interval: RangeOnly).
+	Lo        float64 `json:"lo"`
+	Hi        float64 `json:"hi"`
+	RangeOnly bool    `json:"range_only,omitempty"`
+	N         int     `json:"n"`
 }
 
 // Row is the gate's finding for one figure.
@@ -353,8 +355,15 @@ func compareRatios(base, cur *results.Run, opt Options) ([]Row, []string) {
 }
 
 func medianSummary(s []float64, thr *benchmath.Thresholds) Summary {
-	sum := benchmath.AssumeNothing.Summary(benchmath.NewSample(append([]float64(nil), s...), thr), 0.95)
-	return Summary{Center: sum.Center, Lo: sum.Lo, Hi: sum.Hi, N: len(s)}
+	sample := benchmath.NewSample(append([]float64(nil), s...), thr)
+	sum := benchmath.AssumeNothing.Summary(sample, 0.95)
+	out := Summary{Center: sum.Center, Lo: sum.Lo, Hi: sum.Hi, N: len(s)}
+	if math.IsInf(out.Lo, 0) || math.IsInf(out.Hi, 0) {
+		// Too few samples for a 95% interval of the median: report the range instead (JSON has
+		// no infinity) and say so.
+		out.Lo, out.Hi, out.RangeOnly = sample.Values[0], sample.Values[len(sample.Values)-1], true
+	}
+	return out
 }
 
 // countUngated counts timing metrics of run that no declared ratio reads.

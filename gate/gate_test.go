@@ -137,6 +137,14 @@ func TestGateLoadFailsWithoutUsableBaseline(t *testing.T) {
 }
 
 func TestGateJSONIsMachineReadable(t *testing.T) {
+	t.Run("too few samples for an interval", func(t *testing.T) {
+		few := func(o *resultstest.Options) { o.Samples = 3 }
+		res := gate.Compare(synth(few), synth(few), gate.DefaultOptions())
+		var buf bytes.Buffer
+		if err := gate.WriteJSON(&buf, res); err != nil {
+			t.Fatalf("JSON of a 3-sample comparison: %v", err)
+		}
+	})
 	res := gate.Compare(synth(nil), synth(func(o *resultstest.Options) { o.ExtraRules = 1 }), gate.DefaultOptions())
 	var buf bytes.Buffer
 	if err := gate.WriteJSON(&buf, res); err != nil {
