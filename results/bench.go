@@ -114,19 +114,31 @@ func (run *Run) RatioSamples(r Ratio) (samples []float64, ok bool) {
 	return samples, len(samples) > 0
 }
 
-// AllBenchmarks returns the run's benchmarks plus exact size benchmarks derived from Sizes
-// (BenchmarkSize/backend=…/pods=…[/map=…]) that the run did not already report under the same name.
-// WriteBenchfmt and the gate use it, so a size recorded only in Sizes is still gated.
+// AllBenchmarks returns the run's benchmarks plus exact size metrics derived from Sizes
+// (BenchmarkSize/backend=…/pods=…[/map=…|/prog=…]) that the run did not already report under the
+// same benchmark name and unit. WriteBenchfmt and the gate use it, so a size recorded only in
+// Sizes is still gated.
 func (run *Run) AllBenchmarks() []Benchmark {
-	out := append([]Benchmark(nil), run.Benchmarks...)
-	have := map[string]bool{}
-	for _, b := range out {
-		have[b.Name] = true
+	out := make([]Benchmark, len(run.Benchmarks))
+	idx := map[string]int{}
+	for i, b := range run.Benchmarks {
+		b.Metrics = append([]Metric(nil), b.Metrics...)
+		out[i] = b
+		if _, dup := idx[b.Name]; !dup {
+			idx[b.Name] = i
+		}
 	}
 	for _, b := range sizeBenchmarks(run.Sizes) {
-		if !have[b.Name] {
+		i, ok := idx[b.Name]
+		if !ok {
+			idx[b.Name] = len(out)
 			out = append(out, b)
-			have[b.Name] = true
+			continue
+		}
+		for _, m := range b.Metrics {
+			if out[i].Metric(m.Unit) == nil {
+				out[i].Metrics = append(out[i].Metrics, m)
+			}
 		}
 	}
 	return out

@@ -143,8 +143,14 @@ func TestSizesBecomeExactBenchmarksUnlessReported(t *testing.T) {
 	}
 	run.Benchmarks = []results.Benchmark{{Name: "BenchmarkSize/backend=iptables/pods=100", Metrics: []results.Metric{{Unit: "rules", Exact: true, Samples: []float64{9}}}}}
 	all = run.AllBenchmarks()
-	if len(all) != 1 || all[0].Metrics[0].Samples[0] != 9 {
-		t.Fatalf("a reported benchmark should win over the derived one, got %+v", all)
+	if len(all) != 1 || all[0].Metric("rules").Samples[0] != 9 {
+		t.Fatalf("a reported metric should win over the derived one, got %+v", all)
+	}
+	if m := all[0].Metric("chains"); m == nil || m.Samples[0] != 2 {
+		t.Fatalf("derived metrics the run did not report should be merged in, got %+v", all[0].Metrics)
+	}
+	if len(run.Benchmarks[0].Metrics) != 1 {
+		t.Fatal("AllBenchmarks modified the run's own benchmarks")
 	}
 }
 
