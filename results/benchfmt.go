@@ -11,8 +11,8 @@ import (
 )
 
 // WriteBenchfmt writes the run's benchmarks (AllBenchmarks) in Go's benchmark format, which
-// benchstat reads unchanged: file configuration lines (goos, goarch, pkg, cpu, kernel, seed,
-// commit), one `Unit <unit> assume=exact` line per exact unit (and `better=higher` where it
+// benchstat reads unchanged: a comment naming the schema and commit, file configuration lines
+// (goos, pkg, cpu, kernel, seed), one `Unit <unit> assume=exact` line per exact unit (and `better=higher` where it
 // applies), then one line per benchmark and sample index with every metric that has that sample.
 // benchstat groups the lines of one name as repeated runs (like -count).
 func WriteBenchfmt(w io.Writer, run *Run) error {
@@ -57,8 +57,12 @@ func WriteBenchfmt(w io.Writer, run *Run) error {
 	add("cpu", run.Machine.CPUModel)
 	add("kernel", run.Kernel)
 	add("seed", strconv.FormatInt(run.Seed, 10))
-	add("commit", run.GitRevision)
-	add("schema", run.Schema)
+	// The commit and schema go in a comment line, not in file configuration: benchstat splits
+	// results whose configuration differs into separate tables, and an A/B comparison is between
+	// two commits by definition.
+	if _, err := fmt.Fprintf(w, "# netpolbench %s commit %s\n", run.Schema, orUnknown(run.GitRevision)); err != nil {
+		return fmt.Errorf("write benchfmt: %w", err)
+	}
 
 	for _, b := range benches {
 		n := 0
@@ -131,4 +135,11 @@ func ReadBenchfmt(r io.Reader, fileName string) ([]Benchmark, error) {
 		}
 	}
 	return out, nil
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
 }

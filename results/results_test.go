@@ -92,6 +92,11 @@ func TestBenchfmtRoundTripPreservesSamplesAndExactness(t *testing.T) {
 	if strings.Contains(text, "Unit ns/op assume=exact") {
 		t.Error("timing unit ns/op declared exact")
 	}
+	// benchstat puts results of differing configuration in separate tables: the commit must not
+	// be configuration, or an A/B comparison of two commits shows no deltas.
+	if strings.Contains(text, "\ncommit:") || !strings.Contains(text, "# netpolbench "+results.SchemaVersion+" commit "+run.GitRevision) {
+		t.Error("commit written as file configuration, or missing from the comment line")
+	}
 	got, err := results.ReadBenchfmt(strings.NewReader(text), "run.txt")
 	if err != nil {
 		t.Fatal(err)
