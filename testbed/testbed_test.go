@@ -351,3 +351,43 @@ func TestLeftoverParsersTellEmptyFromEnforcing(t *testing.T) {
 		}
 	}
 }
+
+// TestSysctlsLandInTheTestbedNotTheRootNamespace reads back, inside each namespace, the
+// settings New wrote there, and checks the calling process's own namespace kept its values.
+func TestSysctlsLandInTheTestbedNotTheRootNamespace(t *testing.T) {
+	requireRoot(t)
+	keys := []string{"net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter", "net.ipv4.conf.all.accept_local",
+		"net.ipv4.conf.all.send_redirects", "net.ipv4.fwmark_reflect", "net.ipv4.tcp_fwmark_accept"}
+	readAll := func() map[string]string {
+		m := map[string]string{}
+		for _, k := range keys {
+			v, err := readSysctl(k)
+			if err != nil {
+				t.Fatalf("read %s: %v", k, err)
+			}
+			m[k] = v
+		}
+		return m
+	}
+	own := readAll()
+	tb := mustTestbed(t, Options{PodNamespaces: 1})
+	want := map[*nsInfo]map[string]string{
+		&tb.node:    {"net.ipv4.ip_forward": "1", "net.ipv4.conf.all.rp_filter": "0", "net.ipv4.conf.all.send_redirects": "0"},
+		&tb.pods[0]: {"net.ipv4.conf.all.rp_filter": "0", "net.ipv4.conf.all.accept_local": "1", "net.ipv4.fwmark_reflect": "1", "net.ipv4.tcp_fwmark_accept": "1"},
+		&tb.out:     {"net.ipv4.conf.all.rp_filter": "0"},
+	}
+	for ns, kv := range want {
+		var got map[string]string
+		if err := inNS(ns.ns, func() error { got = readAll(); return nil }); err != nil {
+			t.Fatalf("enter %s: %v", ns.name, err)
+		}
+		for k, v := range kv {
+			if got[k] != v {
+				t.Errorf("%s: %s = %s, want %s", ns.name, k, got[k], v)
+			}
+		}
+	}
+	if after := readAll(); fmt.Sprint(after) != fmt.Sprint(own) {
+		t.Errorf("the process's own namespace changed: %v, was %v", after, own)
+	}
+}
