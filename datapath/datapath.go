@@ -110,7 +110,8 @@ type Options struct {
 const maxInline = 6
 
 // Datapath is a loaded pair of enforcement programs and their maps. It implements
-// policy.Backend and policy.Prober.
+// policy.Backend and policy.Prober. Its methods are not safe for concurrent use (the Go-side
+// mirror of the maps is unlocked); the attached programs of course are.
 type Datapath struct {
 	opts   Options
 	objs   bpfObjects

@@ -357,13 +357,14 @@ func groupEntries(rs *policy.RuleSet) map[policy.Identity][]policy.Entry {
 func (d *Datapath) Sync(s *policy.State) (policy.SyncStats, error) {
 	start := time.Now()
 	t := d.tabs
-	t.lxc.removeAll()
-	t.ipcache.removeAll()
-	t.summary.removeAll()
-	t.policy.removeAll()
-	t.named.removeAll()
-	clear(t.epNamed)
-	clear(t.epIP)
+	eps := s.Endpoints()
+	t.lxc.removeAll(len(eps))
+	t.ipcache.removeAll(len(t.ipcache.cur))
+	t.summary.removeAll(len(t.summary.cur))
+	t.policy.removeAll(len(t.policy.cur))
+	t.named.removeAll(len(eps))
+	t.epNamed = make(map[uint32][]bpfNamedPortKey, len(eps))
+	t.epIP = make(map[uint32]netip.Addr, len(eps))
 	clear(t.groupKeys)
 	clear(t.cidrPrefix)
 	clear(t.rsFlags)
@@ -378,7 +379,7 @@ func (d *Datapath) Sync(s *policy.State) (policy.SyncStats, error) {
 			}
 		}
 	}
-	for _, ep := range s.Endpoints() {
+	for _, ep := range eps {
 		if err := d.setEndpoint(s, ep); err != nil {
 			d.needFull = true
 			return policy.SyncStats{}, err

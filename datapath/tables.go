@@ -42,9 +42,10 @@ func (t *table[K, V]) remove(k K) {
 	}
 }
 
-// removeAll plans the deletion of everything (a full sync then sets what it wants).
-func (t *table[K, V]) removeAll() {
-	t.up = map[K]V{}
+// removeAll plans the deletion of everything (a full sync then sets what it wants, about
+// hint entries).
+func (t *table[K, V]) removeAll(hint int) {
+	t.up = make(map[K]V, hint)
 	for k := range t.cur {
 		t.del[k] = struct{}{}
 	}
@@ -82,6 +83,9 @@ func (t *table[K, V]) flushUpserts(perKey bool, st *opStats) error {
 		vals = append(vals, v)
 	}
 	done, err := t.write(keys, vals, perKey)
+	if len(t.cur) == 0 {
+		t.cur = make(map[K]V, done) // a first sync: skip the growth steps
+	}
 	for i := 0; i < done; i++ {
 		t.cur[keys[i]] = vals[i]
 	}
