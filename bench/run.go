@@ -105,7 +105,6 @@ func (r *Runner) Run(ctx context.Context) (*results.Run, error) {
 	start := time.Now()
 	r.run = results.New()
 	r.run.Seed = int64(r.Spec.Seed)
-	r.run.Workload = r.Source.Describe()
 	r.run.Config = results.Config{Backends: r.Spec.Backends, Pods: r.Spec.Pods, Duration: time.Duration(r.Spec.Duration), Samples: r.Spec.Samples,
 		Extra: map[string]string{"packets": fmt.Sprint(r.Spec.Packets), "churn_events": fmt.Sprint(r.Spec.ChurnEvents),
 			"iptables_max_pods": fmt.Sprint(r.Spec.Budget.IptablesMaxPods), "max_phase": time.Duration(r.Spec.Budget.MaxPhase).String()}}
@@ -142,6 +141,8 @@ func (r *Runner) Run(ctx context.Context) (*results.Run, error) {
 
 // finish turns what the sweep collected into fits, claims and latency summaries.
 func (r *Runner) finish() {
+	// After the sweep: the source describes which presets the scales used.
+	r.run.Workload = r.Source.Describe()
 	r.fits()
 	r.claims()
 	r.run.PeakRSSBytes = peakRSS()
