@@ -268,10 +268,10 @@ func TestMapFullIsAnErrorNamingTheMap(t *testing.T) {
 }
 
 // TestIncrementalUpdateLeavesTheMapsAFullSyncWould, over many small random clusters and
-// every kind of event.
+// every kind of event, checking verdicts after every event on the way.
 func TestIncrementalUpdateLeavesTheMapsAFullSyncWould(t *testing.T) {
 	needBPF(t)
-	for seed := range 8 {
+	for seed := range 16 {
 		w := newWorld(uint64(100 + seed))
 		c := w.cluster(t, 30, 5)
 		comp := mustCompile(t, c)
@@ -290,6 +290,18 @@ func TestIncrementalUpdateLeavesTheMapsAFullSyncWould(t *testing.T) {
 			}
 			if delta.Empty() && st.Ops != 0 {
 				t.Fatalf("seed %d step %d: empty delta cost %d ops", seed, step, st.Ops)
+			}
+			keys := c.PodKeys()
+			for range 150 {
+				f := w.flow(c, keys)
+				want, ex := c.Evaluate(f)
+				got, err := d.Verdict(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got != want {
+					t.Fatalf("seed %d step %d after %s: %s: ebpf %s, reference %s (%s)", seed, step, ev.Kind, f, got, want, ex)
+				}
 			}
 		}
 		fresh := mustSynced(t, s, opts)
