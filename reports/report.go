@@ -223,7 +223,7 @@ func (b *builder) latencyTables() (Section, error) {
 			}
 			t.Rows = append(t.Rows, []Cell{txt(h.Backend), num(fmtCount(float64(h.Pods))), txt(h.Verdict), txt(h.Flow),
 				num(fmtCount(float64(h.Count))), num(fmtNS(h.Percentiles.P50)), num(fmtNS(h.Percentiles.P90)), num(fmtNS(h.Percentiles.P99)),
-				num(fmtNS(h.Percentiles.P999)), num(fmtNS(float64(h.Max))), num(above50), num(above99), txt(labelText(h)), txt(h.HgrmPath)})
+				num(fmtNS(h.Percentiles.P999)), num(fmtNS(float64(h.Max))), num(above50), num(above99), txt(labelText(h)), cls(h.HgrmPath, "path")})
 		}
 		s.Tables = append(s.Tables, t)
 	}
@@ -232,7 +232,7 @@ func (b *builder) latencyTables() (Section, error) {
 
 func (b *builder) latencyDistributions() (Section, error) {
 	s := Section{ID: "distributions", Title: "Per-packet cost distributions",
-		Intro: "Percentile curves per backend on log axes (x: percentile, y: time per packet), colour by scale, line style by verdict, flow state and labels. Read the tail on the right."}
+		Intro: "Percentile curves per backend on log axes (x: percentile, y: time per packet), colour by scale, line style by verdict, flow state and labels; thin grey lines are the stamping floors the curves are measured against. Read the tail on the right."}
 	groups := map[string][]results.Histogram{}
 	var keys []string
 	for _, h := range latencyOrder(b.run.Latency) {
@@ -283,9 +283,34 @@ func (b *builder) latencyDistributions() (Section, error) {
 			p.Add(l)
 			p.Legend.Add(strings.TrimSpace(fmtCount(float64(h.Pods))+" pods "+variant(h, fields)), l)
 		}
+		// The floors these distributions are measured against, thin and grey, so the cost above
+		// the stamping floor is visible as the gap between the curves.
+		floors := 0
+		drawnFloor := map[string]bool{}
+		for _, h := range hs {
+			fh := b.run.FindLatency(h.Floor)
+			if h.Floor == "" || drawnFloor[h.Floor] || fh == nil || fh.Count == 0 {
+				continue
+			}
+			drawnFloor[h.Floor] = true
+			xy, err := curveOf(*fh)
+			if err != nil || len(xy) < 2 {
+				continue
+			}
+			l, err := plotter.NewLine(xy)
+			if err != nil {
+				return s, fmt.Errorf("plot floor %s: %w", fh.Name, err)
+			}
+			l.Color = grey
+			l.Width = vg.Points(0.8)
+			l.Dashes = dashPatterns[2]
+			p.Add(l)
+			p.Legend.Add(strings.TrimSpace(fmt.Sprintf("floor %s pods %s", fmtCount(float64(fh.Pods)), variant(*fh, fields))), l)
+			floors++
+		}
 		p.X.Min, p.X.Max = 1, 10000
 		fixLogRange(&p.Y)
-		legendRoom(&p.Y, len(hs), 9*vg.Centimeter)
+		legendRoom(&p.Y, len(hs)+floors, 9*vg.Centimeter)
 		f, err := b.fig(backend+" distribution", "Percentile distribution of "+kind+" for "+backend+".", p, 15*vg.Centimeter, 9*vg.Centimeter)
 		if err != nil {
 			return s, err

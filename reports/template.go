@@ -46,12 +46,12 @@ section h2 { font-size:19px; margin:0 0 6px; padding-bottom:4px; border-bottom:1
 .intro { color:var(--muted); margin:4px 0 12px; max-width:900px; }
 .empty { padding:12px 16px; background:var(--soft); color:var(--muted); border-radius:4px; font-style:italic; }
 .figs { display:flex; flex-wrap:wrap; gap:18px; }
-figure { margin:0; padding:8px; width:min-content; border:1px solid var(--line); border-radius:4px; max-width:100%; overflow-x:auto; }
+figure { margin:0; padding:8px; border:1px solid var(--line); border-radius:4px; max-width:100%; overflow-x:auto; }
 figure svg.plot { display:block; max-width:100%; height:auto; }
 .legend { font-size:12px; margin:4px 0 0 8px; }
 .legend span { margin-right:14px; white-space:nowrap; }
 .legend i { display:inline-block; width:10px; height:10px; margin-right:4px; vertical-align:-1px; border:1px solid #333; }
-figcaption { font-size:12px; color:var(--muted); margin-top:4px; }
+figcaption { width:0; min-width:100%; font-size:12px; color:var(--muted); margin-top:4px; }
 .tablewrap { overflow-x:auto; margin:10px 0 16px; }
 table { border-collapse:collapse; font-size:13px; }
 caption { text-align:left; font-weight:600; padding:4px 0; }
@@ -60,6 +60,7 @@ th { background:var(--soft); font-weight:600; white-space:nowrap; }
 td.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
 td.good { color:var(--good); font-weight:600; } td.bad { color:var(--bad); font-weight:600; }
 td.muted { color:var(--muted); }
+td.path { font-size:11px; color:var(--muted); word-break:break-all; min-width:14em; }
 details > summary { cursor:pointer; color:var(--accent); margin:6px 0; }
 </style>
 </head>
