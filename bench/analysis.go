@@ -203,9 +203,6 @@ func (r *Runner) claimPerPacket() results.Claim {
 		// The hot-cache figure says what the program's logic costs; the stamps add what
 		// real packets meet (cold maps and caches). The claim is judged on the stamps.
 		c.Figures["ebpf_testrun_exponent"] = tr.Exponent
-		defer func() {
-			c.Evidence += fmt.Sprintf("; for comparison, BPF_PROG_TEST_RUN batch means (hot cache) ∝ pods^%.2f", tr.Exponent)
-		}()
 	}
 	ok, measured := true, false
 	if eb != nil {
@@ -230,6 +227,9 @@ func (r *Runner) claimPerPacket() results.Claim {
 		c.Status = results.ClaimRefuted
 	case eb != nil && ipt != nil:
 		c.Status = results.ClaimConfirmed
+	}
+	if tr != nil {
+		parts = append(parts, fmt.Sprintf("for comparison, eBPF BPF_PROG_TEST_RUN batch means (hot cache) ∝ pods^%.2f", tr.Exponent))
 	}
 	c.Evidence = joinSentences(parts)
 	return c

@@ -173,6 +173,7 @@ func TestFitsGiveTheExponentOfEachSeries(t *testing.T) {
 		r.sizes["ebpf"] = append(r.sizes["ebpf"], sizePoint{pods: n, identities: n / 10,
 			size: results.Size{Maps: []results.MapSize{{Name: "policy", Entries: uint64(x / 10 * x / 10)}, {Name: "lxc", Entries: uint64(n)}}}})
 		r.pkt["ebpf"] = append(r.pkt["ebpf"], sizePoint{pods: n, syncNS: 40})
+		r.pkt["ebpf/testrun"] = append(r.pkt["ebpf/testrun"], sizePoint{pods: n, syncNS: 170})
 		r.pkt["iptables"] = append(r.pkt["iptables"], sizePoint{pods: n, syncNS: 20 * x})
 	}
 	r.fits()
@@ -203,6 +204,12 @@ func TestFitsGiveTheExponentOfEachSeries(t *testing.T) {
 	}
 	if status["rules-quadratic"] != results.ClaimConfirmed || status["ebpf-flat"] != results.ClaimConfirmed {
 		t.Errorf("claims from quadratic rules and flat eBPF cost: %v", status)
+	}
+	for _, c := range r.run.Claims {
+		_, cited := c.Figures["ebpf_testrun_exponent"]
+		if c.ID == "ebpf-flat" && (!strings.Contains(c.Evidence, "BPF_PROG_TEST_RUN") || !cited) {
+			t.Errorf("per-packet claim should cite the flat test-run figure beside the stamps: %+v", c)
+		}
 	}
 	if status["pod-add-no-map-change"] != results.ClaimNotMeasured {
 		t.Errorf("pod-add claim without pod adds: %s, want not measured", status["pod-add-no-map-change"])
