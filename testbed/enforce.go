@@ -12,6 +12,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"netpolbench/datapath"
 	"netpolbench/iptables"
@@ -50,7 +51,7 @@ func (e *Enforcement) Backend() policy.Backend { return e.backend }
 func (e *Enforcement) Name() string { return e.name }
 
 // Enforce makes backend name enforce s in the testbed, where its real counterpart does: eBPF on
-// the node side of every pod veth (TCX ingress and egress), iptables and ipset in the node's
+// the node side of every pod veth (TCX ingress and egress; clsact filters on kernels before 6.6), iptables and ipset in the node's
 // FORWARD path. Only one backend may be in force at a time; Enforce checks that nothing of
 // another is present before it starts. The node's conntrack table is flushed first, so no
 // earlier connection decides a probe. SyncStats is the initial Sync's cost.
@@ -89,16 +90,22 @@ func (tb *Testbed) enforceEBPF(s *policy.State, opts EnforceOptions) (*Enforceme
 	var links []io.Closer
 	detach := func() error {
 		var errs []error
-		for _, l := range links {
-			errs = append(errs, l.Close())
-		}
+		// tc filters (the fallback where TCX is missing) are deleted through netlink in the
+		// calling thread's namespace.
+		err := tb.InNode(func() error {
+			for _, l := range links {
+				errs = append(errs, l.Close())
+			}
+			return nil
+		})
 		links = nil
-		return errors.Join(append(errs, dp.Close())...)
+		return errors.Join(append(errs, err, dp.Close())...)
 	}
-	// Attach only after the maps are filled, so no packet meets a half-synced datapath.
+	// Attach only after the maps are filled, so no packet meets a half-synced datapath. TCX
+	// where the kernel has it (6.6), clsact filters otherwise.
 	err = tb.InNode(func() error {
 		for _, v := range tb.PodVeths() {
-			l, err := dp.AttachTCX(v.Index)
+			l, err := dp.Attach(v.Index)
 			if err != nil {
 				return fmt.Errorf("%s: %w", v.Name, err)
 			}
@@ -202,6 +209,9 @@ func (tb *Testbed) tcxPrograms() ([]string, error) {
 		for _, v := range veths {
 			for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
 				res, err := link.QueryPrograms(link.QueryOptions{Target: v.Index, Attach: at})
+				if errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, unix.EINVAL) {
+					break // no TCX in this kernel: nothing can be attached there
+				}
 				if err != nil {
 					return fmt.Errorf("query tcx programs on %s: %w", v.Name, err)
 				}
@@ -212,7 +222,25 @@ func (tb *Testbed) tcxPrograms() ([]string, error) {
 		}
 		return nil
 	})
-	return found, err
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range veths {
+		l, err := tb.node.h.LinkByIndex(v.Index)
+		if err != nil {
+			return nil, fmt.Errorf("find %s: %w", v.Name, err)
+		}
+		qs, err := tb.node.h.QdiscList(l)
+		if err != nil {
+			return nil, fmt.Errorf("list qdiscs of %s: %w", v.Name, err)
+		}
+		for _, q := range qs {
+			if q.Type() == "clsact" {
+				found = append(found, "clsact qdisc (tc filters) on "+v.Name)
+			}
+		}
+	}
+	return found, nil
 }
 
 // tcxGone waits until no TCX program is attached in the node namespace. Closing a link's last
