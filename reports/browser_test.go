@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -142,6 +144,12 @@ func TestBrowserRendersReportWithEveryPlot(t *testing.T) {
 				}
 			}
 
+			if wantPlots > 0 {
+				if w := minPlotWidth(t, bin, dir, name, buf.String()); w < 200 {
+					t.Errorf("%s: narrowest plot is laid out %d px wide; the page squeezes its figures", name, w)
+				}
+			}
+
 			shot := filepath.Join(dir, strings.TrimSuffix(name, ".html")+".png")
 			runChromium(t, bin, path, "--screenshot="+shot, "--window-size=1400,3000")
 			st, err := os.Stat(shot)
@@ -151,4 +159,23 @@ func TestBrowserRendersReportWithEveryPlot(t *testing.T) {
 			t.Logf("screenshot: %s (%d plots)", shot, wantPlots)
 		})
 	}
+}
+
+// minPlotWidth lays out a copy of the page with a probe script appended (the report itself has
+// none) and returns the rendered width of its narrowest plot, in CSS pixels: a layout mistake can
+// keep every SVG in the DOM yet draw it a few pixels wide.
+func minPlotWidth(t *testing.T, bin, dir, name, page string) int {
+	t.Helper()
+	const probe = `<script>document.body.setAttribute("data-min-plot-width", Math.round(Math.min(...Array.from(document.querySelectorAll("svg.plot"), s => s.getBoundingClientRect().width))))</script></body>`
+	path := filepath.Join(dir, "layout-"+name)
+	if err := os.WriteFile(path, []byte(strings.Replace(page, "</body>", probe, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dom, _ := runChromium(t, bin, path, "--dump-dom", "--window-size=1400,3000")
+	m := regexp.MustCompile(`data-min-plot-width="(\d+)"`).FindStringSubmatch(dom)
+	if m == nil {
+		t.Fatalf("%s: layout probe did not run", name)
+	}
+	w, _ := strconv.Atoi(m[1])
+	return w
 }
