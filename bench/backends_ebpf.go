@@ -19,9 +19,14 @@ func init() {
 	for _, l := range []struct {
 		name   string
 		layout datapath.Layout
-	}{{"ebpf", datapath.LayoutHash}, {"ebpf-cilium", datapath.LayoutCilium}} {
-		Register(Factory{Name: l.name, Path: "map-diff", Kernel: true, Open: func(env Env) (policy.Backend, error) {
-			return openEBPF(env, l.layout)
+		perKey bool
+	}{{"ebpf", datapath.LayoutHash, false}, {"ebpf-cilium", datapath.LayoutCilium, false}, {"ebpf-perkey", datapath.LayoutHash, true}} {
+		path := "map-diff-batch"
+		if l.perKey {
+			path = "map-diff-per-key"
+		}
+		Register(Factory{Name: l.name, Path: path, Kernel: !l.perKey, Open: func(env Env) (policy.Backend, error) {
+			return openEBPF(env, l.name, l.layout, l.perKey)
 		}})
 	}
 }
@@ -34,19 +39,17 @@ type ebpfBackend struct {
 	layout datapath.Layout
 }
 
-func openEBPF(env Env, layout datapath.Layout) (policy.Backend, error) {
+// openEBPF opens the datapath for sync, churn and test runs. perKey applies map changes one
+// syscall per key instead of batch operations (the path the datapath measures against).
+func openEBPF(env Env, name string, layout datapath.Layout, perKey bool) (policy.Backend, error) {
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("%w: the eBPF datapath needs root (CAP_BPF, CAP_NET_ADMIN)", ErrUnavailable)
 	}
 	// CTLookup keeps test-run probes independent of each other (no entry is created) while
 	// paying the lookup a real new flow pays.
-	dp, err := datapath.Open(datapath.Options{Layout: layout, CT: datapath.CTLookup, NoDropEvents: true, Sizes: datapath.SizesFor(env.State, layout)})
+	dp, err := datapath.Open(datapath.Options{Layout: layout, CT: datapath.CTLookup, NoDropEvents: true, PerKey: perKey, Sizes: datapath.SizesFor(env.State, layout)})
 	if err != nil {
 		return nil, err
-	}
-	name := "ebpf"
-	if layout == datapath.LayoutCilium {
-		name = "ebpf-cilium"
 	}
 	return &ebpfBackend{Datapath: dp, name: name, layout: layout}, nil
 }

@@ -17,21 +17,29 @@ func init() {
 		variant iptables.Variant
 		mode    iptables.Mode
 		apply   iptables.ApplyPath
+		full    bool // every Update is a full restore
 		maxPods int
 		reason  string
 	}{
-		{"iptables", iptables.Variant("iptables"), iptables.ModeNFT, iptables.ApplyRestore, 0, ""},
-		{"ipset", iptables.Variant("ipset"), iptables.ModeNFT, iptables.ApplyRestore, 0, ""},
-		{"iptables-legacy", iptables.Variant("iptables"), iptables.ModeLegacy, iptables.ApplyRestore, 0, ""},
-		{"iptables-perrule", iptables.Variant("iptables"), iptables.ModeNFT, iptables.ApplyPerRule, 1000,
+		{"iptables", iptables.Variant("iptables"), iptables.ModeNFT, iptables.ApplyRestore, false, 0, ""},
+		{"ipset", iptables.Variant("ipset"), iptables.ModeNFT, iptables.ApplyRestore, false, 0, ""},
+		{"iptables-legacy", iptables.Variant("iptables"), iptables.ModeLegacy, iptables.ApplyRestore, false, 0, ""},
+		{"ipset-legacy", iptables.Variant("ipset"), iptables.ModeLegacy, iptables.ApplyRestore, false, 0, ""},
+		{"iptables-fullsync", iptables.Variant("iptables"), iptables.ModeNFT, iptables.ApplyRestore, true, 0, ""},
+		{"iptables-perrule", iptables.Variant("iptables"), iptables.ModeNFT, iptables.ApplyPerRule, false, 1000,
 			"one iptables exec per rule copies the whole table each time (O(rules²)): hopeless beyond 1,000 pods"},
 	} {
 		path := "partial-restore"
-		if c.apply == iptables.ApplyPerRule {
+		switch {
+		case c.apply == iptables.ApplyPerRule:
 			path = "per-rule"
+		case c.full:
+			path = "full-restore"
 		}
 		Register(Factory{Name: c.name, Path: path, NeedsNetns: true, Kernel: true, MaxPods: c.maxPods, CapReason: c.reason,
-			Open: func(env Env) (policy.Backend, error) { return openIptables(env, c.name, c.variant, c.mode, c.apply) }})
+			Open: func(env Env) (policy.Backend, error) {
+				return openIptables(env, c.name, iptables.Config{Variant: c.variant, Mode: c.mode, Apply: c.apply, NoPartial: c.full})
+			}})
 	}
 }
 
@@ -45,9 +53,9 @@ type iptBackend struct {
 	full   policy.SyncStats // the last full sync's counts
 }
 
-func openIptables(env Env, name string, v iptables.Variant, m iptables.Mode, a iptables.ApplyPath) (policy.Backend, error) {
+func openIptables(env Env, name string, cfg iptables.Config) (policy.Backend, error) {
 	if os.Geteuid() != 0 {
-		return nil, fmt.Errorf("%w: %s needs root to run %s in a network namespace", ErrUnavailable, name, m.Binary("restore"))
+		return nil, fmt.Errorf("%w: %s needs root to run iptables in a network namespace", ErrUnavailable, name)
 	}
 	if env.Netns == "" {
 		return nil, fmt.Errorf("%w: %s needs the testbed's node namespace", ErrUnavailable, name)
@@ -56,7 +64,8 @@ func openIptables(env Env, name string, v iptables.Variant, m iptables.Mode, a i
 	if err != nil {
 		return nil, err
 	}
-	b, err := iptables.New(iptables.Config{Variant: v, Mode: m, Apply: a, Runner: r})
+	cfg.Runner = r
+	b, err := iptables.New(cfg)
 	if err != nil {
 		r.Close()
 		return nil, err

@@ -86,7 +86,8 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// DefaultSpec is `make bench`: 100 to 100,000 pods, every backend, iptables capped at 10,000.
+// DefaultSpec is `make bench`: 100 to 100,000 pods; eBPF in both map layouts, iptables and
+// ipset capped by their per-IP rule budget.
 func DefaultSpec() Spec {
 	return Spec{
 		Seed:   1,
@@ -95,7 +96,7 @@ func DefaultSpec() Spec {
 		// Identities at a fixed pod count: policy entries against label sets alone.
 		LabelSets:    []int{10, 50, 200},
 		LabelSetPods: 1000,
-		Backends:     []string{"compiled", "ebpf", "iptables", "ipset"},
+		Backends:     []string{"compiled", "ebpf", "ebpf-cilium", "iptables", "ipset"},
 	}.withDefaults()
 }
 
