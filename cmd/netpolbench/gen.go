@@ -91,7 +91,7 @@ Presets: ` + strings.Join(workloads.Presets(), ", ") + `.`,
 	f.IntVar(&pods, "pods", 0, "scale the spec to this many pods (label sets and policies scale along)")
 	f.Uint64Var(&seed, "seed", 0, "random seed (default: the spec's)")
 	f.StringVarP(&out, "output", "o", "", "file to write the cluster YAML to (default stdout)")
-	f.StringVar(&probesFile, "probes", "", "also write a probes file for `netpolbench verdict --probes`")
+	f.StringVar(&probesFile, "probes", "", "also write a probes `file` for netpolbench verdict --probes")
 	f.IntVar(&probeCount, "probe-count", 200, "number of probes to write with --probes")
 	rootCmd.AddCommand(cmd)
 }
