@@ -28,6 +28,14 @@
 // The dispatch chains are linear: the first packet of a flow walks past one rule per isolated
 // endpoint before it reaches its own, as in the CNIs this backend models.
 //
+// A full sync is one iptables-restore --noflush payload built in a buffer (plus one ipset
+// restore before it and one after it for swaps and removals). A partial sync, decided at the
+// start of Update, rewrites only the chains of rule sets whose entries changed (or, on an
+// ipBlock change, every rule set with a CIDR or world peer), edits the per-IP rules or set
+// members of peers that gained or lost pods in place, and adds or deletes the dispatch rules and
+// chains of changed endpoints; after any failure the next call is a full sync. The per-rule path
+// sends the same changes as one go-iptables command each.
+//
 // Everything is applied through a Runner inside a network namespace the caller owns; the Fake
 // Runner parses the same payloads, and Trace walks its rules to decide flows without a kernel.
 package iptables
