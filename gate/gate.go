@@ -19,6 +19,7 @@ import (
 	"math"
 	"reflect"
 	"sort"
+	"strings"
 
 	"golang.org/x/perf/benchmath"
 
@@ -318,9 +319,10 @@ func compareRatios(base, cur *results.Run, opt Options) ([]Row, []string) {
 		row.P = cmp.P
 		for _, w := range cmp.Warnings {
 			row.Warnings = append(row.Warnings, w.Error())
-		}
-		if len(cmp.Warnings) > 0 && cmp.P > opt.Alpha {
-			underpowered++
+			// benchmath's only sample-size warning; others (e.g. all values equal) are not about power.
+			if strings.HasPrefix(w.Error(), "need ") {
+				underpowered++
+			}
 		}
 		worse := row.Delta > 0
 		if br.HigherIsBetter {
