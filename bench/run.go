@@ -343,7 +343,7 @@ func (r *Runner) anyKernelBackend() bool {
 }
 
 func isIptablesFamily(name string) bool {
-	return name == "iptables" || name == "ipset" || strings.HasPrefix(name, "iptables-")
+	return name == "iptables" || name == "ipset" || strings.HasPrefix(name, "iptables-") || strings.HasPrefix(name, "ipset-")
 }
 
 func opsUnit(backend string) string {
