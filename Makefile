@@ -13,10 +13,15 @@ export BPF_CFLAGS := -O2 -g -Wall -Werror
 # Debian package that provides each command the suite runs.
 DEPS := iptables:iptables ipset:ipset nft:nftables $(CLANG):clang-19 llvm-strip-19:llvm-19 \
 	bpftool:bpftool ip:iproute2
+# Headers the BPF C programs include, and the Debian package of each (only `make generate`
+# needs them: the compiled objects are committed).
+BPF_HEADERS := /usr/include/bpf/bpf_helpers.h:libbpf-dev \
+	/usr/include/x86_64-linux-gnu/asm/types.h:linux-libc-dev
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BENCH_FLAGS ?=
 TEST_FLAGS ?=
 
-.PHONY: all build deps bench test generate check-generate lint cleanup
+.PHONY: all build deps bpf-deps bench test generate check-generate lint cleanup
 
 all: build
 
@@ -44,7 +49,17 @@ test: deps
 	$(GO) test -count=1 $(TEST_FLAGS) ./...
 	$(GO) test -run='^$$' -fuzz=FuzzCompiledMatchesReference -fuzztime=$(FUZZTIME) ./policy/
 
-generate: deps
+bpf-deps: deps
+	@missing=(); \
+	for d in $(BPF_HEADERS); do f=$${d%%:*}; pkg=$${d##*:}; \
+		test -f $$f || missing+=($$pkg); done; \
+	if [ $${#missing[@]} -gt 0 ]; then \
+		echo "bpf-deps: installing $${missing[*]}"; \
+		apt-get update -qq; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $${missing[*]}; \
+	fi
+
+generate: bpf-deps
 	$(GO) generate ./...
 
 # Regenerates the BPF objects and fails when they differ from the committed ones.
@@ -54,7 +69,7 @@ check-generate: generate
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./...
+	$(GO) run $(STATICCHECK) ./...
 
 cleanup:
 	$(GO) run ./cmd/netpolbench cleanup

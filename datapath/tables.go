@@ -59,10 +59,9 @@ func (t *table[K, V]) entrySize() int {
 
 // opStats counts the kernel operations of one flush.
 type opStats struct {
-	ops     int
-	bytes   int
-	perMap  map[string]int64
-	batched bool
+	ops    int
+	bytes  int
+	perMap map[string]int64
 }
 
 func (s *opStats) add(name string, n, size int) {
