@@ -29,7 +29,8 @@ type ProbeOptions struct {
 	// ConfirmTimeout is the timeout of the second round, which sends every probe that was
 	// not delivered in the first once more: a drop must be seen twice, so a packet that a
 	// loaded machine delivered late is not taken for a policy drop. 0 means
-	// max(4 × Timeout, 1 s); negative turns the second round off.
+	// max(4 × Timeout, 900 ms), short of the 1 s SYN retransmission; negative turns the
+	// second round off.
 	ConfirmTimeout time.Duration
 }
 
@@ -70,19 +71,21 @@ func CanSend(f policy.Flow) error {
 	return nil
 }
 
-func sctpKernelNote() string {
+// sctpKernelNote says whether the kernel could carry SCTP at all, asked once.
+var sctpKernelNote = sync.OnceValue(func() string {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_SCTP)
 	if err != nil {
 		return "and this kernel has no SCTP: " + err.Error()
 	}
 	unix.Close(fd)
 	return "the kernel has SCTP"
-}
+})
 
 // Probe sends every flow as one real packet from its source address to its destination and
 // reports, per flow, whether it was delivered: a completed TCP handshake, or a UDP datagram or
-// ICMP echo request read by a receiver in the destination's namespace. A probe that sees no
-// delivery within the timeout counts as dropped. Anything else (a refused connection, an
+// ICMP echo request read by a receiver in the destination's namespace. A flow not delivered
+// within the timeout is sent once more (see ConfirmTimeout); not delivered twice, it counts as
+// dropped. Anything else (a refused connection, an
 // unreachable route, a datagram seen with the wrong addresses) is a testbed fault and fails
 // the call, so a drop is never confused with a broken testbed.
 //
@@ -126,7 +129,7 @@ func (tb *Testbed) Probe(ctx context.Context, flows []policy.Flow, opts ProbeOpt
 	if opts.ConfirmTimeout >= 0 {
 		confirm := opts.ConfirmTimeout
 		if confirm == 0 {
-			confirm = max(4*opts.Timeout, time.Second)
+			confirm = max(4*opts.Timeout, 900*time.Millisecond)
 		}
 		var again []int
 		for i, ok := range out {
