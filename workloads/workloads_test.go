@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 
 	"netpolbench/policy"
@@ -427,5 +429,70 @@ func TestGoldenGeneratedClusters(t *testing.T) {
 	}
 	if got != string(want) {
 		t.Errorf("generated clusters changed (run with -update if that is intended):\ngot:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// TestObjectsPassAPIServerNameAndLabelRules checks what the API server would reject before
+// kubectl apply gets anywhere: object names, label keys and values, container port names and
+// numbers, and ipBlock CIDRs with except inside them.
+func TestObjectsPassAPIServerNameAndLabelRules(t *testing.T) {
+	g := mustGenerate(t, mustPreset(t, "default"))
+	check := func(what string, msgs []string) {
+		t.Helper()
+		if len(msgs) > 0 {
+			t.Errorf("%s: %s", what, strings.Join(msgs, "; "))
+		}
+	}
+	labels := func(obj string, m map[string]string) {
+		for k, v := range m {
+			check(obj+" label key "+k, validation.IsQualifiedName(k))
+			check(obj+" label value "+v, validation.IsValidLabelValue(v))
+		}
+	}
+	for _, ns := range g.Namespaces {
+		check("namespace "+ns.Name, validation.IsDNS1123Label(ns.Name))
+		labels("namespace "+ns.Name, ns.Labels)
+	}
+	for _, p := range g.Pods {
+		check("pod "+p.Name, validation.IsDNS1123Subdomain(p.Name))
+		labels("pod "+p.Name, p.Labels)
+		for _, c := range p.Spec.Containers {
+			check("container "+c.Name, validation.IsDNS1123Label(c.Name))
+			if c.Image == "" {
+				t.Errorf("pod %s: container without image", p.Name)
+			}
+			for _, cp := range c.Ports {
+				if cp.Name != "" {
+					check("port name "+cp.Name, validation.IsValidPortName(cp.Name))
+				}
+				check("port number", validation.IsValidPortNum(int(cp.ContainerPort)))
+			}
+		}
+	}
+	for _, np := range g.Policies {
+		check("policy "+np.Name, validation.IsDNS1123Subdomain(np.Name))
+		var peers []networkingv1.NetworkPolicyPeer
+		for _, r := range np.Spec.Ingress {
+			peers = append(peers, r.From...)
+		}
+		for _, r := range np.Spec.Egress {
+			peers = append(peers, r.To...)
+		}
+		for _, pe := range peers {
+			if pe.IPBlock == nil {
+				continue
+			}
+			cidr, err := netip.ParsePrefix(pe.IPBlock.CIDR)
+			if err != nil || cidr != cidr.Masked() {
+				t.Errorf("policy %s: cidr %q is not a canonical prefix", np.Name, pe.IPBlock.CIDR)
+				continue
+			}
+			for _, e := range pe.IPBlock.Except {
+				ex, err := netip.ParsePrefix(e)
+				if err != nil || ex.Bits() <= cidr.Bits() || !cidr.Contains(ex.Addr()) {
+					t.Errorf("policy %s: except %q is not strictly inside %s", np.Name, e, cidr)
+				}
+			}
+		}
 	}
 }
