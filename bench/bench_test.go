@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"netpolbench/iptables"
 	"netpolbench/policy"
 	"netpolbench/results"
 )
@@ -411,6 +412,34 @@ func TestInverseEventsUndoEveryChurnKind(t *testing.T) {
 		}
 		if got := comp.State().NumEntries(); got != entries || comp.State().NumEndpoints() != eps || len(comp.Cluster().Policies) != pols {
 			t.Errorf("%s undone: %d entries %d endpoints %d policies, want %d %d %d", kind, got, comp.State().NumEndpoints(), len(comp.Cluster().Policies), entries, eps, pols)
+		}
+	}
+}
+
+func TestPerIPEstimateTracksTheRulesIptablesWrites(t *testing.T) {
+	for _, c := range []struct{ pods, labelSets int }{{60, 6}, {240, 6}, {240, 24}} {
+		cl, err := testCluster(c.pods, c.labelSets)
+		if err != nil {
+			t.Fatal(err)
+		}
+		comp, err := policy.Compile(cl, policy.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fake := iptables.NewFake()
+		b, err := iptables.New(iptables.Config{Variant: iptables.Variant("iptables"), Runner: fake})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Sync(comp.State()); err != nil {
+			t.Fatal(err)
+		}
+		_, rules, _, _ := fake.Counts()
+		est := perIPEstimate(comp.State())
+		t.Logf("%d pods, %d label sets: estimate %d, rules %d", c.pods, c.labelSets, est, rules)
+		// The estimate decides a cap: it must be the right size, not exact.
+		if est < rules/3 || est > rules*3 {
+			t.Errorf("%d pods, %d label sets: estimate %d, iptables wrote %d rules", c.pods, c.labelSets, est, rules)
 		}
 	}
 }
