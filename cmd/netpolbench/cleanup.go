@@ -29,10 +29,23 @@ With --all it also removes the namespaces of runs that are still alive.`,
 				gone[n] = true
 				fmt.Fprintln(cmd.OutOrStdout(), "removed", n)
 			}
+			kept := map[int]int{}
+			var pids []int
 			for _, l := range left {
-				if !gone[l.Name] && l.Live {
-					fmt.Fprintf(cmd.OutOrStdout(), "kept %s (run %d is alive; --all removes it)\n", l.Name, l.PID)
+				if gone[l.Name] {
+					continue
 				}
+				if kept[l.PID] == 0 {
+					pids = append(pids, l.PID)
+				}
+				kept[l.PID]++
+			}
+			for _, pid := range pids {
+				why := fmt.Sprintf("run %d is alive", pid)
+				if pid == 0 {
+					why = "no run pid in the name"
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "kept %d namespace(s) (%s; --all removes them)\n", kept[pid], why)
 			}
 			if len(left) == 0 {
 				fmt.Fprintln(cmd.OutOrStdout(), "nothing to clean up")
