@@ -32,8 +32,8 @@ With --all it also removes the namespaces of runs that are still alive.`,
 			kept := map[int]int{}
 			var pids []int
 			for _, l := range left {
-				if gone[l.Name] {
-					continue
+				if gone[l.Name] || (!l.Live && l.PID != 0) {
+					continue // removed, or its removal failed and err says why
 				}
 				if kept[l.PID] == 0 {
 					pids = append(pids, l.PID)
