@@ -26,7 +26,7 @@ use 'netpolbench gate' to fail on a regression.`,
 			if out == "" {
 				return usageErr(errors.New("compare: -o diff.html is required"))
 			}
-			base, cur, err := gate.Load(args[0], args[1])
+			base, cur, err := gate.Load(resultsPath(args[0]), resultsPath(args[1]))
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}

@@ -34,7 +34,7 @@ and commit it with the change that moved the figures, saying why in the commit m
 				if curPath == "" {
 					return usageErr(errors.New("gate: --write-baseline needs --current"))
 				}
-				cur, err := results.Load(curPath)
+				cur, err := results.Load(resultsPath(curPath))
 				if err != nil {
 					return usageErr(err)
 				}
@@ -53,7 +53,7 @@ and commit it with the change that moved the figures, saying why in the commit m
 			if opt.Alpha <= 0 || opt.Alpha >= 1 || opt.MinEffect < 0 {
 				return usageErr(fmt.Errorf("gate: --alpha must be in (0,1) and --min-effect ≥ 0"))
 			}
-			base, cur, err := gate.Load(basePath, curPath)
+			base, cur, err := gate.Load(resultsPath(basePath), resultsPath(curPath))
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
