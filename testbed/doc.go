@@ -7,19 +7,31 @@
 //
 //	<run>-node      forwarding on, rp_filter and redirects off; one veth per other namespace.
 //	                Enforcement sits here: eBPF on the node side of each pod veth (TCX),
-//	                iptables in the FORWARD path.
+//	                iptables and ipset in the FORWARD path.
 //	<run>-pod<i>    a real pod namespace carrying many virtual pods: every address of the
-//	                aligned blocks of 198.18.0.0/15 assigned to it is local (AnyIP route), so
-//	                any pod address there can send and receive without per-pod setup.
+//	                aligned blocks of 198.18.0.0/15 dealt to it is local (AnyIP route), so any
+//	                pod address there can send and receive without per-pod setup.
 //	<run>-out       203.0.113.0/24 hosts (AnyIP) for ipBlock and world flows.
+//
+// <run> is "npb-<pid>-<random>". Close removes the namespaces, and so does SIGINT or SIGTERM;
+// Cleanup (the `netpolbench cleanup` command) removes those of runs that were killed.
 //
 // Pod addresses map to namespaces by block: block = (ip - 198.18.0.0) >> (32 - BlockBits),
 // namespace = block mod PodNamespaces. Traffic between two pods always crosses the node, even
 // inside one block: a policy-routing rule sends locally generated packets for the pod range to
 // the veth before the local table is consulted. Self traffic (a pod to its own address) carries
 // the mark selfMark, which a higher rule sends to the local table, so it stays in the
-// namespace as it does in Kubernetes.
+// namespace as it does in Kubernetes; fwmark_reflect and tcp_fwmark_accept keep its replies
+// local too.
 //
 // Neighbours are static: each side of each veth knows the other's MAC for a link-local
 // gateway address, so no ARP is needed and the neighbour table does not grow with pod count.
+//
+// Probe turns flows into packets: a TCP handshake, a UDP datagram or an ICMP echo request from
+// the source address, with receivers in the destination namespaces. A flow not delivered
+// within the timeout is sent once more before it counts as dropped, and ProbeVerdicts sends
+// control flows alongside (no pod at either end, so every backend must pass them) to tell a
+// drop from a broken testbed. Enforce puts one backend in force, Enforcement.Close takes it
+// out and checks nothing of it is left, and RealPackets runs a set of flows through each
+// backend in turn.
 package testbed
