@@ -17,11 +17,13 @@ DEPS := iptables:iptables ipset:ipset nft:nftables $(CLANG):clang-19 llvm-strip-
 # needs them: the compiled objects are committed).
 BPF_HEADERS := /usr/include/bpf/bpf_helpers.h:libbpf-dev \
 	/usr/include/x86_64-linux-gnu/asm/types.h:linux-libc-dev
+# What only the tests need: Chromium renders the HTML report in the browser test.
+TEST_DEPS := chromium:chromium
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BENCH_FLAGS ?=
 TEST_FLAGS ?=
 
-.PHONY: all build deps bpf-deps bench test generate check-generate lint cleanup
+.PHONY: all build deps test-deps bpf-deps bench test generate check-generate lint cleanup
 
 all: build
 
@@ -44,7 +46,10 @@ bench: deps
 
 FUZZTIME ?= 15s
 
-test: deps
+test-deps: deps
+	@$(MAKE) --no-print-directory deps DEPS="$(TEST_DEPS)"
+
+test: test-deps
 	$(GO) vet ./...
 	$(GO) test -count=1 $(TEST_FLAGS) ./...
 	$(GO) test -run='^$$' -fuzz=FuzzCompiledMatchesReference -fuzztime=$(FUZZTIME) ./policy/
