@@ -11,7 +11,7 @@
 // External hosts come from 203.0.113.0/24 (TEST-NET-3).
 //
 // The embedded presets under specs/ (small, default, large, huge: 100 to 100,000 pods) are
-// complete, commented examples of the spec format; `netpolbench gen --preset NAME` writes one
+// complete examples of the spec format; `netpolbench gen --preset NAME` writes one
 // as Kubernetes YAML. Other packages pin what the presets generate (policy's golden compiled
 // sizes, workloads' own golden hashes): change the generator only on purpose, and re-run
 // those goldens when you do.
