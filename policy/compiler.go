@@ -92,8 +92,11 @@ type ruleSet struct {
 	policies []*compiledPolicy
 	refs     int
 	counts   map[Entry]int32
-	dirty    bool
-	index    map[Identity][]Entry
+	// full means Entries must be rebuilt from counts; otherwise pending holds the entries
+	// that appeared (+1) or vanished (-1) since Entries was last brought up to date.
+	full    bool
+	pending map[Entry]int8
+	index   map[Identity][]Entry
 }
 
 // State is the compiled, backend-neutral enforcement state. It changes only through
@@ -374,11 +377,7 @@ func (c *Compiler) allocIdentity(p *Pod, lbls []string, key string, incremental 
 						continue
 					}
 					c.peerIDs[pe][num] = struct{}{}
-					for s := range c.setsByPolicy[cp.key] {
-						if s.Direction == Direction(dir) {
-							c.forPorts(s, r, num, func(e Entry) { c.bump(s, e, 1) })
-						}
-					}
+					c.bumpRule(cp, Direction(dir), r, num, 1)
 				}
 			}
 		}
@@ -399,11 +398,7 @@ func (c *Compiler) releaseIdentity(id *identity) {
 						continue
 					}
 					delete(c.peerIDs[pe], num)
-					for s := range c.setsByPolicy[cp.key] {
-						if s.Direction == Direction(dir) {
-							c.forPorts(s, r, num, func(e Entry) { c.bump(s, e, -1) })
-						}
-					}
+					c.bumpRule(cp, Direction(dir), r, num, -1)
 				}
 			}
 		}
@@ -418,8 +413,8 @@ func (c *Compiler) releaseIdentity(id *identity) {
 func (c *Compiler) computeSel(id *identity) [2][]*compiledPolicy {
 	var sel [2][]*compiledPolicy
 	set := labels.Set(id.info.PodLabels)
-	for _, cp := range c.cluster.compiled {
-		if cp.ns != id.info.Namespace || !cp.subject.Matches(set) {
+	for _, cp := range c.cluster.byNS[id.info.Namespace] {
+		if !cp.subject.Matches(set) {
 			continue
 		}
 		for dir := range 2 {
@@ -524,7 +519,7 @@ func (c *Compiler) acquireSet(dir Direction, sel []*compiledPolicy, pod *Pod) *r
 		policies: slices.Clone(sel),
 		refs:     1,
 		counts:   map[Entry]int32{},
-		dirty:    true,
+		full:     true,
 	}
 	c.nextSet++
 	for _, cp := range sel {
@@ -602,7 +597,8 @@ func (c *Compiler) rebuild(s *ruleSet) {
 		}
 	}
 	s.counts = counts
-	s.dirty = true
+	s.full = true
+	s.index = nil
 }
 
 // forPorts expands one rule and one peer identity into the set's entries.
@@ -639,12 +635,25 @@ func (c *Compiler) bump(s *ruleSet, e Entry, n int32) {
 	} else {
 		s.counts[e] = now
 	}
-	s.dirty = true
+	var change int8
 	switch {
 	case old == 0 && now > 0:
-		c.d.entries[RuleSetEntry{s.ID, s.Direction, e}]++
+		change = 1
 	case old > 0 && now == 0:
-		c.d.entries[RuleSetEntry{s.ID, s.Direction, e}]--
+		change = -1
+	default:
+		return
+	}
+	c.d.entries[RuleSetEntry{s.ID, s.Direction, e}] += int(change)
+	s.index = nil
+	if s.full {
+		return
+	}
+	if s.pending == nil {
+		s.pending = map[Entry]int8{}
+	}
+	if s.pending[e] += change; s.pending[e] == 0 {
+		delete(s.pending, e)
 	}
 }
 
@@ -872,45 +881,73 @@ func (c *Compiler) newCIDR(p netip.Prefix) *identity {
 }
 
 // refreshIPBlocks recomputes the CIDR identities of every ipBlock peer after the prefix set
-// changed, and rebuilds the rule sets whose entries follow.
+// changed, and updates the entries of the rule sets that follow from them.
 func (c *Compiler) refreshIPBlocks() {
-	touched := map[*ruleSet]struct{}{}
 	for _, cp := range c.cluster.compiled {
-		any := false
+		if len(cp.prefixes) == 0 {
+			continue
+		}
 		for dir := range 2 {
 			for _, r := range cp.rules[dir] {
 				for _, pe := range r.peers {
-					if pe.ipBlock {
-						c.peerIDs[pe] = c.matchPeer(cp, pe)
-						any = true
+					if !pe.ipBlock {
+						continue
+					}
+					old, now := c.peerIDs[pe], c.matchPeer(cp, pe)
+					c.peerIDs[pe] = now
+					for id := range now {
+						if _, ok := old[id]; !ok {
+							c.bumpRule(cp, Direction(dir), r, id, 1)
+						}
+					}
+					for id := range old {
+						if _, ok := now[id]; !ok {
+							c.bumpRule(cp, Direction(dir), r, id, -1)
+						}
 					}
 				}
 			}
 		}
-		if any {
-			for s := range c.setsByPolicy[cp.key] {
-				touched[s] = struct{}{}
-			}
-		}
-	}
-	for s := range touched {
-		c.rebuild(s)
 	}
 }
 
-// finish brings the sorted views of changed rule sets up to date.
+// bumpRule adds (n = 1) or takes back (n = -1) what one rule contributes for one peer identity
+// to every rule set of the policy in that direction.
+func (c *Compiler) bumpRule(cp *compiledPolicy, dir Direction, r *compiledRule, id Identity, n int32) {
+	for s := range c.setsByPolicy[cp.key] {
+		if s.Direction == dir {
+			c.forPorts(s, r, id, func(e Entry) { c.bump(s, e, n) })
+		}
+	}
+}
+
+// finish brings the sorted views of changed rule sets up to date. A set with a few changes
+// has them merged into its sorted entries; only new, rebuilt or heavily changed sets are sorted
+// whole.
 func (c *Compiler) finish() {
 	for _, s := range c.sets {
-		if !s.dirty {
+		if !s.full && len(s.pending) == 0 {
 			continue
 		}
-		s.Entries = s.Entries[:0]
-		for e := range s.counts {
-			s.Entries = append(s.Entries, e)
+		if s.full || len(s.pending) > len(s.Entries)/8+16 {
+			s.Entries = s.Entries[:0]
+			for e := range s.counts {
+				s.Entries = append(s.Entries, e)
+			}
+			SortEntries(s.Entries)
+		} else {
+			for e, change := range s.pending {
+				i, found := slices.BinarySearchFunc(s.Entries, e, CompareEntries)
+				switch {
+				case change > 0 && !found:
+					s.Entries = slices.Insert(s.Entries, i, e)
+				case change < 0 && found:
+					s.Entries = slices.Delete(s.Entries, i, i+1)
+				}
+			}
 		}
-		SortEntries(s.Entries)
-		s.index = nil
-		s.dirty = false
+		s.full = false
+		s.pending = nil
 	}
 }
 

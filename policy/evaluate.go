@@ -118,8 +118,8 @@ func (c *Cluster) decide(ep *Pod, dir Direction, f Flow, peer *Pod, peerIP netip
 func (c *Cluster) selecting(pod *Pod, dir Direction) []string {
 	var keys []string
 	set := labels.Set(pod.Labels)
-	for k, cp := range c.compiled {
-		if cp.ns == pod.Namespace && cp.applies[dir] && cp.subject.Matches(set) {
+	for k, cp := range c.byNS[pod.Namespace] {
+		if cp.applies[dir] && cp.subject.Matches(set) {
 			keys = append(keys, k)
 		}
 	}

@@ -134,8 +134,15 @@ func (c *Cluster) AddPolicy(np *networkingv1.NetworkPolicy) error {
 
 func (c *Cluster) putPolicy(cp *compiledPolicy) {
 	c.ensureNamespace(cp.ns)
+	if old, ok := c.compiled[cp.key]; ok {
+		delete(c.byNS[old.ns], cp.key)
+	}
 	c.Policies[cp.key] = cp.np
 	c.compiled[cp.key] = cp
+	if c.byNS[cp.ns] == nil {
+		c.byNS[cp.ns] = map[string]*compiledPolicy{}
+	}
+	c.byNS[cp.ns][cp.key] = cp
 }
 
 func (c *Cluster) removePolicy(key string) (*compiledPolicy, error) {
@@ -145,6 +152,7 @@ func (c *Cluster) removePolicy(key string) (*compiledPolicy, error) {
 	}
 	delete(c.Policies, key)
 	delete(c.compiled, key)
+	delete(c.byNS[cp.ns], key)
 	return cp, nil
 }
 

@@ -96,6 +96,8 @@ type Cluster struct {
 
 	podsByIP map[netip.Addr]*Pod
 	compiled map[string]*compiledPolicy
+	// byNS indexes compiled policies by namespace: a policy selects pods of its own only.
+	byNS map[string]map[string]*compiledPolicy
 }
 
 // NewCluster returns an empty cluster.
@@ -106,6 +108,7 @@ func NewCluster() *Cluster {
 		Policies:   map[string]*networkingv1.NetworkPolicy{},
 		podsByIP:   map[netip.Addr]*Pod{},
 		compiled:   map[string]*compiledPolicy{},
+		byNS:       map[string]map[string]*compiledPolicy{},
 	}
 }
 
@@ -162,6 +165,12 @@ func (c *Cluster) Clone() *Cluster {
 	for k, np := range c.Policies {
 		n.Policies[k] = np
 		n.compiled[k] = c.compiled[k]
+	}
+	for ns, m := range c.byNS {
+		n.byNS[ns] = make(map[string]*compiledPolicy, len(m))
+		for k, cp := range m {
+			n.byNS[ns][k] = cp
+		}
 	}
 	return n
 }
