@@ -69,6 +69,8 @@ type Compiler struct {
 	peerIDs map[*compiledPeer]map[Identity]struct{}
 
 	d *deltaBuilder // nil while compiling from scratch
+	// changed holds the rule sets whose sorted entries finish must bring up to date.
+	changed map[*ruleSet]struct{}
 }
 
 type identity struct {
@@ -130,6 +132,7 @@ func Compile(cl *Cluster, opts Options) (*Compiler, error) {
 		setsByPolicy: map[string]map[*ruleSet]struct{}{},
 		nextSet:      1,
 		peerIDs:      map[*compiledPeer]map[Identity]struct{}{},
+		changed:      map[*ruleSet]struct{}{},
 	}
 	c.state = &State{c: c}
 	for _, k := range cl.PolicyKeys() {
@@ -521,6 +524,7 @@ func (c *Compiler) acquireSet(dir Direction, sel []*compiledPolicy, pod *Pod) *r
 		counts:   map[Entry]int32{},
 		full:     true,
 	}
+	c.changed[s] = struct{}{}
 	c.nextSet++
 	for _, cp := range sel {
 		s.Policies = append(s.Policies, cp.key)
@@ -599,6 +603,7 @@ func (c *Compiler) rebuild(s *ruleSet) {
 	s.counts = counts
 	s.full = true
 	s.index = nil
+	c.changed[s] = struct{}{}
 }
 
 // forPorts expands one rule and one peer identity into the set's entries.
@@ -646,6 +651,7 @@ func (c *Compiler) bump(s *ruleSet, e Entry, n int32) {
 	}
 	c.d.entries[RuleSetEntry{s.ID, s.Direction, e}] += int(change)
 	s.index = nil
+	c.changed[s] = struct{}{}
 	if s.full {
 		return
 	}
@@ -925,7 +931,8 @@ func (c *Compiler) bumpRule(cp *compiledPolicy, dir Direction, r *compiledRule, 
 // has them merged into its sorted entries; only new, rebuilt or heavily changed sets are sorted
 // whole.
 func (c *Compiler) finish() {
-	for _, s := range c.sets {
+	for s := range c.changed {
+		delete(c.changed, s)
 		if !s.full && len(s.pending) == 0 {
 			continue
 		}
