@@ -3,6 +3,7 @@ package iptables
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"netpolbench/policy"
 )
@@ -38,11 +39,15 @@ func (b *Backend) apply(p *plan) (policy.SyncStats, error) {
 	}
 
 	if len(p.setLines) > 0 {
-		if err := b.ipsetRestore(p.setLines, det); err != nil {
+		t0 := time.Now()
+		err := b.ipsetRestore(p.setLines, det)
+		det["ipset_us"] += time.Since(t0).Microseconds()
+		if err != nil {
 			return b.finish(st), err
 		}
 	}
 	if len(p.declare)+len(p.ops)+len(p.remove) > 0 {
+		t0 := time.Now()
 		var err error
 		if b.exec != nil {
 			var execs int
@@ -67,6 +72,7 @@ func (b *Backend) apply(p *plan) (policy.SyncStats, error) {
 				err = newRestoreError(tool, payload, stderr, rerr)
 			}
 		}
+		det["rules_us"] = time.Since(t0).Microseconds()
 		if err != nil {
 			if len(p.tmpSets) > 0 {
 				lines := make([]string, 0, len(p.tmpSets))
@@ -104,7 +110,10 @@ func (b *Backend) apply(p *plan) (policy.SyncStats, error) {
 	}
 	post := append(append([]string(nil), p.postLines...), p.destroyLines()...)
 	if len(post) > 0 {
-		if err := b.ipsetRestore(post, det); err != nil {
+		t0 := time.Now()
+		err := b.ipsetRestore(post, det)
+		det["ipset_us"] += time.Since(t0).Microseconds()
+		if err != nil {
 			return b.finish(st), err
 		}
 	}

@@ -186,7 +186,9 @@ func (b *Backend) Sync(s *policy.State) (policy.SyncStats, error) {
 		b.needFull = true
 		return policy.SyncStats{Duration: time.Since(start)}, err
 	}
+	planned := time.Since(start)
 	st, err := b.apply(p)
+	st.Detail["plan_us"] = planned.Microseconds()
 	st.Duration = time.Since(start)
 	if err != nil {
 		b.needFull = true
@@ -218,7 +220,9 @@ func (b *Backend) Update(s *policy.State, d *policy.Delta) (policy.SyncStats, er
 		b.needFull = true
 		return policy.SyncStats{Duration: time.Since(start)}, fmt.Errorf("partial sync (the next sync is full): %w", err)
 	}
+	planned := time.Since(start)
 	st, err := b.apply(p)
+	st.Detail["plan_us"] = planned.Microseconds()
 	st.Duration = time.Since(start)
 	if err != nil {
 		b.needFull = true

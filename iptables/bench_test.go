@@ -192,6 +192,9 @@ func BenchmarkFullSync(b *testing.B) {
 			b.ReportMetric(float64(d["total_set_members"]), "set_members")
 			b.ReportMetric(float64(d["lines"]+d["set_lines"]), "lines/op")
 			b.ReportMetric(float64(last.Bytes), "payload_bytes/op")
+			b.ReportMetric(float64(d["plan_us"])/1000, "plan_ms")
+			b.ReportMetric(float64(d["ipset_us"])/1000, "ipset_ms")
+			b.ReportMetric(float64(d["rules_us"])/1000, "rules_ms")
 			b.ReportMetric(0, "capped")
 		})
 	}
@@ -234,7 +237,7 @@ func BenchmarkPartialSync(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			var lines, bytes, written, fulls, setLines int64
+			var lines, bytes, written, fulls, setLines, planUS, ipsetUS, rulesUS int64
 			var worst time.Duration
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
@@ -263,6 +266,9 @@ func BenchmarkPartialSync(b *testing.B) {
 				bytes += int64(st.Bytes)
 				written += st.Detail["rules"]
 				fulls += st.Detail["full"]
+				planUS += st.Detail["plan_us"]
+				ipsetUS += st.Detail["ipset_us"]
+				rulesUS += st.Detail["rules_us"]
 			}
 			n := float64(b.N)
 			b.ReportMetric(float64(be.Rules()), "rules")
@@ -272,6 +278,9 @@ func BenchmarkPartialSync(b *testing.B) {
 			b.ReportMetric(float64(written)/n, "rules_written/op")
 			b.ReportMetric(float64(fulls)/n, "full_syncs/op")
 			b.ReportMetric(float64(worst.Microseconds())/1000, "max_ms")
+			b.ReportMetric(float64(planUS)/1000/n, "plan_ms")
+			b.ReportMetric(float64(ipsetUS)/1000/n, "ipset_ms")
+			b.ReportMetric(float64(rulesUS)/1000/n, "rules_ms")
 			b.ReportMetric(0, "capped")
 		})
 	}
