@@ -298,6 +298,10 @@ func (r *Runner) runBackend(ctx context.Context, name, label string, sweep bool,
 		return
 	}
 	prober, _ := be.(policy.Prober)
+	if prober == nil && f.NeedsNetns && r.Kernel && r.bed != nil {
+		// No program to test-run: converge on real packets through the testbed.
+		prober = &packetProber{ctx: ctx, bed: r.bed}
+	}
 	r.churn(ctx, name, f.Path, label, pods, comp, be, prober, &pt)
 
 	if tr, ok := be.(TestRunner); ok {
@@ -571,9 +575,14 @@ func convergenceCandidates(st *policy.State, evs []policy.Event, rng *rand.Rand)
 // converge polls the prober on the first candidate whose verdict the event changed, until it
 // gives the new verdict, and returns the time from start (the event) to that probe.
 func converge(p policy.Prober, st *policy.State, probes []policy.Flow, before []policy.Verdict, start time.Time, limit time.Duration) (time.Duration, bool) {
+	_, real := p.(*packetProber)
 	for i, f := range probes {
 		want := st.Verdict(f)
 		if want == before[i] {
+			continue
+		}
+		if real && (want != policy.Allow || testbed.CanSend(f) != nil) {
+			// A real probe proves a deny only by timing out; converge on newly allowed flows.
 			continue
 		}
 		deadline := start.Add(limit)
@@ -589,6 +598,24 @@ func converge(p policy.Prober, st *policy.State, probes []policy.Flow, before []
 		}
 	}
 	return 0, false
+}
+
+// packetProber decides a flow by sending it through the testbed: delivered is allow. A deny
+// shows only as a timeout, so converge uses it for flows that became allowed.
+type packetProber struct {
+	ctx context.Context
+	bed *testbed.Testbed
+}
+
+func (p *packetProber) Verdict(f policy.Flow) (policy.Verdict, error) {
+	ok, err := p.bed.Probe(p.ctx, []policy.Flow{f}, testbed.ProbeOptions{Timeout: 50 * time.Millisecond, Concurrency: 1})
+	if err != nil {
+		return policy.Deny, err
+	}
+	if ok[0] {
+		return policy.Allow, nil
+	}
+	return policy.Deny, nil
 }
 
 // flowClasses samples pod-to-pod flows the state allows and denies.

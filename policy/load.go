@@ -204,13 +204,19 @@ func decode(r io.Reader, name string) ([]decoded, []string, error) {
 		if len(bytes.TrimSpace(raw)) == 0 || isOnlyComments(raw) {
 			continue
 		}
-		o, w, err := decodeObject(raw, where)
+		// One YAML 1.2 parse gives the kind, the List items and the YAML 1.1 warnings; the
+		// typed decode below is the only other parse.
+		var root yamlv3.Node
+		if err := yamlv3.Unmarshal(raw, &root); err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", where, err)
+		}
+		o, w, err := decodeObject(raw, &root, where)
 		if err != nil {
 			return nil, nil, err
 		}
 		out = append(out, o...)
 		warnings = append(warnings, w...)
-		warnings = append(warnings, yaml11Booleans(raw, where)...)
+		warnings = append(warnings, yaml11Booleans(&root, where)...)
 	}
 }
 
@@ -221,11 +227,7 @@ var yaml11Words = map[string]bool{"y": true, "Y": true, "yes": true, "Yes": true
 
 // yaml11Booleans warns about plain scalars such as y or on: like kubectl, the decoder reads
 // them as booleans, so a label value y becomes "true". Quote them to mean the string.
-func yaml11Booleans(doc []byte, where string) []string {
-	var root yamlv3.Node
-	if yamlv3.Unmarshal(doc, &root) != nil {
-		return nil
-	}
+func yaml11Booleans(root *yamlv3.Node, where string) []string {
 	var out []string
 	var walk func(n *yamlv3.Node)
 	walk = func(n *yamlv3.Node) {
@@ -236,7 +238,7 @@ func yaml11Booleans(doc []byte, where string) []string {
 			walk(c)
 		}
 	}
-	walk(&root)
+	walk(root)
 	return out
 }
 
@@ -249,11 +251,25 @@ func isOnlyComments(b []byte) bool {
 	return true
 }
 
-func decodeObject(doc []byte, where string) ([]decoded, []string, error) {
-	var tm metav1.TypeMeta
-	if err := yaml.Unmarshal(doc, &tm); err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", where, err)
+// topField returns a top-level scalar field of a YAML document node.
+func topField(n *yamlv3.Node, key string) string {
+	if n.Kind == yamlv3.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
 	}
+	if n.Kind != yamlv3.MappingNode {
+		return ""
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key && n.Content[i+1].Kind == yamlv3.ScalarNode {
+			return n.Content[i+1].Value
+		}
+	}
+	return ""
+}
+
+// decodeObject decodes one document (or List item): doc is its text and node its parse.
+func decodeObject(doc []byte, node *yamlv3.Node, where string) ([]decoded, []string, error) {
+	tm := metav1.TypeMeta{Kind: topField(node, "kind"), APIVersion: topField(node, "apiVersion")}
 	strict := func(into any) error {
 		if err := yaml.UnmarshalStrict(doc, into); err != nil {
 			return fmt.Errorf("%s (%s): %w", where, tm.Kind, err)
@@ -285,7 +301,7 @@ func decodeObject(doc []byte, where string) ([]decoded, []string, error) {
 		var list struct {
 			Items []yamlv3.Node `yaml:"items"`
 		}
-		if err := yamlv3.Unmarshal(doc, &list); err != nil {
+		if err := node.Decode(&list); err != nil {
 			return nil, nil, fmt.Errorf("%s (%s): %w", where, tm.Kind, err)
 		}
 		var out []decoded
@@ -295,7 +311,7 @@ func decodeObject(doc []byte, where string) ([]decoded, []string, error) {
 			if err != nil {
 				return nil, nil, fmt.Errorf("%s: items[%d]: %w", where, i, err)
 			}
-			o, w, err := decodeObject(item, fmt.Sprintf("%s: items[%d] (line %d)", where, i, list.Items[i].Line))
+			o, w, err := decodeObject(item, &list.Items[i], fmt.Sprintf("%s: items[%d] (line %d)", where, i, list.Items[i].Line))
 			if err != nil {
 				return nil, nil, err
 			}
