@@ -112,6 +112,7 @@ struct pkt {
 	__u8 pbit;
 	__u8 has_ports; /* 0 for ICMP, other protocols and non-first fragments */
 	__u8 tcp_flags;
+	__u8 icmp_reply; /* an ICMP echo reply: the only ICMP packet that may answer a flow */
 	__u32 len;
 };
 
@@ -203,15 +204,19 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		p->pbit = PBIT_SCTP;
 		break;
 	case PROTO_ICMP: {
-		/* ICMP has no port for policy. For conntrack only, an echo request or reply uses its
-		 * identifier as both ports, so a reply finds its request's entry and an unrelated
-		 * ICMP packet from the other side does not. */
+		/* ICMP has no port for policy. For conntrack only, an echo request carries its
+		 * identifier as the source port and a reply as the destination port, so a reply
+		 * finds its request's entry while a request with the same identifier from the other
+		 * side is a flow of its own; and only a reply may take the reply path. */
 		__u8 *icmp = (void *)ip + ihl;
 		p->pbit = PBIT_ICMP;
-		if (!(ip->frag_off & bpf_htons(0x1fff)) && (void *)(icmp + 8) <= end &&
-		    (icmp[0] == 8 || icmp[0] == 0)) {
-			p->sport = *(__u16 *)(icmp + 4);
-			p->dport = p->sport;
+		if (!(ip->frag_off & bpf_htons(0x1fff)) && (void *)(icmp + 8) <= end) {
+			if (icmp[0] == 8) {
+				p->sport = *(__u16 *)(icmp + 4);
+			} else if (icmp[0] == 0) {
+				p->dport = *(__u16 *)(icmp + 4);
+				p->icmp_reply = 1;
+			}
 		}
 		return 0;
 	}
@@ -401,6 +406,13 @@ static __always_inline int policy_allows(__u32 rs, __u8 flags, struct pkt *p, in
 	return (flags & RS_HAS_ANY) && check_peer(rs, 0, p, egress, remote_addr, r);
 }
 
+/* may_answer says whether a packet can be the reply of a tracked flow: any packet of TCP, UDP
+ * or SCTP, but of ICMP only an echo reply (an echo request answers nothing). */
+static __always_inline int may_answer(const struct pkt *p)
+{
+	return p->proto != PROTO_ICMP || p->icmp_reply;
+}
+
 /* enforce is the whole verdict for one direction at one local endpoint. */
 static __always_inline int enforce(struct __sk_buff *skb, int egress)
 {
@@ -436,7 +448,7 @@ static __always_inline int enforce(struct __sk_buff *skb, int egress)
 			if (cfg_flow_cache)
 				fc = bpf_map_lookup_elem(&flow_cache, &slot);
 			if (fc && fc->valid && fc->epoch == ep_now && same_key(&fc->key, &ck)) {
-				if (fc->val.origin_a != src_is_a)
+				if (fc->val.origin_a != src_is_a && may_answer(&p))
 					return allow(REASON_ALLOW_REPLY, dir, &p);
 				if ((egress ? fc->val.egress_epoch : fc->val.ingress_epoch) == ep_now)
 					return allow(REASON_ALLOW_ESTABLISHED, dir, &p);
@@ -444,7 +456,7 @@ static __always_inline int enforce(struct __sk_buff *skb, int egress)
 			cv = bpf_map_lookup_elem(&ct, &ck);
 		}
 		if (cv) {
-			if (cv->origin_a != src_is_a) {
+			if (cv->origin_a != src_is_a && may_answer(&p)) {
 				cache_fill(fc, &ck, cv, ep_now);
 				return allow(REASON_ALLOW_REPLY, dir, &p);
 			}

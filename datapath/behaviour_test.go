@@ -136,8 +136,8 @@ func TestConntrack(t *testing.T) {
 }
 
 // TestICMPEchoReplyPassesButNotAnotherEcho: the reply to an allowed echo request matches its
-// entry by identifier; an echo request from the other side with another identifier is a new,
-// denied flow.
+// entry by identifier; an echo request from the other side, with another identifier or the same
+// one, is a new, denied flow (a request never answers a flow).
 func TestICMPEchoReplyPassesButNotAnotherEcho(t *testing.T) {
 	ns, pods := semanticPods()
 	c := buildCluster(t, ns, pods, []*networkingv1.NetworkPolicy{
@@ -157,6 +157,8 @@ func TestICMPEchoReplyPassesButNotAnotherEcho(t *testing.T) {
 		{"RequestAToB", echo(ipA, ipB, 8, 7), policy.Allow},
 		{"ReplyBToA", echo(ipB, ipA, 0, 7), policy.Allow},
 		{"RequestBToAOtherID", echo(ipB, ipA, 8, 9), policy.Deny},
+		{"RequestBToASameID", echo(ipB, ipA, 8, 7), policy.Deny},
+		{"ReplyBToAStillPasses", echo(ipB, ipA, 0, 7), policy.Allow},
 	} {
 		if v := mustVerdict(t, d, tc.pkt); v != tc.want {
 			t.Fatalf("%s: got %s, want %s", tc.name, v, tc.want)

@@ -261,7 +261,20 @@ func (d *Datapath) AttachTCX(ifindex int) (io.Closer, error) {
 		in.Close()
 		return nil, fmt.Errorf("attach to_container to tcx egress of ifindex %d: %w", ifindex, err)
 	}
-	return closers{in, out}, nil
+	return closers{detachingLink{in}, detachingLink{out}}, nil
+}
+
+// detachingLink detaches a link before closing it: closing alone releases a TCX link only when
+// the kernel drops the last reference, a moment later, so a caller checking that the programs
+// are gone could still see them.
+type detachingLink struct{ l link.Link }
+
+func (d detachingLink) Close() error {
+	err := d.l.Detach()
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
+		err = nil // the kernel cannot detach this link type; Close still releases it
+	}
+	return errors.Join(err, d.l.Close())
 }
 
 // AttachTC attaches like AttachTCX but through a clsact qdisc and direct-action cls_bpf
