@@ -61,8 +61,10 @@ type Backend struct {
 	// chains maps each NPB- chain the kernel holds to its rule count.
 	chains map[string]int
 	// sets maps each npb- set to its member count; rsSets the sets of each rule set.
-	sets     map[string]int
-	rsSets   map[policy.RuleSetID][]string
+	sets   map[string]int
+	rsSets map[policy.RuleSetID][]string
+	// setIDs holds the identity list of each shared hash:ip set.
+	setIDs   map[string][]policy.Identity
 	dispatch [2]map[uint32]netip.Addr
 	synced   bool
 	needFull bool
@@ -113,6 +115,7 @@ func (b *Backend) reset() {
 	b.chains = map[string]int{}
 	b.sets = map[string]int{}
 	b.rsSets = map[policy.RuleSetID][]string{}
+	b.setIDs = map[string][]policy.Identity{}
 	b.dispatch = [2]map[uint32]netip.Addr{{}, {}}
 }
 
@@ -337,9 +340,16 @@ func (b *Backend) fullPlan(s *policy.State) (*plan, error) {
 		}
 	}
 	sort.Strings(p.destroySets)
+	setIDs := map[string][]policy.Identity{}
+	for n, ss := range wantSets {
+		if ss.ids != nil {
+			setIDs[n] = ss.ids
+		}
+	}
 	p.after = func() {
 		b.dispatch = dispatch
 		b.rsSets = rsSets
+		b.setIDs = setIDs
 	}
 	return p, nil
 }
@@ -420,47 +430,37 @@ func (b *Backend) partialPlan(s *policy.State, d *policy.Delta) (*plan, error) {
 	// members are added and deleted; per-IP rules are inserted at the top of the chain and
 	// deleted by spec. Their order does not matter: every rule of a rule-set chain but the final
 	// DROP allows (or jumps to an exclusion chain that allows or returns).
-	memberSets := map[policy.Identity][]string{}
 	type memberRule struct {
 		rs *policy.RuleSet
 		e  policy.Entry
 	}
 	memberRules := map[policy.Identity][]memberRule{}
-	for _, rs := range s.RuleSets() {
-		if rewrite[rs.ID] || removedRS[rs.ID] {
-			continue
+	if b.cfg.Variant == VariantIPTables {
+		for _, rs := range s.RuleSets() {
+			if rewrite[rs.ID] || removedRS[rs.ID] {
+				continue
+			}
+			for _, e := range rs.Entries {
+				if changedIDs[e.Peer] && e.NamedPort == "" && !e.Peer.IsCIDR() && addressPeer(e.Peer) {
+					memberRules[e.Peer] = append(memberRules[e.Peer], memberRule{rs, e})
+				}
+			}
 		}
-		gi := groupIndex(rs)
-		for _, e := range rs.Entries {
-			if !changedIDs[e.Peer] || e.NamedPort != "" || e.Peer.IsCIDR() || !addressPeer(e.Peer) {
-				continue
+	}
+	// Shared hash:ip sets are never refilled by a partial sync: their content follows from
+	// their identity list, so member edits keep them current.
+	memberSets := map[policy.Identity][]string{}
+	for name, ids := range b.setIDs {
+		for _, id := range ids {
+			if changedIDs[id] {
+				memberSets[id] = append(memberSets[id], name)
 			}
-			if b.cfg.Variant == VariantIPTables {
-				memberRules[e.Peer] = append(memberRules[e.Peer], memberRule{rs, e})
-				continue
-			}
-			name := ipSetName(rs.ID, gi[entryKey(e)])
-			if _, ok := b.sets[name]; !ok {
-				rewrite[rs.ID] = true
-				continue
-			}
-			memberSets[e.Peer] = append(memberSets[e.Peer], name)
 		}
 	}
 	for id := range rewrite {
 		if removedRS[id] {
 			delete(rewrite, id)
 		}
-	}
-	// A rule set may have turned to a rewrite after some of its sets were listed.
-	for id, names := range memberSets {
-		keep := names[:0]
-		for _, n := range names {
-			if !rewrite[setRuleSet(n)] {
-				keep = append(keep, n)
-			}
-		}
-		memberSets[id] = keep
 	}
 	declared := map[string]bool{}
 	declare := func(c string) {
@@ -496,7 +496,9 @@ func (b *Backend) partialPlan(s *policy.State, d *policy.Delta) (*plan, error) {
 	}
 	ids := sortedIDs(rewrite)
 	rsSets := map[policy.RuleSetID][]string{}
-	var destroy []string
+	newShared := map[string][]policy.Identity{}
+	filled := map[string]bool{}
+	var dropped []string // sets no longer used by a rewritten or removed rule set
 	for _, id := range ids {
 		rs, ok := s.RuleSet(id)
 		if !ok {
@@ -504,20 +506,22 @@ func (b *Backend) partialPlan(s *policy.State, d *policy.Delta) (*plan, error) {
 		}
 		declare(ruleSetChain(id))
 		sets := g.ruleSet(p, rs)
-		keep := map[string]bool{}
+		rsSets[id] = []string{}
 		for _, ss := range sets {
-			b.fillSet(p, ss)
-			keep[ss.name] = true
 			rsSets[id] = append(rsSets[id], ss.name)
-		}
-		for _, old := range b.rsSets[id] {
-			if !keep[old] {
-				destroy = append(destroy, old)
+			if filled[ss.name] {
+				continue
+			}
+			filled[ss.name] = true
+			if _, exists := b.sets[ss.name]; exists && ss.ids != nil {
+				continue
+			}
+			b.fillSet(p, ss)
+			if ss.ids != nil {
+				newShared[ss.name] = ss.ids
 			}
 		}
-		if len(sets) == 0 {
-			rsSets[id] = nil
-		}
+		dropped = append(dropped, b.rsSets[id]...)
 	}
 	for _, m := range d.MembersRemoved {
 		for _, mr := range memberRules[m.Identity] {
@@ -592,7 +596,28 @@ func (b *Backend) partialPlan(s *policy.State, d *policy.Delta) (*plan, error) {
 	}
 	for _, id := range d.RuleSetsRemoved {
 		removeChain(ruleSetChain(id))
-		destroy = append(destroy, b.rsSets[id]...)
+		dropped = append(dropped, b.rsSets[id]...)
+	}
+	// A dropped set goes only when no rule set uses it after this sync.
+	used := map[string]bool{}
+	for id, names := range b.rsSets {
+		if _, changed := rsSets[id]; changed || removedRS[id] {
+			continue
+		}
+		for _, n := range names {
+			used[n] = true
+		}
+	}
+	for _, names := range rsSets {
+		for _, n := range names {
+			used[n] = true
+		}
+	}
+	var destroy []string
+	for _, n := range dropped {
+		if _, exists := b.sets[n]; exists && !used[n] {
+			destroy = append(destroy, n)
+		}
 	}
 	sort.Strings(destroy)
 	p.destroySets = dedup(destroy)
@@ -611,15 +636,14 @@ func (b *Backend) partialPlan(s *policy.State, d *policy.Delta) (*plan, error) {
 		for _, id := range d.RuleSetsRemoved {
 			delete(b.rsSets, id)
 		}
+		for n, ids := range newShared {
+			b.setIDs[n] = ids
+		}
+		for _, n := range p.destroySets {
+			delete(b.setIDs, n)
+		}
 	}
 	return p, nil
-}
-
-// setRuleSet recovers the rule set id from a set name (npb-<rs>-...).
-func setRuleSet(name string) policy.RuleSetID {
-	var id uint32
-	fmt.Sscanf(strings.TrimPrefix(name, setPrefix), "%d", &id)
-	return policy.RuleSetID(id)
 }
 
 func sortedIDs(m map[policy.RuleSetID]bool) []policy.RuleSetID {

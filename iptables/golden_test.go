@@ -8,7 +8,8 @@ import (
 // TestRuleCountsGolden pins what a full sync of fixed workload specs writes, so that a change
 // that grows the ruleset shows in review (kube-proxy's rule-count test does the same). The
 // per-IP variant grows with rule sets × pods: doubling the pods roughly quadruples its rules,
-// while the ipset variant's rules grow with the rule sets and its set members take the growth.
+// while the ipset variant's rules grow with the rule sets and its set members with the distinct
+// peer lists (rule sets allowing the same identities share one set).
 func TestRuleCountsGolden(t *testing.T) {
 	type counts struct {
 		chains, rules, sets, members, lines, bytes int64
@@ -20,13 +21,13 @@ func TestRuleCountsGolden(t *testing.T) {
 		want    counts
 	}{
 		{"small", 100, VariantIPTables, counts{157, 1178, 0, 0, 1337, 129318}},
-		{"small", 100, VariantIPSet, counts{149, 438, 22, 743, 589, 22424}},
+		{"small", 100, VariantIPSet, counts{149, 438, 16, 395, 589, 22620}},
 		{"small", 200, VariantIPTables, counts{333, 4702, 0, 0, 5037, 688609}},
-		{"small", 200, VariantIPSet, counts{319, 957, 55, 3765, 1278, 51869}},
+		{"small", 200, VariantIPSet, counts{319, 957, 29, 843, 1278, 52369}},
 		{"small", 400, VariantIPTables, counts{789, 17544, 0, 0, 18335, 2661023}},
-		{"small", 400, VariantIPSet, counts{765, 2292, 102, 15298, 3059, 118485}},
+		{"small", 400, VariantIPSet, counts{765, 2292, 50, 3187, 3059, 119431}},
 		{"default", 1000, VariantIPTables, counts{1308, 41090, 0, 0, 42400, 6101414}},
-		{"default", 1000, VariantIPSet, counts{1292, 3858, 150, 37343, 5152, 197788}},
+		{"default", 1000, VariantIPSet, counts{1292, 3858, 88, 9125, 5152, 199266}},
 	}
 	for _, g := range golden {
 		t.Run(fmt.Sprintf("%s/pods=%d/%s", g.preset, g.pods, g.variant), func(t *testing.T) {

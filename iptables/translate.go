@@ -1,8 +1,11 @@
 package iptables
 
 import (
+	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -286,6 +289,7 @@ type gen struct {
 	s       *policy.State
 	variant Variant
 	ci      *cidrInfo
+	shared  map[string]setSpec
 }
 
 func newGen(s *policy.State, v Variant) *gen {
@@ -297,6 +301,9 @@ type setSpec struct {
 	name    string
 	typ     string
 	members []string
+	// ids are the pod identities of a shared hash:ip set; nil for a set private to one rule
+	// set (hash:net, hash:ip,port).
+	ids []policy.Identity
 }
 
 func (s setSpec) lines() []string {
@@ -346,8 +353,38 @@ func addressPeer(id policy.Identity) bool {
 		(id >= policy.IdentityClusterMin && id <= policy.IdentityClusterMax)
 }
 
-func ipSetName(rs policy.RuleSetID, group int) string {
-	return fmt.Sprintf("%s%d-%d-ip", setPrefix, rs, group)
+// sharedSetName names the hash:ip set of a list of pod identities (sorted, unique): rule sets
+// that allow the same peers share one set, as a careful CNI shares one set per selector, so
+// set members grow with the distinct peer lists instead of with rule sets × pods.
+func sharedSetName(ids []policy.Identity) string {
+	h := fnv.New64a()
+	var buf [4]byte
+	for _, id := range ids {
+		binary.LittleEndian.PutUint32(buf[:], uint32(id))
+		h.Write(buf[:])
+	}
+	return fmt.Sprintf("%sp-%016x", setPrefix, h.Sum64())
+}
+
+// sharedSet returns the set of an identity list, computed once per sync.
+func (g *gen) sharedSet(ids []policy.Identity) setSpec {
+	name := sharedSetName(ids)
+	if ss, ok := g.shared[name]; ok {
+		return ss
+	}
+	ss := setSpec{name: name, typ: "hash:ip", ids: ids}
+	for _, id := range ids {
+		for _, ip := range g.s.Members(id) {
+			ss.members = append(ss.members, ip.String())
+		}
+	}
+	sort.Strings(ss.members)
+	ss.members = dedup(ss.members)
+	if g.shared == nil {
+		g.shared = map[string]setSpec{}
+	}
+	g.shared[name] = ss
+	return ss
 }
 func netSetName(rs policy.RuleSetID, group int) string {
 	return fmt.Sprintf("%s%d-%d-net", setPrefix, rs, group)
@@ -402,7 +439,7 @@ func (g *gen) ruleSet(p *plan, rs *policy.RuleSet) []setSpec {
 	if g.variant == VariantIPSet {
 		for _, i := range gi {
 			groups[i] = &[2]setSpec{
-				{name: ipSetName(rs.ID, i), typ: "hash:ip"},
+				{typ: "hash:ip"},
 				{name: netSetName(rs.ID, i), typ: "hash:net"},
 			}
 		}
@@ -439,9 +476,7 @@ func (g *gen) ruleSet(p *plan, rs *policy.RuleSet) []setSpec {
 				netAllowed[i] = append(netAllowed[i], e.Peer)
 			} else {
 				usedIP[i] = true
-				for _, ip := range g.s.Members(e.Peer) {
-					groups[i][0].members = append(groups[i][0].members, ip.String())
-				}
+				groups[i][0].ids = append(groups[i][0].ids, e.Peer)
 			}
 		case e.Peer == policy.IdentityWorld:
 			switch {
@@ -481,10 +516,12 @@ func (g *gen) ruleSet(p *plan, rs *policy.RuleSet) []setSpec {
 			l4 := l4Args(k.proto, k.port, k.end)
 			gs := groups[i]
 			if usedIP[i] {
-				sort.Strings(gs[0].members)
-				gs[0].members = dedup(gs[0].members)
-				sets = append(sets, gs[0])
-				p.rule(chain, join([]string{"-m", "set", "--match-set", gs[0].name, setDir(dir)}, l4, comment, allow)...)
+				ids := gs[0].ids
+				sort.Slice(ids, func(a, b int) bool { return ids[a] < ids[b] })
+				ids = slices.Compact(ids)
+				ss := g.sharedSet(ids)
+				sets = append(sets, ss)
+				p.rule(chain, join([]string{"-m", "set", "--match-set", ss.name, setDir(dir)}, l4, comment, allow)...)
 			}
 			if ids := netAllowed[i]; len(ids) > 0 {
 				gs[1].members = g.ci.netMembers(ids)
