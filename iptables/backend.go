@@ -22,6 +22,7 @@ const (
 	ApplyRestore ApplyPath = "restore"
 	// ApplyPerRule runs one iptables command per rule through coreos/go-iptables: the naive
 	// baseline. A failure leaves a partly applied sync behind (the next call is a full sync).
+	// Set members still go through ipset restore: only the rules are applied one by one.
 	ApplyPerRule ApplyPath = "per-rule"
 )
 
