@@ -253,7 +253,9 @@ func (r *Runner) recordPacketCost(name, attach string, pods int) {
 // of Samples consecutive chunks of the deltas (in arrival order) as repeated samples, and,
 // for a backend, a same-run ratio to the floor of its attach point.
 func (r *Runner) packetBenchmark(k HistKey, deltas []float64) {
-	chunks := r.Spec.Samples
+	// At least eight chunks: the gate's U test cannot reach α = 0.05 with fewer than about
+	// five samples a side.
+	chunks := max(r.Spec.Samples, 8)
 	if len(deltas) < 2*chunks {
 		return
 	}
