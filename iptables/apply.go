@@ -3,6 +3,7 @@ package iptables
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"netpolbench/policy"
@@ -148,6 +149,15 @@ func (b *Backend) finish(st policy.SyncStats) policy.SyncStats {
 	}
 	det["total_set_members"] = int64(members)
 	det["dispatch_rules"] = int64(b.chains[chainIngress] + b.chains[chainEgress])
+	// The longest rule-set chain bounds, with the dispatch chains, how many rules the first
+	// packet of a denied flow walks.
+	longest := 0
+	for c, n := range b.chains {
+		if strings.HasPrefix(c, "NPB-R-") && n > longest {
+			longest = n
+		}
+	}
+	det["max_ruleset_rules"] = int64(longest)
 	st.Bytes = int(det["bytes"] + det["set_bytes"])
 	if b.exec != nil {
 		st.Ops = int(det["execs"])

@@ -48,7 +48,7 @@ var unitsOnce sync.Once
 // declareUnits tells benchstat which figures are deterministic.
 func declareUnits() {
 	unitsOnce.Do(func() {
-		for _, u := range []string{"rules", "chains", "set_members", "lines/op", "payload_bytes/op", "capped", "rules_written/op", "set_lines/op"} {
+		for _, u := range []string{"rules", "chains", "set_members", "dispatch_rules", "max_ruleset_rules", "lines/op", "payload_bytes/op", "capped", "rules_written/op", "set_lines/op"} {
 			fmt.Printf("Unit %s assume=exact\n", u)
 		}
 	})
@@ -189,6 +189,8 @@ func BenchmarkFullSync(b *testing.B) {
 			d := last.Detail
 			b.ReportMetric(float64(d["total_rules"]), "rules")
 			b.ReportMetric(float64(d["total_chains"]), "chains")
+			b.ReportMetric(float64(d["dispatch_rules"]), "dispatch_rules")
+			b.ReportMetric(float64(d["max_ruleset_rules"]), "max_ruleset_rules")
 			b.ReportMetric(float64(d["total_set_members"]), "set_members")
 			b.ReportMetric(float64(d["lines"]+d["set_lines"]), "lines/op")
 			b.ReportMetric(float64(last.Bytes), "payload_bytes/op")
