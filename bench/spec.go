@@ -54,9 +54,9 @@ type Budget struct {
 	// above it one iptables-restore of O(pods²) rules takes minutes).
 	IptablesMaxPods int `json:"iptablesMaxPods,omitempty"`
 	// IptablesMaxRules caps iptables-family backends by the number of per-IP rules (or ipset
-	// members) the state expands to, estimated before the first sync (default 300000: a
-	// restore of that many rules takes several seconds, and every churn event rewrites a
-	// share of them).
+	// members) the state expands to, estimated before the first sync (default 500000: a
+	// restore of that many rules takes about ten seconds with iptables-nft, and every churn
+	// event rewrites a share of them).
 	IptablesMaxRules int `json:"iptablesMaxRules,omitempty"`
 	// MaxPhase bounds any single backend phase; a phase that passes it is cut short and capped
 	// (default 30s).
@@ -92,7 +92,8 @@ func DefaultSpec() Spec {
 	return Spec{
 		Seed:   1,
 		Preset: "default",
-		Pods:   []int{100, 1000, 10000, 100000},
+		// 3,000 gives iptables a third point under its rule budget.
+		Pods: []int{100, 1000, 3000, 10000, 100000},
 		// Identities at a fixed pod count: policy entries against label sets alone.
 		LabelSets:    []int{10, 50, 200},
 		LabelSetPods: 1000,
@@ -147,7 +148,7 @@ func (s Spec) withDefaults() Spec {
 		s.Budget.IptablesMaxPods = 10000
 	}
 	if s.Budget.IptablesMaxRules == 0 {
-		s.Budget.IptablesMaxRules = 300000
+		s.Budget.IptablesMaxRules = 500000
 	}
 	if s.Budget.MaxPhase == 0 {
 		s.Budget.MaxPhase = Duration(30 * time.Second)

@@ -38,8 +38,10 @@ enforcement cost stamped in the kernel, round trips, throughput and churn under 
 It writes results/<timestamp>/results.json (the results schema), one .hgrm percentile file per
 latency distribution, bench.txt in Go benchmark format (benchstat reads it) and report.html.
 
-Without flags it runs the default sweep (100 to 100,000 pods; iptables capped at 10,000).
---quick runs the small sweep CI gates against a committed baseline.`,
+Without flags it runs the default sweep: 100, 1,000, 3,000, 10,000 and 100,000 pods, plus 10,
+50 and 200 label sets at 1,000 pods; compiled, ebpf, ebpf-cilium, iptables and ipset, the
+iptables family capped where its per-IP rules exceed the run's budget (the cap and its reason
+are recorded). --quick runs the small sweep CI gates against a committed baseline.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			spec := bench.DefaultSpec()
