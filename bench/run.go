@@ -664,6 +664,11 @@ func (r *Runner) testRuns(ctx context.Context, name string, pods int, st *policy
 		TestRunFloor(repeat int) (time.Duration, error)
 	}); ok {
 		k := HistKey{Kind: results.KindTestRunBatchMeans, Backend: results.BackendFloorName, Pods: pods, Extra: "prog=empty"}
+		for i := 0; i < 5; i++ {
+			if _, err := fr.TestRunFloor(repeat); err != nil {
+				break
+			}
+		}
 		var means []float64
 		for i := 0; i < batches && pctx.Err() == nil; i++ {
 			d, err := fr.TestRunFloor(repeat)
@@ -690,6 +695,12 @@ func (r *Runner) testRuns(ctx context.Context, name string, pods int, st *policy
 			continue
 		}
 		k := HistKey{Kind: results.KindTestRunBatchMeans, Backend: name, Pods: pods, Verdict: c.verdict, Flow: results.FlowNew}
+		// Warm-up batches, not recorded: the first runs after a sync meet cold maps.
+		for i := 0; i < 5; i++ {
+			if _, err := tr.TestRun(c.flows[i%len(c.flows)], repeat); err != nil {
+				break
+			}
+		}
 		var means []float64
 		for i := 0; i < batches && pctx.Err() == nil; i++ {
 			d, err := tr.TestRun(c.flows[i%len(c.flows)], repeat)
