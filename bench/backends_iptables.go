@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"time"
+
 	"errors"
 	"fmt"
 	"os"
@@ -38,10 +40,20 @@ func init() {
 		}
 		Register(Factory{Name: c.name, Path: path, NeedsNetns: true, Kernel: true, MaxPods: c.maxPods, CapReason: c.reason,
 			Open: func(env Env) (policy.Backend, error) {
-				return openIptables(env, c.name, iptables.Config{Variant: c.variant, Mode: c.mode, Apply: c.apply, NoPartial: c.full})
+				// The runner skips scales over its rule budget before opening; these caps
+				// stop a sync the estimate let through (nothing over MaxRules is applied).
+				return openIptables(env, c.name, iptables.Config{Variant: c.variant, Mode: c.mode, Apply: c.apply,
+					NoPartial: c.full, MaxRules: iptablesMaxRules, TimeLimit: iptablesPerRuleLimit})
 			}})
 	}
 }
+
+// Hard caps on one iptables sync: 2M rules (a 5,000-pod per-IP ruleset, 1.5M rules, took 128 s
+// to restore with nft and was refused by legacy), and a minute for the per-rule path.
+const (
+	iptablesMaxRules     = 2_000_000
+	iptablesPerRuleLimit = time.Minute
+)
 
 // iptBackend is an iptables-family backend in the testbed's node namespace: its rules are in
 // force from the first Sync, so Enforce only says where to stamp.
