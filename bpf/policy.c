@@ -448,19 +448,25 @@ static __always_inline int enforce(struct __sk_buff *skb, int egress)
 			if (cfg_flow_cache)
 				fc = bpf_map_lookup_elem(&flow_cache, &slot);
 			if (fc && fc->valid && fc->epoch == ep_now && same_key(&fc->key, &ck)) {
-				if (fc->val.origin_a != src_is_a && may_answer(&p))
-					return allow(REASON_ALLOW_REPLY, dir, &p);
-				if ((egress ? fc->val.egress_epoch : fc->val.ingress_epoch) == ep_now)
+				if (fc->val.origin_a != src_is_a) {
+					if (may_answer(&p))
+						return allow(REASON_ALLOW_REPLY, dir, &p);
+				} else if ((egress ? fc->val.egress_epoch : fc->val.ingress_epoch) == ep_now) {
 					return allow(REASON_ALLOW_ESTABLISHED, dir, &p);
+				}
 			}
 			cv = bpf_map_lookup_elem(&ct, &ck);
 		}
 		if (cv) {
-			if (cv->origin_a != src_is_a && may_answer(&p)) {
-				cache_fill(fc, &ck, cv, ep_now);
-				return allow(REASON_ALLOW_REPLY, dir, &p);
-			}
-			if ((egress ? cv->egress_epoch : cv->ingress_epoch) == ep_now) {
+			if (cv->origin_a != src_is_a) {
+				if (may_answer(&p)) {
+					cache_fill(fc, &ck, cv, ep_now);
+					return allow(REASON_ALLOW_REPLY, dir, &p);
+				}
+				/* From the other side but no answer (an ICMP request): a flow of its
+				 * own, policy-checked as new; the entry belongs to the first flow. */
+				cv = 0;
+			} else if ((egress ? cv->egress_epoch : cv->ingress_epoch) == ep_now) {
 				cache_fill(fc, &ck, cv, ep_now);
 				return allow(REASON_ALLOW_ESTABLISHED, dir, &p);
 			}

@@ -159,6 +159,12 @@ func TestICMPEchoReplyPassesButNotAnotherEcho(t *testing.T) {
 		{"RequestBToAOtherID", echo(ipB, ipA, 8, 9), policy.Deny},
 		{"RequestBToASameID", echo(ipB, ipA, 8, 7), policy.Deny},
 		{"ReplyBToAStillPasses", echo(ipB, ipA, 0, 7), policy.Allow},
+		// Identifier 0 gives request and reply the same key; other types have no identifier.
+		{"RequestAToBID0", echo(ipA, ipB, 8, 0), policy.Allow},
+		{"RequestBToAID0", echo(ipB, ipA, 8, 0), policy.Deny},
+		{"ReplyBToAID0", echo(ipB, ipA, 0, 0), policy.Allow},
+		{"TimestampAToB", echo(ipA, ipB, 13, 0), policy.Allow},
+		{"TimestampBToA", echo(ipB, ipA, 13, 0), policy.Deny},
 	} {
 		if v := mustVerdict(t, d, tc.pkt); v != tc.want {
 			t.Fatalf("%s: got %s, want %s", tc.name, v, tc.want)
@@ -528,4 +534,35 @@ func inOwnNamespaceWithVeth(t *testing.T) netlink.Link {
 		t.Fatal(err)
 	}
 	return l
+}
+
+// TestPodSlash32IPBlockSurvivesPodDelete: in the Cilium layout a pod's /32 and an ipBlock that
+// is exactly that /32 share one ipcache key. When the pod goes, the address is outside the
+// cluster and the ipBlock must match it again, as after a full sync.
+func TestPodSlash32IPBlockSurvivesPodDelete(t *testing.T) {
+	ns, pods := semanticPods()
+	c := buildCluster(t, ns, pods, []*networkingv1.NetworkPolicy{
+		netpol("x", "from-b1", map[string]string{"app": "a"}, ingressOnly,
+			[]networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{cidrPeer("198.18.0.12/32")}}}, nil)})
+	for _, layout := range []Layout{LayoutHash, LayoutCilium} {
+		t.Run(string(layout), func(t *testing.T) {
+			comp := mustCompile(t, c.Clone())
+			d := mustSynced(t, comp.State(), Options{Layout: layout})
+			flow := mustPacket(t, ipB, ipA, policy.ProtoTCP, 40000, 80, 0x02)
+			if v := mustVerdict(t, d, flow); v != policy.Allow {
+				t.Fatalf("from the pod at the /32: got %s, want allow", v)
+			}
+			delta, err := comp.Apply(policy.Event{Kind: policy.PodDelete, PodKey: "x/b1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := d.Update(comp.State(), delta); err != nil {
+				t.Fatal(err)
+			}
+			want, _ := comp.Cluster().Evaluate(policy.Flow{Src: ipB, Dst: ipA, Proto: policy.ProtoTCP, Port: 80})
+			if v := mustVerdict(t, d, flow); v != want || want != policy.Allow {
+				t.Fatalf("from the address after the pod left: got %s, reference %s", v, want)
+			}
+		})
+	}
 }

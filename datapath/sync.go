@@ -162,7 +162,14 @@ func (d *Datapath) removeEndpoint(id uint32) {
 	if ip, ok := t.epIP[id]; ok {
 		t.lxc.remove(ipKey(ip))
 		if d.opts.Layout == LayoutCilium {
-			t.ipcache.remove(bpfIpcacheKey{Prefixlen: 32, Addr: ipKey(ip)})
+			// An ipBlock prefix can be exactly the pod's /32: the pod's entry hid it, and
+			// it takes the key back.
+			k := bpfIpcacheKey{Prefixlen: 32, Addr: ipKey(ip)}
+			if cid, ok := t.cidrPrefix[netip.PrefixFrom(ip, 32)]; ok {
+				t.ipcache.set(k, bpfIpcacheValue{Identity: uint32(cid), CidrIdentity: uint32(cid)})
+			} else {
+				t.ipcache.remove(k)
+			}
 		}
 		delete(t.epIP, id)
 	}

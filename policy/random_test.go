@@ -96,7 +96,7 @@ func (w *randomWorld) selector(pod bool) *metav1.LabelSelector {
 	return s
 }
 
-var rwPrefixes = []string{"198.18.0.0/23", "198.18.0.0/24", "198.18.1.0/26", "198.18.0.64/28",
+var rwPrefixes = []string{"198.18.0.0/23", "198.18.0.0/24", "198.18.1.0/26", "198.18.0.64/28", "198.18.0.5/32",
 	"203.0.113.0/24", "203.0.113.0/25", "203.0.113.128/27", "203.0.113.10/32", "0.0.0.0/0"}
 
 func (w *randomWorld) ipBlock() *networkingv1.IPBlock {
