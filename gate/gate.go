@@ -101,10 +101,12 @@ type Result struct {
 	Alpha     float64 `json:"alpha"`
 	MinEffect float64 `json:"min_effect"`
 	Rows      []Row   `json:"rows"`
-	// Regressed, Improved and Compared count rows.
+	// Regressed, Improved and Compared count rows; Missing counts baseline figures the
+	// current run lacks, which fail the gate too.
 	Regressed int `json:"regressed"`
 	Improved  int `json:"improved"`
 	Compared  int `json:"compared"`
+	Missing   int `json:"missing"`
 	// Ungated counts timing metrics that no ratio covers (reported, never gated).
 	Ungated int `json:"ungated_timings"`
 	// Warnings are about the comparison as a whole (different seeds or workloads, too few samples).
@@ -166,6 +168,8 @@ func Compare(base, cur *results.Run, opt Options) *Result {
 			res.Compared++
 		case StatusSame:
 			res.Compared++
+		case StatusMissing:
+			res.Missing++
 		}
 	}
 	switch {
@@ -174,6 +178,11 @@ func Compare(base, cur *results.Run, opt Options) *Result {
 		res.Warnings = append(res.Warnings, "nothing comparable: no exact figure or declared ratio is in both runs")
 	case res.Regressed > 0:
 		res.Verdict = VerdictRegressed
+	case res.Missing > 0:
+		// A figure the baseline gates and the current run lacks (a backend that crashed, was
+		// capped or skipped) could hide any regression: it fails like one.
+		res.Verdict = VerdictRegressed
+		res.Warnings = append(res.Warnings, fmt.Sprintf("%d gated figures of the baseline are missing from the current run", res.Missing))
 	default:
 		res.Verdict = VerdictClean
 	}

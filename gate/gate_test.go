@@ -182,3 +182,23 @@ func TestBaselineDropsEncodingsButStillGatesClean(t *testing.T) {
 		t.Fatalf("run against its own baseline: %s, %d compared", res.Verdict, res.Compared)
 	}
 }
+
+// TestGateFailsWhenAGatedFigureIsMissing: a backend that stopped producing its figures (it
+// crashed, was capped or skipped) must not pass the gate as clean.
+func TestGateFailsWhenAGatedFigureIsMissing(t *testing.T) {
+	base, cur := synth(nil), synth(nil)
+	var kept []results.Benchmark
+	for _, b := range cur.Benchmarks {
+		if !strings.Contains(b.Name, "backend=iptables") {
+			kept = append(kept, b)
+		}
+	}
+	if len(kept) == len(cur.Benchmarks) {
+		t.Fatal("synthetic run has no iptables benchmark to drop")
+	}
+	cur.Benchmarks = kept
+	res := gate.Compare(base, cur, gate.DefaultOptions())
+	if res.ExitCode() != 1 || res.Missing == 0 {
+		t.Fatalf("exit %d with %d missing, want 1 and some missing", res.ExitCode(), res.Missing)
+	}
+}
