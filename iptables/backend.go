@@ -235,10 +235,18 @@ func (b *Backend) Update(s *policy.State, d *policy.Delta) (policy.SyncStats, er
 	return st, nil
 }
 
-// Close removes every chain, rule and set the backend created.
+// Close removes every chain, rule and set the backend created. After a failed sync the backend
+// no longer knows what is in force, so it reads the kernel first: a capped per-rule sync must
+// not leave half a ruleset behind.
 func (b *Backend) Close() error {
 	if !b.discovered {
-		return nil
+		if err := b.discover(); err != nil {
+			return fmt.Errorf("remove iptables rules: %w", err)
+		}
+		if len(b.chains) == 0 && len(b.sets) == 0 && !b.jump {
+			b.discovered = false
+			return nil
+		}
 	}
 	p := &plan{full: true}
 	names := make([]string, 0, len(b.chains))

@@ -43,6 +43,13 @@ func TestCappedSyncsReportTheCapAndApplyNothingOverTheRuleLimit(t *testing.T) {
 			if _, rules, _, _ := f.Counts(); tc.wantEmpty && rules != 0 {
 				t.Errorf("capped sync applied %d rules", rules)
 			}
+			// Whatever a capped sync left in force, Close removes it.
+			if err := b.Close(); err != nil {
+				t.Fatalf("close after a capped sync: %v", err)
+			}
+			if chains, rules, _, _ := f.Counts(); chains != 0 || rules != 0 {
+				t.Errorf("close after a capped sync left %d chains and %d rules", chains, rules)
+			}
 		})
 	}
 }
