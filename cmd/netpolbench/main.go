@@ -23,6 +23,16 @@ func (e *exitError) Unwrap() error { return e.err }
 // usageErr marks an error as bad input (exit 2).
 func usageErr(err error) error { return &exitError{code: 2, err: err} }
 
+// runtimeErr marks a failure of the machinery, not of the input: a backend that could not
+// load, sync or run (exit 3).
+func runtimeErr(err error) error {
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return err
+	}
+	return &exitError{code: 3, err: err}
+}
+
 var rootCmd = &cobra.Command{
 	Use:   "netpolbench",
 	Short: "Measure NetworkPolicy enforcement: identity-hash eBPF versus per-IP iptables",

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sort"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -52,7 +53,7 @@ the generated rules (iptables, ipset). With --real-packets every probe becomes a
 a namespace testbed, once per backend (root).
 
 Exit status: 0 when every backend agrees with the reference on every probe, 1 when any
-disagrees, 2 on bad input.`,
+disagrees, 2 on bad input, 3 when a backend could not run (load, sync or testbed failure).`,
 		Example: `  netpolbench gen --preset small -o small.yaml --probes probes.yaml
   netpolbench verdict -f small.yaml --probes probes.yaml --backends reference,compiled,ebpf
   netpolbench verdict -f small.yaml --probes probes.yaml --backends reference,ebpf,iptables,ipset --real-packets -o json`,
@@ -163,23 +164,23 @@ func runVerdict(cmd *cobra.Command, vf verdictFlags) error {
 		defer stop()
 		verdicts, err = runRealPackets(ctx, comp.State(), vf.backends, flows, env)
 		if err != nil {
-			return err
+			return runtimeErr(err)
 		}
 	} else {
 		for _, b := range specs {
 			p, err := b.open(env)
 			if err != nil {
-				return fmt.Errorf("open backend %s: %w", b.name, err)
+				return runtimeErr(fmt.Errorf("open backend %s: %w", b.name, err))
 			}
 			vs := make([]policy.Verdict, len(flows))
 			for i, f := range flows {
 				if vs[i], err = p.Verdict(f); err != nil {
 					p.Close()
-					return fmt.Errorf("backend %s: probe %d (%s): %w", b.name, i, f, err)
+					return runtimeErr(fmt.Errorf("backend %s: probe %d (%s): %w", b.name, i, f, err))
 				}
 			}
 			if err := p.Close(); err != nil {
-				return fmt.Errorf("close backend %s: %w", b.name, err)
+				return runtimeErr(fmt.Errorf("close backend %s: %w", b.name, err))
 			}
 			verdicts[b.name] = vs
 		}
@@ -223,6 +224,9 @@ func writeVerdictTable(w io.Writer, out verdictOutput, backends []string) {
 	}
 	fmt.Fprintln(tw, "\tWHY (reference)")
 	disagree := 0
+	type tally struct{ agree, disagree int }
+	perProto := map[string]*tally{}
+	var protos []string
 	for _, p := range out.Probes {
 		port := fmt.Sprintf("%d/%s", p.Port, p.Protocol)
 		if p.Protocol == "ICMP" {
@@ -239,8 +243,17 @@ func writeVerdictTable(w io.Writer, out verdictOutput, backends []string) {
 			}
 			fmt.Fprintf(tw, "\t%s", v)
 		}
+		t := perProto[p.Protocol]
+		if t == nil {
+			t = &tally{}
+			perProto[p.Protocol] = t
+			protos = append(protos, p.Protocol)
+		}
 		if bad {
 			disagree++
+			t.disagree++
+		} else {
+			t.agree++
 		}
 		fmt.Fprintf(tw, "\t%s\n", p.Explanation)
 	}
@@ -250,5 +263,9 @@ func writeVerdictTable(w io.Writer, out verdictOutput, backends []string) {
 		fmt.Fprintln(w, "every backend agrees with the reference")
 	} else {
 		fmt.Fprintf(w, "%d probes with a disagreement (marked *)\n", disagree)
+		sort.Strings(protos)
+		for _, p := range protos {
+			fmt.Fprintf(w, "  %-5s agree %d, disagree %d\n", p, perProto[p].agree, perProto[p].disagree)
+		}
 	}
 }

@@ -47,6 +47,18 @@ func run(t *testing.T, args ...string) (string, int) {
 	return out.String(), code
 }
 
+func init() {
+	registerBackend(backendSpec{name: "test-broken", help: "test only: cannot open",
+		open: func(backendEnv) (prober, error) { return nil, errors.New("no such kernel") }})
+}
+
+func TestVerdictBackendThatCannotRunExitsThree(t *testing.T) {
+	cluster, probes := modelFiles(t)
+	if _, code := run(t, "verdict", "-f", cluster, "--probes", probes, "--backends", "reference,test-broken"); code != 3 {
+		t.Fatalf("exit %d, want 3", code)
+	}
+}
+
 // resetFlags puts every flag back to its default: cobra keeps values between Executes.
 func resetFlags(c *cobra.Command) {
 	c.Flags().VisitAll(func(f *pflag.Flag) {
@@ -120,7 +132,8 @@ func TestVerdictMarksDisagreementAndExitsOne(t *testing.T) {
 	if code != 1 {
 		t.Fatalf("exit %d, want 1", code)
 	}
-	if strings.Count(out, "allow *") != 2 || !strings.Contains(out, "2 probes with a disagreement") {
+	if strings.Count(out, "allow *") != 2 || !strings.Contains(out, "2 probes with a disagreement") ||
+		!strings.Contains(out, "TCP   agree 2, disagree 1") || !strings.Contains(out, "UDP   agree 0, disagree 1") {
 		t.Errorf("table does not mark the two wrong cells:\n%s", out)
 	}
 }
