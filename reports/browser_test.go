@@ -3,6 +3,7 @@ package reports_test
 import (
 	"bytes"
 	"context"
+	"netpolbench/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,7 +28,7 @@ func chromiumPath(t *testing.T) string {
 			return p
 		}
 	}
-	t.Skip("headless browser check needs chromium (Debian package chromium; make deps installs it)")
+	testenv.Missing(t, "headless browser check needs chromium (Debian package chromium; make test-deps installs it)")
 	return ""
 }
 

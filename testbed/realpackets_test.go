@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"netpolbench/internal/testenv"
 	"os/exec"
 	"strings"
 	"sync"
@@ -31,12 +32,12 @@ func requireBackend(t *testing.T, name string, opts EnforceOptions) {
 	case BackendIPTables, BackendIPSet:
 		for _, bin := range []string{mode.Binary("restore"), mode.Binary("save")} {
 			if _, err := exec.LookPath(bin); err != nil {
-				t.Skipf("needs %s for the %s backend", bin, name)
+				testenv.Missing(t, fmt.Sprintf("needs %s for the %s backend", bin, name))
 			}
 		}
 		if name == BackendIPSet {
 			if _, err := exec.LookPath("ipset"); err != nil {
-				t.Skip("needs ipset for the ipset backend")
+				testenv.Missing(t, "needs ipset for the ipset backend")
 			}
 		}
 	}
@@ -394,7 +395,7 @@ func TestEnforceRefusesWhileAnotherBackendIsInForce(t *testing.T) {
 func TestBrokenForwardingIsAFaultNotADeny(t *testing.T) {
 	tb := mustTestbed(t, Options{})
 	if _, err := exec.LookPath("nft"); err != nil {
-		t.Skip("needs nft to break forwarding in the node namespace")
+		testenv.Missing(t, "needs nft to break forwarding in the node namespace")
 	}
 	s := smallState(t)
 	flows := []policy.Flow{flow(policytest.PodIP("x", "a"), policytest.PodIP("y", "b"), policy.ProtoTCP, 80)}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"netpolbench/internal/testenv"
 	"os"
 	"os/exec"
 	"strings"
@@ -146,7 +147,7 @@ func TestSameBlockTrafficCrossesNodeAndSelfTrafficDoesNot(t *testing.T) {
 func TestNodeDropIsSeenAsNotDelivered(t *testing.T) {
 	tb := mustTestbed(t, Options{})
 	if _, err := exec.LookPath("nft"); err != nil {
-		t.Skip("needs nft to install a drop rule in the node namespace")
+		testenv.Missing(t, "needs nft to install a drop rule in the node namespace")
 	}
 	nft := exec.Command("ip", "netns", "exec", tb.NodeNamespace(), "nft", "-f", "-")
 	nft.Stdin = strings.NewReader("table inet npbtest {\n chain dropall {\n  type filter hook forward priority 0; policy drop;\n }\n}\n")

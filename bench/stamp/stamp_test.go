@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"netpolbench/internal/testenv"
 	"os"
 	"os/exec"
 	"runtime"
@@ -344,7 +345,7 @@ func TestTCXStampsPairAllowedAndDroppedPackets(t *testing.T) {
 func TestNetfilterStampsPairAroundFilterTable(t *testing.T) {
 	p := mustPair(t)
 	if _, err := exec.LookPath("nft"); err != nil {
-		t.Skip("needs the nft binary (package nftables) for the trivial filter step")
+		testenv.Missing(t, "needs the nft binary (package nftables) for the trivial filter step")
 	}
 	const allowPort, dropPort, n = 9000, 9001, 200
 	// The trivial step: a filter-priority forward chain that drops one port, in the node netns.
