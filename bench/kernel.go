@@ -274,6 +274,9 @@ func (r *Runner) packetBenchmark(k HistKey, deltas []float64) {
 			Name: strings.Replace(name(k), "BenchmarkPacket/", "RatioAboveFloor/", 1),
 			Num:  results.MetricRef{Benchmark: name(k), Unit: "stamp_ns/op"},
 			Den:  results.MetricRef{Benchmark: name(fk), Unit: "stamp_ns/op"},
+			// Real packets on a shared 2-core VM: two runs of the same binary differed by
+			// up to 40% here, so only a gross regression counts.
+			MinEffect: 0.75,
 		})
 	}
 }

@@ -337,8 +337,9 @@ func compareRatios(base, cur *results.Run, opt Options) ([]Row, []string) {
 		if br.HigherIsBetter {
 			worse = row.Delta < 0
 		}
+		minEffect := max(opt.MinEffect, br.MinEffect)
 		switch {
-		case cmp.P >= opt.Alpha || math.Abs(row.Delta) < opt.MinEffect:
+		case cmp.P >= opt.Alpha || math.Abs(row.Delta) < minEffect:
 			row.Status = StatusSame
 		case worse:
 			row.Status = StatusRegressed

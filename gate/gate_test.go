@@ -202,3 +202,20 @@ func TestGateFailsWhenAGatedFigureIsMissing(t *testing.T) {
 		t.Fatalf("exit %d with %d missing, want 1 and some missing", res.ExitCode(), res.Missing)
 	}
 }
+
+// TestGateRatioMinEffectOverridesTheDefault: a ratio declared noisy counts only past its own
+// minimum effect.
+func TestGateRatioMinEffectOverridesTheDefault(t *testing.T) {
+	base := synth(nil)
+	for i := range base.Ratios {
+		base.Ratios[i].MinEffect = 0.5
+	}
+	res := gate.Compare(base, synth(func(o *resultstest.Options) { o.Seed = 7; o.Slowdown = 1.3 }), gate.DefaultOptions())
+	if res.ExitCode() != 0 {
+		t.Fatalf("30%% slowdown under a 50%% minimum effect: exit %d, want 0", res.ExitCode())
+	}
+	res = gate.Compare(base, synth(func(o *resultstest.Options) { o.Seed = 7; o.Slowdown = 2 }), gate.DefaultOptions())
+	if res.ExitCode() != 1 {
+		t.Fatalf("100%% slowdown over a 50%% minimum effect: exit %d, want 1", res.ExitCode())
+	}
+}

@@ -50,6 +50,10 @@ type Ratio struct {
 	Den MetricRef `json:"den"`
 	// HigherIsBetter inverts the gate's direction; the default is that a growing ratio regresses.
 	HigherIsBetter bool `json:"higher_is_better,omitempty"`
+	// MinEffect, when above the gate's own minimum effect, is the smallest relative change of
+	// this ratio that counts (0.75 = 75%): for ratios whose run-to-run noise is known to be
+	// large, so the gate still catches gross regressions without failing on noise.
+	MinEffect float64 `json:"min_effect,omitempty"`
 }
 
 // MetricRef names one metric of one benchmark of the same run.
