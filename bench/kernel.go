@@ -7,7 +7,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"strings"
 	"time"
 
 	"netpolbench/bench/stamp"
@@ -253,8 +252,8 @@ func (r *Runner) recordPacketCost(name, attach string, pods int) {
 // of Samples consecutive chunks of the deltas (in arrival order) as repeated samples, and,
 // for a backend, a same-run ratio to the floor of its attach point.
 func (r *Runner) packetBenchmark(k HistKey, deltas []float64) {
-	// At least eight chunks: the gate's U test cannot reach α = 0.05 with fewer than about
-	// five samples a side.
+	// At least eight chunks: a U test (benchstat's) cannot reach α = 0.05 with fewer than
+	// about five samples a side.
 	chunks := max(r.Spec.Samples, 8)
 	if len(deltas) < 2*chunks {
 		return
@@ -269,14 +268,7 @@ func (r *Runner) packetBenchmark(k HistKey, deltas []float64) {
 	}
 	r.run.Benchmarks = append(r.run.Benchmarks, results.Benchmark{Name: name(k), Iters: per,
 		Metrics: []results.Metric{{Unit: "stamp_ns/op", Samples: meds}}})
-	if fk, ok := r.hists.floorFor(k); ok && r.run.Find(name(fk)) != nil {
-		r.run.Ratios = append(r.run.Ratios, results.Ratio{
-			Name: strings.Replace(name(k), "BenchmarkPacket/", "RatioAboveFloor/", 1),
-			Num:  results.MetricRef{Benchmark: name(k), Unit: "stamp_ns/op"},
-			Den:  results.MetricRef{Benchmark: name(fk), Unit: "stamp_ns/op"},
-			// Real packets on a shared 2-core VM: two runs of the same binary differed by
-			// up to 40% here, so only a gross regression counts.
-			MinEffect: 0.75,
-		})
-	}
+	// No gated ratio for real-packet stamps: on a shared 2-core VM two runs of the same binary
+	// moved their ratio to the floor by up to 87%, so only the BPF_PROG_TEST_RUN ratios and the
+	// exact figures are gated; these stay in the results, the report and benchstat's input.
 }
