@@ -257,7 +257,9 @@ func (d *Datapath) setGroup(g group, entries []policy.Entry) error {
 		keys[i].Rs, keys[i].Peer = sk.Rs, sk.Peer
 		t.policy.set(keys[i], 1)
 	}
-	t.groupKeys[sk] = keys
+	if len(keys) > 0 { // most groups fit their summary and own no exact key
+		t.groupKeys[sk] = keys
+	}
 	return nil
 }
 
@@ -367,7 +369,9 @@ func (d *Datapath) Sync(s *policy.State) (policy.SyncStats, error) {
 	eps := s.Endpoints()
 	t.lxc.removeAll(len(eps))
 	t.ipcache.removeAll(len(t.ipcache.cur))
-	t.summary.removeAll(len(t.summary.cur))
+	// A (rule set, peer) group per entry at most: presizing the plan saves rehashing a
+	// million-entry map at 100k pods.
+	t.summary.removeAll(max(len(t.summary.cur), s.NumEntries()))
 	t.policy.removeAll(len(t.policy.cur))
 	t.named.removeAll(len(eps))
 	t.epNamed = make(map[uint32][]bpfNamedPortKey, len(eps))
