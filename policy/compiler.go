@@ -963,11 +963,23 @@ func SortEntries(es []Entry) {
 	slices.SortFunc(es, CompareEntries)
 }
 
-// CompareEntries orders entries by peer, protocol, port, end port and port name.
+// CompareEntries orders entries by peer, protocol, port, end port and port name. Early returns,
+// not cmp.Or, which would evaluate every comparison: deltas of big policy events sort
+// thousands of entries.
 func CompareEntries(a, b Entry) int {
-	return cmp.Or(cmp.Compare(a.Peer, b.Peer), cmp.Compare(a.Proto, b.Proto),
-		cmp.Compare(a.Port, b.Port), cmp.Compare(a.EndPort, b.EndPort),
-		strings.Compare(a.NamedPort, b.NamedPort))
+	if a.Peer != b.Peer {
+		return cmp.Compare(a.Peer, b.Peer)
+	}
+	if a.Proto != b.Proto {
+		return cmp.Compare(a.Proto, b.Proto)
+	}
+	if a.Port != b.Port {
+		return cmp.Compare(a.Port, b.Port)
+	}
+	if a.EndPort != b.EndPort {
+		return cmp.Compare(a.EndPort, b.EndPort)
+	}
+	return strings.Compare(a.NamedPort, b.NamedPort)
 }
 
 func comparePrefix(a, b netip.Prefix) int {

@@ -81,7 +81,10 @@ func (b *deltaBuilder) build(c *Compiler) *Delta {
 }
 
 func compareRuleSetEntry(x, y RuleSetEntry) int {
-	return cmp.Or(cmp.Compare(x.Set, y.Set), CompareEntries(x.Entry, y.Entry))
+	if x.Set != y.Set {
+		return cmp.Compare(x.Set, y.Set)
+	}
+	return CompareEntries(x.Entry, y.Entry)
 }
 
 // State accessors.
