@@ -323,7 +323,7 @@ func TestIncrementalUpdateLeavesTheMapsAFullSyncWould(t *testing.T) {
 	}
 }
 
-// TestNonFirstFragmentsMatchOnlyPortlessRules: a non-first fragment has no ports, so only a
+// TestNonFirstFragmentsAndIPOptions: a non-first fragment has no ports, so only a
 // rule allowing every port of its protocol lets it through; IP options are skipped; a
 // truncated TCP header is dropped.
 func TestNonFirstFragmentsAndIPOptions(t *testing.T) {
