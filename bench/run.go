@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net/netip"
 	"slices"
 	"sort"
 	"strings"
@@ -737,12 +736,4 @@ func median(v []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-// pickExternal returns one external host of the scenario, or a documentation address.
-func pickExternal(sc *Scenario, rng *rand.Rand) netip.Addr {
-	if len(sc.External) == 0 {
-		return netip.MustParseAddr("203.0.113.10")
-	}
-	return sc.External[rng.IntN(len(sc.External))]
 }

@@ -143,7 +143,7 @@ func mustPair(t *testing.T) *pair {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nh.Delete()
+	defer nh.Close()
 	link := func(nodeSide, podSide string, pod netns.NsHandle, gw, addr string) int {
 		la := netlink.NewLinkAttrs()
 		la.Name = nodeSide
@@ -171,7 +171,7 @@ func mustPair(t *testing.T) *pair {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer ph.Delete()
+		defer ph.Close()
 		pl, err := ph.LinkByName(podSide)
 		if err != nil {
 			t.Fatal(err)
