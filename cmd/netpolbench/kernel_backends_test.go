@@ -53,3 +53,29 @@ func TestMonitorPrintsPolicyDrops(t *testing.T) {
 		t.Errorf("drops do not name the denied sources:\n%s", out)
 	}
 }
+
+// TestVerdictRealPacketsSkipsSCTPAndAgrees sends the probes as real packets through the
+// testbed, once per kernel backend; the SCTP probe is left out with a warning.
+func TestVerdictRealPacketsSkipsSCTPAndAgrees(t *testing.T) {
+	needRoot(t)
+	cluster, probes := modelFiles(t)
+	b, err := os.ReadFile(probes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withSCTP := probes + ".sctp.yaml"
+	if err := os.WriteFile(withSCTP, append(b, []byte("  - {from: x/b, to: x/a, port: 80, protocol: SCTP}\n")...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, code := run(t, "verdict", "-f", cluster, "--probes", withSCTP, "--backends", "reference,ebpf,iptables,ipset", "--real-packets", "-o", "json")
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	var got verdictOutput
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Probes) != 4 || !got.Agree {
+		t.Fatalf("%d probes (want the 4 non-SCTP ones), agree=%v", len(got.Probes), got.Agree)
+	}
+}
