@@ -9,6 +9,8 @@ GO ?= go
 CLANG ?= clang-19
 export BPF_CLANG := $(CLANG)
 export BPF_CFLAGS := -O2 -g -Wall -Werror
+# bpf2go strips DWARF with this; pinned with clang so no other LLVM on the machine takes part.
+export BPF2GO_STRIP := llvm-strip-19
 
 # Debian package that provides each command the suite runs.
 DEPS := iptables:iptables ipset:ipset nft:nftables $(CLANG):clang-19 llvm-strip-19:llvm-19 \
