@@ -219,6 +219,27 @@ func (r *Runner) tcpRR(ctx context.Context, bed *testbed.Testbed, name string, p
 	return nil
 }
 
+// udpPair opens a UDP socket on the flow's destination port in the server's namespace and one
+// on its source address in the client's.
+func udpPair(p pair, f policy.Flow) (srv, cli *net.UDPConn, err error) {
+	if err := inNetns(p.server, func() error {
+		var err error
+		srv, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(f.Dst, f.Port)))
+		return err
+	}); err != nil {
+		return nil, nil, fmt.Errorf("listen on %s:%d/udp: %w", f.Dst, f.Port, err)
+	}
+	if err := inNetns(p.client, func() error {
+		var err error
+		cli, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(f.Src, 0)))
+		return err
+	}); err != nil {
+		srv.Close()
+		return nil, nil, err
+	}
+	return srv, cli, nil
+}
+
 // udpThroughput sends 64-byte datagrams as fast as one socket can for a bounded time and
 // count, and counts what arrives.
 func (r *Runner) udpThroughput(ctx context.Context, bed *testbed.Testbed, name string, pods int, f policy.Flow) error {
@@ -227,24 +248,13 @@ func (r *Runner) udpThroughput(ctx context.Context, bed *testbed.Testbed, name s
 		return err
 	}
 	defer p.close()
-	var srv, cli *net.UDPConn
-	if err := inNetns(p.server, func() error {
-		var err error
-		srv, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(f.Dst, f.Port)))
+	srv, cli, err := udpPair(p, f)
+	if err != nil {
 		return err
-	}); err != nil {
-		return fmt.Errorf("listen on %s:%d/udp: %w", f.Dst, f.Port, err)
 	}
 	defer srv.Close()
-	srv.SetReadBuffer(8 << 20)
-	if err := inNetns(p.client, func() error {
-		var err error
-		cli, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(f.Src, 0)))
-		return err
-	}); err != nil {
-		return err
-	}
 	defer cli.Close()
+	srv.SetReadBuffer(8 << 20)
 	var got atomic.Int64
 	done := make(chan struct{})
 	go func() {
@@ -315,22 +325,11 @@ func (r *Runner) streamWithChurn(ctx context.Context, bed *testbed.Testbed, name
 		return err
 	}
 	defer p.close()
-	var srv, cli *net.UDPConn
-	if err := inNetns(p.server, func() error {
-		var err error
-		srv, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(f.Dst, f.Port)))
+	srv, cli, err := udpPair(p, f)
+	if err != nil {
 		return err
-	}); err != nil {
-		return fmt.Errorf("listen on %s:%d/udp: %w", f.Dst, f.Port, err)
 	}
 	defer srv.Close()
-	if err := inNetns(p.client, func() error {
-		var err error
-		cli, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(f.Src, 0)))
-		return err
-	}); err != nil {
-		return err
-	}
 	defer cli.Close()
 	// Echo server.
 	go func() {
