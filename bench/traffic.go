@@ -10,82 +10,15 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/vishvananda/netns"
-
 	"netpolbench/policy"
 	"netpolbench/results"
 	"netpolbench/testbed"
 )
-
-// inNetns runs fn on a locked OS thread inside ns. If the thread cannot return to its
-// namespace it is left locked and dies with its goroutine, never running Go code elsewhere.
-func inNetns(ns netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			errc <- fmt.Errorf("enter netns: %w", err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- fmt.Errorf("return to original netns: %w", err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
-
-// podNetns opens the testbed namespace that carries a pod address.
-func podNetns(bed *testbed.Testbed, ip netip.Addr) (netns.NsHandle, error) {
-	i := bed.PodNamespaceOf(ip)
-	if i < 0 {
-		return netns.None(), fmt.Errorf("%s is not a pod address of the testbed", ip)
-	}
-	names := bed.Namespaces()
-	if 1+i >= len(names) {
-		return netns.None(), fmt.Errorf("no pod namespace %d in the testbed", i)
-	}
-	return netns.GetFromName(names[1+i])
-}
-
-// pair is a connected client and server for one allowed flow.
-type pair struct {
-	client, server netns.NsHandle
-	flow           policy.Flow
-}
-
-func (p pair) close() {
-	p.client.Close()
-	p.server.Close()
-}
-
-func openPair(bed *testbed.Testbed, f policy.Flow) (pair, error) {
-	c, err := podNetns(bed, f.Src)
-	if err != nil {
-		return pair{}, err
-	}
-	s, err := podNetns(bed, f.Dst)
-	if err != nil {
-		c.Close()
-		return pair{}, err
-	}
-	return pair{client: c, server: s, flow: f}, nil
-}
 
 // allowedFlow finds an allowed pod-to-pod flow of proto between two distinct pods, away from
 // the ports the probes and stamps use.
@@ -138,13 +71,8 @@ func (r *Runner) roundTrips(ctx context.Context, bed *testbed.Testbed, name stri
 }
 
 func (r *Runner) tcpRR(ctx context.Context, bed *testbed.Testbed, name string, pods int, f policy.Flow) error {
-	p, err := openPair(bed, f)
-	if err != nil {
-		return err
-	}
-	defer p.close()
 	var ln net.Listener
-	if err := inNetns(p.server, func() error {
+	if err := bed.InNamespaceOf(f.Dst, func() error {
 		var err error
 		ln, err = net.Listen("tcp4", netip.AddrPortFrom(f.Dst, f.Port).String())
 		return err
@@ -169,7 +97,7 @@ func (r *Runner) tcpRR(ctx context.Context, bed *testbed.Testbed, name string, p
 		}
 	}()
 	var conn net.Conn
-	if err := inNetns(p.client, func() error {
+	if err := bed.InNamespaceOf(f.Src, func() error {
 		d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(f.Src, 0))}
 		var err error
 		conn, err = d.DialContext(ctx, "tcp4", netip.AddrPortFrom(f.Dst, f.Port).String())
@@ -219,17 +147,17 @@ func (r *Runner) tcpRR(ctx context.Context, bed *testbed.Testbed, name string, p
 	return nil
 }
 
-// udpPair opens a UDP socket on the flow's destination port in the server's namespace and one
-// on its source address in the client's.
-func udpPair(p pair, f policy.Flow) (srv, cli *net.UDPConn, err error) {
-	if err := inNetns(p.server, func() error {
+// udpPair opens a UDP socket on the flow's destination port in the namespace of its
+// destination and one on its source address in the namespace of its source.
+func udpPair(bed *testbed.Testbed, f policy.Flow) (srv, cli *net.UDPConn, err error) {
+	if err := bed.InNamespaceOf(f.Dst, func() error {
 		var err error
 		srv, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(f.Dst, f.Port)))
 		return err
 	}); err != nil {
 		return nil, nil, fmt.Errorf("listen on %s:%d/udp: %w", f.Dst, f.Port, err)
 	}
-	if err := inNetns(p.client, func() error {
+	if err := bed.InNamespaceOf(f.Src, func() error {
 		var err error
 		cli, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(f.Src, 0)))
 		return err
@@ -243,12 +171,7 @@ func udpPair(p pair, f policy.Flow) (srv, cli *net.UDPConn, err error) {
 // udpThroughput sends 64-byte datagrams as fast as one socket can for a bounded time and
 // count, and counts what arrives.
 func (r *Runner) udpThroughput(ctx context.Context, bed *testbed.Testbed, name string, pods int, f policy.Flow) error {
-	p, err := openPair(bed, f)
-	if err != nil {
-		return err
-	}
-	defer p.close()
-	srv, cli, err := udpPair(p, f)
+	srv, cli, err := udpPair(bed, f)
 	if err != nil {
 		return err
 	}
@@ -320,12 +243,7 @@ const (
 )
 
 func (r *Runner) streamWithChurn(ctx context.Context, bed *testbed.Testbed, name string, pods int, f policy.Flow, comp *policy.Compiler, be policy.Backend) error {
-	p, err := openPair(bed, f)
-	if err != nil {
-		return err
-	}
-	defer p.close()
-	srv, cli, err := udpPair(p, f)
+	srv, cli, err := udpPair(bed, f)
 	if err != nil {
 		return err
 	}
