@@ -67,10 +67,18 @@ type Compiler struct {
 	// peerIDs holds, for every peer of every policy, the identities it selects: pod
 	// identities for selector peers, CIDR identities for ipBlock peers.
 	peerIDs map[*compiledPeer]map[Identity]struct{}
+	// ipBlocks locates every ipBlock peer of every policy.
+	ipBlocks map[*compiledPeer]ipBlockRef
 
 	d *deltaBuilder // nil while compiling from scratch
 	// changed holds the rule sets whose sorted entries finish must bring up to date.
 	changed map[*ruleSet]struct{}
+}
+
+type ipBlockRef struct {
+	cp   *compiledPolicy
+	dir  Direction
+	rule *compiledRule
 }
 
 type identity struct {
@@ -94,10 +102,9 @@ type ruleSet struct {
 	policies []*compiledPolicy
 	refs     int
 	counts   map[Entry]int32
-	// full means Entries must be rebuilt from counts; otherwise pending holds the entries
-	// that appeared (+1) or vanished (-1) since Entries was last brought up to date.
-	full    bool
-	pending map[Entry]int8
+	// full means Entries must be rebuilt from counts; otherwise the event's delta holds the
+	// entries that appeared or vanished since Entries was last brought up to date.
+	full bool
 	index   map[Identity][]Entry
 }
 
@@ -132,6 +139,7 @@ func Compile(cl *Cluster, opts Options) (*Compiler, error) {
 		setsByPolicy: map[string]map[*ruleSet]struct{}{},
 		nextSet:      1,
 		peerIDs:      map[*compiledPeer]map[Identity]struct{}{},
+		ipBlocks:     map[*compiledPeer]ipBlockRef{},
 		changed:      map[*ruleSet]struct{}{},
 	}
 	c.state = &State{c: c}
@@ -195,7 +203,7 @@ func Compile(cl *Cluster, opts Options) (*Compiler, error) {
 	for _, k := range podKeys {
 		c.addEndpoint(cl.Pods[k], c.idByKey[keyOf[k]])
 	}
-	c.finish()
+	c.finish(nil)
 	return c, nil
 }
 
@@ -241,8 +249,9 @@ func (c *Compiler) Apply(ev Event) (*Delta, error) {
 	case PolicyRemove:
 		c.removePolicy(ev.PolicyKey)
 	}
-	c.finish()
-	return c.d.build(c), nil
+	d := c.d.build(c)
+	c.finish(d)
+	return d, nil
 }
 
 // check validates an event against the current cluster without changing anything.
@@ -438,6 +447,9 @@ func (c *Compiler) computePeers(cp *compiledPolicy) {
 		for _, r := range cp.rules[dir] {
 			for _, pe := range r.peers {
 				c.peerIDs[pe] = c.matchPeer(cp, pe)
+				if pe.ipBlock {
+					c.ipBlocks[pe] = ipBlockRef{cp, Direction(dir), r}
+				}
 			}
 		}
 	}
@@ -447,17 +459,7 @@ func (c *Compiler) matchPeer(cp *compiledPolicy, pe *compiledPeer) map[Identity]
 	m := map[Identity]struct{}{}
 	if pe.ipBlock {
 		for p, id := range c.cidrs {
-			if !pe.cidr.Contains(p.Addr()) || p.Bits() < pe.cidr.Bits() {
-				continue
-			}
-			excluded := false
-			for _, e := range pe.except {
-				if e.Contains(p.Addr()) && p.Bits() >= e.Bits() {
-					excluded = true
-					break
-				}
-			}
-			if !excluded {
+			if pe.selectsPrefix(p) {
 				m[id.info.ID] = struct{}{}
 			}
 		}
@@ -479,13 +481,11 @@ func origin(dir Direction, sel []*compiledPolicy, pod *Pod) string {
 	}
 	var b strings.Builder
 	b.WriteString(dir.String())
-	named := false
 	for _, cp := range sel {
 		b.WriteByte('|')
 		b.WriteString(cp.key)
-		named = named || (dir == Ingress && cp.hasNamedIngress)
 	}
-	if named {
+	if namedIngress(dir, sel) {
 		b.WriteString("|ports")
 		for _, s := range portSignature(pod) {
 			b.WriteByte(',')
@@ -586,26 +586,6 @@ func (c *Compiler) fill(s *ruleSet, counts map[Entry]int32) {
 	}
 }
 
-// rebuild recomputes a set's entries from its policies and records the difference.
-func (c *Compiler) rebuild(s *ruleSet) {
-	counts := map[Entry]int32{}
-	c.fill(s, counts)
-	for e := range s.counts {
-		if _, ok := counts[e]; !ok {
-			c.d.entries[RuleSetEntry{s.ID, s.Direction, e}]--
-		}
-	}
-	for e := range counts {
-		if _, ok := s.counts[e]; !ok {
-			c.d.entries[RuleSetEntry{s.ID, s.Direction, e}]++
-		}
-	}
-	s.counts = counts
-	s.full = true
-	s.index = nil
-	c.changed[s] = struct{}{}
-}
-
 // forPorts expands one rule and one peer identity into the set's entries.
 func (c *Compiler) forPorts(s *ruleSet, r *compiledRule, peer Identity, fn func(Entry)) {
 	if len(r.ports) == 0 {
@@ -640,7 +620,7 @@ func (c *Compiler) bump(s *ruleSet, e Entry, n int32) {
 	} else {
 		s.counts[e] = now
 	}
-	var change int8
+	var change int
 	switch {
 	case old == 0 && now > 0:
 		change = 1
@@ -649,18 +629,9 @@ func (c *Compiler) bump(s *ruleSet, e Entry, n int32) {
 	default:
 		return
 	}
-	c.d.entries[RuleSetEntry{s.ID, s.Direction, e}] += int(change)
+	c.d.entries[RuleSetEntry{s.ID, s.Direction, e}] += change
 	s.index = nil
 	c.changed[s] = struct{}{}
-	if s.full {
-		return
-	}
-	if s.pending == nil {
-		s.pending = map[Entry]int8{}
-	}
-	if s.pending[e] += change; s.pending[e] == 0 {
-		delete(s.pending, e)
-	}
 }
 
 func (c *Compiler) addEndpoint(pod *Pod, id *identity) {
@@ -749,37 +720,41 @@ func (c *Compiler) relabel(ep *epState, lbls map[string]string) error {
 // date.
 func (c *Compiler) putPolicy(cp *compiledPolicy) {
 	old := c.cluster.compiled[cp.key]
+	var removed []*identity
 	c.cluster.putPolicy(cp)
-	cidrsChanged := c.addPrefixes(cp)
+	added := c.addPrefixes(cp)
 	c.computePeers(cp)
 	if old != nil {
+		// The sets of the old version trade its entries for the new version's.
 		for s := range c.setsByPolicy[cp.key] {
+			c.contribute(s, old, -1)
 			for i, p := range s.policies {
 				if p == old {
 					s.policies[i] = cp
 				}
 			}
-			c.rebuild(s)
+			c.contribute(s, cp, 1)
 		}
 		c.dropPeers(old)
-		cidrsChanged = c.removePrefixes(old) || cidrsChanged
+		removed = c.removePrefixes(old)
 	}
-	if cidrsChanged {
-		c.refreshIPBlocks()
-	}
-	c.reselect(cp.ns)
-	if old != nil && old.ns != cp.ns {
-		c.reselect(old.ns)
+	c.refreshIPBlocks(added, removed)
+	switch {
+	case old == nil:
+		c.reselect(cp.ns, nil, cp)
+	case old.ns == cp.ns:
+		c.reselect(cp.ns, old, cp)
+	default:
+		c.reselect(cp.ns, nil, cp)
+		c.reselect(old.ns, old, nil)
 	}
 }
 
 func (c *Compiler) removePolicy(key string) {
 	cp, _ := c.cluster.removePolicy(key)
-	c.reselect(cp.ns)
+	c.reselect(cp.ns, cp, nil)
 	c.dropPeers(cp)
-	if c.removePrefixes(cp) {
-		c.refreshIPBlocks()
-	}
+	c.refreshIPBlocks(nil, c.removePrefixes(cp))
 }
 
 func (c *Compiler) dropPeers(cp *compiledPolicy) {
@@ -787,52 +762,222 @@ func (c *Compiler) dropPeers(cp *compiledPolicy) {
 		for _, r := range cp.rules[dir] {
 			for _, pe := range r.peers {
 				delete(c.peerIDs, pe)
+				delete(c.ipBlocks, pe)
 			}
 		}
 	}
 }
 
-// reselect recomputes which policies select the identities of a namespace and moves its
-// endpoints to the rule sets they now belong to.
-func (c *Compiler) reselect(ns string) {
-	ids := make([]*identity, 0, len(c.nsIdentities[ns]))
-	for id := range c.nsIdentities[ns] {
-		ids = append(ids, id)
+// reselect takes policy gone out of, and puts policy came into, the selecting policies of the
+// identities of a namespace it selects (either may be nil), and brings the rule sets of their
+// endpoints up to date. A rule set whose endpoints all move to one new origin that
+// no set has yet is renamed in place: only the entries of the policies that joined or left
+// it change, and its endpoints keep their rule set id. A policy event typically moves whole
+// rule sets (the endpoints of a set share their selecting policies), so its delta holds the
+// policy's own entries instead of a copy of every entry of every set it touches.
+func (c *Compiler) reselect(ns string, gone, came *compiledPolicy) {
+	type target struct {
+		sel [2][]*compiledPolicy
+		to  [2]string
 	}
-	slices.SortFunc(ids, func(a, b *identity) int { return cmp.Compare(a.info.ID, b.info.ID) })
-	for _, id := range ids {
-		id.sel = c.computeSel(id)
-		eps := make([]*epState, 0, len(id.endpoints))
-		for ep := range id.endpoints {
-			eps = append(eps, ep)
+	type move struct {
+		ep  *epState
+		tgt *target
+	}
+	var moves []move
+	for id := range c.nsIdentities[ns] {
+		sel, changed := reselectOne(id, gone, came)
+		if !changed {
+			continue
 		}
-		slices.SortFunc(eps, func(a, b *epState) int { return cmp.Compare(a.ID, b.ID) })
-		for _, ep := range eps {
-			same := true
-			for dir := range 2 {
-				o := origin(Direction(dir), id.sel[dir], ep.Pod)
-				if ep.sets[dir] == nil && o != "" || ep.sets[dir] != nil && ep.sets[dir].origin != o {
-					same = false
+		id.sel = sel
+		// Without a named ingress port every endpoint of the identity has the same origin:
+		// build it once.
+		shared := &target{sel: id.sel}
+		var perPod [2]bool
+		for dir := range 2 {
+			perPod[dir] = namedIngress(Direction(dir), id.sel[dir])
+			if !perPod[dir] {
+				shared.to[dir] = origin(Direction(dir), id.sel[dir], nil)
+			}
+		}
+		for ep := range id.endpoints {
+			tgt := shared
+			if perPod[Ingress] || perPod[Egress] {
+				tgt = &target{sel: id.sel, to: shared.to}
+				for dir := range 2 {
+					if perPod[dir] {
+						tgt.to[dir] = origin(Direction(dir), id.sel[dir], ep.Pod)
+					}
 				}
 			}
-			if same {
+			if originOf(ep.sets[Ingress]) != tgt.to[Ingress] || originOf(ep.sets[Egress]) != tgt.to[Egress] {
+				moves = append(moves, move{ep, tgt})
+			}
+		}
+	}
+	if len(moves) == 0 {
+		return
+	}
+	// Which sets see all their endpoints leave for one origin?
+	type plan struct {
+		to    string
+		n     int
+		whole bool
+		first move
+	}
+	plans := map[*ruleSet]*plan{}
+	var order []*ruleSet
+	for _, m := range moves {
+		for dir := range 2 {
+			s, to := m.ep.sets[dir], m.tgt.to[dir]
+			if s == nil || s.origin == to {
 				continue
 			}
-			before := ep.Endpoint
-			c.d.touch(ep.ID, &before)
-			old := ep.sets
-			c.setEndpointSets(ep)
-			for dir := range 2 {
-				c.releaseSet(old[dir])
+			p := plans[s]
+			if p == nil {
+				p = &plan{to: to, whole: to != "", first: m}
+				plans[s] = p
+				order = append(order, s)
+			} else if p.to != to {
+				p.whole = false
+			}
+			p.n++
+		}
+	}
+	slices.SortFunc(order, func(a, b *ruleSet) int { return cmp.Compare(a.ID, b.ID) })
+	for _, s := range order {
+		p := plans[s]
+		if _, taken := c.setByOrigin[p.to]; !p.whole || p.n != s.refs || taken {
+			continue
+		}
+		c.renameSet(s, p.to, p.first.tgt.sel[s.Direction], p.first.ep.Pod)
+	}
+	// The rest move one by one, in endpoint order so new rule set ids are deterministic.
+	slices.SortFunc(moves, func(a, b move) int { return cmp.Compare(a.ep.ID, b.ep.ID) })
+	for _, m := range moves {
+		if originOf(m.ep.sets[Ingress]) == m.tgt.to[Ingress] && originOf(m.ep.sets[Egress]) == m.tgt.to[Egress] {
+			continue // its sets were renamed
+		}
+		ep := m.ep
+		before := ep.Endpoint
+		c.d.touch(ep.ID, &before)
+		old := ep.sets
+		c.setEndpointSets(ep)
+		for dir := range 2 {
+			c.releaseSet(old[dir])
+		}
+	}
+}
+
+// reselectOne returns an identity's selecting policies without gone and with came when came
+// selects it, and whether they changed.
+func reselectOne(id *identity, gone, came *compiledPolicy) ([2][]*compiledPolicy, bool) {
+	sel, changed := id.sel, false
+	in := came != nil && came.subject.Matches(labels.Set(id.info.PodLabels))
+	for dir := range 2 {
+		i := slices.Index(sel[dir], gone)
+		add := in && came.applies[dir]
+		if gone == nil || i < 0 {
+			if !add {
+				continue
+			}
+		}
+		s := slices.Clone(sel[dir])
+		if gone != nil && i >= 0 {
+			s = slices.Delete(s, i, i+1)
+		}
+		if add {
+			j, _ := slices.BinarySearchFunc(s, came.key, func(cp *compiledPolicy, key string) int { return strings.Compare(cp.key, key) })
+			s = slices.Insert(s, j, came)
+		}
+		sel[dir], changed = s, true
+	}
+	return sel, changed
+}
+
+func originOf(s *ruleSet) string {
+	if s == nil {
+		return ""
+	}
+	return s.origin
+}
+
+// namedIngress says whether the origin of a set of selecting policies depends on the pod's
+// named ports.
+func namedIngress(dir Direction, sel []*compiledPolicy) bool {
+	if dir != Ingress {
+		return false
+	}
+	for _, cp := range sel {
+		if cp.hasNamedIngress {
+			return true
+		}
+	}
+	return false
+}
+
+// renameSet gives a rule set a new origin and selecting policies, and changes its entries by
+// what the policies that left and joined contribute. pod is one of its endpoints' pods, whose
+// named ports the new origin resolves (every endpoint of the set has the same).
+func (c *Compiler) renameSet(s *ruleSet, to string, sel []*compiledPolicy, pod *Pod) {
+	if namedIngress(s.Direction, sel) {
+		s.ports = slices.Clone(pod.Ports)
+	}
+	had := make(map[*compiledPolicy]bool, len(s.policies))
+	for _, cp := range s.policies {
+		had[cp] = true
+	}
+	keep := make(map[*compiledPolicy]bool, len(sel))
+	for _, cp := range sel {
+		keep[cp] = true
+		if !had[cp] {
+			c.contribute(s, cp, 1)
+			if c.setsByPolicy[cp.key] == nil {
+				c.setsByPolicy[cp.key] = map[*ruleSet]struct{}{}
+			}
+			c.setsByPolicy[cp.key][s] = struct{}{}
+		}
+	}
+	for _, cp := range s.policies {
+		if keep[cp] {
+			continue
+		}
+		c.contribute(s, cp, -1)
+		delete(c.setsByPolicy[cp.key], s)
+		if len(c.setsByPolicy[cp.key]) == 0 {
+			delete(c.setsByPolicy, cp.key)
+		}
+	}
+	delete(c.setByOrigin, s.origin)
+	s.origin = to
+	c.setByOrigin[to] = s
+	s.policies = slices.Clone(sel)
+	s.Policies = s.Policies[:0]
+	for _, cp := range sel {
+		s.Policies = append(s.Policies, cp.key)
+	}
+}
+
+// contribute adds (n = 1) or takes back (n = -1) every entry one policy gives a rule set.
+func (c *Compiler) contribute(s *ruleSet, cp *compiledPolicy, n int32) {
+	for _, r := range cp.rules[s.Direction] {
+		if len(r.peers) == 0 {
+			c.forPorts(s, r, IdentityAny, func(e Entry) { c.bump(s, e, n) })
+			continue
+		}
+		for _, pe := range r.peers {
+			for id := range c.peerIDs[pe] {
+				c.forPorts(s, r, id, func(e Entry) { c.bump(s, e, n) })
 			}
 		}
 	}
 }
 
-// addPrefixes takes references on a policy's ipBlock prefixes; it reports whether a new
-// prefix (and so a new CIDR identity) appeared.
-func (c *Compiler) addPrefixes(cp *compiledPolicy) bool {
-	changed := false
+// addPrefixes takes references on a policy's ipBlock prefixes and returns the CIDR identities
+// that appeared.
+func (c *Compiler) addPrefixes(cp *compiledPolicy) []*identity {
+	var added []*identity
 	for _, p := range cp.prefixes {
 		id, ok := c.cidrs[p]
 		if !ok {
@@ -841,15 +986,17 @@ func (c *Compiler) addPrefixes(cp *compiledPolicy) bool {
 				c.d.cidrs[CIDR{p, id.info.ID}]++
 				c.d.ids[id.info.ID]++
 			}
-			changed = true
+			added = append(added, id)
 		}
 		id.info.Refs++
 	}
-	return changed
+	return added
 }
 
-func (c *Compiler) removePrefixes(cp *compiledPolicy) bool {
-	changed := false
+// removePrefixes drops references on a policy's ipBlock prefixes and returns the CIDR
+// identities that vanished.
+func (c *Compiler) removePrefixes(cp *compiledPolicy) []*identity {
+	var removed []*identity
 	for _, p := range cp.prefixes {
 		id := c.cidrs[p]
 		id.info.Refs--
@@ -858,16 +1005,16 @@ func (c *Compiler) removePrefixes(cp *compiledPolicy) bool {
 			delete(c.ids, id.info.ID)
 			c.d.cidrs[CIDR{p, id.info.ID}]--
 			c.d.ids[id.info.ID]--
-			changed = true
+			removed = append(removed, id)
 		}
 	}
-	if changed {
+	if len(removed) > 0 {
 		c.cidrLens = 0
 		for p := range c.cidrs {
 			c.cidrLens |= 1 << p.Bits()
 		}
 	}
-	return changed
+	return removed
 }
 
 func (c *Compiler) newCIDR(p netip.Prefix) *identity {
@@ -886,33 +1033,27 @@ func (c *Compiler) newCIDR(p netip.Prefix) *identity {
 	return id
 }
 
-// refreshIPBlocks recomputes the CIDR identities of every ipBlock peer after the prefix set
-// changed, and updates the entries of the rule sets that follow from them.
-func (c *Compiler) refreshIPBlocks() {
-	for _, cp := range c.cluster.compiled {
-		if len(cp.prefixes) == 0 {
-			continue
-		}
-		for dir := range 2 {
-			for _, r := range cp.rules[dir] {
-				for _, pe := range r.peers {
-					if !pe.ipBlock {
-						continue
-					}
-					old, now := c.peerIDs[pe], c.matchPeer(cp, pe)
-					c.peerIDs[pe] = now
-					for id := range now {
-						if _, ok := old[id]; !ok {
-							c.bumpRule(cp, Direction(dir), r, id, 1)
-						}
-					}
-					for id := range old {
-						if _, ok := now[id]; !ok {
-							c.bumpRule(cp, Direction(dir), r, id, -1)
-						}
-					}
-				}
+// refreshIPBlocks brings every ipBlock peer up to date after CIDR identities appeared or
+// vanished, and the entries of the rule sets that follow from them. Whether a peer selects a
+// prefix depends on that prefix alone, so only the changed ones are checked.
+func (c *Compiler) refreshIPBlocks(added, removed []*identity) {
+	if len(added) == 0 && len(removed) == 0 {
+		return
+	}
+	for pe, ref := range c.ipBlocks {
+		ids := c.peerIDs[pe]
+		for _, id := range removed {
+			if _, ok := ids[id.info.ID]; ok {
+				delete(ids, id.info.ID)
+				c.bumpRule(ref.cp, ref.dir, ref.rule, id.info.ID, -1)
 			}
+		}
+		for _, id := range added {
+			if _, ok := ids[id.info.ID]; ok || !pe.selectsPrefix(id.info.Prefix) {
+				continue // a peer of the policy that brought the prefix already has it
+			}
+			ids[id.info.ID] = struct{}{}
+			c.bumpRule(ref.cp, ref.dir, ref.rule, id.info.ID, 1)
 		}
 	}
 }
@@ -927,35 +1068,72 @@ func (c *Compiler) bumpRule(cp *compiledPolicy, dir Direction, r *compiledRule, 
 	}
 }
 
-// finish brings the sorted views of changed rule sets up to date. A set with a few changes
-// has them merged into its sorted entries; only new, rebuilt or heavily changed sets are sorted
-// whole.
-func (c *Compiler) finish() {
+// finish brings the sorted views of changed rule sets up to date. New sets are sorted whole;
+// the others merge in their share of the event's delta d, which is sorted by set and entry.
+func (c *Compiler) finish(d *Delta) {
+	var added, removed []RuleSetEntry
+	if d != nil {
+		added, removed = d.EntriesAdded, d.EntriesRemoved
+	}
 	for s := range c.changed {
 		delete(c.changed, s)
-		if !s.full && len(s.pending) == 0 {
-			continue
-		}
-		if s.full || len(s.pending) > len(s.Entries)/8+16 {
+		if s.full {
 			s.Entries = s.Entries[:0]
 			for e := range s.counts {
 				s.Entries = append(s.Entries, e)
 			}
 			SortEntries(s.Entries)
-		} else {
-			for e, change := range s.pending {
-				i, found := slices.BinarySearchFunc(s.Entries, e, CompareEntries)
-				switch {
-				case change > 0 && !found:
-					s.Entries = slices.Insert(s.Entries, i, e)
-				case change < 0 && found:
-					s.Entries = slices.Delete(s.Entries, i, i+1)
-				}
+			s.full = false
+			continue
+		}
+		s.Entries = mergeEntries(s.Entries, runOf(added, s.ID), runOf(removed, s.ID))
+	}
+}
+
+// runOf returns the entries of one rule set in a list sorted by set.
+func runOf(es []RuleSetEntry, id RuleSetID) []RuleSetEntry {
+	i, _ := slices.BinarySearchFunc(es, id, func(e RuleSetEntry, id RuleSetID) int { return cmp.Compare(e.Set, id) })
+	j := i
+	for j < len(es) && es[j].Set == id {
+		j++
+	}
+	return es[i:j]
+}
+
+// mergeEntries adds and removes sorted entries from sorted entries.
+func mergeEntries(sorted []Entry, add, del []RuleSetEntry) []Entry {
+	if len(add) == 0 && len(del) == 0 {
+		return sorted
+	}
+	if len(add)+len(del) <= 8 { // a few: in place
+		for _, e := range del {
+			if i, found := slices.BinarySearchFunc(sorted, e.Entry, CompareEntries); found {
+				sorted = slices.Delete(sorted, i, i+1)
 			}
 		}
-		s.full = false
-		s.pending = nil
+		for _, e := range add {
+			if i, found := slices.BinarySearchFunc(sorted, e.Entry, CompareEntries); !found {
+				sorted = slices.Insert(sorted, i, e.Entry)
+			}
+		}
+		return sorted
 	}
+	out := make([]Entry, 0, len(sorted)+len(add)-len(del))
+	for _, e := range sorted {
+		if len(del) > 0 && CompareEntries(del[0].Entry, e) == 0 {
+			del = del[1:]
+			continue
+		}
+		for len(add) > 0 && CompareEntries(add[0].Entry, e) < 0 {
+			out = append(out, add[0].Entry)
+			add = add[1:]
+		}
+		out = append(out, e)
+	}
+	for _, e := range add {
+		out = append(out, e.Entry)
+	}
+	return out
 }
 
 // SortEntries sorts entries by peer, protocol, port, end port and port name.

@@ -204,3 +204,17 @@ func (r *compiledRule) matchesPort(f Flow, owner *Pod) bool {
 	}
 	return false
 }
+
+// selectsPrefix says whether an ipBlock peer selects the CIDR identity of prefix p: p lies
+// inside the peer's cidr and inside none of its excepts.
+func (pe *compiledPeer) selectsPrefix(p netip.Prefix) bool {
+	if !pe.cidr.Contains(p.Addr()) || p.Bits() < pe.cidr.Bits() {
+		return false
+	}
+	for _, e := range pe.except {
+		if e.Contains(p.Addr()) && p.Bits() >= e.Bits() {
+			return false
+		}
+	}
+	return true
+}
