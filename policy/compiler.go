@@ -104,8 +104,8 @@ type ruleSet struct {
 	counts   map[Entry]int32
 	// full means Entries must be rebuilt from counts; otherwise the event's delta holds the
 	// entries that appeared or vanished since Entries was last brought up to date.
-	full bool
-	index   map[Identity][]Entry
+	full  bool
+	index map[Identity][]Entry
 }
 
 // State is the compiled, backend-neutral enforcement state. It changes only through
