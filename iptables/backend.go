@@ -395,6 +395,9 @@ func (b *Backend) partialPlan(s *policy.State, d *policy.Delta) (*plan, error) {
 	for _, id := range d.RuleSetsAdded {
 		rewrite[id] = true
 	}
+	for _, id := range d.RuleSetsRenamed { // their rules' comments name the policies
+		rewrite[id] = true
+	}
 	for _, e := range d.EntriesAdded {
 		rewrite[e.Set] = true
 	}

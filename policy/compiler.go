@@ -67,15 +67,17 @@ type Compiler struct {
 	// peerIDs holds, for every peer of every policy, the identities it selects: pod
 	// identities for selector peers, CIDR identities for ipBlock peers.
 	peerIDs map[*compiledPeer]map[Identity]struct{}
-	// ipBlocks locates every ipBlock peer of every policy.
-	ipBlocks map[*compiledPeer]ipBlockRef
+	// ipBlocks locates every ipBlock peer of every policy, nsPeers every peer with a
+	// namespace selector (the only selector peers that can select pods of other namespaces).
+	ipBlocks map[*compiledPeer]peerRef
+	nsPeers  map[*compiledPeer]peerRef
 
 	d *deltaBuilder // nil while compiling from scratch
 	// changed holds the rule sets whose sorted entries finish must bring up to date.
 	changed map[*ruleSet]struct{}
 }
 
-type ipBlockRef struct {
+type peerRef struct {
 	cp   *compiledPolicy
 	dir  Direction
 	rule *compiledRule
@@ -139,7 +141,8 @@ func Compile(cl *Cluster, opts Options) (*Compiler, error) {
 		setsByPolicy: map[string]map[*ruleSet]struct{}{},
 		nextSet:      1,
 		peerIDs:      map[*compiledPeer]map[Identity]struct{}{},
-		ipBlocks:     map[*compiledPeer]ipBlockRef{},
+		ipBlocks:     map[*compiledPeer]peerRef{},
+		nsPeers:      map[*compiledPeer]peerRef{},
 		changed:      map[*ruleSet]struct{}{},
 	}
 	c.state = &State{c: c}
@@ -381,18 +384,27 @@ func (c *Compiler) allocIdentity(p *Pod, lbls []string, key string, incremental 
 	}
 	c.d.ids[num]++
 	id.sel = c.computeSel(id)
-	for _, cp := range c.cluster.compiled {
+	// Only the namespace's own policies' peers without a namespace selector, and peers with
+	// one, can select it.
+	selects := func(cp *compiledPolicy, dir Direction, r *compiledRule, pe *compiledPeer) {
+		if pe.matchesPod(cp.ns, id.info.Namespace, id.info.NamespaceLabels, id.info.PodLabels) {
+			c.peerIDs[pe][num] = struct{}{}
+			c.bumpRule(cp, dir, r, num, 1)
+		}
+	}
+	for _, cp := range c.cluster.byNS[p.Namespace] {
 		for dir := range 2 {
 			for _, r := range cp.rules[dir] {
 				for _, pe := range r.peers {
-					if pe.ipBlock || !pe.matchesPod(cp.ns, id.info.Namespace, id.info.NamespaceLabels, id.info.PodLabels) {
-						continue
+					if !pe.ipBlock && pe.nsSel == nil {
+						selects(cp, Direction(dir), r, pe)
 					}
-					c.peerIDs[pe][num] = struct{}{}
-					c.bumpRule(cp, Direction(dir), r, num, 1)
 				}
 			}
 		}
+	}
+	for pe, ref := range c.nsPeers {
+		selects(ref.cp, ref.dir, ref.rule, pe)
 	}
 	return id, nil
 }
@@ -402,18 +414,25 @@ func (c *Compiler) releaseIdentity(id *identity) {
 		return
 	}
 	num := id.info.ID
-	for _, cp := range c.cluster.compiled {
+	drop := func(cp *compiledPolicy, dir Direction, r *compiledRule, pe *compiledPeer) {
+		if _, ok := c.peerIDs[pe][num]; ok {
+			delete(c.peerIDs[pe], num)
+			c.bumpRule(cp, dir, r, num, -1)
+		}
+	}
+	for _, cp := range c.cluster.byNS[id.info.Namespace] {
 		for dir := range 2 {
 			for _, r := range cp.rules[dir] {
 				for _, pe := range r.peers {
-					if _, ok := c.peerIDs[pe][num]; !ok {
-						continue
+					if !pe.ipBlock && pe.nsSel == nil {
+						drop(cp, Direction(dir), r, pe)
 					}
-					delete(c.peerIDs[pe], num)
-					c.bumpRule(cp, Direction(dir), r, num, -1)
 				}
 			}
 		}
+	}
+	for pe, ref := range c.nsPeers {
+		drop(ref.cp, ref.dir, ref.rule, pe)
 	}
 	delete(c.ids, num)
 	delete(c.idByKey, id.key)
@@ -447,8 +466,11 @@ func (c *Compiler) computePeers(cp *compiledPolicy) {
 		for _, r := range cp.rules[dir] {
 			for _, pe := range r.peers {
 				c.peerIDs[pe] = c.matchPeer(cp, pe)
-				if pe.ipBlock {
-					c.ipBlocks[pe] = ipBlockRef{cp, Direction(dir), r}
+				switch {
+				case pe.ipBlock:
+					c.ipBlocks[pe] = peerRef{cp, Direction(dir), r}
+				case pe.nsSel != nil:
+					c.nsPeers[pe] = peerRef{cp, Direction(dir), r}
 				}
 			}
 		}
@@ -465,9 +487,15 @@ func (c *Compiler) matchPeer(cp *compiledPolicy, pe *compiledPeer) map[Identity]
 		}
 		return m
 	}
-	for num, id := range c.ids {
-		if !num.IsCIDR() && pe.matchesPod(cp.ns, id.info.Namespace, id.info.NamespaceLabels, id.info.PodLabels) {
-			m[num] = struct{}{}
+	// Namespaces first: a namespace selector is checked once per namespace, not per identity.
+	for ns, ids := range c.nsIdentities {
+		for id := range ids {
+			if pe.nsSel == nil && ns != cp.ns || pe.nsSel != nil && !pe.nsSel.Matches(labels.Set(id.info.NamespaceLabels)) {
+				break // every identity of a namespace has its labels
+			}
+			if pe.podSel == nil || pe.podSel.Matches(labels.Set(id.info.PodLabels)) {
+				m[id.info.ID] = struct{}{}
+			}
 		}
 	}
 	return m
@@ -763,6 +791,7 @@ func (c *Compiler) dropPeers(cp *compiledPolicy) {
 			for _, pe := range r.peers {
 				delete(c.peerIDs, pe)
 				delete(c.ipBlocks, pe)
+				delete(c.nsPeers, pe)
 			}
 		}
 	}
@@ -919,36 +948,49 @@ func namedIngress(dir Direction, sel []*compiledPolicy) bool {
 
 // renameSet gives a rule set a new origin and selecting policies, and changes its entries by
 // what the policies that left and joined contribute. pod is one of its endpoints' pods, whose
-// named ports the new origin resolves (every endpoint of the set has the same).
+// named ports the new origin resolves (every endpoint of the set has the same). When the named
+// ports that ingress rules resolve against change, the kept policies that use them are taken
+// back with the old ports and contributed again with the new.
 func (c *Compiler) renameSet(s *ruleSet, to string, sel []*compiledPolicy, pod *Pod) {
-	if namedIngress(s.Direction, sel) {
-		s.ports = slices.Clone(pod.Ports)
-	}
-	had := make(map[*compiledPolicy]bool, len(s.policies))
-	for _, cp := range s.policies {
-		had[cp] = true
-	}
 	keep := make(map[*compiledPolicy]bool, len(sel))
 	for _, cp := range sel {
 		keep[cp] = true
-		if !had[cp] {
-			c.contribute(s, cp, 1)
-			if c.setsByPolicy[cp.key] == nil {
-				c.setsByPolicy[cp.key] = map[*ruleSet]struct{}{}
+	}
+	had := make(map[*compiledPolicy]bool, len(s.policies))
+	repo := namedIngress(s.Direction, sel) &&
+		!slices.Equal(portSignature(pod), portSignature(&Pod{Ports: s.ports}))
+	var redo []*compiledPolicy
+	for _, cp := range s.policies {
+		had[cp] = true
+		switch {
+		case !keep[cp]:
+			c.contribute(s, cp, -1)
+			delete(c.setsByPolicy[cp.key], s)
+			if len(c.setsByPolicy[cp.key]) == 0 {
+				delete(c.setsByPolicy, cp.key)
 			}
-			c.setsByPolicy[cp.key][s] = struct{}{}
+		case repo && cp.hasNamedIngress:
+			c.contribute(s, cp, -1)
+			redo = append(redo, cp)
 		}
 	}
-	for _, cp := range s.policies {
-		if keep[cp] {
+	if repo {
+		s.ports = slices.Clone(pod.Ports)
+	}
+	for _, cp := range redo {
+		c.contribute(s, cp, 1)
+	}
+	for _, cp := range sel {
+		if had[cp] {
 			continue
 		}
-		c.contribute(s, cp, -1)
-		delete(c.setsByPolicy[cp.key], s)
-		if len(c.setsByPolicy[cp.key]) == 0 {
-			delete(c.setsByPolicy, cp.key)
+		c.contribute(s, cp, 1)
+		if c.setsByPolicy[cp.key] == nil {
+			c.setsByPolicy[cp.key] = map[*ruleSet]struct{}{}
 		}
+		c.setsByPolicy[cp.key][s] = struct{}{}
 	}
+	c.d.renamed[s.ID] = true
 	delete(c.setByOrigin, s.origin)
 	s.origin = to
 	c.setByOrigin[to] = s

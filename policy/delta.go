@@ -13,6 +13,7 @@ type deltaBuilder struct {
 	members map[Member]int
 	cidrs   map[CIDR]int
 	sets    map[RuleSetID]int
+	renamed map[RuleSetID]bool
 	entries map[RuleSetEntry]int
 	// before holds each touched endpoint as it was before the event (nil: it is new).
 	before map[uint32]*Endpoint
@@ -24,6 +25,7 @@ func newDeltaBuilder() *deltaBuilder {
 		members: map[Member]int{},
 		cidrs:   map[CIDR]int{},
 		sets:    map[RuleSetID]int{},
+		renamed: map[RuleSetID]bool{},
 		entries: map[RuleSetEntry]int{},
 		before:  map[uint32]*Endpoint{},
 	}
@@ -58,6 +60,12 @@ func (b *deltaBuilder) build(c *Compiler) *Delta {
 	})
 	d.CIDRsAdded, d.CIDRsRemoved = split(b.cidrs, func(x, y CIDR) int { return comparePrefix(x.Prefix, y.Prefix) })
 	d.RuleSetsAdded, d.RuleSetsRemoved = split(b.sets, cmp.Compare[RuleSetID])
+	for id := range b.renamed {
+		if _, alive := c.sets[id]; alive {
+			d.RuleSetsRenamed = append(d.RuleSetsRenamed, id)
+		}
+	}
+	slices.Sort(d.RuleSetsRenamed)
 	d.EntriesAdded, d.EntriesRemoved = split(b.entries, compareRuleSetEntry)
 	ids := make([]uint32, 0, len(b.before))
 	for id := range b.before {

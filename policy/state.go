@@ -175,8 +175,12 @@ type Delta struct {
 	CIDRsRemoved        []CIDR
 	RuleSetsAdded       []RuleSetID
 	RuleSetsRemoved     []RuleSetID
-	EntriesAdded        []RuleSetEntry
-	EntriesRemoved      []RuleSetEntry
+	// RuleSetsRenamed are kept sets whose selecting policies (RuleSet.Policies) changed: a
+	// policy event moved all their endpoints together, so the set stayed and only its
+	// entries changed (by EntriesAdded and EntriesRemoved, maybe none).
+	RuleSetsRenamed []RuleSetID
+	EntriesAdded    []RuleSetEntry
+	EntriesRemoved  []RuleSetEntry
 	// EndpointsAdded and EndpointsChanged hold the endpoints as they are after the event;
 	// EndpointsRemoved as they were before it.
 	EndpointsAdded   []Endpoint
@@ -188,6 +192,6 @@ type Delta struct {
 func (d *Delta) Empty() bool {
 	return len(d.IdentitiesAllocated)+len(d.IdentitiesReleased)+len(d.MembersAdded)+
 		len(d.MembersRemoved)+len(d.CIDRsAdded)+len(d.CIDRsRemoved)+len(d.RuleSetsAdded)+
-		len(d.RuleSetsRemoved)+len(d.EntriesAdded)+len(d.EntriesRemoved)+len(d.EndpointsAdded)+
+		len(d.RuleSetsRemoved)+len(d.RuleSetsRenamed)+len(d.EntriesAdded)+len(d.EntriesRemoved)+len(d.EndpointsAdded)+
 		len(d.EndpointsRemoved)+len(d.EndpointsChanged) == 0
 }
