@@ -72,9 +72,18 @@ type Compiler struct {
 	ipBlocks map[*compiledPeer]peerRef
 	nsPeers  map[*compiledPeer]peerRef
 
-	d *deltaBuilder // nil while compiling from scratch
+	d     *deltaBuilder // nil while compiling from scratch
+	epoch uint32        // counts Apply calls; see count.mark
 	// changed holds the rule sets whose sorted entries finish must bring up to date.
 	changed map[*ruleSet]struct{}
+}
+
+// count is how many (policy, rule, port) contributions an entry of a set has. mark is the
+// compiler's epoch of the event that last touched it, shifted left, with bit 0 set when the
+// entry existed at the start of that event.
+type count struct {
+	n    int32
+	mark uint32
 }
 
 type peerRef struct {
@@ -103,11 +112,12 @@ type ruleSet struct {
 	ports    []ContainerPort
 	policies []*compiledPolicy
 	refs     int
-	counts   map[Entry]int32
-	// full means Entries must be rebuilt from counts; otherwise the event's delta holds the
-	// entries that appeared or vanished since Entries was last brought up to date.
-	full  bool
-	index map[Identity][]Entry
+	counts   map[Entry]count
+	// full means the set is new: Entries must be built from counts. Otherwise touched lists
+	// the entries whose count the current event changed, and Entries is as of its start.
+	full    bool
+	touched []Entry
+	index   map[Identity][]Entry
 }
 
 // State is the compiled, backend-neutral enforcement state. It changes only through
@@ -206,7 +216,7 @@ func Compile(cl *Cluster, opts Options) (*Compiler, error) {
 	for _, k := range podKeys {
 		c.addEndpoint(cl.Pods[k], c.idByKey[keyOf[k]])
 	}
-	c.finish(nil)
+	c.finish()
 	return c, nil
 }
 
@@ -223,6 +233,7 @@ func (c *Compiler) Apply(ev Event) (*Delta, error) {
 		return nil, fmt.Errorf("apply %s: %w", ev.Kind, err)
 	}
 	c.d = newDeltaBuilder()
+	c.epoch++
 	defer func() { c.d = nil }()
 	switch ev.Kind {
 	case PodAdd:
@@ -252,8 +263,9 @@ func (c *Compiler) Apply(ev Event) (*Delta, error) {
 	case PolicyRemove:
 		c.removePolicy(ev.PolicyKey)
 	}
+	added, removed := c.finish()
 	d := c.d.build(c)
-	c.finish(d)
+	d.EntriesAdded, d.EntriesRemoved = added, removed
 	return d, nil
 }
 
@@ -549,7 +561,7 @@ func (c *Compiler) acquireSet(dir Direction, sel []*compiledPolicy, pod *Pod) *r
 		ports:    slices.Clone(pod.Ports),
 		policies: slices.Clone(sel),
 		refs:     1,
-		counts:   map[Entry]int32{},
+		counts:   map[Entry]count{},
 		full:     true,
 	}
 	c.changed[s] = struct{}{}
@@ -567,11 +579,6 @@ func (c *Compiler) acquireSet(dir Direction, sel []*compiledPolicy, pod *Pod) *r
 		c.d.sets[s.ID]++
 	}
 	c.fill(s, s.counts)
-	if c.d != nil {
-		for e := range s.counts {
-			c.d.entries[RuleSetEntry{s.ID, dir, e}]++
-		}
-	}
 	return s
 }
 
@@ -583,9 +590,7 @@ func (c *Compiler) releaseSet(s *ruleSet) {
 	if s.refs > 0 {
 		return
 	}
-	for e := range s.counts {
-		c.d.entries[RuleSetEntry{s.ID, s.Direction, e}]--
-	}
+	c.changed[s] = struct{}{} // its entries leave with it
 	for _, cp := range s.policies {
 		delete(c.setsByPolicy[cp.key], s)
 		if len(c.setsByPolicy[cp.key]) == 0 {
@@ -598,16 +603,21 @@ func (c *Compiler) releaseSet(s *ruleSet) {
 }
 
 // fill adds every entry the set's policies contribute to counts.
-func (c *Compiler) fill(s *ruleSet, counts map[Entry]int32) {
+func (c *Compiler) fill(s *ruleSet, counts map[Entry]count) {
+	add := func(e Entry) {
+		v := counts[e]
+		v.n++
+		counts[e] = v
+	}
 	for _, cp := range s.policies {
 		for _, r := range cp.rules[s.Direction] {
 			if len(r.peers) == 0 {
-				c.forPorts(s, r, IdentityAny, func(e Entry) { counts[e]++ })
+				c.forPorts(s, r, IdentityAny, add)
 				continue
 			}
 			for _, pe := range r.peers {
 				for id := range c.peerIDs[pe] {
-					c.forPorts(s, r, id, func(e Entry) { counts[e]++ })
+					c.forPorts(s, r, id, add)
 				}
 			}
 		}
@@ -637,29 +647,28 @@ func (c *Compiler) forPorts(s *ruleSet, r *compiledRule, peer Identity, fn func(
 	}
 }
 
+// bump changes an entry's count by n. The first touch in an event notes whether the entry
+// existed before it; finish turns the touched entries into the delta.
 func (c *Compiler) bump(s *ruleSet, e Entry, n int32) {
-	old := s.counts[e]
-	now := old + n
-	if now < 0 {
+	v, ok := s.counts[e]
+	if !ok || v.mark>>1 != c.epoch {
+		v.mark = c.epoch << 1
+		if v.n > 0 {
+			v.mark |= 1
+		}
+		if !s.full {
+			if len(s.touched) == 0 {
+				c.changed[s] = struct{}{}
+			}
+			s.touched = append(s.touched, e)
+		}
+	}
+	v.n += n
+	if v.n < 0 {
 		panic(fmt.Sprintf("policy: rule set %d entry %s count below zero", s.ID, e))
 	}
-	if now == 0 {
-		delete(s.counts, e)
-	} else {
-		s.counts[e] = now
-	}
-	var change int
-	switch {
-	case old == 0 && now > 0:
-		change = 1
-	case old > 0 && now == 0:
-		change = -1
-	default:
-		return
-	}
-	c.d.entries[RuleSetEntry{s.ID, s.Direction, e}] += change
+	s.counts[e] = v
 	s.index = nil
-	c.changed[s] = struct{}{}
 }
 
 func (c *Compiler) addEndpoint(pod *Pod, id *identity) {
@@ -1110,72 +1119,106 @@ func (c *Compiler) bumpRule(cp *compiledPolicy, dir Direction, r *compiledRule, 
 	}
 }
 
-// finish brings the sorted views of changed rule sets up to date. New sets are sorted whole;
-// the others merge in their share of the event's delta d, which is sorted by set and entry.
-func (c *Compiler) finish(d *Delta) {
-	var added, removed []RuleSetEntry
-	if d != nil {
-		added, removed = d.EntriesAdded, d.EntriesRemoved
-	}
+// finish brings the sorted views of changed rule sets up to date and returns the entries that
+// appeared and vanished, sorted by set and entry (nothing when compiling from scratch). A new
+// set sorts its counts; a removed one loses the entries it had at the start of the event; the
+// others compare their touched entries' counts with how they started and merge the difference.
+func (c *Compiler) finish() (added, removed []RuleSetEntry) {
+	sets := make([]*ruleSet, 0, len(c.changed))
 	for s := range c.changed {
-		delete(c.changed, s)
-		if s.full {
+		sets = append(sets, s)
+	}
+	clear(c.changed)
+	slices.SortFunc(sets, func(a, b *ruleSet) int { return cmp.Compare(a.ID, b.ID) })
+	incremental := c.d != nil
+	for _, s := range sets {
+		dead := s.refs == 0
+		switch {
+		case s.full:
+			s.full = false
+			if dead {
+				continue // born and gone in one event
+			}
 			s.Entries = s.Entries[:0]
-			for e := range s.counts {
+			for e, v := range s.counts {
+				if v.n == 0 {
+					delete(s.counts, e)
+					continue
+				}
 				s.Entries = append(s.Entries, e)
 			}
 			SortEntries(s.Entries)
-			s.full = false
-			continue
+			if incremental {
+				added = appendSet(added, s, s.Entries)
+			}
+		case dead:
+			removed = appendSet(removed, s, s.Entries)
+		default:
+			var add, del []Entry
+			for _, e := range s.touched {
+				v, ok := s.counts[e]
+				switch {
+				case !ok: // a duplicate in touched, already deleted
+				case v.mark&1 == 0 && v.n > 0:
+					add = append(add, e)
+					v.mark |= 1 // a duplicate in touched is not added twice
+					s.counts[e] = v
+				case v.n == 0:
+					if v.mark&1 != 0 {
+						del = append(del, e)
+					}
+					delete(s.counts, e)
+				}
+			}
+			s.touched = s.touched[:0]
+			SortEntries(add)
+			SortEntries(del)
+			s.Entries = mergeEntries(s.Entries, add, del)
+			added = appendSet(added, s, add)
+			removed = appendSet(removed, s, del)
 		}
-		s.Entries = mergeEntries(s.Entries, runOf(added, s.ID), runOf(removed, s.ID))
 	}
+	return added, removed
 }
 
-// runOf returns the entries of one rule set in a list sorted by set.
-func runOf(es []RuleSetEntry, id RuleSetID) []RuleSetEntry {
-	i, _ := slices.BinarySearchFunc(es, id, func(e RuleSetEntry, id RuleSetID) int { return cmp.Compare(e.Set, id) })
-	j := i
-	for j < len(es) && es[j].Set == id {
-		j++
+func appendSet(out []RuleSetEntry, s *ruleSet, es []Entry) []RuleSetEntry {
+	for _, e := range es {
+		out = append(out, RuleSetEntry{s.ID, s.Direction, e})
 	}
-	return es[i:j]
+	return out
 }
 
 // mergeEntries adds and removes sorted entries from sorted entries.
-func mergeEntries(sorted []Entry, add, del []RuleSetEntry) []Entry {
+func mergeEntries(sorted, add, del []Entry) []Entry {
 	if len(add) == 0 && len(del) == 0 {
 		return sorted
 	}
 	if len(add)+len(del) <= 8 { // a few: in place
 		for _, e := range del {
-			if i, found := slices.BinarySearchFunc(sorted, e.Entry, CompareEntries); found {
+			if i, found := slices.BinarySearchFunc(sorted, e, CompareEntries); found {
 				sorted = slices.Delete(sorted, i, i+1)
 			}
 		}
 		for _, e := range add {
-			if i, found := slices.BinarySearchFunc(sorted, e.Entry, CompareEntries); !found {
-				sorted = slices.Insert(sorted, i, e.Entry)
+			if i, found := slices.BinarySearchFunc(sorted, e, CompareEntries); !found {
+				sorted = slices.Insert(sorted, i, e)
 			}
 		}
 		return sorted
 	}
 	out := make([]Entry, 0, len(sorted)+len(add)-len(del))
 	for _, e := range sorted {
-		if len(del) > 0 && CompareEntries(del[0].Entry, e) == 0 {
+		if len(del) > 0 && CompareEntries(del[0], e) == 0 {
 			del = del[1:]
 			continue
 		}
-		for len(add) > 0 && CompareEntries(add[0].Entry, e) < 0 {
-			out = append(out, add[0].Entry)
+		for len(add) > 0 && CompareEntries(add[0], e) < 0 {
+			out = append(out, add[0])
 			add = add[1:]
 		}
 		out = append(out, e)
 	}
-	for _, e := range add {
-		out = append(out, e.Entry)
-	}
-	return out
+	return append(out, add...)
 }
 
 // SortEntries sorts entries by peer, protocol, port, end port and port name.

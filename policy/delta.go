@@ -14,7 +14,6 @@ type deltaBuilder struct {
 	cidrs   map[CIDR]int
 	sets    map[RuleSetID]int
 	renamed map[RuleSetID]bool
-	entries map[RuleSetEntry]int
 	// before holds each touched endpoint as it was before the event (nil: it is new).
 	before map[uint32]*Endpoint
 }
@@ -26,7 +25,6 @@ func newDeltaBuilder() *deltaBuilder {
 		cidrs:   map[CIDR]int{},
 		sets:    map[RuleSetID]int{},
 		renamed: map[RuleSetID]bool{},
-		entries: map[RuleSetEntry]int{},
 		before:  map[uint32]*Endpoint{},
 	}
 }
@@ -66,7 +64,6 @@ func (b *deltaBuilder) build(c *Compiler) *Delta {
 		}
 	}
 	slices.Sort(d.RuleSetsRenamed)
-	d.EntriesAdded, d.EntriesRemoved = split(b.entries, compareRuleSetEntry)
 	ids := make([]uint32, 0, len(b.before))
 	for id := range b.before {
 		ids = append(ids, id)
@@ -86,13 +83,6 @@ func (b *deltaBuilder) build(c *Compiler) *Delta {
 		}
 	}
 	return d
-}
-
-func compareRuleSetEntry(x, y RuleSetEntry) int {
-	if x.Set != y.Set {
-		return cmp.Compare(x.Set, y.Set)
-	}
-	return CompareEntries(x.Entry, y.Entry)
 }
 
 // State accessors.

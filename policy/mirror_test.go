@@ -1,7 +1,9 @@
 package policy
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"testing"
 )
 
@@ -191,6 +193,13 @@ func TestDeltasRebuildTheState(t *testing.T) {
 			d, err := comp.Apply(ev)
 			if err != nil {
 				t.Fatalf("seed %d step %d: %s: %v", seed, step, ev.Kind, err)
+			}
+			for _, es := range [][]RuleSetEntry{d.EntriesAdded, d.EntriesRemoved} {
+				if !slices.IsSortedFunc(es, func(a, b RuleSetEntry) int {
+					return cmp.Or(cmp.Compare(a.Set, b.Set), CompareEntries(a.Entry, b.Entry))
+				}) {
+					t.Fatalf("seed %d step %d (%s): delta entries not sorted by set and entry: %v", seed, step, ev.Kind, es)
+				}
 			}
 			if err := m.apply(d); err != nil {
 				t.Fatalf("seed %d step %d (%s): delta cannot be applied: %v", seed, step, ev.Kind, err)

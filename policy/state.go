@@ -164,8 +164,9 @@ type Member struct {
 
 // Delta is what one churn event changed in the compiled State. Backends apply it instead of
 // resyncing. Slices hold only real changes (an entry removed and re-added by one event is in
-// neither list). RuleSetsAdded are listed before any endpoint refers to them; RuleSetsRemoved
-// after no endpoint does, and their entries are listed in EntriesRemoved.
+// neither list), sorted (entries by set, then entry), so applying a delta is deterministic.
+// RuleSetsAdded are listed before any endpoint refers to them; RuleSetsRemoved after no
+// endpoint does, and their entries are listed in EntriesRemoved.
 type Delta struct {
 	IdentitiesAllocated []Identity
 	IdentitiesReleased  []Identity
