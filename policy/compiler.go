@@ -547,7 +547,11 @@ func portSignature(p *Pod) []string {
 }
 
 func (c *Compiler) acquireSet(dir Direction, sel []*compiledPolicy, pod *Pod) *ruleSet {
-	o := origin(dir, sel, pod)
+	return c.acquireOrigin(dir, sel, pod, origin(dir, sel, pod))
+}
+
+// acquireOrigin is acquireSet with the origin already built.
+func (c *Compiler) acquireOrigin(dir Direction, sel []*compiledPolicy, pod *Pod, o string) *ruleSet {
 	if o == "" {
 		return nil
 	}
@@ -817,6 +821,10 @@ func (c *Compiler) reselect(ns string, gone, came *compiledPolicy) {
 	type target struct {
 		sel [2][]*compiledPolicy
 		to  [2]string
+		// set caches the set of origin to, once a move acquired it: origins hold every
+		// selecting policy's key, so building and hashing one per endpoint adds up.
+		set      [2]*ruleSet
+		resolved [2]bool
 	}
 	type move struct {
 		ep  *epState
@@ -897,14 +905,26 @@ func (c *Compiler) reselect(ns string, gone, came *compiledPolicy) {
 		if originOf(m.ep.sets[Ingress]) == m.tgt.to[Ingress] && originOf(m.ep.sets[Egress]) == m.tgt.to[Egress] {
 			continue // its sets were renamed
 		}
-		ep := m.ep
+		ep, tgt := m.ep, m.tgt
 		before := ep.Endpoint
 		c.d.touch(ep.ID, &before)
-		old := ep.sets
-		c.setEndpointSets(ep)
 		for dir := range 2 {
-			c.releaseSet(old[dir])
+			old := ep.sets[dir]
+			if originOf(old) == tgt.to[dir] {
+				continue
+			}
+			if tgt.resolved[dir] {
+				if tgt.set[dir] != nil {
+					tgt.set[dir].refs++
+				}
+			} else {
+				tgt.set[dir] = c.acquireOrigin(Direction(dir), tgt.sel[dir], ep.Pod, tgt.to[dir])
+				tgt.resolved[dir] = true
+			}
+			ep.sets[dir] = tgt.set[dir]
+			c.releaseSet(old)
 		}
+		ep.Ingress, ep.Egress = setID(ep.sets[Ingress]), setID(ep.sets[Egress])
 	}
 }
 
