@@ -818,46 +818,38 @@ func (c *Compiler) dropPeers(cp *compiledPolicy) {
 // rule sets (the endpoints of a set share their selecting policies), so its delta holds the
 // policy's own entries instead of a copy of every entry of every set it touches.
 func (c *Compiler) reselect(ns string, gone, came *compiledPolicy) {
-	type target struct {
-		sel [2][]*compiledPolicy
-		to  [2]string
-		// set caches the set of origin to, once a move acquired it: origins hold every
-		// selecting policy's key, so building and hashing one per endpoint adds up.
-		set      [2]*ruleSet
-		resolved [2]bool
-	}
-	type move struct {
-		ep  *epState
-		tgt *target
-	}
 	var moves []move
 	for id := range c.nsIdentities[ns] {
 		sel, changed := reselectOne(id, gone, came)
-		if !changed {
+		if !changed[Ingress] && !changed[Egress] {
 			continue
 		}
 		id.sel = sel
-		// Without a named ingress port every endpoint of the identity has the same origin:
-		// build it once.
-		shared := &target{sel: id.sel}
+		// A direction whose policies did not change keeps its set. Without a named ingress
+		// port every endpoint of the identity has the same origin: build it once.
+		shared := &target{sel: sel, keep: [2]bool{!changed[Ingress], !changed[Egress]}}
 		var perPod [2]bool
 		for dir := range 2 {
-			perPod[dir] = namedIngress(Direction(dir), id.sel[dir])
+			if !changed[dir] {
+				continue
+			}
+			perPod[dir] = namedIngress(Direction(dir), sel[dir])
 			if !perPod[dir] {
-				shared.to[dir] = origin(Direction(dir), id.sel[dir], nil)
+				shared.to[dir] = origin(Direction(dir), sel[dir], nil)
 			}
 		}
+		moves = slices.Grow(moves, len(id.endpoints))
 		for ep := range id.endpoints {
 			tgt := shared
 			if perPod[Ingress] || perPod[Egress] {
-				tgt = &target{sel: id.sel, to: shared.to}
+				tgt = &target{sel: sel, keep: shared.keep, to: shared.to}
 				for dir := range 2 {
 					if perPod[dir] {
-						tgt.to[dir] = origin(Direction(dir), id.sel[dir], ep.Pod)
+						tgt.to[dir] = origin(Direction(dir), sel[dir], ep.Pod)
 					}
 				}
 			}
-			if originOf(ep.sets[Ingress]) != tgt.to[Ingress] || originOf(ep.sets[Egress]) != tgt.to[Egress] {
+			if tgt.moves(ep, Ingress) || tgt.moves(ep, Egress) {
 				moves = append(moves, move{ep, tgt})
 			}
 		}
@@ -877,7 +869,7 @@ func (c *Compiler) reselect(ns string, gone, came *compiledPolicy) {
 	for _, m := range moves {
 		for dir := range 2 {
 			s, to := m.ep.sets[dir], m.tgt.to[dir]
-			if s == nil || s.origin == to {
+			if s == nil || !m.tgt.moves(m.ep, Direction(dir)) {
 				continue
 			}
 			p := plans[s]
@@ -900,19 +892,19 @@ func (c *Compiler) reselect(ns string, gone, came *compiledPolicy) {
 		c.renameSet(s, p.to, p.first.tgt.sel[s.Direction], p.first.ep.Pod)
 	}
 	// The rest move one by one, in endpoint order so new rule set ids are deterministic.
+	moves = slices.DeleteFunc(moves, func(m move) bool {
+		return !m.tgt.moves(m.ep, Ingress) && !m.tgt.moves(m.ep, Egress) // renamed
+	})
 	slices.SortFunc(moves, func(a, b move) int { return cmp.Compare(a.ep.ID, b.ep.ID) })
 	for _, m := range moves {
-		if originOf(m.ep.sets[Ingress]) == m.tgt.to[Ingress] && originOf(m.ep.sets[Egress]) == m.tgt.to[Egress] {
-			continue // its sets were renamed
-		}
 		ep, tgt := m.ep, m.tgt
 		before := ep.Endpoint
 		c.d.touch(ep.ID, &before)
 		for dir := range 2 {
-			old := ep.sets[dir]
-			if originOf(old) == tgt.to[dir] {
+			if !tgt.moves(ep, Direction(dir)) {
 				continue
 			}
+			old := ep.sets[dir]
 			if tgt.resolved[dir] {
 				if tgt.set[dir] != nil {
 					tgt.set[dir].refs++
@@ -928,10 +920,34 @@ func (c *Compiler) reselect(ns string, gone, came *compiledPolicy) {
 	}
 }
 
+// target is where reselect sends the endpoints of an identity (or one endpoint, when named
+// ports make its origin its own).
+type target struct {
+	sel [2][]*compiledPolicy
+	// keep marks a direction whose selecting policies did not change; to is the origin of
+	// the others.
+	keep [2]bool
+	to   [2]string
+	// set caches the set of origin to, once a move acquired it: origins hold every
+	// selecting policy's key, so building and hashing one per endpoint adds up.
+	set      [2]*ruleSet
+	resolved [2]bool
+}
+
+// moves says whether an endpoint must change its set in a direction.
+func (t *target) moves(ep *epState, dir Direction) bool {
+	return !t.keep[dir] && originOf(ep.sets[dir]) != t.to[dir]
+}
+
+type move struct {
+	ep  *epState
+	tgt *target
+}
+
 // reselectOne returns an identity's selecting policies without gone and with came when came
-// selects it, and whether they changed.
-func reselectOne(id *identity, gone, came *compiledPolicy) ([2][]*compiledPolicy, bool) {
-	sel, changed := id.sel, false
+// selects it, and in which directions they changed.
+func reselectOne(id *identity, gone, came *compiledPolicy) ([2][]*compiledPolicy, [2]bool) {
+	sel, changed := id.sel, [2]bool{}
 	in := came != nil && came.subject.Matches(labels.Set(id.info.PodLabels))
 	for dir := range 2 {
 		i := slices.Index(sel[dir], gone)
@@ -949,7 +965,7 @@ func reselectOne(id *identity, gone, came *compiledPolicy) ([2][]*compiledPolicy
 			j, _ := slices.BinarySearchFunc(s, came.key, func(cp *compiledPolicy, key string) int { return strings.Compare(cp.key, key) })
 			s = slices.Insert(s, j, came)
 		}
-		sel[dir], changed = s, true
+		sel[dir], changed[dir] = s, true
 	}
 	return sel, changed
 }
