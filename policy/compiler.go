@@ -1167,6 +1167,21 @@ func (c *Compiler) finish() (added, removed []RuleSetEntry) {
 	clear(c.changed)
 	slices.SortFunc(sets, func(a, b *ruleSet) int { return cmp.Compare(a.ID, b.ID) })
 	incremental := c.d != nil
+	if incremental { // at most this many changes: size the delta once
+		var na, nr int
+		for _, s := range sets {
+			switch {
+			case s.full:
+				na += len(s.counts)
+			case s.refs == 0:
+				nr += len(s.Entries)
+			default:
+				na += len(s.touched)
+				nr += len(s.touched)
+			}
+		}
+		added, removed = make([]RuleSetEntry, 0, na), make([]RuleSetEntry, 0, nr)
+	}
 	for _, s := range sets {
 		dead := s.refs == 0
 		switch {

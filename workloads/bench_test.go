@@ -2,6 +2,7 @@ package workloads
 
 import (
 	"io"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
@@ -149,12 +150,17 @@ func BenchmarkChurnDelta(b *testing.B) {
 					defer func() { f.ch.newLS = 0 }()
 				}
 				changes := 0
+				// Event sizes vary a lot (a policy may select one pod or a whole namespace):
+				// report the median and the tail as well as the mean.
+				took := make([]time.Duration, 0, b.N)
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
 					b.StopTimer()
 					evs := next(o.kind)
 					b.StartTimer()
+					start := time.Now()
 					changes += apply(evs)
+					took = append(took, time.Since(start))
 					if o.inverse != o.kind {
 						b.StopTimer()
 						apply(next(o.inverse))
@@ -163,6 +169,9 @@ func BenchmarkChurnDelta(b *testing.B) {
 				}
 				b.StopTimer()
 				b.ReportMetric(float64(changes)/float64(b.N), "changes/op")
+				slices.Sort(took)
+				b.ReportMetric(float64(took[len(took)/2].Nanoseconds()), "p50-ns")
+				b.ReportMetric(float64(took[len(took)*99/100].Nanoseconds()), "p99-ns")
 			})
 		}
 	}
