@@ -1273,8 +1273,51 @@ func mergeEntries(sorted, add, del []Entry) []Entry {
 }
 
 // SortEntries sorts entries by peer, protocol, port, end port and port name.
+//
+// Big lists (a policy event may add thousands of entries to a set) are sorted by peer with a
+// byte-wise radix sort, and only runs of one peer are compared entry by entry: most entries
+// of a set differ by peer, and comparison sorting moved and compared 40-byte entries
+// log2(n) times each.
 func SortEntries(es []Entry) {
-	slices.SortFunc(es, CompareEntries)
+	if len(es) < 256 {
+		slices.SortFunc(es, CompareEntries)
+		return
+	}
+	tmp := make([]Entry, len(es))
+	src, dst := es, tmp
+	for shift := 0; shift < 32; shift += 8 {
+		var counts [256]int
+		for i := range src {
+			counts[byte(src[i].Peer>>shift)]++
+		}
+		if counts[byte(src[0].Peer>>shift)] == len(src) {
+			continue // every peer has this byte: the pass would change nothing
+		}
+		pos := 0
+		for b, n := range counts {
+			counts[b] = pos
+			pos += n
+		}
+		for i := range src {
+			b := byte(src[i].Peer >> shift)
+			dst[counts[b]] = src[i]
+			counts[b]++
+		}
+		src, dst = dst, src
+	}
+	if &src[0] != &es[0] {
+		copy(es, src)
+	}
+	for i := 0; i < len(es); {
+		j := i + 1
+		for j < len(es) && es[j].Peer == es[i].Peer {
+			j++
+		}
+		if j-i > 1 {
+			slices.SortFunc(es[i:j], CompareEntries)
+		}
+		i = j
+	}
 }
 
 // CompareEntries orders entries by peer, protocol, port, end port and port name. Early returns,

@@ -142,3 +142,29 @@ func TestRenamedSetResolvesNamedPortsOfItsPods(t *testing.T) {
 		t.Error(firstDiff(got, want))
 	}
 }
+
+func TestSortEntriesOrdersBigListsLikeCompareEntries(t *testing.T) {
+	for _, n := range []int{0, 1, 255, 256, 3000} {
+		w := newRandomWorld(uint64(n))
+		es := make([]Entry, n)
+		for i := range es {
+			peer := Identity(256 + w.r.IntN(300))
+			switch w.r.IntN(4) {
+			case 0:
+				peer = IdentityLocalScope + Identity(w.r.IntN(40))
+			case 1:
+				peer = Identity(w.r.IntN(3)) // any, host, world
+			}
+			es[i] = Entry{Peer: peer, Proto: Protocol(w.r.IntN(3)), Port: uint16(w.r.IntN(4)), EndPort: uint16(w.r.IntN(3))}
+			if w.r.IntN(5) == 0 {
+				es[i].NamedPort = []string{"http", "dns"}[w.r.IntN(2)]
+			}
+		}
+		want := slices.Clone(es)
+		slices.SortFunc(want, CompareEntries)
+		SortEntries(es)
+		if !slices.Equal(es, want) {
+			t.Errorf("%d entries: SortEntries differs from sorting by CompareEntries", n)
+		}
+	}
+}
