@@ -149,6 +149,22 @@ func (s *State) RuleSet(id RuleSetID) (*RuleSet, bool) {
 	return &rs.RuleSet, true
 }
 
+// PeerEntries returns the entries of a rule set for one peer: a sub-slice of its sorted
+// entries, found by binary search. Callers must not modify it.
+func (s *State) PeerEntries(id RuleSetID, peer Identity) []Entry {
+	rs, ok := s.c.sets[id]
+	if !ok {
+		return nil
+	}
+	es := rs.Entries
+	i, _ := slices.BinarySearchFunc(es, peer, func(e Entry, p Identity) int { return cmp.Compare(e.Peer, p) })
+	j := i
+	for j < len(es) && es[j].Peer == peer {
+		j++
+	}
+	return es[i:j:j]
+}
+
 // NumEntries returns the number of entries over all rule sets.
 func (s *State) NumEntries() int {
 	n := 0

@@ -168,3 +168,23 @@ func TestSortEntriesOrdersBigListsLikeCompareEntries(t *testing.T) {
 		}
 	}
 }
+
+func TestPeerEntriesAreThePeersRunOfTheSortedEntries(t *testing.T) {
+	comp := renameWorld(t)
+	s := comp.State()
+	for _, rs := range s.RuleSets() {
+		byPeer := map[Identity][]Entry{}
+		for _, e := range rs.Entries {
+			byPeer[e.Peer] = append(byPeer[e.Peer], e)
+		}
+		byPeer[IdentityWorld] = nil // a peer without entries
+		for peer, want := range byPeer {
+			if got := s.PeerEntries(rs.ID, peer); !slices.Equal(got, want) {
+				t.Errorf("set %d peer %d: %v, want %v", rs.ID, peer, got, want)
+			}
+		}
+	}
+	if got := s.PeerEntries(9999, 256); got != nil {
+		t.Errorf("unknown set: %v", got)
+	}
+}
