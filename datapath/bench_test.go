@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"netpolbench/policy"
+	"netpolbench/workloads"
 )
 
 // TestMain declares the deterministic benchmark units exact for benchstat.
@@ -297,6 +298,69 @@ func BenchmarkSync(b *testing.B) {
 			}
 		}
 	}
+	// The suite's own huge preset: 100,000 pods with about 2,000 identities, so far more rule
+	// sets and entries than the few-identity scale clusters above.
+	for _, layout := range []Layout{LayoutHash, LayoutCilium} {
+		b.Run(fmt.Sprintf("preset=huge/mode=batch/layout=%s", layout), func(b *testing.B) {
+			if testing.Short() {
+				b.Skip("huge preset skipped in -short")
+			}
+			benchSyncFresh(b, presetState(b, "huge"), Options{Layout: layout})
+		})
+	}
+}
+
+// benchSyncFresh times full syncs of s, each into a freshly opened datapath (opening and
+// closing are outside the timer), and reports the kernel operations of one sync.
+func benchSyncFresh(b *testing.B, s *policy.State, opts Options) {
+	b.Helper()
+	opts.Sizes = SizesFor(s, opts.Layout)
+	ops := 0
+	for b.Loop() {
+		b.StopTimer()
+		d, err := Open(opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		st, err := d.Sync(s)
+		b.StopTimer()
+		if err != nil {
+			b.Fatal(err)
+		}
+		ops = st.Ops
+		if err := d.Close(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(ops), "ops/op")
+}
+
+var (
+	presetMu    sync.Mutex
+	presetCache = map[string]*policy.State{}
+)
+
+// presetState generates and compiles (once per name) an embedded workloads preset.
+func presetState(tb testing.TB, name string) *policy.State {
+	tb.Helper()
+	presetMu.Lock()
+	defer presetMu.Unlock()
+	if s, ok := presetCache[name]; ok {
+		return s
+	}
+	spec, err := workloads.Preset(name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	g, err := workloads.Generate(spec)
+	if err != nil {
+		tb.Fatalf("generate preset %s: %v", name, err)
+	}
+	s := mustCompile(tb, g.Cluster).State()
+	presetCache[name] = s
+	return s
 }
 
 // BenchmarkUpdate applies one pod's churn delta (a pod of an existing label set added, then

@@ -1,9 +1,12 @@
 package datapath
 
 import (
+	"cmp"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"time"
 
@@ -97,25 +100,37 @@ func (n *nameTable) name(id uint16) string {
 	return fmt.Sprintf("#%d", id)
 }
 
-// setEndpoint plans the entries one endpoint owns: its lxc value, its /32 in the Cilium
-// layout's ipcache, and its named container ports.
-func (d *Datapath) setEndpoint(s *policy.State, ep *policy.Endpoint) error {
-	t := d.tabs
+// endpointPlan collects the entries endpoints own: a part of a full sync, or the one
+// endpoint of setEndpoint.
+type endpointPlan struct {
+	lxcK   []uint32
+	lxcV   []bpfEndpoint
+	ipcK   []bpfIpcacheKey
+	ipcV   []bpfIpcacheValue
+	namedK []bpfNamedPortKey
+	namedV []bpfNamedPortValue
+}
+
+// planEndpoint appends the entries one endpoint owns to p: its lxc value, its /32 in the Cilium
+// layout's ipcache, and its named container ports. cidrID is the CIDR identity of the pod's
+// address and flags gives the RS_HAS_* flags of a rule set.
+func planEndpoint(p *endpointPlan, ep *policy.Endpoint, cidrID policy.Identity, cilium bool,
+	flags func(policy.RuleSetID) uint8, nameID func(string) (uint16, error)) error {
 	ip := ep.Pod.IP
 	if !ip.Is4() {
 		return fmt.Errorf("sync endpoint %d (%s): pod IP %s is not IPv4", ep.ID, ep.Pod.Key(), ip)
 	}
-	cidrID := uint32(s.CIDRIdentityOf(ip))
-	t.lxc.set(ipKey(ip), bpfEndpoint{
-		EpId: ep.ID, Identity: uint32(ep.Identity), CidrIdentity: cidrID,
+	p.lxcK = append(p.lxcK, ipKey(ip))
+	p.lxcV = append(p.lxcV, bpfEndpoint{
+		EpId: ep.ID, Identity: uint32(ep.Identity), CidrIdentity: uint32(cidrID),
 		IngressRs: uint32(ep.Ingress), EgressRs: uint32(ep.Egress),
-		IngressFlags: d.flagsOf(s, ep.Ingress), EgressFlags: d.flagsOf(s, ep.Egress),
+		IngressFlags: flags(ep.Ingress), EgressFlags: flags(ep.Egress),
 	})
-	if d.opts.Layout == LayoutCilium {
-		t.ipcache.set(bpfIpcacheKey{Prefixlen: 32, Addr: ipKey(ip)}, bpfIpcacheValue{Identity: uint32(ep.Identity), CidrIdentity: cidrID})
+	if cilium {
+		p.ipcK = append(p.ipcK, bpfIpcacheKey{Prefixlen: 32, Addr: ipKey(ip)})
+		p.ipcV = append(p.ipcV, bpfIpcacheValue{Identity: uint32(ep.Identity), CidrIdentity: uint32(cidrID)})
 	}
-	t.epIP[ep.ID] = ip
-	vals := map[bpfNamedPortKey]bpfNamedPortValue{}
+	first := len(p.namedK)
 	for _, cp := range ep.Pod.Ports {
 		if cp.Name == "" {
 			continue
@@ -124,20 +139,28 @@ func (d *Datapath) setEndpoint(s *policy.State, ep *policy.Endpoint) error {
 		if !ok || port != cp.Port {
 			continue // a later duplicate of a name: NamedPort resolves to the first
 		}
-		id, err := d.names.id(cp.Name)
+		id, err := nameID(cp.Name)
 		if err != nil {
 			return err
 		}
 		k := bpfNamedPortKey{EpId: ep.ID, Proto: uint8(cp.Protocol), Port: cp.Port}
-		v := vals[k]
+		i := first
+		for i < len(p.namedK) && p.namedK[i] != k {
+			i++
+		}
+		if i == len(p.namedK) {
+			p.namedK = append(p.namedK, k)
+			p.namedV = append(p.namedV, bpfNamedPortValue{})
+		}
+		v := &p.namedV[i]
 		placed := false
-		for i := range v.Names {
-			if v.Names[i] == id {
+		for j := range v.Names {
+			if v.Names[j] == id {
 				placed = true
 				break
 			}
-			if v.Names[i] == 0 {
-				v.Names[i] = id
+			if v.Names[j] == 0 {
+				v.Names[j] = id
 				placed = true
 				break
 			}
@@ -145,14 +168,29 @@ func (d *Datapath) setEndpoint(s *policy.State, ep *policy.Endpoint) error {
 		if !placed {
 			return fmt.Errorf("sync endpoint %d (%s): more than %d names on %s port %d", ep.ID, ep.Pod.Key(), len(v.Names), cp.Protocol, cp.Port)
 		}
-		vals[k] = v
 	}
-	keys := make([]bpfNamedPortKey, 0, len(vals))
-	for k, v := range vals {
-		t.named.set(k, v)
-		keys = append(keys, k)
+	return nil
+}
+
+// setEndpoint plans the entries one endpoint owns (see planEndpoint).
+func (d *Datapath) setEndpoint(s *policy.State, ep *policy.Endpoint) error {
+	t := d.tabs
+	n := len(ep.Pod.Ports)
+	p := endpointPlan{lxcK: make([]uint32, 0, 1), lxcV: make([]bpfEndpoint, 0, 1),
+		namedK: make([]bpfNamedPortKey, 0, n), namedV: make([]bpfNamedPortValue, 0, n)}
+	flags := func(id policy.RuleSetID) uint8 { return d.flagsOf(s, id) }
+	if err := planEndpoint(&p, ep, s.CIDRIdentityOf(ep.Pod.IP), d.opts.Layout == LayoutCilium, flags, d.names.id); err != nil {
+		return err
 	}
-	t.epNamed[ep.ID] = keys
+	t.lxc.set(p.lxcK[0], p.lxcV[0])
+	for i := range p.ipcK {
+		t.ipcache.set(p.ipcK[i], p.ipcV[i])
+	}
+	t.epIP[ep.ID] = ep.Pod.IP
+	for i := range p.namedK {
+		t.named.set(p.namedK[i], p.namedV[i])
+	}
+	t.epNamed[ep.ID] = p.namedK
 	return nil
 }
 
@@ -206,17 +244,23 @@ func computeFlags(s *policy.State, id policy.RuleSetID) uint8 {
 	if !ok {
 		return 0
 	}
-	for _, e := range rs.Entries {
-		switch {
-		case e.Peer == policy.IdentityAny:
-			f |= rsHasAny
-		case e.Peer.IsCIDR():
-			f |= rsHasCIDR
-		case e.Peer < policy.IdentityClusterMin || e.Peer > policy.IdentityClusterMax:
-			f |= rsHasWorld
-		}
+	for i := range rs.Entries {
+		f |= peerFlag(rs.Entries[i].Peer)
 	}
 	return f
+}
+
+// peerFlag is the RS_HAS_* flag an entry for the peer sets, if any.
+func peerFlag(p policy.Identity) uint8 {
+	switch {
+	case p == policy.IdentityAny:
+		return rsHasAny
+	case p.IsCIDR():
+		return rsHasCIDR
+	case p < policy.IdentityClusterMin || p > policy.IdentityClusterMax:
+		return rsHasWorld
+	}
+	return 0
 }
 
 func (d *Datapath) setCIDR(c policy.CIDR) {
@@ -278,55 +322,63 @@ func (d *Datapath) setGroup(g group, entries []policy.Entry) error {
 // 1k, 10k and 100k entries against 55, 79 and 94 ns for the LPM key. And over pure expansion,
 // whose 1-65535 is 65,535 keys per group. BenchmarkRange measures inline against expanded.
 func planGroup(entries []policy.Entry, inline int, nameID func(string) (uint16, error)) (bpfSummary, []bpfPolicyKey, error) {
+	return planGroupInto(nil, entries, inline, nameID)
+}
+
+// portSpan is the ports lo..hi (inclusive) of one protocol.
+type portSpan struct {
+	proto  policy.Protocol
+	lo, hi int
+}
+
+// planGroupInto is planGroup appending the exact keys to keys, so a full sync plans a million
+// groups into one slice. It allocates nothing else for groups of up to 8 port spans.
+func planGroupInto(keys []bpfPolicyKey, entries []policy.Entry, inline int, nameID func(string) (uint16, error)) (bpfSummary, []bpfPolicyKey, error) {
 	var sum bpfSummary
-	var keys []bpfPolicyKey
-	type span struct {
-		proto  policy.Protocol
-		lo, hi int
-	}
-	ranges := map[policy.Protocol][]span{}
-	for _, e := range entries {
+	first := len(keys)
+	var buf [8]portSpan
+	spans := buf[:0]
+	for i := range entries {
+		e := &entries[i]
 		switch {
 		case e.Proto == policy.ProtoAny:
-			sum.AnyProto = 1
+			// Every protocol and port is allowed: no other key can change a verdict.
+			return bpfSummary{AnyProto: 1}, keys[:first], nil
 		case e.NamedPort != "":
 			id, err := nameID(e.NamedPort)
 			if err != nil {
-				return sum, nil, err
+				return sum, keys[:first], err
 			}
 			keys = append(keys, bpfPolicyKey{Proto: uint8(e.Proto), Kind: 1, Port: id})
 			sum.Named |= protoBit(e.Proto)
 		case e.Port == 0:
 			sum.AllPorts |= protoBit(e.Proto)
 		default:
-			hi := max(int(e.EndPort), int(e.Port))
-			ranges[e.Proto] = append(ranges[e.Proto], span{e.Proto, int(e.Port), hi})
+			spans = append(spans, portSpan{e.Proto, int(e.Port), max(int(e.EndPort), int(e.Port))})
 		}
 	}
-	if sum.AnyProto != 0 {
-		// Every protocol and port is allowed: no other key can change a verdict.
-		return bpfSummary{AnyProto: 1}, nil, nil
+	if sum.AllPorts != 0 {
+		n := 0
+		for _, r := range spans {
+			if sum.AllPorts&protoBit(r.proto) == 0 {
+				spans[n] = r
+				n++
+			}
+		}
+		spans = spans[:n]
 	}
-	var spans []span
-	for p, rs := range ranges {
-		if sum.AllPorts&protoBit(p) != 0 {
+	// Merge overlapping and adjacent spans of a protocol.
+	sortSpans(spans, func(a, b portSpan) bool { return a.proto < b.proto || a.proto == b.proto && a.lo < b.lo })
+	merged := spans[:0]
+	for _, r := range spans {
+		if n := len(merged); n > 0 && merged[n-1].proto == r.proto && r.lo <= merged[n-1].hi+1 {
+			merged[n-1].hi = max(merged[n-1].hi, r.hi)
 			continue
 		}
-		sort.Slice(rs, func(i, j int) bool { return rs[i].lo < rs[j].lo })
-		merged := rs[:1]
-		for _, r := range rs[1:] {
-			last := &merged[len(merged)-1]
-			if r.lo <= last.hi+1 {
-				last.hi = max(last.hi, r.hi)
-				continue
-			}
-			merged = append(merged, r)
-		}
-		spans = append(spans, merged...)
+		merged = append(merged, r)
 	}
 	// Widest first (expanding them would cost the most keys), then a fixed order.
-	sort.Slice(spans, func(i, j int) bool {
-		a, b := spans[i], spans[j]
+	sortSpans(merged, func(a, b portSpan) bool {
 		if wa, wb := a.hi-a.lo, b.hi-b.lo; wa != wb {
 			return wa > wb
 		}
@@ -338,7 +390,7 @@ func planGroup(entries []policy.Entry, inline int, nameID func(string) (uint16, 
 	if inline > len(sum.Ranges) {
 		inline = len(sum.Ranges)
 	}
-	for _, r := range spans {
+	for _, r := range merged {
 		if int(sum.Nranges) < inline {
 			x := &sum.Ranges[sum.Nranges]
 			x.Proto, x.Lo, x.Hi = uint8(r.proto), uint16(r.lo), uint16(r.hi)
@@ -353,58 +405,337 @@ func planGroup(entries []policy.Entry, inline int, nameID func(string) (uint16, 
 	return sum, keys, nil
 }
 
-func groupEntries(rs *policy.RuleSet) map[policy.Identity][]policy.Entry {
-	out := map[policy.Identity][]policy.Entry{}
-	for _, e := range rs.Entries {
-		out[e.Peer] = append(out[e.Peer], e)
+// sortSpans sorts by less: insertion sort for the few spans of a group, which are mostly in
+// order already (entries are sorted by protocol and port).
+func sortSpans(s []portSpan, less func(a, b portSpan) bool) {
+	if len(s) > 12 {
+		sort.Slice(s, func(i, j int) bool { return less(s[i], s[j]) })
+		return
+	}
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && less(s[j], s[j-1]); j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+}
+
+// peerRuns returns the entries of a rule set ordered so that each peer's entries form one run:
+// rule sets keep their entries sorted by peer first (policy.SortEntries), so that is
+// normally the entries themselves.
+func peerRuns(es []policy.Entry) []policy.Entry {
+	for i := 1; i < len(es); i++ {
+		if es[i].Peer < es[i-1].Peer {
+			es = slices.Clone(es)
+			slices.SortStableFunc(es, func(a, b policy.Entry) int { return cmp.Compare(a.Peer, b.Peer) })
+			return es
+		}
+	}
+	return es
+}
+
+// groupEntries cuts a rule set's entries into its (rule set, peer) groups, in peer order.
+func groupEntries(rs *policy.RuleSet) [][]policy.Entry {
+	es := peerRuns(rs.Entries)
+	var out [][]policy.Entry
+	for i := 0; i < len(es); {
+		j := i + 1
+		for j < len(es) && es[j].Peer == es[i].Peer {
+			j++
+		}
+		out = append(out, es[i:j:j])
+		i = j
 	}
 	return out
 }
 
+// ruleSetPlan is a full sync's plan of some rule sets: summaries in (rule set, peer) order and
+// exact keys, with the groups that own exact keys.
+type ruleSetPlan struct {
+	sumK  []bpfSummaryKey
+	sumV  []bpfSummary
+	polK  []bpfPolicyKey
+	polV  []uint8
+	owned []groupKeys
+}
+
+// groupKeys says which exact keys of a plan a group owns: polK[lo:hi].
+type groupKeys struct {
+	key    bpfSummaryKey
+	lo, hi int
+}
+
+func planRuleSets(rss []*policy.RuleSet, inline int, nameID func(string) (uint16, error)) (*ruleSetPlan, error) {
+	n := 0
+	for _, rs := range rss {
+		n += len(rs.Entries)
+	}
+	// At most a group per entry; most groups have a single entry.
+	p := &ruleSetPlan{sumK: make([]bpfSummaryKey, 0, n), sumV: make([]bpfSummary, 0, n)}
+	for _, rs := range rss {
+		es := peerRuns(rs.Entries)
+		for i := 0; i < len(es); {
+			j := i + 1
+			for j < len(es) && es[j].Peer == es[i].Peer {
+				j++
+			}
+			sk := bpfSummaryKey{Rs: uint32(rs.ID), Peer: uint32(es[i].Peer)}
+			lo := len(p.polK)
+			sum, keys, err := planGroupInto(p.polK, es[i:j], inline, nameID)
+			if err != nil {
+				return nil, fmt.Errorf("sync rule set %d: %w", rs.ID, err)
+			}
+			p.polK = keys
+			if len(keys) > lo { // most groups fit their summary and own no exact key
+				for k := lo; k < len(keys); k++ {
+					keys[k].Rs, keys[k].Peer = sk.Rs, sk.Peer
+				}
+				p.owned = append(p.owned, groupKeys{sk, lo, len(keys)})
+			}
+			p.sumK = append(p.sumK, sk)
+			p.sumV = append(p.sumV, sum)
+			i = j
+		}
+	}
+	p.polV = make([]uint8, len(p.polK))
+	for i := range p.polV {
+		p.polV[i] = 1
+	}
+	return p, nil
+}
+
+// splitRuleSets cuts rule sets into up to parts runs of about equal entry counts.
+func splitRuleSets(rss []*policy.RuleSet, parts int) [][]*policy.RuleSet {
+	total := 0
+	for _, rs := range rss {
+		total += len(rs.Entries)
+	}
+	parts = max(1, min(parts, total/minPart))
+	out := make([][]*policy.RuleSet, 0, parts)
+	lo, cum := 0, 0
+	for i, rs := range rss {
+		cum += len(rs.Entries)
+		if len(out) < parts-1 && cum >= total*(len(out)+1)/parts {
+			out = append(out, rss[lo:i+1])
+			lo = i + 1
+		}
+	}
+	return append(out, rss[lo:])
+}
+
 // Sync replaces the maps' contents with s: it plans every entry s needs, diffs the plan against
 // what the kernel holds, and applies only the difference (everything on a fresh datapath).
+// Planning and writing run on all cores (see fullsync.go).
 func (d *Datapath) Sync(s *policy.State) (policy.SyncStats, error) {
 	start := time.Now()
-	t := d.tabs
-	eps := s.Endpoints()
-	t.lxc.removeAll(len(eps))
-	t.ipcache.removeAll(len(t.ipcache.cur))
-	// A (rule set, peer) group per entry at most: presizing the plan saves rehashing a
-	// million-entry map at 100k pods.
-	t.summary.removeAll(max(len(t.summary.cur), s.NumEntries()))
-	t.policy.removeAll(len(t.policy.cur))
-	t.named.removeAll(len(eps))
-	t.epNamed = make(map[uint32][]bpfNamedPortKey, len(eps))
-	t.epIP = make(map[uint32]netip.Addr, len(eps))
-	clear(t.groupKeys)
-	clear(t.cidrPrefix)
-	clear(t.rsFlags)
-	for _, c := range s.CIDRs() {
-		d.setCIDR(c)
-	}
-	for _, rs := range s.RuleSets() {
-		for peer, es := range groupEntries(rs) {
-			if err := d.setGroup(group{rs.ID, peer}, es); err != nil {
-				d.needFull = true
-				return policy.SyncStats{}, fmt.Errorf("sync rule set %d: %w", rs.ID, err)
-			}
-		}
-	}
-	for _, ep := range eps {
-		if err := d.setEndpoint(s, ep); err != nil {
-			d.needFull = true
-			return policy.SyncStats{}, err
-		}
-	}
-	st, err := d.flush()
+	st, err := d.syncFull(s)
 	st.Duration = time.Since(start)
 	if err != nil {
 		d.needFull = true
-		return st, fmt.Errorf("full sync: %w", err)
+		return st, err
 	}
 	d.needFull = false
 	d.synced = true
 	return st, nil
+}
+
+func (d *Datapath) syncFull(s *policy.State) (policy.SyncStats, error) {
+	t := d.tabs
+	cilium := d.opts.Layout == LayoutCilium
+	eps := s.Endpoints()
+	rss := s.RuleSets()
+	cidrs := s.CIDRs()
+
+	// Name ids and rule-set flags first, so the parallel planners only read them.
+	allFlags := make(map[policy.RuleSetID]uint8, len(rss))
+	for _, rs := range rss {
+		var f uint8
+		for i := range rs.Entries {
+			e := &rs.Entries[i]
+			f |= peerFlag(e.Peer)
+			if e.NamedPort != "" {
+				if _, err := d.names.id(e.NamedPort); err != nil {
+					return policy.SyncStats{}, fmt.Errorf("sync rule set %d: %w", rs.ID, err)
+				}
+			}
+		}
+		allFlags[rs.ID] = f
+	}
+	for _, ep := range eps {
+		for _, cp := range ep.Pod.Ports {
+			if cp.Name != "" {
+				if _, err := d.names.id(cp.Name); err != nil {
+					return policy.SyncStats{}, fmt.Errorf("sync endpoint %d (%s): %w", ep.ID, ep.Pod.Key(), err)
+				}
+			}
+		}
+	}
+	nameID := func(name string) (uint16, error) {
+		if id, ok := d.names.ids[name]; ok {
+			return id, nil
+		}
+		return 0, fmt.Errorf("named port %q has no id", name) // allocated above: a bug if seen
+	}
+	flags := func(id policy.RuleSetID) uint8 { return allFlags[id] }
+
+	clear(t.cidrPrefix)
+	var ipcK []bpfIpcacheKey
+	var ipcV []bpfIpcacheValue
+	for _, c := range cidrs {
+		t.cidrPrefix[c.Prefix] = c.Identity
+		if cilium && c.Prefix.Bits() == 32 {
+			if _, ok := s.EndpointByIP(c.Prefix.Addr()); ok {
+				continue // the pod's own entry takes the key
+			}
+		}
+		ipcK = append(ipcK, bpfIpcacheKey{Prefixlen: uint32(c.Prefix.Bits()), Addr: ipKey(c.Prefix.Addr())})
+		ipcV = append(ipcV, bpfIpcacheValue{Identity: uint32(c.Identity), CidrIdentity: uint32(c.Identity)})
+	}
+
+	rsParts := splitRuleSets(rss, workers())
+	rsPlans := make([]*ruleSetPlan, len(rsParts))
+	epBounds := splitEven(len(eps), workers(), minPart/4)
+	epPlans := make([]*endpointPlan, len(epBounds)-1)
+	var tasks []func() error
+	for i, part := range rsParts {
+		tasks = append(tasks, func() (err error) {
+			rsPlans[i], err = planRuleSets(part, d.opts.InlinePorts, nameID)
+			return err
+		})
+	}
+	for i := range epPlans {
+		part := eps[epBounds[i]:epBounds[i+1]]
+		tasks = append(tasks, func() error {
+			p := &endpointPlan{lxcK: make([]uint32, 0, len(part)), lxcV: make([]bpfEndpoint, 0, len(part))}
+			if cilium {
+				p.ipcK, p.ipcV = make([]bpfIpcacheKey, 0, len(part)), make([]bpfIpcacheValue, 0, len(part))
+			}
+			epPlans[i] = p
+			for _, ep := range part {
+				if err := planEndpoint(p, ep, s.CIDRIdentityOf(ep.Pod.IP), cilium, flags, nameID); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err := parallel(tasks...); err != nil {
+		return policy.SyncStats{}, err
+	}
+
+	var sumK [][]bpfSummaryKey
+	var sumV [][]bpfSummary
+	var polK [][]bpfPolicyKey
+	var polV [][]uint8
+	for _, p := range rsPlans {
+		sumK, sumV = append(sumK, p.sumK), append(sumV, p.sumV)
+		polK, polV = append(polK, p.polK), append(polV, p.polV)
+	}
+	var lxcK [][]uint32
+	var lxcV [][]bpfEndpoint
+	var namK [][]bpfNamedPortKey
+	var namV [][]bpfNamedPortValue
+	for _, p := range epPlans {
+		lxcK, lxcV = append(lxcK, p.lxcK), append(lxcV, p.lxcV)
+		namK, namV = append(namK, p.namedK), append(namV, p.namedV)
+		// An LPM trie takes one lock per update, so its writes gain nothing from parts.
+		ipcK, ipcV = append(ipcK, p.ipcK...), append(ipcV, p.ipcV...)
+	}
+	plan := fullPlan{
+		ipcache: newFullSync(t.ipcache, [][]bpfIpcacheKey{ipcK}, [][]bpfIpcacheValue{ipcV}),
+		summary: newFullSync(t.summary, sumK, sumV),
+		policy:  newFullSync(t.policy, polK, polV),
+		named:   newFullSync(t.named, namK, namV),
+		lxc:     newFullSync(t.lxc, lxcK, lxcV),
+	}
+	// Who owns what, for incremental updates; built beside the kernel writes.
+	ownership := func() {
+		t.epIP = make(map[uint32]netip.Addr, len(eps))
+		t.epNamed = make(map[uint32][]bpfNamedPortKey, len(eps))
+		for i, p := range epPlans {
+			k := 0
+			for _, ep := range eps[epBounds[i]:epBounds[i+1]] {
+				t.epIP[ep.ID] = ep.Pod.IP
+				lo := k
+				for k < len(p.namedK) && p.namedK[k].EpId == ep.ID {
+					k++
+				}
+				t.epNamed[ep.ID] = p.namedK[lo:k:k]
+			}
+		}
+		t.groupKeys = map[bpfSummaryKey][]bpfPolicyKey{}
+		for _, p := range rsPlans {
+			for _, g := range p.owned {
+				t.groupKeys[g.key] = p.polK[g.lo:g.hi:g.hi]
+			}
+		}
+		clear(t.rsFlags)
+		for _, ep := range eps {
+			for _, id := range []policy.RuleSetID{ep.Ingress, ep.Egress} {
+				if id != policy.RuleSetAllowAll {
+					t.rsFlags[id] = allFlags[id]
+				}
+			}
+		}
+	}
+	return d.flushFull(&plan, ownership)
+}
+
+// fullPlan is everything a full sync writes.
+type fullPlan struct {
+	ipcache *fullSync[bpfIpcacheKey, bpfIpcacheValue]
+	summary *fullSync[bpfSummaryKey, bpfSummary]
+	policy  *fullSync[bpfPolicyKey, uint8]
+	named   *fullSync[bpfNamedPortKey, bpfNamedPortValue]
+	lxc     *fullSync[uint32, bpfEndpoint]
+}
+
+// flushFull applies a full sync's plan in flush's order: entries an endpoint value may refer
+// to first, the endpoint values next, deletions last, then the epoch. side runs beside the
+// kernel writes.
+func (d *Datapath) flushFull(p *fullPlan, side func()) (policy.SyncStats, error) {
+	pk := d.opts.PerKey
+	st := &opStats{perMap: map[string]int64{}}
+	out := policy.SyncStats{Detail: st.perMap}
+	fail := func(err error) (policy.SyncStats, error) {
+		out.Ops, out.Bytes = st.ops, st.bytes
+		return out, fmt.Errorf("full sync: %w", err)
+	}
+	_ = parallel(
+		func() error { p.ipcache.prepare(); return nil },
+		func() error { p.summary.prepare(); return nil },
+		func() error { p.policy.prepare(); return nil },
+		func() error { p.named.prepare(); return nil },
+		func() error { p.lxc.prepare(); return nil },
+	)
+	var bg background
+	bg.run(side)
+	p.ipcache.startMirror(&bg)
+	p.summary.startMirror(&bg)
+	p.policy.startMirror(&bg)
+	p.named.startMirror(&bg)
+	p.lxc.startMirror(&bg)
+	for _, write := range []func(bool) error{p.ipcache.writeUpserts, p.summary.writeUpserts,
+		p.policy.writeUpserts, p.named.writeUpserts, p.lxc.writeUpserts} {
+		if write(pk) != nil {
+			break
+		}
+	}
+	bg.wait()
+	var errs []error
+	for _, finish := range []func(*opStats) error{p.ipcache.finishUpserts, p.summary.finishUpserts,
+		p.policy.finishUpserts, p.named.finishUpserts, p.lxc.finishUpserts} {
+		errs = append(errs, finish(st))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fail(err)
+	}
+	for _, del := range []func(bool, *opStats) error{p.lxc.flushDeletes, p.named.flushDeletes,
+		p.summary.flushDeletes, p.policy.flushDeletes, p.ipcache.flushDeletes} {
+		if err := del(pk, st); err != nil {
+			return fail(err)
+		}
+	}
+	return d.finishFlush(st, out)
 }
 
 // Update applies one event's delta: it re-plans only the units (endpoints, CIDRs, rule-set
@@ -555,6 +886,13 @@ func (d *Datapath) flush() (policy.SyncStats, error) {
 			return out, err
 		}
 	}
+	return d.finishFlush(st, out)
+}
+
+// finishFlush moves the policy epoch after a change, so established flows are checked again
+// at their next forward packet, and counts the entries held.
+func (d *Datapath) finishFlush(st *opStats, out policy.SyncStats) (policy.SyncStats, error) {
+	t := d.tabs
 	if st.ops > 0 {
 		d.epoch++
 		if err := d.objs.Epoch.Put(uint32(0), d.epoch); err != nil {

@@ -42,12 +42,14 @@ func (t *table[K, V]) remove(k K) {
 	}
 }
 
-// removeAll plans the deletion of everything (a full sync then sets what it wants, about
-// hint entries).
-func (t *table[K, V]) removeAll(hint int) {
-	t.up = make(map[K]V, hint)
-	for k := range t.cur {
-		t.del[k] = struct{}{}
+// forgetPlan drops the pending changes of a plan that was never flushed (a failed update): a
+// full sync plans from what the kernel holds.
+func (t *table[K, V]) forgetPlan() {
+	if len(t.up) > 0 {
+		t.up = map[K]V{}
+	}
+	if len(t.del) > 0 {
+		t.del = map[K]struct{}{}
 	}
 }
 
