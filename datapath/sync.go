@@ -409,7 +409,15 @@ func planGroupInto(keys []bpfPolicyKey, entries []policy.Entry, inline int, name
 // order already (entries are sorted by protocol and port).
 func sortSpans(s []portSpan, less func(a, b portSpan) bool) {
 	if len(s) > 12 {
-		sort.Slice(s, func(i, j int) bool { return less(s[i], s[j]) })
+		slices.SortFunc(s, func(a, b portSpan) int {
+			if less(a, b) {
+				return -1
+			}
+			if less(b, a) {
+				return 1
+			}
+			return 0
+		})
 		return
 	}
 	for i := 1; i < len(s); i++ {
