@@ -116,21 +116,37 @@ type endpointPlan struct {
 // address and flags gives the RS_HAS_* flags of a rule set.
 func planEndpoint(p *endpointPlan, ep *policy.Endpoint, cidrID policy.Identity, cilium bool,
 	flags func(policy.RuleSetID) uint8, nameID func(string) (uint16, error)) error {
+	k, v, err := endpointEntry(ep, cidrID, flags)
+	if err != nil {
+		return err
+	}
+	p.lxcK, p.lxcV = append(p.lxcK, k), append(p.lxcV, v)
+	if cilium {
+		p.ipcK = append(p.ipcK, bpfIpcacheKey{Prefixlen: 32, Addr: k})
+		p.ipcV = append(p.ipcV, bpfIpcacheValue{Identity: uint32(ep.Identity), CidrIdentity: uint32(cidrID)})
+	}
+	p.namedK, p.namedV, err = appendNamedPorts(p.namedK, p.namedV, ep, nameID)
+	return err
+}
+
+// endpointEntry is an endpoint's lxc key and value.
+func endpointEntry(ep *policy.Endpoint, cidrID policy.Identity, flags func(policy.RuleSetID) uint8) (uint32, bpfEndpoint, error) {
 	ip := ep.Pod.IP
 	if !ip.Is4() {
-		return fmt.Errorf("sync endpoint %d (%s): pod IP %s is not IPv4", ep.ID, ep.Pod.Key(), ip)
+		return 0, bpfEndpoint{}, fmt.Errorf("sync endpoint %d (%s): pod IP %s is not IPv4", ep.ID, ep.Pod.Key(), ip)
 	}
-	p.lxcK = append(p.lxcK, ipKey(ip))
-	p.lxcV = append(p.lxcV, bpfEndpoint{
+	return ipKey(ip), bpfEndpoint{
 		EpId: ep.ID, Identity: uint32(ep.Identity), CidrIdentity: uint32(cidrID),
 		IngressRs: uint32(ep.Ingress), EgressRs: uint32(ep.Egress),
 		IngressFlags: flags(ep.Ingress), EgressFlags: flags(ep.Egress),
-	})
-	if cilium {
-		p.ipcK = append(p.ipcK, bpfIpcacheKey{Prefixlen: 32, Addr: ipKey(ip)})
-		p.ipcV = append(p.ipcV, bpfIpcacheValue{Identity: uint32(ep.Identity), CidrIdentity: uint32(cidrID)})
-	}
-	first := len(p.namedK)
+	}, nil
+}
+
+// appendNamedPorts appends an endpoint's named container ports: one entry per (protocol,
+// port) with the names declared there.
+func appendNamedPorts(ks []bpfNamedPortKey, vs []bpfNamedPortValue, ep *policy.Endpoint,
+	nameID func(string) (uint16, error)) ([]bpfNamedPortKey, []bpfNamedPortValue, error) {
+	first := len(ks)
 	for _, cp := range ep.Pod.Ports {
 		if cp.Name == "" {
 			continue
@@ -141,18 +157,17 @@ func planEndpoint(p *endpointPlan, ep *policy.Endpoint, cidrID policy.Identity, 
 		}
 		id, err := nameID(cp.Name)
 		if err != nil {
-			return err
+			return ks, vs, err
 		}
 		k := bpfNamedPortKey{EpId: ep.ID, Proto: uint8(cp.Protocol), Port: cp.Port}
 		i := first
-		for i < len(p.namedK) && p.namedK[i] != k {
+		for i < len(ks) && ks[i] != k {
 			i++
 		}
-		if i == len(p.namedK) {
-			p.namedK = append(p.namedK, k)
-			p.namedV = append(p.namedV, bpfNamedPortValue{})
+		if i == len(ks) {
+			ks, vs = append(ks, k), append(vs, bpfNamedPortValue{})
 		}
-		v := &p.namedV[i]
+		v := &vs[i]
 		placed := false
 		for j := range v.Names {
 			if v.Names[j] == id {
@@ -166,31 +181,39 @@ func planEndpoint(p *endpointPlan, ep *policy.Endpoint, cidrID policy.Identity, 
 			}
 		}
 		if !placed {
-			return fmt.Errorf("sync endpoint %d (%s): more than %d names on %s port %d", ep.ID, ep.Pod.Key(), len(v.Names), cp.Protocol, cp.Port)
+			return ks, vs, fmt.Errorf("sync endpoint %d (%s): more than %d names on %s port %d", ep.ID, ep.Pod.Key(), len(v.Names), cp.Protocol, cp.Port)
 		}
 	}
-	return nil
+	return ks, vs, nil
 }
 
 // setEndpoint plans the entries one endpoint owns (see planEndpoint).
 func (d *Datapath) setEndpoint(s *policy.State, ep *policy.Endpoint) error {
 	t := d.tabs
-	n := len(ep.Pod.Ports)
-	p := endpointPlan{lxcK: make([]uint32, 0, 1), lxcV: make([]bpfEndpoint, 0, 1),
-		namedK: make([]bpfNamedPortKey, 0, n), namedV: make([]bpfNamedPortValue, 0, n)}
-	flags := func(id policy.RuleSetID) uint8 { return d.flagsOf(s, id) }
-	if err := planEndpoint(&p, ep, s.CIDRIdentityOf(ep.Pod.IP), d.opts.Layout == LayoutCilium, flags, d.names.id); err != nil {
+	cidrID := s.CIDRIdentityOf(ep.Pod.IP)
+	k, v, err := endpointEntry(ep, cidrID, func(id policy.RuleSetID) uint8 { return d.flagsOf(s, id) })
+	if err != nil {
 		return err
 	}
-	t.lxc.set(p.lxcK[0], p.lxcV[0])
-	for i := range p.ipcK {
-		t.ipcache.set(p.ipcK[i], p.ipcV[i])
+	var kbuf [4]bpfNamedPortKey
+	var vbuf [4]bpfNamedPortValue
+	ks, vs, err := appendNamedPorts(kbuf[:0], vbuf[:0], ep, d.names.id)
+	if err != nil {
+		return err
+	}
+	t.lxc.set(k, v)
+	if d.opts.Layout == LayoutCilium {
+		t.ipcache.set(bpfIpcacheKey{Prefixlen: 32, Addr: k}, bpfIpcacheValue{Identity: uint32(ep.Identity), CidrIdentity: uint32(cidrID)})
 	}
 	t.epIP[ep.ID] = ep.Pod.IP
-	for i := range p.namedK {
-		t.named.set(p.namedK[i], p.namedV[i])
+	for i := range ks {
+		t.named.set(ks[i], vs[i])
 	}
-	t.epNamed[ep.ID] = p.namedK
+	var owned []bpfNamedPortKey
+	if len(ks) > 0 {
+		owned = slices.Clone(ks)
+	}
+	t.epNamed[ep.ID] = owned
 	return nil
 }
 
