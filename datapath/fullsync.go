@@ -52,9 +52,9 @@ func (b *background) run(task func()) { b.wg.Go(task) }
 func (b *background) wait()           { b.wg.Wait() }
 
 // splitEven returns the bounds of n items cut into up to parts runs of about the same size,
-// none shorter than minPart (writing or planning a small map in parts gains nothing).
-func splitEven(n, parts, minPart int) []int {
-	parts = max(1, min(parts, n/max(1, minPart)))
+// none shorter than least (planning a few entries in parts gains nothing).
+func splitEven(n, parts, least int) []int {
+	parts = max(1, min(parts, n/max(1, least)))
 	bounds := make([]int, parts+1)
 	for i := range bounds {
 		bounds[i] = n * i / parts
