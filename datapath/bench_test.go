@@ -264,7 +264,8 @@ func BenchmarkFacts(b *testing.B) {
 	}
 }
 
-// BenchmarkSync is a full sync of a cluster's state into fresh maps, batch against per-key.
+// BenchmarkSync is a full sync of a cluster's state into fresh maps, batch against per-key,
+// and of the huge workloads preset.
 func BenchmarkSync(b *testing.B) {
 	needBPF(b)
 	for _, n := range benchSizes {
@@ -274,26 +275,7 @@ func BenchmarkSync(b *testing.B) {
 					if testing.Short() && n > 10000 {
 						b.Skip("100k-pod cluster skipped in -short")
 					}
-					s := scaleState(b, n).comp.State()
-					opts := Options{Layout: layout, PerKey: mode == "per-key", Sizes: SizesFor(s, layout)}
-					ops := 0
-					for b.Loop() {
-						b.StopTimer()
-						d, err := Open(opts)
-						if err != nil {
-							b.Fatal(err)
-						}
-						b.StartTimer()
-						st, err := d.Sync(s)
-						b.StopTimer()
-						if err != nil {
-							b.Fatal(err)
-						}
-						ops = st.Ops
-						d.Close()
-						b.StartTimer()
-					}
-					b.ReportMetric(float64(ops), "ops/op")
+					benchSyncFresh(b, scaleState(b, n).comp.State(), Options{Layout: layout, PerKey: mode == "per-key"})
 				})
 			}
 		}
