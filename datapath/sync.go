@@ -824,15 +824,7 @@ func (d *Datapath) Update(s *policy.State, delta *policy.Delta) (policy.SyncStat
 		groups[group{e.Set, e.Entry.Peer}] = true
 	}
 	for g := range groups {
-		var es []policy.Entry
-		if rs, ok := s.RuleSet(g.rs); ok {
-			for _, e := range rs.Entries {
-				if e.Peer == g.peer {
-					es = append(es, e)
-				}
-			}
-		}
-		if err := d.setGroup(g, es); err != nil {
+		if err := d.setGroup(g, s.PeerEntries(g.rs, g.peer)); err != nil {
 			return fail(err)
 		}
 	}
