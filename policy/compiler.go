@@ -71,6 +71,9 @@ type Compiler struct {
 	// namespace selector (the only selector peers that can select pods of other namespaces).
 	ipBlocks map[*compiledPeer]peerRef
 	nsPeers  map[*compiledPeer]peerRef
+	// nsPeersIn caches, per namespace, the peers of nsPeers whose namespace selector matches
+	// its labels (namespaces do not change once compiled), filled on first use.
+	nsPeersIn map[string]map[*compiledPeer]peerRef
 
 	d     *deltaBuilder // nil while compiling from scratch
 	epoch uint32        // counts Apply calls; see count.mark
@@ -153,6 +156,7 @@ func Compile(cl *Cluster, opts Options) (*Compiler, error) {
 		peerIDs:      map[*compiledPeer]map[Identity]struct{}{},
 		ipBlocks:     map[*compiledPeer]peerRef{},
 		nsPeers:      map[*compiledPeer]peerRef{},
+		nsPeersIn:    map[string]map[*compiledPeer]peerRef{},
 		changed:      map[*ruleSet]struct{}{},
 	}
 	c.state = &State{c: c}
@@ -415,10 +419,38 @@ func (c *Compiler) allocIdentity(p *Pod, lbls []string, key string, incremental 
 			}
 		}
 	}
-	for pe, ref := range c.nsPeers {
-		selects(ref.cp, ref.dir, ref.rule, pe)
+	pods := labels.Set(id.info.PodLabels)
+	for pe, ref := range c.peersSelectingNamespace(p.Namespace) {
+		if pe.podSel == nil || pe.podSel.Matches(pods) { // the namespace matched already
+			c.peerIDs[pe][num] = struct{}{}
+			c.bumpRule(ref.cp, ref.dir, ref.rule, num, 1)
+		}
 	}
 	return id, nil
+}
+
+// peersSelectingNamespace returns the peers with a namespace selector that matches ns.
+func (c *Compiler) peersSelectingNamespace(ns string) map[*compiledPeer]peerRef {
+	in, ok := c.nsPeersIn[ns]
+	if !ok {
+		in = map[*compiledPeer]peerRef{}
+		set := labels.Set(c.namespaceLabels(ns))
+		for pe, ref := range c.nsPeers {
+			if pe.nsSel.Matches(set) {
+				in[pe] = ref
+			}
+		}
+		c.nsPeersIn[ns] = in
+	}
+	return in
+}
+
+// namespaceLabels returns a namespace's labels (nil when the cluster has no such object).
+func (c *Compiler) namespaceLabels(ns string) map[string]string {
+	if n := c.cluster.Namespaces[ns]; n != nil {
+		return n.Labels
+	}
+	return nil
 }
 
 func (c *Compiler) releaseIdentity(id *identity) {
@@ -443,7 +475,7 @@ func (c *Compiler) releaseIdentity(id *identity) {
 			}
 		}
 	}
-	for pe, ref := range c.nsPeers {
+	for pe, ref := range c.peersSelectingNamespace(id.info.Namespace) {
 		drop(ref.cp, ref.dir, ref.rule, pe)
 	}
 	delete(c.ids, num)
@@ -482,7 +514,13 @@ func (c *Compiler) computePeers(cp *compiledPolicy) {
 				case pe.ipBlock:
 					c.ipBlocks[pe] = peerRef{cp, Direction(dir), r}
 				case pe.nsSel != nil:
-					c.nsPeers[pe] = peerRef{cp, Direction(dir), r}
+					ref := peerRef{cp, Direction(dir), r}
+					c.nsPeers[pe] = ref
+					for ns, in := range c.nsPeersIn {
+						if pe.nsSel.Matches(labels.Set(c.namespaceLabels(ns))) {
+							in[pe] = ref
+						}
+					}
 				}
 			}
 		}
@@ -805,6 +843,9 @@ func (c *Compiler) dropPeers(cp *compiledPolicy) {
 				delete(c.peerIDs, pe)
 				delete(c.ipBlocks, pe)
 				delete(c.nsPeers, pe)
+				for _, in := range c.nsPeersIn {
+					delete(in, pe)
+				}
 			}
 		}
 	}
