@@ -76,17 +76,26 @@ type Compiler struct {
 	nsPeersIn map[string]map[*compiledPeer]peerRef
 
 	d     *deltaBuilder // nil while compiling from scratch
-	epoch uint32        // counts Apply calls; see count.mark
+	epoch uint32        // counts Apply calls; see count
 	// changed holds the rule sets whose sorted entries finish must bring up to date.
 	changed map[*ruleSet]struct{}
 }
 
-// count is how many (policy, rule, port) contributions an entry of a set has. mark is the
-// compiler's epoch of the event that last touched it, shifted left, with bit 0 set when the
-// entry existed at the start of that event.
+// count is how many (policy, rule, port) contributions an entry of a set has. epoch is the
+// compiler's epoch of the event that last touched it, and touch its index in the set's
+// touched list during that event.
 type count struct {
-	n    int32
-	mark uint32
+	n     int32
+	epoch uint32
+	touch int32
+}
+
+// touch is an entry changed by the current event: whether it existed at the event's start
+// and its count now (kept here too, so finish needs no map lookup per change).
+type touch struct {
+	e   Entry
+	was bool
+	n   int32
 }
 
 type peerRef struct {
@@ -119,7 +128,7 @@ type ruleSet struct {
 	// full means the set is new: Entries must be built from counts. Otherwise touched lists
 	// the entries whose count the current event changed, and Entries is as of its start.
 	full    bool
-	touched []Entry
+	touched []touch
 	index   map[Identity][]Entry
 }
 
@@ -692,23 +701,22 @@ func (c *Compiler) forPorts(s *ruleSet, r *compiledRule, peer Identity, fn func(
 // bump changes an entry's count by n. The first touch in an event notes whether the entry
 // existed before it; finish turns the touched entries into the delta.
 func (c *Compiler) bump(s *ruleSet, e Entry, n int32) {
-	v, ok := s.counts[e]
-	if !ok || v.mark>>1 != c.epoch {
-		v.mark = c.epoch << 1
-		if v.n > 0 {
-			v.mark |= 1
-		}
-		if !s.full {
+	v := s.counts[e]
+	now := v.n + n
+	if now < 0 {
+		panic(fmt.Sprintf("policy: rule set %d entry %s count below zero", s.ID, e))
+	}
+	if !s.full {
+		if v.epoch != c.epoch {
 			if len(s.touched) == 0 {
 				c.changed[s] = struct{}{}
 			}
-			s.touched = append(s.touched, e)
+			v.epoch, v.touch = c.epoch, int32(len(s.touched))
+			s.touched = append(s.touched, touch{e: e, was: v.n > 0})
 		}
+		s.touched[v.touch].n = now
 	}
-	v.n += n
-	if v.n < 0 {
-		panic(fmt.Sprintf("policy: rule set %d entry %s count below zero", s.ID, e))
-	}
+	v.n = now
 	s.counts[e] = v
 	s.index = nil
 }
@@ -1247,19 +1255,15 @@ func (c *Compiler) finish() (added, removed []RuleSetEntry) {
 			removed = appendSet(removed, s, s.Entries)
 		default:
 			var add, del []Entry
-			for _, e := range s.touched {
-				v, ok := s.counts[e]
+			for _, t := range s.touched {
 				switch {
-				case !ok: // a duplicate in touched, already deleted
-				case v.mark&1 == 0 && v.n > 0:
-					add = append(add, e)
-					v.mark |= 1 // a duplicate in touched is not added twice
-					s.counts[e] = v
-				case v.n == 0:
-					if v.mark&1 != 0 {
-						del = append(del, e)
+				case !t.was && t.n > 0:
+					add = append(add, t.e)
+				case t.n == 0:
+					if t.was {
+						del = append(del, t.e)
 					}
-					delete(s.counts, e)
+					delete(s.counts, t.e)
 				}
 			}
 			s.touched = s.touched[:0]
