@@ -582,12 +582,19 @@ func origin(dir Direction, sel []*compiledPolicy, pod *Pod) string {
 	return b.String()
 }
 
+// portSignature lists what a pod's named ports resolve to, sorted. A later port with a name and
+// protocol already declared (allowed across containers) never resolves, since Pod.NamedPort
+// takes the first, so it is left out: two pods declaring the same names in different orders
+// resolve them differently and must not share a rule set.
 func portSignature(p *Pod) []string {
 	var out []string
-	for _, cp := range p.Ports {
-		if cp.Name != "" {
-			out = append(out, fmt.Sprintf("%s/%d/%d", cp.Name, cp.Protocol, cp.Port))
+	for i, cp := range p.Ports {
+		if cp.Name == "" || slices.ContainsFunc(p.Ports[:i], func(q ContainerPort) bool {
+			return q.Name == cp.Name && q.Protocol == cp.Protocol
+		}) {
+			continue
 		}
+		out = append(out, fmt.Sprintf("%s/%d/%d", cp.Name, cp.Protocol, cp.Port))
 	}
 	sort.Strings(out)
 	return out

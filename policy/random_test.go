@@ -65,6 +65,16 @@ func (w *randomWorld) pod() *Pod {
 			p.Ports = append(p.Ports, ContainerPort{Name: name, Protocol: proto, Port: uint16(80 + w.r.IntN(4))})
 		}
 	}
+	if len(p.Ports) > 0 && w.r.IntN(6) == 0 {
+		// A name declared again, as another container may: only the first one resolves.
+		dup := p.Ports[w.r.IntN(len(p.Ports))]
+		dup.Port = uint16(80 + w.r.IntN(4))
+		p.Ports = append(p.Ports, dup)
+		if w.r.IntN(2) == 0 {
+			last := len(p.Ports) - 1
+			p.Ports[0], p.Ports[last] = p.Ports[last], p.Ports[0]
+		}
+	}
 	return p
 }
 

@@ -176,9 +176,10 @@ type Delta struct {
 	CIDRsRemoved        []CIDR
 	RuleSetsAdded       []RuleSetID
 	RuleSetsRemoved     []RuleSetID
-	// RuleSetsRenamed are kept sets whose selecting policies (RuleSet.Policies) changed: a
-	// policy event moved all their endpoints together, so the set stayed and only its
-	// entries changed (by EntriesAdded and EntriesRemoved, maybe none).
+	// RuleSetsRenamed are kept sets whose origin changed (their selecting policies,
+	// RuleSet.Policies, or the named ports their ingress rules resolve against): a policy
+	// event moved all their endpoints together, so the set stayed and only its entries
+	// changed (by EntriesAdded and EntriesRemoved, maybe none).
 	RuleSetsRenamed []RuleSetID
 	EntriesAdded    []RuleSetEntry
 	EntriesRemoved  []RuleSetEntry
