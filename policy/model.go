@@ -77,7 +77,8 @@ type Pod struct {
 func (p *Pod) Key() string { return p.Namespace + "/" + p.Name }
 
 // NamedPort resolves a container port name for a protocol. A name declared with another protocol
-// resolves to nothing (see the package readings).
+// resolves to nothing (see the package readings); a name declared twice for the protocol (as two
+// containers may) resolves to the first declaration.
 func (p *Pod) NamedPort(name string, proto Protocol) (uint16, bool) {
 	for _, cp := range p.Ports {
 		if cp.Name == name && cp.Protocol == proto {
