@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 )
@@ -26,6 +27,9 @@ const NamespaceNameLabel = "kubernetes.io/metadata.name"
 func (c *Cluster) AddNamespace(ns *corev1.Namespace) error {
 	if ns.Name == "" {
 		return errors.New("namespace: metadata.name: required")
+	}
+	if errs := validation.IsDNS1123Label(ns.Name); len(errs) > 0 {
+		return fmt.Errorf("namespace %s: metadata.name: %s", ns.Name, strings.Join(errs, "; "))
 	}
 	lbl := copyLabels(ns.Labels)
 	if lbl == nil {
@@ -51,6 +55,12 @@ func PodFromK8s(p *corev1.Pod) (*Pod, error) {
 	key := p.Namespace + "/" + p.Name
 	if p.Name == "" {
 		return nil, fmt.Errorf("pod in namespace %s: metadata.name: required", p.Namespace)
+	}
+	if errs := validation.IsDNS1123Subdomain(p.Name); len(errs) > 0 {
+		return nil, fmt.Errorf("pod %s: metadata.name: %s", key, strings.Join(errs, "; "))
+	}
+	if errs := validation.IsDNS1123Label(p.Namespace); p.Namespace != "" && len(errs) > 0 {
+		return nil, fmt.Errorf("pod %s: metadata.namespace: %s", key, strings.Join(errs, "; "))
 	}
 	if p.Status.PodIP == "" {
 		return nil, fmt.Errorf("pod %s: %w", key, errNoPodIP)

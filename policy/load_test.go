@@ -144,6 +144,13 @@ func TestLoadErrorsNameFileDocumentAndField(t *testing.T) {
 		{"duplicate pod IP", "apiVersion: v1\nkind: Pod\nmetadata: {name: p1}\nspec: {containers: [{name: c, image: x}]}\nstatus: {podIP: 198.18.0.1}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p2}\nspec: {containers: [{name: c, image: x}]}\nstatus: {podIP: 198.18.0.1}\n",
 			[]string{"document 1", "already used"}},
 		{"missing kind", "apiVersion: v1\nmetadata: {name: a}\n", []string{"document 0", "kind"}},
+		// "a"/"b/c" and "a/b"/"c" would share the key "a/b/c".
+		{"policy name with a slash", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: b/c, namespace: a}\nspec: {podSelector: {}}\n",
+			[]string{"document 0", "a/b/c", "metadata.name"}},
+		{"pod name not a DNS subdomain", "apiVersion: v1\nkind: Pod\nmetadata: {name: Web_1, namespace: a}\nspec: {containers: [{name: c, image: x}]}\nstatus: {podIP: 198.18.0.1}\n",
+			[]string{"document 0", "a/Web_1", "metadata.name"}},
+		{"namespace name not a DNS label", "apiVersion: v1\nkind: Namespace\nmetadata: {name: a.b}\n",
+			[]string{"document 0", "a.b", "metadata.name"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

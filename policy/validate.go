@@ -97,6 +97,14 @@ func compilePolicy(np *networkingv1.NetworkPolicy) (*compiledPolicy, error) {
 	if np.Name == "" {
 		return nil, fmt.Errorf("networkpolicy in namespace %s: metadata.name: required", np.Namespace)
 	}
+	// As the API server checks: names key the cluster's maps as "namespace/name", which only
+	// valid names keep unambiguous.
+	if errs := validation.IsDNS1123Subdomain(np.Name); len(errs) > 0 {
+		return nil, fail("metadata.name", "%s", strings.Join(errs, "; "))
+	}
+	if errs := validation.IsDNS1123Label(np.Namespace); np.Namespace != "" && len(errs) > 0 {
+		return nil, fail("metadata.namespace", "%s", strings.Join(errs, "; "))
+	}
 	cp := &compiledPolicy{key: key, ns: np.Namespace, np: np}
 	keys := map[string]bool{}
 	var err error
