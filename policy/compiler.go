@@ -1298,12 +1298,12 @@ func mergeEntries(sorted, add, del []Entry) []Entry {
 	}
 	if len(add)+len(del) <= 8 { // a few: in place
 		for _, e := range del {
-			if i, found := slices.BinarySearchFunc(sorted, e, CompareEntries); found {
+			if i, found := searchFromEnd(sorted, e); found {
 				sorted = slices.Delete(sorted, i, i+1)
 			}
 		}
 		for _, e := range add {
-			if i, found := slices.BinarySearchFunc(sorted, e, CompareEntries); !found {
+			if i, found := searchFromEnd(sorted, e); !found {
 				sorted = slices.Insert(sorted, i, e)
 			}
 		}
@@ -1322,6 +1322,26 @@ func mergeEntries(sorted, add, del []Entry) []Entry {
 		out = append(out, e)
 	}
 	return append(out, add...)
+}
+
+// searchFromEnd is slices.BinarySearchFunc(es, e, CompareEntries), galloping from the end: a
+// new identity has the highest number so far, and its entries go in just before the few CIDR
+// entries at the end of a set, where a binary search over the whole set would take a cache
+// miss per probe.
+func searchFromEnd(es []Entry, e Entry) (int, bool) {
+	// The insertion point lies in [lo, hi]: es[:lo] < e <= es[hi:].
+	lo, hi := 0, len(es)
+	for step := 1; hi > 0; step *= 2 {
+		i := max(len(es)-step, 0)
+		if CompareEntries(es[i], e) < 0 {
+			lo = i + 1
+			break
+		}
+		hi = i
+	}
+	i, _ := slices.BinarySearchFunc(es[lo:hi], e, CompareEntries)
+	at := lo + i
+	return at, at < len(es) && CompareEntries(es[at], e) == 0
 }
 
 // SortEntries sorts entries by peer, protocol, port, end port and port name.

@@ -188,3 +188,23 @@ func TestPeerEntriesAreThePeersRunOfTheSortedEntries(t *testing.T) {
 		t.Errorf("unknown set: %v", got)
 	}
 }
+
+func TestSearchFromEndFindsLikeBinarySearchFunc(t *testing.T) {
+	w := newRandomWorld(7)
+	for _, n := range []int{0, 1, 2, 5, 100, 700} {
+		var es []Entry
+		for range n {
+			es = append(es, Entry{Peer: Identity(256 + w.r.IntN(50)), Proto: Protocol(w.r.IntN(3)), Port: uint16(w.r.IntN(5))})
+		}
+		SortEntries(es)
+		es = slices.Compact(es)
+		for range 500 {
+			e := Entry{Peer: Identity(250 + w.r.IntN(60)), Proto: Protocol(w.r.IntN(3)), Port: uint16(w.r.IntN(6))}
+			gi, gf := searchFromEnd(es, e)
+			wi, wf := slices.BinarySearchFunc(es, e, CompareEntries)
+			if gi != wi || gf != wf {
+				t.Fatalf("%d entries: searchFromEnd(%v) = %d, %v; want %d, %v", len(es), e, gi, gf, wi, wf)
+			}
+		}
+	}
+}
