@@ -636,7 +636,9 @@ func (c *Compiler) acquireOrigin(dir Direction, sel []*compiledPolicy, pod *Pod,
 	if c.d != nil {
 		c.d.sets[s.ID]++
 	}
-	c.fill(s, s.counts)
+	for _, cp := range sel { // a new set is full: its entries are not tracked one by one
+		c.contribute(s, cp, 1)
+	}
 	return s
 }
 
@@ -658,28 +660,6 @@ func (c *Compiler) releaseSet(s *ruleSet) {
 	delete(c.sets, s.ID)
 	delete(c.setByOrigin, s.origin)
 	c.d.sets[s.ID]--
-}
-
-// fill adds every entry the set's policies contribute to counts.
-func (c *Compiler) fill(s *ruleSet, counts map[Entry]count) {
-	add := func(e Entry) {
-		v := counts[e]
-		v.n++
-		counts[e] = v
-	}
-	for _, cp := range s.policies {
-		for _, r := range cp.rules[s.Direction] {
-			if len(r.peers) == 0 {
-				c.forPorts(s, r, IdentityAny, add)
-				continue
-			}
-			for _, pe := range r.peers {
-				for id := range c.peerIDs[pe] {
-					c.forPorts(s, r, id, add)
-				}
-			}
-		}
-	}
 }
 
 // forPorts expands one rule and one peer identity into the set's entries.
