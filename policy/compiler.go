@@ -409,33 +409,35 @@ func (c *Compiler) allocIdentity(p *Pod, lbls []string, key string, incremental 
 	}
 	c.d.ids[num]++
 	id.sel = c.computeSel(id)
-	// Only the namespace's own policies' peers without a namespace selector, and peers with
-	// one, can select it.
-	selects := func(cp *compiledPolicy, dir Direction, r *compiledRule, pe *compiledPeer) {
-		if pe.matchesPod(cp.ns, id.info.Namespace, id.info.NamespaceLabels, id.info.PodLabels) {
+	pods := labels.Set(id.info.PodLabels)
+	c.eachPeerOfNamespace(p.Namespace, func(pe *compiledPeer, ref peerRef) {
+		if pe.podSel == nil || pe.podSel.Matches(pods) {
 			c.peerIDs[pe][num] = struct{}{}
-			c.bumpRule(cp, dir, r, num, 1)
+			c.bumpRule(ref.cp, ref.dir, ref.rule, num, 1)
 		}
-	}
-	for _, cp := range c.cluster.byNS[p.Namespace] {
+	})
+	return id, nil
+}
+
+// eachPeerOfNamespace calls fn for every selector peer whose namespace part selects the pods of
+// ns, leaving fn to check the pod selector: the peers without a namespace selector of the
+// namespace's own policies, and the peers whose namespace selector matches ns. No other peer
+// can select an identity of ns.
+func (c *Compiler) eachPeerOfNamespace(ns string, fn func(*compiledPeer, peerRef)) {
+	for _, cp := range c.cluster.byNS[ns] {
 		for dir := range 2 {
 			for _, r := range cp.rules[dir] {
 				for _, pe := range r.peers {
 					if !pe.ipBlock && pe.nsSel == nil {
-						selects(cp, Direction(dir), r, pe)
+						fn(pe, peerRef{cp, Direction(dir), r})
 					}
 				}
 			}
 		}
 	}
-	pods := labels.Set(id.info.PodLabels)
-	for pe, ref := range c.peersSelectingNamespace(p.Namespace) {
-		if pe.podSel == nil || pe.podSel.Matches(pods) { // the namespace matched already
-			c.peerIDs[pe][num] = struct{}{}
-			c.bumpRule(ref.cp, ref.dir, ref.rule, num, 1)
-		}
+	for pe, ref := range c.peersSelectingNamespace(ns) {
+		fn(pe, ref)
 	}
-	return id, nil
 }
 
 // peersSelectingNamespace returns the peers with a namespace selector that matches ns.
@@ -467,26 +469,12 @@ func (c *Compiler) releaseIdentity(id *identity) {
 		return
 	}
 	num := id.info.ID
-	drop := func(cp *compiledPolicy, dir Direction, r *compiledRule, pe *compiledPeer) {
+	c.eachPeerOfNamespace(id.info.Namespace, func(pe *compiledPeer, ref peerRef) {
 		if _, ok := c.peerIDs[pe][num]; ok {
 			delete(c.peerIDs[pe], num)
-			c.bumpRule(cp, dir, r, num, -1)
+			c.bumpRule(ref.cp, ref.dir, ref.rule, num, -1)
 		}
-	}
-	for _, cp := range c.cluster.byNS[id.info.Namespace] {
-		for dir := range 2 {
-			for _, r := range cp.rules[dir] {
-				for _, pe := range r.peers {
-					if !pe.ipBlock && pe.nsSel == nil {
-						drop(cp, Direction(dir), r, pe)
-					}
-				}
-			}
-		}
-	}
-	for pe, ref := range c.peersSelectingNamespace(id.info.Namespace) {
-		drop(ref.cp, ref.dir, ref.rule, pe)
-	}
+	})
 	delete(c.ids, num)
 	delete(c.idByKey, id.key)
 	delete(c.nsIdentities[id.info.Namespace], id)
