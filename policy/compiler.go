@@ -105,17 +105,35 @@ type peerRef struct {
 }
 
 type identity struct {
-	info      IdentityInfo
-	key       string
-	sel       [2][]*compiledPolicy
-	endpoints map[*epState]struct{}
-	members   map[netip.Addr]struct{}
+	info IdentityInfo
+	key  string
+	sel  [2][]*compiledPolicy
+	// groups holds the identity's endpoints by port signature. A rule set's origin is made of
+	// the identity's selecting policies and maybe the signature, so the endpoints of a group
+	// share their rule sets: a policy event decides where a whole group goes at once, and a
+	// rule set renamed in place takes its groups along without touching an endpoint.
+	groups  map[string]*epGroup
+	members map[netip.Addr]struct{}
+}
+
+type epGroup struct {
+	sig  string
+	sets [2]*ruleSet // every endpoint's sets
+	eps  []*epState
 }
 
 type epState struct {
 	Endpoint
 	id   *identity
 	sets [2]*ruleSet // nil: allow-all
+	// sig is the pod's port signature (portSignature, comma-joined), which a rule set's
+	// origin holds when an ingress rule uses a named port.
+	sig   string
+	group *epGroup
+	gi    int // index in group.eps
+	// touched is the epoch of the last event that recorded the endpoint in its delta.
+	touched uint32
+	removed bool
 }
 
 type ruleSet struct {
@@ -245,8 +263,8 @@ func (c *Compiler) Apply(ev Event) (*Delta, error) {
 	if err := c.check(ev); err != nil {
 		return nil, fmt.Errorf("apply %s: %w", ev.Kind, err)
 	}
-	c.d = newDeltaBuilder()
 	c.epoch++
+	c.d = newDeltaBuilder(c.epoch)
 	defer func() { c.d = nil }()
 	switch ev.Kind {
 	case PodAdd:
@@ -395,8 +413,8 @@ func (c *Compiler) allocIdentity(p *Pod, lbls []string, key string, incremental 
 		key: key,
 		info: IdentityInfo{ID: num, Labels: lbls, Namespace: p.Namespace,
 			NamespaceLabels: nsLabels, PodLabels: podLabels},
-		endpoints: map[*epState]struct{}{},
-		members:   map[netip.Addr]struct{}{},
+		groups:  map[string]*epGroup{},
+		members: map[netip.Addr]struct{}{},
 	}
 	c.ids[num] = id
 	c.idByKey[key] = id
@@ -465,7 +483,7 @@ func (c *Compiler) namespaceLabels(ns string) map[string]string {
 }
 
 func (c *Compiler) releaseIdentity(id *identity) {
-	if len(id.endpoints) > 0 {
+	if id.info.Refs > 0 {
 		return
 	}
 	num := id.info.ID
@@ -550,7 +568,7 @@ func (c *Compiler) matchPeer(cp *compiledPolicy, pe *compiledPeer) map[Identity]
 
 // origin names the rule set an endpoint gets in a direction: the selecting policies and, when
 // an ingress rule of one of them uses a named port, the pod's named ports (they resolve there).
-func origin(dir Direction, sel []*compiledPolicy, pod *Pod) string {
+func origin(dir Direction, sel []*compiledPolicy, sig string) string {
 	if len(sel) == 0 {
 		return ""
 	}
@@ -562,9 +580,9 @@ func origin(dir Direction, sel []*compiledPolicy, pod *Pod) string {
 	}
 	if namedIngress(dir, sel) {
 		b.WriteString("|ports")
-		for _, s := range portSignature(pod) {
+		if sig != "" {
 			b.WriteByte(',')
-			b.WriteString(s)
+			b.WriteString(sig)
 		}
 	}
 	return b.String()
@@ -586,10 +604,6 @@ func portSignature(p *Pod) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-func (c *Compiler) acquireSet(dir Direction, sel []*compiledPolicy, pod *Pod) *ruleSet {
-	return c.acquireOrigin(dir, sel, pod, origin(dir, sel, pod))
 }
 
 // acquireOrigin is acquireSet with the origin already built.
@@ -630,11 +644,12 @@ func (c *Compiler) acquireOrigin(dir Direction, sel []*compiledPolicy, pod *Pod,
 	return s
 }
 
-func (c *Compiler) releaseSet(s *ruleSet) {
+// releaseSet drops n references on a set.
+func (c *Compiler) releaseSet(s *ruleSet, n int) {
 	if s == nil {
 		return
 	}
-	s.refs--
+	s.refs -= n
 	if s.refs > 0 {
 		return
 	}
@@ -697,23 +712,51 @@ func (c *Compiler) bump(s *ruleSet, e Entry, n int32) {
 }
 
 func (c *Compiler) addEndpoint(pod *Pod, id *identity) {
-	ep := &epState{Endpoint: Endpoint{ID: c.nextEP, Pod: pod}}
+	ep := &epState{Endpoint: Endpoint{ID: c.nextEP, Pod: pod}, sig: strings.Join(portSignature(pod), ",")}
 	c.nextEP++
+	if c.d != nil {
+		c.d.touch(ep, true)
+	}
 	c.joinIdentity(ep, id)
 	c.setEndpointSets(ep)
 	c.eps[pod.Key()] = ep
 	c.epByID[ep.ID] = ep
 	c.epByIP[pod.IP] = ep
-	if c.d != nil {
-		c.d.touch(ep.ID, nil)
-	}
 }
 
+// setEndpointSets gives an endpoint the rule sets of its identity's selecting policies and
+// puts it in its identity's group for them.
 func (c *Compiler) setEndpointSets(ep *epState) {
 	for dir := range 2 {
-		ep.sets[dir] = c.acquireSet(Direction(dir), ep.id.sel[dir], ep.Pod)
+		sel := ep.id.sel[dir]
+		ep.sets[dir] = c.acquireOrigin(Direction(dir), sel, ep.Pod, origin(Direction(dir), sel, ep.sig))
 	}
 	ep.Ingress, ep.Egress = setID(ep.sets[Ingress]), setID(ep.sets[Egress])
+	ep.id.addToGroup(ep)
+}
+
+// addToGroup puts an endpoint, its rule sets set, in the group of its port signature.
+func (id *identity) addToGroup(ep *epState) {
+	g := id.groups[ep.sig]
+	if g == nil {
+		g = &epGroup{sig: ep.sig, sets: ep.sets}
+		id.groups[ep.sig] = g
+	}
+	ep.group, ep.gi = g, len(g.eps)
+	g.eps = append(g.eps, ep)
+}
+
+// leaveGroup takes an endpoint out of its group.
+func (id *identity) leaveGroup(ep *epState) {
+	g := ep.group
+	last := g.eps[len(g.eps)-1]
+	g.eps[ep.gi], last.gi = last, ep.gi
+	g.eps[len(g.eps)-1] = nil
+	g.eps = g.eps[:len(g.eps)-1]
+	if len(g.eps) == 0 {
+		delete(id.groups, g.sig)
+	}
+	ep.group = nil
 }
 
 func setID(s *ruleSet) RuleSetID {
@@ -724,10 +767,11 @@ func setID(s *ruleSet) RuleSetID {
 }
 
 func (c *Compiler) removeEndpoint(ep *epState) {
-	before := ep.Endpoint
-	c.d.touch(ep.ID, &before)
+	c.d.touch(ep, false)
+	ep.id.leaveGroup(ep)
+	ep.removed = true
 	for dir := range 2 {
-		c.releaseSet(ep.sets[dir])
+		c.releaseSet(ep.sets[dir], 1)
 	}
 	delete(c.eps, ep.Pod.Key())
 	delete(c.epByID, ep.ID)
@@ -738,7 +782,6 @@ func (c *Compiler) removeEndpoint(ep *epState) {
 func (c *Compiler) joinIdentity(ep *epState, id *identity) {
 	ep.id = id
 	ep.Identity = id.info.ID
-	id.endpoints[ep] = struct{}{}
 	id.members[ep.Pod.IP] = struct{}{}
 	id.info.Refs++
 	if c.d != nil {
@@ -747,7 +790,6 @@ func (c *Compiler) joinIdentity(ep *epState, id *identity) {
 }
 
 func (c *Compiler) leaveIdentity(id *identity, ep *epState) {
-	delete(id.endpoints, ep)
 	delete(id.members, ep.Pod.IP)
 	id.info.Refs--
 	c.d.members[Member{id.info.ID, ep.Pod.IP}]--
@@ -766,13 +808,13 @@ func (c *Compiler) relabel(ep *epState, lbls map[string]string) error {
 		// Only labels outside the identity changed: selectors cannot tell.
 		return nil
 	}
-	before := ep.Endpoint
-	c.d.touch(ep.ID, &before)
+	c.d.touch(ep, false)
 	oldID, oldSets := ep.id, ep.sets
+	oldID.leaveGroup(ep)
 	c.joinIdentity(ep, newID)
 	c.setEndpointSets(ep)
 	for dir := range 2 {
-		c.releaseSet(oldSets[dir])
+		c.releaseSet(oldSets[dir], 1)
 	}
 	c.leaveIdentity(oldID, ep)
 	return nil
@@ -842,7 +884,7 @@ func (c *Compiler) dropPeers(cp *compiledPolicy) {
 // rule sets (the endpoints of a set share their selecting policies), so its delta holds the
 // policy's own entries instead of a copy of every entry of every set it touches.
 func (c *Compiler) reselect(ns string, gone, came *compiledPolicy) {
-	var moves []move
+	var moves []*groupMove
 	for id := range c.nsIdentities[ns] {
 		sel, changed := reselectOne(id, gone, came)
 		if !changed[Ingress] && !changed[Egress] {
@@ -850,31 +892,30 @@ func (c *Compiler) reselect(ns string, gone, came *compiledPolicy) {
 		}
 		id.sel = sel
 		// A direction whose policies did not change keeps its set. Without a named ingress
-		// port every endpoint of the identity has the same origin: build it once.
-		shared := &target{sel: sel, keep: [2]bool{!changed[Ingress], !changed[Egress]}}
-		var perPod [2]bool
+		// port every group of the identity has the same origin: build it once.
+		var shared [2]string
+		var perSig [2]bool
 		for dir := range 2 {
-			if !changed[dir] {
-				continue
-			}
-			perPod[dir] = namedIngress(Direction(dir), sel[dir])
-			if !perPod[dir] {
-				shared.to[dir] = origin(Direction(dir), sel[dir], nil)
-			}
-		}
-		moves = slices.Grow(moves, len(id.endpoints))
-		for ep := range id.endpoints {
-			tgt := shared
-			if perPod[Ingress] || perPod[Egress] {
-				tgt = &target{sel: sel, keep: shared.keep, to: shared.to}
-				for dir := range 2 {
-					if perPod[dir] {
-						tgt.to[dir] = origin(Direction(dir), sel[dir], ep.Pod)
-					}
+			if changed[dir] {
+				perSig[dir] = namedIngress(Direction(dir), sel[dir])
+				if !perSig[dir] {
+					shared[dir] = origin(Direction(dir), sel[dir], "")
 				}
 			}
-			if tgt.moves(ep, Ingress) || tgt.moves(ep, Egress) {
-				moves = append(moves, move{ep, tgt})
+		}
+		for _, g := range id.groups {
+			m := &groupMove{id: id, g: g, to: shared}
+			for dir := range 2 {
+				if !changed[dir] {
+					continue
+				}
+				if perSig[dir] {
+					m.to[dir] = origin(Direction(dir), sel[dir], g.sig)
+				}
+				m.move[dir] = originOf(g.sets[dir]) != m.to[dir]
+			}
+			if m.move[Ingress] || m.move[Egress] {
+				moves = append(moves, m)
 			}
 		}
 	}
@@ -886,14 +927,14 @@ func (c *Compiler) reselect(ns string, gone, came *compiledPolicy) {
 		to    string
 		n     int
 		whole bool
-		first move
+		first *groupMove
 	}
 	plans := map[*ruleSet]*plan{}
 	var order []*ruleSet
 	for _, m := range moves {
 		for dir := range 2 {
-			s, to := m.ep.sets[dir], m.tgt.to[dir]
-			if s == nil || !m.tgt.moves(m.ep, Direction(dir)) {
+			s, to := m.g.sets[dir], m.to[dir]
+			if s == nil || !m.move[dir] {
 				continue
 			}
 			p := plans[s]
@@ -904,7 +945,7 @@ func (c *Compiler) reselect(ns string, gone, came *compiledPolicy) {
 			} else if p.to != to {
 				p.whole = false
 			}
-			p.n++
+			p.n += len(m.g.eps)
 		}
 	}
 	slices.SortFunc(order, func(a, b *ruleSet) int { return cmp.Compare(a.ID, b.ID) })
@@ -913,59 +954,69 @@ func (c *Compiler) reselect(ns string, gone, came *compiledPolicy) {
 		if _, taken := c.setByOrigin[p.to]; !p.whole || p.n != s.refs || taken {
 			continue
 		}
-		c.renameSet(s, p.to, p.first.tgt.sel[s.Direction], p.first.ep.Pod)
+		c.renameSet(s, p.to, p.first.id.sel[s.Direction], p.first.g.eps[0].Pod)
 	}
-	// The rest move one by one, in endpoint order so new rule set ids are deterministic.
-	moves = slices.DeleteFunc(moves, func(m move) bool {
-		return !m.tgt.moves(m.ep, Ingress) && !m.tgt.moves(m.ep, Egress) // renamed
-	})
-	slices.SortFunc(moves, func(a, b move) int { return cmp.Compare(a.ep.ID, b.ep.ID) })
-	for _, m := range moves {
-		ep, tgt := m.ep, m.tgt
-		before := ep.Endpoint
-		c.d.touch(ep.ID, &before)
+	// The rest move group by group, in the order of their first endpoint so new rule set ids
+	// are deterministic.
+	moves = slices.DeleteFunc(moves, func(m *groupMove) bool {
 		for dir := range 2 {
-			if !tgt.moves(ep, Direction(dir)) {
+			m.move[dir] = m.move[dir] && originOf(m.g.sets[dir]) != m.to[dir]
+		}
+		if !m.move[Ingress] && !m.move[Egress] {
+			return true // renamed
+		}
+		m.first = m.g.eps[0].ID
+		for _, ep := range m.g.eps[1:] {
+			m.first = min(m.first, ep.ID)
+		}
+		return false
+	})
+	slices.SortFunc(moves, func(a, b *groupMove) int { return cmp.Compare(a.first, b.first) })
+	// Origins hold every selecting policy's key: building and hashing one per group adds up,
+	// so the sets acquired here are kept by origin.
+	acquired := map[string]*ruleSet{}
+	for _, m := range moves {
+		g, n := m.g, len(m.g.eps)
+		old, sets := g.sets, g.sets
+		for dir := range 2 {
+			if !m.move[dir] {
 				continue
 			}
-			old := ep.sets[dir]
-			if tgt.resolved[dir] {
-				if tgt.set[dir] != nil {
-					tgt.set[dir].refs++
+			s, ok := acquired[m.to[dir]]
+			switch {
+			case !ok:
+				s = c.acquireOrigin(Direction(dir), m.id.sel[dir], g.eps[0].Pod, m.to[dir])
+				acquired[m.to[dir]] = s
+				if s != nil {
+					s.refs += n - 1
 				}
-			} else {
-				tgt.set[dir] = c.acquireOrigin(Direction(dir), tgt.sel[dir], ep.Pod, tgt.to[dir])
-				tgt.resolved[dir] = true
+			case s != nil:
+				s.refs += n
 			}
-			ep.sets[dir] = tgt.set[dir]
-			c.releaseSet(old)
+			sets[dir] = s
 		}
-		ep.Ingress, ep.Egress = setID(ep.sets[Ingress]), setID(ep.sets[Egress])
+		for _, ep := range g.eps {
+			c.d.touch(ep, false)
+			ep.sets = sets
+			ep.Ingress, ep.Egress = setID(sets[Ingress]), setID(sets[Egress])
+		}
+		for dir := range 2 {
+			if m.move[dir] {
+				c.releaseSet(old[dir], n)
+			}
+		}
+		g.sets = sets
 	}
 }
 
-// target is where reselect sends the endpoints of an identity (or one endpoint, when named
-// ports make its origin its own).
-type target struct {
-	sel [2][]*compiledPolicy
-	// keep marks a direction whose selecting policies did not change; to is the origin of
-	// the others.
-	keep [2]bool
-	to   [2]string
-	// set caches the set of origin to, once a move acquired it: origins hold every
-	// selecting policy's key, so building and hashing one per endpoint adds up.
-	set      [2]*ruleSet
-	resolved [2]bool
-}
-
-// moves says whether an endpoint must change its set in a direction.
-func (t *target) moves(ep *epState, dir Direction) bool {
-	return !t.keep[dir] && originOf(ep.sets[dir]) != t.to[dir]
-}
-
-type move struct {
-	ep  *epState
-	tgt *target
+// groupMove is where reselect sends a group of an identity's endpoints: to the origin to in
+// the directions move marks.
+type groupMove struct {
+	id    *identity
+	g     *epGroup
+	to    [2]string
+	move  [2]bool
+	first uint32 // the group's lowest endpoint id
 }
 
 // reselectOne returns an identity's selecting policies without gone and with came when came

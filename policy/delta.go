@@ -14,25 +14,34 @@ type deltaBuilder struct {
 	cidrs   map[CIDR]int
 	sets    map[RuleSetID]int
 	renamed map[RuleSetID]bool
-	// before holds each touched endpoint as it was before the event (nil: it is new).
-	before map[uint32]*Endpoint
+	// eps holds each touched endpoint as it was before the event.
+	eps   []touchedEndpoint
+	epoch uint32
 }
 
-func newDeltaBuilder() *deltaBuilder {
+type touchedEndpoint struct {
+	ep     *epState
+	before Endpoint
+	isNew  bool
+}
+
+func newDeltaBuilder(epoch uint32) *deltaBuilder {
 	return &deltaBuilder{
 		ids:     map[Identity]int{},
 		members: map[Member]int{},
 		cidrs:   map[CIDR]int{},
 		sets:    map[RuleSetID]int{},
 		renamed: map[RuleSetID]bool{},
-		before:  map[uint32]*Endpoint{},
+		epoch:   epoch,
 	}
 }
 
-// touch records an endpoint's state before its first change in this event.
-func (b *deltaBuilder) touch(id uint32, before *Endpoint) {
-	if _, seen := b.before[id]; !seen {
-		b.before[id] = before
+// touch records an endpoint's state before its first change in this event (isNew: it is
+// being added).
+func (b *deltaBuilder) touch(ep *epState, isNew bool) {
+	if ep.touched != b.epoch {
+		ep.touched = b.epoch
+		b.eps = append(b.eps, touchedEndpoint{ep, ep.Endpoint, isNew})
 	}
 }
 
@@ -64,20 +73,19 @@ func (b *deltaBuilder) build(c *Compiler) *Delta {
 		}
 	}
 	slices.Sort(d.RuleSetsRenamed)
-	ids := make([]uint32, 0, len(b.before))
-	for id := range b.before {
-		ids = append(ids, id)
+	if len(b.eps) > 1 {
+		slices.SortFunc(b.eps, func(x, y touchedEndpoint) int { return cmp.Compare(x.ep.ID, y.ep.ID) })
 	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		before := b.before[id]
-		after, alive := c.epByID[id]
+	for i := range b.eps {
+		t := &b.eps[i]
+		after, alive := t.ep, !t.ep.removed
+		before := &t.before
 		switch {
-		case before == nil && alive:
+		case t.isNew && alive:
 			d.EndpointsAdded = append(d.EndpointsAdded, after.Endpoint)
-		case before != nil && !alive:
+		case !t.isNew && !alive:
 			d.EndpointsRemoved = append(d.EndpointsRemoved, *before)
-		case before != nil && alive && (before.Identity != after.Identity ||
+		case !t.isNew && alive && (before.Identity != after.Identity ||
 			before.Ingress != after.Ingress || before.Egress != after.Egress):
 			d.EndpointsChanged = append(d.EndpointsChanged, after.Endpoint)
 		}

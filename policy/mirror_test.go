@@ -207,6 +207,51 @@ func TestDeltasRebuildTheState(t *testing.T) {
 			if err := m.equal(comp.State()); err != nil {
 				t.Fatalf("seed %d step %d (%s): state after delta differs: %v", seed, step, ev.Kind, err)
 			}
+			if err := checkBookkeeping(comp); err != nil {
+				t.Fatalf("seed %d step %d (%s): %v", seed, step, ev.Kind, err)
+			}
 		}
 	}
+}
+
+// checkBookkeeping checks what the compiler keeps beside the state: every endpoint is in the
+// group of its identity for its port signature, the endpoints of a group share its rule sets,
+// and every rule set's reference count is the number of endpoints using it.
+func checkBookkeeping(c *Compiler) error {
+	refs := map[*ruleSet]int{}
+	grouped := 0
+	for _, id := range c.ids {
+		for sig, g := range id.groups {
+			if g.sig != sig || len(g.eps) == 0 {
+				return fmt.Errorf("identity %d: group %q filed under %q with %d endpoints", id.info.ID, g.sig, sig, len(g.eps))
+			}
+			for i, ep := range g.eps {
+				if ep.group != g || ep.gi != i || ep.id != id || ep.sets != g.sets || ep.sig != sig {
+					return fmt.Errorf("endpoint %d: in group %q of identity %d at %d with sets %v, but has sets %v sig %q identity %d index %d",
+						ep.ID, sig, id.info.ID, i, g.sets, ep.sets, ep.sig, ep.Identity, ep.gi)
+				}
+				grouped++
+			}
+		}
+	}
+	if grouped != len(c.epByID) {
+		return fmt.Errorf("%d endpoints in groups, %d endpoints", grouped, len(c.epByID))
+	}
+	for _, ep := range c.epByID {
+		for _, s := range ep.sets {
+			if s != nil {
+				refs[s]++
+			}
+		}
+	}
+	for _, s := range c.sets {
+		if refs[s] != s.refs {
+			return fmt.Errorf("rule set %d: %d references counted, %d endpoints use it", s.ID, s.refs, refs[s])
+		}
+		delete(refs, s)
+	}
+	for s := range refs {
+		return fmt.Errorf("endpoints use rule set %d, which the compiler no longer holds", s.ID)
+	}
+	return nil
 }
