@@ -75,10 +75,15 @@ type Compiler struct {
 	// its labels (namespaces do not change once compiled), filled on first use.
 	nsPeersIn map[string]map[*compiledPeer]peerRef
 
+	// portNames interns the named ports of entry keys: portNames[n-1] is named port n.
+	portNames []string
+	portName  map[string]uint32
+
 	d     *deltaBuilder // nil while compiling from scratch
 	epoch uint32        // counts Apply calls; see count
 	// changed holds the rule sets whose sorted entries finish must bring up to date.
 	changed map[*ruleSet]struct{}
+	scratch [2][]Entry // finish's per-set lists of added and removed entries
 }
 
 // count is how many (policy, rule, port) contributions an entry of a set has. epoch is the
@@ -93,7 +98,7 @@ type count struct {
 // touch is an entry changed by the current event: whether it existed at the event's start
 // and its count now (kept here too, so finish needs no map lookup per change).
 type touch struct {
-	e   Entry
+	k   entryKey
 	was bool
 	n   int32
 }
@@ -142,12 +147,11 @@ type ruleSet struct {
 	ports    []ContainerPort
 	policies []*compiledPolicy
 	refs     int
-	counts   map[Entry]count
+	counts   countTable
 	// full means the set is new: Entries must be built from counts. Otherwise touched lists
 	// the entries whose count the current event changed, and Entries is as of its start.
 	full    bool
 	touched []touch
-	index   map[Identity][]Entry
 }
 
 // State is the compiled, backend-neutral enforcement state. It changes only through
@@ -185,6 +189,7 @@ func Compile(cl *Cluster, opts Options) (*Compiler, error) {
 		nsPeers:      map[*compiledPeer]peerRef{},
 		nsPeersIn:    map[string]map[*compiledPeer]peerRef{},
 		changed:      map[*ruleSet]struct{}{},
+		portName:     map[string]uint32{},
 	}
 	c.state = &State{c: c}
 	for _, k := range cl.PolicyKeys() {
@@ -621,7 +626,6 @@ func (c *Compiler) acquireOrigin(dir Direction, sel []*compiledPolicy, pod *Pod,
 		ports:    slices.Clone(pod.Ports),
 		policies: slices.Clone(sel),
 		refs:     1,
-		counts:   map[Entry]count{},
 		full:     true,
 	}
 	c.changed[s] = struct{}{}
@@ -691,7 +695,8 @@ func (c *Compiler) forPorts(s *ruleSet, r *compiledRule, peer Identity, fn func(
 // bump changes an entry's count by n. The first touch in an event notes whether the entry
 // existed before it; finish turns the touched entries into the delta.
 func (c *Compiler) bump(s *ruleSet, e Entry, n int32) {
-	v := s.counts[e]
+	k := c.key(e)
+	v := s.counts.upsert(k)
 	now := v.n + n
 	if now < 0 {
 		panic(fmt.Sprintf("policy: rule set %d entry %s count below zero", s.ID, e))
@@ -702,13 +707,11 @@ func (c *Compiler) bump(s *ruleSet, e Entry, n int32) {
 				c.changed[s] = struct{}{}
 			}
 			v.epoch, v.touch = c.epoch, int32(len(s.touched))
-			s.touched = append(s.touched, touch{e: e, was: v.n > 0})
+			s.touched = append(s.touched, touch{k: k, was: v.n > 0})
 		}
 		s.touched[v.touch].n = now
 	}
 	v.n = now
-	s.counts[e] = v
-	s.index = nil
 }
 
 func (c *Compiler) addEndpoint(pod *Pod, id *identity) {
@@ -1235,19 +1238,29 @@ func (c *Compiler) bumpRule(cp *compiledPolicy, dir Direction, r *compiledRule, 
 // set sorts its counts; a removed one loses the entries it had at the start of the event; the
 // others compare their touched entries' counts with how they started and merge the difference.
 func (c *Compiler) finish() (added, removed []RuleSetEntry) {
-	sets := make([]*ruleSet, 0, len(c.changed))
+	// Sorted by id without following the pointers: hundreds of sets may have changed, each
+	// a cache miss away.
+	type byID struct {
+		id RuleSetID
+		s  *ruleSet
+	}
+	order := make([]byID, 0, len(c.changed))
 	for s := range c.changed {
-		sets = append(sets, s)
+		order = append(order, byID{s.ID, s})
 	}
 	clear(c.changed)
-	slices.SortFunc(sets, func(a, b *ruleSet) int { return cmp.Compare(a.ID, b.ID) })
+	slices.SortFunc(order, func(a, b byID) int { return cmp.Compare(a.id, b.id) })
+	sets := make([]*ruleSet, len(order))
+	for i, o := range order {
+		sets[i] = o.s
+	}
 	incremental := c.d != nil
 	if incremental { // at most this many changes: size the delta once
 		var na, nr int
 		for _, s := range sets {
 			switch {
 			case s.full:
-				na += len(s.counts)
+				na += s.counts.len()
 			case s.refs == 0:
 				nr += len(s.Entries)
 			default:
@@ -1266,12 +1279,16 @@ func (c *Compiler) finish() (added, removed []RuleSetEntry) {
 				continue // born and gone in one event
 			}
 			s.Entries = s.Entries[:0]
-			for e, v := range s.counts {
+			var zero []entryKey
+			s.counts.each(func(k entryKey, v count) {
 				if v.n == 0 {
-					delete(s.counts, e)
-					continue
+					zero = append(zero, k)
+					return
 				}
-				s.Entries = append(s.Entries, e)
+				s.Entries = append(s.Entries, c.entry(k))
+			})
+			for _, k := range zero {
+				s.counts.remove(k)
 			}
 			SortEntries(s.Entries)
 			if incremental {
@@ -1280,16 +1297,16 @@ func (c *Compiler) finish() (added, removed []RuleSetEntry) {
 		case dead:
 			removed = appendSet(removed, s, s.Entries)
 		default:
-			var add, del []Entry
+			add, del := c.scratch[0][:0], c.scratch[1][:0]
 			for _, t := range s.touched {
 				switch {
 				case !t.was && t.n > 0:
-					add = append(add, t.e)
+					add = append(add, c.entry(t.k))
 				case t.n == 0:
 					if t.was {
-						del = append(del, t.e)
+						del = append(del, c.entry(t.k))
 					}
-					delete(s.counts, t.e)
+					s.counts.remove(t.k)
 				}
 			}
 			s.touched = s.touched[:0]
@@ -1298,6 +1315,7 @@ func (c *Compiler) finish() (added, removed []RuleSetEntry) {
 			s.Entries = mergeEntries(s.Entries, add, del)
 			added = appendSet(added, s, add)
 			removed = appendSet(removed, s, del)
+			c.scratch = [2][]Entry{add, del} // nothing keeps them: reuse for the next set
 		}
 	}
 	return added, removed

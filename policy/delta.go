@@ -164,7 +164,11 @@ func (s *State) PeerEntries(id RuleSetID, peer Identity) []Entry {
 	if !ok {
 		return nil
 	}
-	es := rs.Entries
+	return peerEntries(rs.Entries, peer)
+}
+
+// peerEntries returns the run of sorted entries with one peer.
+func peerEntries(es []Entry, peer Identity) []Entry {
 	i, _ := slices.BinarySearchFunc(es, peer, func(e Entry, p Identity) int { return cmp.Compare(e.Peer, p) })
 	j := i
 	for j < len(es) && es[j].Peer == peer {
@@ -177,7 +181,7 @@ func (s *State) PeerEntries(id RuleSetID, peer Identity) []Entry {
 func (s *State) NumEntries() int {
 	n := 0
 	for _, rs := range s.c.sets {
-		n += len(rs.counts)
+		n += len(rs.Entries)
 	}
 	return n
 }
@@ -274,14 +278,8 @@ func (s *State) allows(rs *ruleSet, f Flow, peers []Identity, dst *epState) bool
 	if rs == nil {
 		return true
 	}
-	if rs.index == nil {
-		rs.index = map[Identity][]Entry{}
-		for e := range rs.counts {
-			rs.index[e.Peer] = append(rs.index[e.Peer], e)
-		}
-	}
 	check := func(id Identity) bool {
-		for _, e := range rs.index[id] {
+		for _, e := range peerEntries(rs.Entries, id) {
 			if e.NamedPort != "" {
 				if dst == nil || e.Proto != f.Proto {
 					continue

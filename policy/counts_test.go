@@ -1,0 +1,82 @@
+package policy
+
+import (
+	"math/rand/v2"
+	"testing"
+)
+
+// TestCountTableMatchesAMap drives the count table and a Go map with the same random inserts,
+// updates and deletes (few distinct peers and ports, so keys collide and runs form) and
+// compares them after every step, through growing and shrinking.
+func TestCountTableMatchesAMap(t *testing.T) {
+	for seed := range 20 {
+		r := rand.New(rand.NewPCG(uint64(seed), 7))
+		var tab countTable
+		want := map[entryKey]int32{}
+		keys := 1 + r.IntN(2000)
+		randKey := func() entryKey {
+			return entryKey{peer: Identity(256 + r.IntN(keys)), port: uint16(r.IntN(3) * 80), named: uint32(r.IntN(2)), proto: 6}
+		}
+		for step := range 20000 {
+			k := randKey()
+			switch op := r.IntN(10); {
+			case op < 5 && step <= 15000:
+				n := int32(1 + r.IntN(3))
+				tab.upsert(k).n += n
+				want[k] += n
+			case op < 9 || step > 15000: // the second phase drains the table
+				tab.remove(k)
+				delete(want, k)
+			default:
+				v, ok := tab.get(k)
+				w, wok := want[k]
+				if ok != wok || v.n != w {
+					t.Fatalf("seed %d step %d: get %v = %d, %v; want %d, %v", seed, step, k, v.n, ok, w, wok)
+				}
+			}
+			if tab.len() != len(want) {
+				t.Fatalf("seed %d step %d: %d keys, want %d", seed, step, tab.len(), len(want))
+			}
+			if 2*tab.len() > len(tab.slots) {
+				t.Fatalf("seed %d step %d: %d keys in %d slots", seed, step, tab.len(), len(tab.slots))
+			}
+		}
+		if len(tab.slots) > minCountTable && 8*tab.len() < len(tab.slots) {
+			t.Fatalf("seed %d: %d keys left in %d slots: the table did not shrink", seed, tab.len(), len(tab.slots))
+		}
+		seen := 0
+		tab.each(func(k entryKey, v count) {
+			seen++
+			if want[k] != v.n {
+				t.Fatalf("seed %d: each gives %v = %d, want %d", seed, k, v.n, want[k])
+			}
+		})
+		if seen != len(want) {
+			t.Fatalf("seed %d: each visits %d keys, want %d", seed, seen, len(want))
+		}
+		for k, w := range want {
+			if v, ok := tab.get(k); !ok || v.n != w {
+				t.Fatalf("seed %d: get %v = %d, %v; want %d", seed, k, v.n, ok, w)
+			}
+		}
+	}
+}
+
+func TestEntryKeysRoundTrip(t *testing.T) {
+	c := &Compiler{portName: map[string]uint32{}}
+	for _, e := range []Entry{
+		{Peer: IdentityAny},
+		{Peer: 300, Proto: ProtoTCP, Port: 80, EndPort: 80},
+		{Peer: 300, Proto: ProtoUDP, Port: 1000, EndPort: 2000},
+		{Peer: IdentityLocalScope + 1, Proto: ProtoTCP, NamedPort: "http"},
+		{Peer: 301, Proto: ProtoSCTP, NamedPort: "metrics"},
+		{Peer: 302, Proto: ProtoTCP, NamedPort: "http"},
+	} {
+		if got := c.entry(c.key(e)); got != e {
+			t.Errorf("entry(key(%v)) = %v", e, got)
+		}
+	}
+	if len(c.portNames) != 2 {
+		t.Errorf("named ports interned: %v, want http and metrics once each", c.portNames)
+	}
+}
