@@ -66,7 +66,7 @@ type Compiler struct {
 
 	// peerIDs holds, for every peer of every policy, the identities it selects: pod
 	// identities for selector peers, CIDR identities for ipBlock peers.
-	peerIDs map[*compiledPeer]map[Identity]struct{}
+	peerIDs map[*compiledPeer]*idList
 	// ipBlocks locates every ipBlock peer of every policy, nsPeers every peer with a
 	// namespace selector (the only selector peers that can select pods of other namespaces).
 	ipBlocks map[*compiledPeer]peerRef
@@ -184,7 +184,7 @@ func Compile(cl *Cluster, opts Options) (*Compiler, error) {
 		setByOrigin:  map[string]*ruleSet{},
 		setsByPolicy: map[string]map[*ruleSet]struct{}{},
 		nextSet:      1,
-		peerIDs:      map[*compiledPeer]map[Identity]struct{}{},
+		peerIDs:      map[*compiledPeer]*idList{},
 		ipBlocks:     map[*compiledPeer]peerRef{},
 		nsPeers:      map[*compiledPeer]peerRef{},
 		nsPeersIn:    map[string]map[*compiledPeer]peerRef{},
@@ -435,7 +435,7 @@ func (c *Compiler) allocIdentity(p *Pod, lbls []string, key string, incremental 
 	pods := labels.Set(id.info.PodLabels)
 	c.eachPeerOfNamespace(p.Namespace, func(pe *compiledPeer, ref peerRef) {
 		if pe.podSel == nil || pe.podSel.Matches(pods) {
-			c.peerIDs[pe][num] = struct{}{}
+			c.peerIDs[pe].add(num)
 			c.bumpRule(ref.cp, ref.dir, ref.rule, num, 1)
 		}
 	})
@@ -493,8 +493,7 @@ func (c *Compiler) releaseIdentity(id *identity) {
 	}
 	num := id.info.ID
 	c.eachPeerOfNamespace(id.info.Namespace, func(pe *compiledPeer, ref peerRef) {
-		if _, ok := c.peerIDs[pe][num]; ok {
-			delete(c.peerIDs[pe], num)
+		if c.peerIDs[pe].remove(num) {
 			c.bumpRule(ref.cp, ref.dir, ref.rule, num, -1)
 		}
 	})
@@ -547,15 +546,16 @@ func (c *Compiler) computePeers(cp *compiledPolicy) {
 	}
 }
 
-func (c *Compiler) matchPeer(cp *compiledPolicy, pe *compiledPeer) map[Identity]struct{} {
-	m := map[Identity]struct{}{}
+func (c *Compiler) matchPeer(cp *compiledPolicy, pe *compiledPeer) *idList {
+	var m idList
 	if pe.ipBlock {
 		for p, id := range c.cidrs {
 			if pe.selectsPrefix(p) {
-				m[id.info.ID] = struct{}{}
+				m = append(m, id.info.ID)
 			}
 		}
-		return m
+		slices.Sort(m)
+		return &m
 	}
 	// Namespaces first: a namespace selector is checked once per namespace, not per identity.
 	for ns, ids := range c.nsIdentities {
@@ -564,11 +564,46 @@ func (c *Compiler) matchPeer(cp *compiledPolicy, pe *compiledPeer) map[Identity]
 				break // every identity of a namespace has its labels
 			}
 			if pe.podSel == nil || pe.podSel.Matches(labels.Set(id.info.PodLabels)) {
-				m[id.info.ID] = struct{}{}
+				m = append(m, id.info.ID)
 			}
 		}
 	}
-	return m
+	slices.Sort(m)
+	return &m
+}
+
+// idList is a sorted set of identities: a peer's selected identities, iterated in order and
+// compact. A new identity usually has the highest number yet, so changes are searched for
+// from the end.
+type idList []Identity
+
+// find returns where id is or would go in the list.
+func (l idList) find(id Identity) (int, bool) {
+	if n := len(l); n == 0 || l[n-1] < id {
+		return n, false
+	}
+	return slices.BinarySearch(l, id)
+}
+
+func (l *idList) add(id Identity) bool {
+	i, found := l.find(id)
+	if !found {
+		*l = slices.Insert(*l, i, id)
+	}
+	return !found
+}
+
+func (l *idList) remove(id Identity) bool {
+	i, found := l.find(id)
+	if found {
+		*l = slices.Delete(*l, i, i+1)
+	}
+	return found
+}
+
+func (l idList) has(id Identity) bool {
+	_, found := l.find(id)
+	return found
 }
 
 // origin names the rule set an endpoint gets in a direction: the selecting policies and, when
@@ -1132,7 +1167,7 @@ func (c *Compiler) contribute(s *ruleSet, cp *compiledPolicy, n int32) {
 			continue
 		}
 		for _, pe := range r.peers {
-			for id := range c.peerIDs[pe] {
+			for _, id := range *c.peerIDs[pe] {
 				c.forPorts(s, r, id, func(e Entry) { c.bump(s, e, n) })
 			}
 		}
@@ -1208,16 +1243,15 @@ func (c *Compiler) refreshIPBlocks(added, removed []*identity) {
 	for pe, ref := range c.ipBlocks {
 		ids := c.peerIDs[pe]
 		for _, id := range removed {
-			if _, ok := ids[id.info.ID]; ok {
-				delete(ids, id.info.ID)
+			if ids.remove(id.info.ID) {
 				c.bumpRule(ref.cp, ref.dir, ref.rule, id.info.ID, -1)
 			}
 		}
 		for _, id := range added {
-			if _, ok := ids[id.info.ID]; ok || !pe.selectsPrefix(id.info.Prefix) {
+			if ids.has(id.info.ID) || !pe.selectsPrefix(id.info.Prefix) {
 				continue // a peer of the policy that brought the prefix already has it
 			}
-			ids[id.info.ID] = struct{}{}
+			ids.add(id.info.ID)
 			c.bumpRule(ref.cp, ref.dir, ref.rule, id.info.ID, 1)
 		}
 	}

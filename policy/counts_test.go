@@ -2,6 +2,7 @@ package policy
 
 import (
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -78,5 +79,28 @@ func TestEntryKeysRoundTrip(t *testing.T) {
 	}
 	if len(c.portNames) != 2 {
 		t.Errorf("named ports interned: %v, want http and metrics once each", c.portNames)
+	}
+}
+
+func TestIDListIsASortedSet(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	var l idList
+	want := map[Identity]bool{}
+	for step := range 5000 {
+		id := Identity(256 + r.IntN(300))
+		if r.IntN(3) == 0 {
+			if got := l.remove(id); got != want[id] {
+				t.Fatalf("step %d: remove(%d) = %v, want %v", step, id, got, want[id])
+			}
+			delete(want, id)
+		} else {
+			if got := l.add(id); got == want[id] {
+				t.Fatalf("step %d: add(%d) = %v with the id present: %v", step, id, got, want[id])
+			}
+			want[id] = true
+		}
+		if len(l) != len(want) || !slices.IsSorted(l) || l.has(id) != want[id] {
+			t.Fatalf("step %d: list %v, want the sorted ids of %v", step, l, want)
+		}
 	}
 }
