@@ -1161,6 +1161,20 @@ func (c *Compiler) renameSet(s *ruleSet, to string, sel []*compiledPolicy, pod *
 
 // contribute adds (n = 1) or takes back (n = -1) every entry one policy gives a rule set.
 func (c *Compiler) contribute(s *ruleSet, cp *compiledPolicy, n int32) {
+	if n > 0 { // room for every entry the policy may add, at once
+		more := 0
+		for _, r := range cp.rules[s.Direction] {
+			peers := 1
+			if len(r.peers) > 0 {
+				peers = 0
+				for _, pe := range r.peers {
+					peers += len(*c.peerIDs[pe])
+				}
+			}
+			more += peers * max(len(r.ports), 1)
+		}
+		s.counts.reserve(s.counts.len() + more)
+	}
 	for _, r := range cp.rules[s.Direction] {
 		if len(r.peers) == 0 {
 			c.forPorts(s, r, IdentityAny, func(e Entry) { c.bump(s, e, n) })
@@ -1298,8 +1312,14 @@ func (c *Compiler) finish() (added, removed []RuleSetEntry) {
 			case s.refs == 0:
 				nr += len(s.Entries)
 			default:
-				na += len(s.touched)
-				nr += len(s.touched)
+				for _, t := range s.touched {
+					switch {
+					case !t.was && t.n > 0:
+						na++
+					case t.was && t.n == 0:
+						nr++
+					}
+				}
 			}
 		}
 		added, removed = make([]RuleSetEntry, 0, na), make([]RuleSetEntry, 0, nr)

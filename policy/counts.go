@@ -130,6 +130,18 @@ func (t *countTable) remove(k entryKey) {
 	}
 }
 
+// reserve makes room for n keys in all, so a batch of inserts resizes the table at most once.
+func (t *countTable) reserve(n int) {
+	if 2*n <= len(t.slots) {
+		return
+	}
+	size := max(len(t.slots), minCountTable)
+	for 2*n > size {
+		size *= 2
+	}
+	t.resize(size)
+}
+
 func (t *countTable) resize(size int) {
 	old := t.slots
 	t.slots = make([]countSlot, size)

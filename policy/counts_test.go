@@ -104,3 +104,18 @@ func TestIDListIsASortedSet(t *testing.T) {
 		}
 	}
 }
+
+func TestCountTableReserveResizesOnce(t *testing.T) {
+	var tab countTable
+	tab.reserve(1000)
+	size := len(tab.slots)
+	if size < 2000 || size&(size-1) != 0 {
+		t.Fatalf("reserve(1000): %d slots, want a power of two of at least 2000", size)
+	}
+	for i := range 1000 {
+		tab.upsert(entryKey{peer: Identity(256 + i)}).n++
+	}
+	if len(tab.slots) != size || tab.len() != 1000 {
+		t.Fatalf("after 1000 inserts: %d keys in %d slots, want 1000 in the %d reserved", tab.len(), len(tab.slots), size)
+	}
+}
