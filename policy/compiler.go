@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/labels"
@@ -131,7 +132,7 @@ type epState struct {
 	Endpoint
 	id   *identity
 	sets [2]*ruleSet // nil: allow-all
-	// sig is the pod's port signature (portSignature, comma-joined), which a rule set's
+	// sig is the pod's port signature (portSignature), which a rule set's
 	// origin holds when an ingress rule uses a named port.
 	sig   string
 	group *epGroup
@@ -628,11 +629,11 @@ func origin(dir Direction, sel []*compiledPolicy, sig string) string {
 	return b.String()
 }
 
-// portSignature lists what a pod's named ports resolve to, sorted. A later port with a name and
-// protocol already declared (allowed across containers) never resolves, since Pod.NamedPort
-// takes the first, so it is left out: two pods declaring the same names in different orders
-// resolve them differently and must not share a rule set.
-func portSignature(p *Pod) []string {
+// portSignature lists what a pod's named ports resolve to, sorted and comma-joined. A later
+// port with a name and protocol already declared (allowed across containers) never resolves,
+// since Pod.NamedPort takes the first, so it is left out: two pods declaring the same names in
+// different orders resolve them differently and must not share a rule set.
+func portSignature(p *Pod) string {
 	var out []string
 	for i, cp := range p.Ports {
 		if cp.Name == "" || slices.ContainsFunc(p.Ports[:i], func(q ContainerPort) bool {
@@ -640,10 +641,12 @@ func portSignature(p *Pod) []string {
 		}) {
 			continue
 		}
-		out = append(out, fmt.Sprintf("%s/%d/%d", cp.Name, cp.Protocol, cp.Port))
+		out = append(out, cp.Name+"/"+strconv.Itoa(int(cp.Protocol))+"/"+strconv.Itoa(int(cp.Port)))
 	}
-	sort.Strings(out)
-	return out
+	if len(out) > 1 {
+		sort.Strings(out)
+	}
+	return strings.Join(out, ",")
 }
 
 // acquireOrigin is acquireSet with the origin already built.
@@ -750,7 +753,7 @@ func (c *Compiler) bump(s *ruleSet, e Entry, n int32) {
 }
 
 func (c *Compiler) addEndpoint(pod *Pod, id *identity) {
-	ep := &epState{Endpoint: Endpoint{ID: c.nextEP, Pod: pod}, sig: strings.Join(portSignature(pod), ",")}
+	ep := &epState{Endpoint: Endpoint{ID: c.nextEP, Pod: pod}, sig: portSignature(pod)}
 	c.nextEP++
 	if c.d != nil {
 		c.d.touch(ep, true)
@@ -1116,7 +1119,7 @@ func (c *Compiler) renameSet(s *ruleSet, to string, sel []*compiledPolicy, pod *
 	}
 	had := make(map[*compiledPolicy]bool, len(s.policies))
 	repo := namedIngress(s.Direction, sel) &&
-		!slices.Equal(portSignature(pod), portSignature(&Pod{Ports: s.ports}))
+		portSignature(pod) != portSignature(&Pod{Ports: s.ports})
 	var redo []*compiledPolicy
 	for _, cp := range s.policies {
 		had[cp] = true
