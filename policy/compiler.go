@@ -1385,12 +1385,14 @@ func appendSet(out []RuleSetEntry, s *ruleSet, es []Entry) []RuleSetEntry {
 	return out
 }
 
-// mergeEntries adds and removes sorted entries from sorted entries.
+// mergeEntries adds and removes sorted entries from sorted entries, in place: deletions
+// compact the list from the first one on, and additions merge in from the back, so adding a
+// new identity's entries, which go near the end, moves only what lies after them.
 func mergeEntries(sorted, add, del []Entry) []Entry {
 	if len(add) == 0 && len(del) == 0 {
 		return sorted
 	}
-	if len(add)+len(del) <= 8 { // a few: in place
+	if len(add)+len(del) <= 8 { // a few: search for each
 		for _, e := range del {
 			if i, found := searchFromEnd(sorted, e); found {
 				sorted = slices.Delete(sorted, i, i+1)
@@ -1403,19 +1405,31 @@ func mergeEntries(sorted, add, del []Entry) []Entry {
 		}
 		return sorted
 	}
-	out := make([]Entry, 0, len(sorted)+len(add)-len(del))
-	for _, e := range sorted {
-		if len(del) > 0 && CompareEntries(del[0], e) == 0 {
-			del = del[1:]
-			continue
+	if len(del) > 0 {
+		w, _ := slices.BinarySearchFunc(sorted, del[0], CompareEntries)
+		for _, e := range sorted[w:] {
+			if len(del) > 0 && CompareEntries(del[0], e) == 0 {
+				del = del[1:]
+				continue
+			}
+			sorted[w] = e
+			w++
 		}
-		for len(add) > 0 && CompareEntries(add[0], e) < 0 {
-			out = append(out, add[0])
-			add = add[1:]
-		}
-		out = append(out, e)
+		clear(sorted[w:]) // let go of the named ports' strings
+		sorted = sorted[:w]
 	}
-	return append(out, add...)
+	n, m := len(sorted), len(add)
+	sorted = slices.Grow(sorted, m)[:n+m]
+	for i, j, k := n-1, m-1, n+m-1; j >= 0; k-- {
+		if i >= 0 && CompareEntries(sorted[i], add[j]) > 0 {
+			sorted[k] = sorted[i]
+			i--
+		} else {
+			sorted[k] = add[j]
+			j--
+		}
+	}
+	return sorted
 }
 
 // searchFromEnd is slices.BinarySearchFunc(es, e, CompareEntries), galloping from the end: a

@@ -208,3 +208,45 @@ func TestSearchFromEndFindsLikeBinarySearchFunc(t *testing.T) {
 		}
 	}
 }
+
+func TestMergeEntriesAddsAndRemovesInOrder(t *testing.T) {
+	w := newRandomWorld(11)
+	for trial := range 400 {
+		var all []Entry
+		for range w.r.IntN(300) {
+			all = append(all, Entry{Peer: Identity(256 + w.r.IntN(80)), Proto: Protocol(w.r.IntN(2)), Port: uint16(w.r.IntN(4))})
+		}
+		SortEntries(all)
+		all = slices.Compact(all)
+		// Each entry is kept, removed, or (left out of the list) added back.
+		var sorted, add, del, want []Entry
+		for _, e := range all {
+			switch w.r.IntN(4) {
+			case 0:
+				add = append(add, e)
+				want = append(want, e)
+			case 1:
+				sorted = append(sorted, e)
+				del = append(del, e)
+			default:
+				sorted = append(sorted, e)
+				want = append(want, e)
+			}
+		}
+		if trial%2 == 0 { // spare capacity: the merge must still not disturb it wrongly
+			sorted = slices.Grow(sorted, w.r.IntN(20))
+		}
+		if trial%5 == 0 { // few changes: the search path
+			add, del = add[:min(len(add), 3)], del[:min(len(del), 3)]
+			want = want[:0]
+			for _, e := range all {
+				if (slices.Contains(sorted, e) && !slices.Contains(del, e)) || slices.Contains(add, e) {
+					want = append(want, e)
+				}
+			}
+		}
+		if got := mergeEntries(sorted, add, del); !slices.Equal(got, want) {
+			t.Fatalf("trial %d: merge of %d entries, +%d -%d gives %d entries, want %d", trial, len(sorted), len(add), len(del), len(got), len(want))
+		}
+	}
+}
