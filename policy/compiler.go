@@ -62,7 +62,7 @@ type Compiler struct {
 
 	sets         map[RuleSetID]*ruleSet
 	setByOrigin  map[string]*ruleSet
-	setsByPolicy map[string]map[*ruleSet]struct{}
+	setsByPolicy map[string]*[2][]*ruleSet // by policy key, the sets it selects, per direction
 	nextSet      RuleSetID
 
 	// peerIDs holds, for every peer of every policy, the identities it selects: pod
@@ -83,7 +83,7 @@ type Compiler struct {
 	d     *deltaBuilder // nil while compiling from scratch
 	epoch uint32        // counts Apply calls; see count
 	// changed holds the rule sets whose sorted entries finish must bring up to date.
-	changed map[*ruleSet]struct{}
+	changed []*ruleSet
 	scratch [2][]Entry // finish's per-set lists of added and removed entries
 }
 
@@ -153,6 +153,7 @@ type ruleSet struct {
 	// the entries whose count the current event changed, and Entries is as of its start.
 	full    bool
 	touched []touch
+	changed uint32 // the compiler's epoch+1 when it was last listed for finish
 }
 
 // State is the compiled, backend-neutral enforcement state. It changes only through
@@ -183,13 +184,12 @@ func Compile(cl *Cluster, opts Options) (*Compiler, error) {
 		nextEP:       1,
 		sets:         map[RuleSetID]*ruleSet{},
 		setByOrigin:  map[string]*ruleSet{},
-		setsByPolicy: map[string]map[*ruleSet]struct{}{},
+		setsByPolicy: map[string]*[2][]*ruleSet{},
 		nextSet:      1,
 		peerIDs:      map[*compiledPeer]*idList{},
 		ipBlocks:     map[*compiledPeer]peerRef{},
 		nsPeers:      map[*compiledPeer]peerRef{},
 		nsPeersIn:    map[string]map[*compiledPeer]peerRef{},
-		changed:      map[*ruleSet]struct{}{},
 		portName:     map[string]uint32{},
 	}
 	c.state = &State{c: c}
@@ -666,14 +666,11 @@ func (c *Compiler) acquireOrigin(dir Direction, sel []*compiledPolicy, pod *Pod,
 		refs:     1,
 		full:     true,
 	}
-	c.changed[s] = struct{}{}
+	c.markChanged(s)
 	c.nextSet++
 	for _, cp := range sel {
 		s.Policies = append(s.Policies, cp.key)
-		if c.setsByPolicy[cp.key] == nil {
-			c.setsByPolicy[cp.key] = map[*ruleSet]struct{}{}
-		}
-		c.setsByPolicy[cp.key][s] = struct{}{}
+		c.addPolicySet(cp.key, s)
 	}
 	c.sets[s.ID] = s
 	c.setByOrigin[o] = s
@@ -686,6 +683,14 @@ func (c *Compiler) acquireOrigin(dir Direction, sel []*compiledPolicy, pod *Pod,
 	return s
 }
 
+// markChanged lists a set for finish, once per event.
+func (c *Compiler) markChanged(s *ruleSet) {
+	if s.changed != c.epoch+1 {
+		s.changed = c.epoch + 1
+		c.changed = append(c.changed, s)
+	}
+}
+
 // releaseSet drops n references on a set.
 func (c *Compiler) releaseSet(s *ruleSet, n int) {
 	if s == nil {
@@ -695,12 +700,9 @@ func (c *Compiler) releaseSet(s *ruleSet, n int) {
 	if s.refs > 0 {
 		return
 	}
-	c.changed[s] = struct{}{} // its entries leave with it
+	c.markChanged(s) // its entries leave with it
 	for _, cp := range s.policies {
-		delete(c.setsByPolicy[cp.key], s)
-		if len(c.setsByPolicy[cp.key]) == 0 {
-			delete(c.setsByPolicy, cp.key)
-		}
+		c.dropPolicySet(cp.key, s)
 	}
 	delete(c.sets, s.ID)
 	delete(c.setByOrigin, s.origin)
@@ -742,7 +744,7 @@ func (c *Compiler) bump(s *ruleSet, e Entry, n int32) {
 	if !s.full {
 		if v.epoch != c.epoch {
 			if len(s.touched) == 0 {
-				c.changed[s] = struct{}{}
+				c.markChanged(s)
 			}
 			v.epoch, v.touch = c.epoch, int32(len(s.touched))
 			s.touched = append(s.touched, touch{k: k, was: v.n > 0})
@@ -871,14 +873,16 @@ func (c *Compiler) putPolicy(cp *compiledPolicy) {
 	c.computePeers(cp)
 	if old != nil {
 		// The sets of the old version trade its entries for the new version's.
-		for s := range c.setsByPolicy[cp.key] {
-			c.contribute(s, old, -1)
-			for i, p := range s.policies {
-				if p == old {
-					s.policies[i] = cp
+		if ps := c.setsByPolicy[cp.key]; ps != nil {
+			for _, s := range slices.Concat(ps[Ingress], ps[Egress]) {
+				c.contribute(s, old, -1)
+				for i, p := range s.policies {
+					if p == old {
+						s.policies[i] = cp
+					}
 				}
+				c.contribute(s, cp, 1)
 			}
-			c.contribute(s, cp, 1)
 		}
 		c.dropPeers(old)
 		removed = c.removePrefixes(old)
@@ -1126,10 +1130,7 @@ func (c *Compiler) renameSet(s *ruleSet, to string, sel []*compiledPolicy, pod *
 		switch {
 		case !keep[cp]:
 			c.contribute(s, cp, -1)
-			delete(c.setsByPolicy[cp.key], s)
-			if len(c.setsByPolicy[cp.key]) == 0 {
-				delete(c.setsByPolicy, cp.key)
-			}
+			c.dropPolicySet(cp.key, s)
 		case repo && cp.hasNamedIngress:
 			c.contribute(s, cp, -1)
 			redo = append(redo, cp)
@@ -1146,10 +1147,7 @@ func (c *Compiler) renameSet(s *ruleSet, to string, sel []*compiledPolicy, pod *
 			continue
 		}
 		c.contribute(s, cp, 1)
-		if c.setsByPolicy[cp.key] == nil {
-			c.setsByPolicy[cp.key] = map[*ruleSet]struct{}{}
-		}
-		c.setsByPolicy[cp.key][s] = struct{}{}
+		c.addPolicySet(cp.key, s)
 	}
 	c.d.renamed[s.ID] = true
 	delete(c.setByOrigin, s.origin)
@@ -1277,10 +1275,33 @@ func (c *Compiler) refreshIPBlocks(added, removed []*identity) {
 // bumpRule adds (n = 1) or takes back (n = -1) what one rule contributes for one peer identity
 // to every rule set of the policy in that direction.
 func (c *Compiler) bumpRule(cp *compiledPolicy, dir Direction, r *compiledRule, id Identity, n int32) {
-	for s := range c.setsByPolicy[cp.key] {
-		if s.Direction == dir {
+	if ps := c.setsByPolicy[cp.key]; ps != nil {
+		for _, s := range ps[dir] {
 			c.forPorts(s, r, id, func(e Entry) { c.bump(s, e, n) })
 		}
+	}
+}
+
+// addPolicySet notes that policy key selects the endpoints of set s.
+func (c *Compiler) addPolicySet(key string, s *ruleSet) {
+	ps := c.setsByPolicy[key]
+	if ps == nil {
+		ps = new([2][]*ruleSet)
+		c.setsByPolicy[key] = ps
+	}
+	ps[s.Direction] = append(ps[s.Direction], s)
+}
+
+// dropPolicySet undoes addPolicySet.
+func (c *Compiler) dropPolicySet(key string, s *ruleSet) {
+	ps := c.setsByPolicy[key]
+	l := ps[s.Direction]
+	i := slices.Index(l, s)
+	l[i] = l[len(l)-1]
+	l[len(l)-1] = nil
+	ps[s.Direction] = l[:len(l)-1]
+	if len(ps[Ingress])+len(ps[Egress]) == 0 {
+		delete(c.setsByPolicy, key)
 	}
 }
 
@@ -1296,10 +1317,11 @@ func (c *Compiler) finish() (added, removed []RuleSetEntry) {
 		s  *ruleSet
 	}
 	order := make([]byID, 0, len(c.changed))
-	for s := range c.changed {
+	for _, s := range c.changed {
 		order = append(order, byID{s.ID, s})
 	}
 	clear(c.changed)
+	c.changed = c.changed[:0]
 	slices.SortFunc(order, func(a, b byID) int { return cmp.Compare(a.id, b.id) })
 	sets := make([]*ruleSet, len(order))
 	for i, o := range order {

@@ -216,7 +216,8 @@ func TestDeltasRebuildTheState(t *testing.T) {
 
 // checkBookkeeping checks what the compiler keeps beside the state: every endpoint is in the
 // group of its identity for its port signature, the endpoints of a group share its rule sets,
-// and every rule set's reference count is the number of endpoints using it.
+// every rule set's reference count is the number of endpoints using it, and every policy
+// lists the rule sets that name it.
 func checkBookkeeping(c *Compiler) error {
 	refs := map[*ruleSet]int{}
 	grouped := 0
@@ -252,6 +253,24 @@ func checkBookkeeping(c *Compiler) error {
 	}
 	for s := range refs {
 		return fmt.Errorf("endpoints use rule set %d, which the compiler no longer holds", s.ID)
+	}
+	listed := 0
+	for key, ps := range c.setsByPolicy {
+		for dir, l := range ps {
+			for _, s := range l {
+				listed++
+				if c.sets[s.ID] != s || s.Direction != Direction(dir) || !slices.Contains(s.Policies, key) {
+					return fmt.Errorf("policy %s lists rule set %d (%s) in direction %s wrongly", key, s.ID, s.Direction, Direction(dir))
+				}
+			}
+		}
+	}
+	want := 0
+	for _, s := range c.sets {
+		want += len(s.Policies)
+	}
+	if listed != want {
+		return fmt.Errorf("policies list %d (policy, rule set) pairs, rule sets name %d", listed, want)
 	}
 	return nil
 }
