@@ -1,6 +1,7 @@
 package workloads
 
 import (
+	"bytes"
 	"io"
 	"slices"
 	"strconv"
@@ -46,6 +47,26 @@ func BenchmarkWriteYAML(b *testing.B) {
 				}
 			}
 			b.SetBytes(cw.n / int64(b.N))
+		})
+	}
+}
+
+// BenchmarkLoadYAML reads a generated cluster back from its YAML (policy.LoadBytes), as
+// netpolbench verdict -f does.
+func BenchmarkLoadYAML(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run("pods="+strconv.Itoa(n), func(b *testing.B) {
+			g := mustGenerate(b, benchSpec(b, n))
+			var buf bytes.Buffer
+			if err := WriteYAML(&buf, g); err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(buf.Len()))
+			for b.Loop() {
+				if _, _, err := policy.LoadBytes(buf.Bytes(), "cluster.yaml"); err != nil {
+					b.Fatal(err)
+				}
+			}
 		})
 	}
 }
