@@ -8,7 +8,10 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	yamlv3 "go.yaml.in/yaml/v3"
 	corev1 "k8s.io/api/core/v1"
@@ -198,36 +201,72 @@ type decoded struct {
 // decode reads the supported objects of one stream; name is used in messages. Each document
 // is decoded straight into its typed object, as kubectl does, so that a plain scalar such as
 // y or on stays a string where the field is a string (YAML 1.1 would read a boolean).
+//
+// Documents decode independently, so they are spread over the CPUs (YAML parsing is most of a
+// load); objects, warnings and the first error come out in document order all the same.
 func decode(r io.Reader, name string) ([]decoded, []string, error) {
 	rd := utilyaml.NewYAMLReader(bufio.NewReader(r))
-	var out []decoded
-	var warnings []string
-	for doc := 0; ; doc++ {
+	var docs [][]byte
+	var readErr error
+	for {
 		raw, err := rd.Read()
 		if err == io.EOF {
-			return out, warnings, nil
+			break
 		}
-		where := fmt.Sprintf("%s: document %d", name, doc)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", where, err)
+			readErr = fmt.Errorf("%s: document %d: %w", name, len(docs), err)
+			break
 		}
-		if len(bytes.TrimSpace(raw)) == 0 || isOnlyComments(raw) {
-			continue
-		}
-		// One YAML 1.2 parse gives the kind, the List items and the YAML 1.1 warnings; the
-		// typed decode below is the only other parse.
-		var root yamlv3.Node
-		if err := yamlv3.Unmarshal(raw, &root); err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", where, err)
-		}
-		o, w, err := decodeObject(raw, &root, where)
-		if err != nil {
-			return nil, nil, err
-		}
-		out = append(out, o...)
-		warnings = append(warnings, w...)
-		warnings = append(warnings, yaml11Booleans(&root, where)...)
+		docs = append(docs, raw)
 	}
+	type result struct {
+		out      []decoded
+		warnings []string
+		err      error
+	}
+	results := make([]result, len(docs))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(docs)) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(docs); i = int(next.Add(1) - 1) {
+				r := &results[i]
+				r.out, r.warnings, r.err = decodeDocument(docs[i], fmt.Sprintf("%s: document %d", name, i))
+			}
+		})
+	}
+	wg.Wait()
+	var out []decoded
+	var warnings []string
+	for _, r := range results {
+		if r.err != nil {
+			return nil, nil, r.err
+		}
+		out = append(out, r.out...)
+		warnings = append(warnings, r.warnings...)
+	}
+	if readErr != nil {
+		return nil, nil, readErr
+	}
+	return out, warnings, nil
+}
+
+// decodeDocument decodes one document of a stream; where names it in messages.
+func decodeDocument(raw []byte, where string) ([]decoded, []string, error) {
+	if len(bytes.TrimSpace(raw)) == 0 || isOnlyComments(raw) {
+		return nil, nil, nil
+	}
+	// One YAML 1.2 parse gives the kind, the List items and the YAML 1.1 warnings; the
+	// typed decode in decodeObject is the only other parse.
+	var root yamlv3.Node
+	if err := yamlv3.Unmarshal(raw, &root); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", where, err)
+	}
+	o, w, err := decodeObject(raw, &root, where)
+	if err != nil {
+		return nil, nil, err
+	}
+	return o, append(w, yaml11Booleans(&root, where)...), nil
 }
 
 // yaml11Words are plain scalars that YAML 1.1 (and so kubectl) reads as booleans.

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -203,5 +204,34 @@ spec:
 	}
 	if got := c.Policies["default/b"].Spec.PolicyTypes; len(got) != 1 || got[0] != "Ingress" {
 		t.Errorf("empty policyTypes and empty egress: %v, want [Ingress]", got)
+	}
+}
+
+// Documents are decoded in parallel; what a load returns must not depend on which finishes
+// first.
+func TestLoadReportsInDocumentOrder(t *testing.T) {
+	var b strings.Builder
+	for i := range 60 {
+		fmt.Fprintf(&b, "apiVersion: v1\nkind: Namespace\nmetadata: {name: ns-%d, labels: {enabled: y}}\n---\n", i)
+	}
+	c, warnings, err := Load(writeFile(t, "many.yaml", b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Namespaces) != 60 || len(warnings) != 60 {
+		t.Fatalf("%d namespaces and %d warnings, want 60 of each", len(c.Namespaces), len(warnings))
+	}
+	for i, w := range warnings {
+		if !strings.Contains(w, fmt.Sprintf("document %d:", i)) {
+			t.Fatalf("warning %d is %q, want document %d's", i, w, i)
+		}
+	}
+	bad := strings.Replace(b.String(), "name: ns-30,", "name: [ns-30],", 1)
+	bad = strings.Replace(bad, "name: ns-40,", "name: [ns-40],", 1)
+	for range 10 {
+		_, _, err := Load(writeFile(t, "bad.yaml", bad))
+		if err == nil || !strings.Contains(err.Error(), "document 30") {
+			t.Fatalf("error %v, want the first bad document's (30)", err)
+		}
 	}
 }
