@@ -210,6 +210,49 @@ func BenchmarkChurnDelta(b *testing.B) {
 	}
 }
 
+// BenchmarkChurnStream applies the default churn mix (DefaultChurn: pod adds and deletes,
+// relabels, scale bursts, policy adds, updates and removes) one event at a time and reports
+// the distribution of per-event times: what a stream of real-looking churn costs, where
+// BenchmarkChurnDelta isolates each kind. An op is one operation of the stream (a scale burst
+// is ten events).
+func BenchmarkChurnStream(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run("pods="+strconv.Itoa(n), func(b *testing.B) {
+			g := mustGenerate(b, benchSpec(b, n))
+			spec := DefaultChurn()
+			spec.Count = 1 << 30
+			spec.Rate = 0
+			ch := mustChurn(b, spec, g, 1)
+			comp := mustCompile(b, g.Cluster)
+			var took []time.Duration
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				evs, ok := ch.Next()
+				if !ok {
+					b.Fatal("churn stream ended")
+				}
+				b.StartTimer()
+				for _, ev := range evs {
+					start := time.Now()
+					if _, err := comp.Apply(ev); err != nil {
+						b.Fatalf("%s: %v", ev.Kind, err)
+					}
+					took = append(took, time.Since(start))
+				}
+			}
+			b.StopTimer()
+			slices.Sort(took)
+			under := len(took) - len(slices.DeleteFunc(slices.Clone(took), func(d time.Duration) bool { return d < time.Millisecond }))
+			b.ReportMetric(float64(len(took))/float64(b.N), "events/op")
+			b.ReportMetric(float64(took[len(took)/2].Nanoseconds()), "p50-ns")
+			b.ReportMetric(float64(took[len(took)*99/100].Nanoseconds()), "p99-ns")
+			b.ReportMetric(float64(took[len(took)-1].Nanoseconds()), "max-ns")
+			b.ReportMetric(100*float64(under)/float64(len(took)), "%under-1ms")
+		})
+	}
+}
+
 // BenchmarkPolicyAddByKind times one Compiler.Apply of a PolicyAdd per template kind (the
 // matching PolicyRemove runs outside the timer), to show which kinds make policy churn costly.
 func BenchmarkPolicyAddByKind(b *testing.B) {
