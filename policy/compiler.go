@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"sort"
@@ -269,6 +270,9 @@ func (c *Compiler) Apply(ev Event) (*Delta, error) {
 	if err := c.check(ev); err != nil {
 		return nil, fmt.Errorf("apply %s: %w", ev.Kind, err)
 	}
+	if c.epoch >= math.MaxUint32-1 { // epoch+1 marks sets: keep it from wrapping
+		c.restartEpochs()
+	}
 	c.epoch++
 	c.d = newDeltaBuilder(c.epoch)
 	defer func() { c.d = nil }()
@@ -304,6 +308,21 @@ func (c *Compiler) Apply(ev Event) (*Delta, error) {
 	d := c.d.build(c)
 	d.EntriesAdded, d.EntriesRemoved = added, removed
 	return d, nil
+}
+
+// restartEpochs clears every epoch stamp (counts, endpoints, sets' marks) and starts the
+// epochs again: after 2^32 events a stale stamp would pass for the current event's.
+func (c *Compiler) restartEpochs() {
+	for _, s := range c.sets {
+		s.changed = 0
+		for i := range s.counts.slots {
+			s.counts.slots[i].v.epoch = 0
+		}
+	}
+	for _, ep := range c.epByID {
+		ep.touched = 0
+	}
+	c.epoch = 0
 }
 
 // check validates an event against the current cluster without changing anything.
