@@ -397,12 +397,24 @@ func FuzzCompiledMatchesReference(f *testing.F) {
 			t.Fatal(err)
 		}
 		checkFlows(t, w, comp.State(), 100, "initial")
+		m := newMirror(comp.State())
 		for step := range int(events % 40) {
 			ev := w.event(cl, step)
-			if _, err := comp.Apply(ev); err != nil {
+			d, err := comp.Apply(ev)
+			if err != nil {
 				t.Fatalf("step %d %s: %v", step, ev.Kind, err)
 			}
 			checkFlows(t, w, comp.State(), 20, fmt.Sprintf("after %s", ev.Kind))
+			// What a backend holds from deltas alone, and the compiler's own bookkeeping.
+			if err := m.apply(d); err != nil {
+				t.Fatalf("step %d %s: delta cannot be applied: %v", step, ev.Kind, err)
+			}
+			if err := m.equal(comp.State()); err != nil {
+				t.Fatalf("step %d %s: state after delta differs: %v", step, ev.Kind, err)
+			}
+			if err := checkBookkeeping(comp); err != nil {
+				t.Fatalf("step %d %s: %v", step, ev.Kind, err)
+			}
 		}
 		fresh, err := Compile(cl.Clone(), Options{})
 		if err != nil {
