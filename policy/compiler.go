@@ -679,6 +679,7 @@ func (c *Compiler) acquireOrigin(dir Direction, sel []*compiledPolicy, pod *Pod,
 	}
 	s := &ruleSet{
 		RuleSet:  RuleSet{ID: c.nextSet, Direction: dir},
+		counts:   countTable{seed: uint32(c.nextSet)},
 		origin:   o,
 		ports:    slices.Clone(pod.Ports),
 		policies: slices.Clone(sel),
@@ -1410,6 +1411,12 @@ func (c *Compiler) finish() (added, removed []RuleSetEntry) {
 			s.touched = s.touched[:0]
 			SortEntries(add)
 			SortEntries(del)
+			if n := len(s.Entries); n+len(add) > cap(s.Entries) && n >= 64 {
+				// Sets that gain an entry with every new identity fill up in step: a per-set
+				// share of extra room (a quarter to three quarters) spreads their copies.
+				extra := n/4 + int(jitter(uint32(s.ID), uint32(n))%uint32(n/2+1))
+				s.Entries = slices.Grow(s.Entries, len(add)+extra)
+			}
 			s.Entries = mergeEntries(s.Entries, add, del)
 			added = appendSet(added, s, add)
 			removed = appendSet(removed, s, del)

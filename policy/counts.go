@@ -54,6 +54,12 @@ func (k entryKey) hash() uint64 {
 type countTable struct {
 	slots []countSlot // length 0 or a power of two
 	n     int
+	// grow is the key count past which the table doubles: between a half and three quarters
+	// of its slots, drawn per table from seed. Rule sets that gain an entry with every new
+	// identity hold the same number of keys; with one threshold they would all double in the
+	// same event.
+	grow int
+	seed uint32
 }
 
 type countSlot struct {
@@ -93,7 +99,7 @@ func (t *countTable) get(k entryKey) (count, bool) {
 // upsert returns k's count, inserting a zero count when k is not there. The pointer is valid
 // until the next upsert or remove.
 func (t *countTable) upsert(k entryKey) *count {
-	if 2*(t.n+1) > len(t.slots) {
+	if t.n+1 > t.grow {
 		t.resize(max(2*len(t.slots), minCountTable))
 	}
 	i, ok := t.find(k)
@@ -132,7 +138,7 @@ func (t *countTable) remove(k entryKey) {
 
 // reserve makes room for n keys in all, so a batch of inserts resizes the table at most once.
 func (t *countTable) reserve(n int) {
-	if 2*n <= len(t.slots) {
+	if n <= t.grow {
 		return
 	}
 	size := max(len(t.slots), minCountTable)
@@ -145,6 +151,7 @@ func (t *countTable) reserve(n int) {
 func (t *countTable) resize(size int) {
 	old := t.slots
 	t.slots = make([]countSlot, size)
+	t.grow = size/2 + int(jitter(t.seed, uint32(size))%uint32(size/4+1))
 	mask := size - 1
 	for _, s := range old {
 		if !s.used {
@@ -156,6 +163,12 @@ func (t *countTable) resize(size int) {
 		}
 		t.slots[i] = s
 	}
+}
+
+// jitter is a hash of a seed and a size, to draw per-table and per-set growth points.
+func jitter(seed, size uint32) uint32 {
+	h := (seed ^ size*0x9e3779b1) * 0x85ebca6b
+	return h ^ h>>15
 }
 
 // each calls fn for every key and its count, in no particular order. fn must not change the
