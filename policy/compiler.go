@@ -315,9 +315,7 @@ func (c *Compiler) Apply(ev Event) (*Delta, error) {
 func (c *Compiler) restartEpochs() {
 	for _, s := range c.sets {
 		s.changed = 0
-		for i := range s.counts.slots {
-			s.counts.slots[i].v.epoch = 0
-		}
+		s.counts.clearEpochs()
 	}
 	for _, ep := range c.epByID {
 		ep.touched = 0
@@ -1182,20 +1180,6 @@ func (c *Compiler) renameSet(s *ruleSet, to string, sel []*compiledPolicy, pod *
 
 // contribute adds (n = 1) or takes back (n = -1) every entry one policy gives a rule set.
 func (c *Compiler) contribute(s *ruleSet, cp *compiledPolicy, n int32) {
-	if n > 0 { // room for every entry the policy may add, at once
-		more := 0
-		for _, r := range cp.rules[s.Direction] {
-			peers := 1
-			if len(r.peers) > 0 {
-				peers = 0
-				for _, pe := range r.peers {
-					peers += len(*c.peerIDs[pe])
-				}
-			}
-			more += peers * max(len(r.ports), 1)
-		}
-		s.counts.reserve(s.counts.len() + more)
-	}
 	for _, r := range cp.rules[s.Direction] {
 		if len(r.peers) == 0 {
 			c.forPorts(s, r, IdentityAny, func(e Entry) { c.bump(s, e, n) })

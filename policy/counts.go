@@ -44,22 +44,35 @@ func (k entryKey) hash() uint64 {
 	return hi ^ lo
 }
 
-// countTable maps entry keys to counts: an open-addressing table with linear probing, kept at
-// most half full, that deletes by shifting later entries back instead of leaving tombstones.
+// countTable maps entry keys to counts: open addressing with linear probing, deleting by
+// shifting later entries back instead of leaving tombstones.
 //
 // Go's map costs a rule set several dependent cache misses per lookup once it is big (map,
 // directory, table, control word, slot), and churn, which inserts new identities' entries and
-// deletes released ones, leaves its probe sequences long. Here a lookup is the table header
-// and, mostly, one cache line of slots.
+// deletes released ones, leaves its probe sequences long. Here a lookup in a table of one
+// segment is the table header and, mostly, one cache line of slots.
+//
+// A table past segSlots slots grows by splitting one segment at a time (extendible hashing:
+// the top bits of a key's hash pick its segment in a directory), so no insert rehashes more
+// than one segment's keys, however big the rule set.
 type countTable struct {
-	slots []countSlot // length 0 or a power of two
+	one countSeg    // the table while it is one segment (most rule sets are small)
+	dir []*countSeg // then: dir[hash>>(64-depth)] is a key's segment
+	// depth is the number of top hash bits that index dir.
+	depth uint
 	n     int
-	// grow is the key count past which the table doubles: between a half and three quarters
-	// of its slots, drawn per table from seed. Rule sets that gain an entry with every new
-	// identity hold the same number of keys; with one threshold they would all double in the
-	// same event.
-	grow int
-	seed uint32
+	seed  uint32
+}
+
+type countSeg struct {
+	slots []countSlot // length 0 or a power of two, at most segSlots
+	n     int
+	// grow is the key count past which the segment doubles or splits: between a half and
+	// three quarters of its slots, drawn per segment. Rule sets that gain an entry with every
+	// new identity hold the same number of keys; with one threshold they would all grow in
+	// the same event.
+	grow  int
+	depth uint // the top hash bits its keys share (in dir)
 }
 
 type countSlot struct {
@@ -70,18 +83,30 @@ type countSlot struct {
 
 const minCountTable = 8
 
+// segSlots is the most slots a segment has: 4,096 of 32 bytes, so splitting one moves at most
+// 3,072 keys. A variable so tests can make tables split early.
+var segSlots = 4096
+
 // len returns the number of keys.
 func (t *countTable) len() int { return t.n }
 
+// seg returns the segment of hash h.
+func (t *countTable) seg(h uint64) *countSeg {
+	if t.dir == nil {
+		return &t.one
+	}
+	return t.dir[h>>(64-t.depth)]
+}
+
 // find returns the slot of k, or of the empty slot where it would go.
-func (t *countTable) find(k entryKey) (int, bool) {
-	mask := len(t.slots) - 1
-	for i := int(k.hash()) & mask; ; i = (i + 1) & mask {
-		s := &t.slots[i]
-		if !s.used {
+func (s *countSeg) find(k entryKey, h uint64) (int, bool) {
+	mask := len(s.slots) - 1
+	for i := int(h) & mask; ; i = (i + 1) & mask {
+		sl := &s.slots[i]
+		if !sl.used {
 			return i, false
 		}
-		if s.k == k {
+		if sl.k == k {
 			return i, true
 		}
 	}
@@ -92,22 +117,32 @@ func (t *countTable) get(k entryKey) (count, bool) {
 	if t.n == 0 {
 		return count{}, false
 	}
-	i, ok := t.find(k)
-	return t.slots[i].v, ok
+	h := k.hash()
+	s := t.seg(h)
+	i, ok := s.find(k, h)
+	return s.slots[i].v, ok
 }
 
 // upsert returns k's count, inserting a zero count when k is not there. The pointer is valid
 // until the next upsert or remove.
 func (t *countTable) upsert(k entryKey) *count {
-	if t.n+1 > t.grow {
-		t.resize(max(2*len(t.slots), minCountTable))
+	h := k.hash()
+	s := t.seg(h)
+	for s.n+1 > s.grow { // a split may leave k's half as full: split again
+		if len(s.slots) < segSlots {
+			s.resize(max(2*len(s.slots), minCountTable), t.seed)
+		} else {
+			t.split(s)
+		}
+		s = t.seg(h)
 	}
-	i, ok := t.find(k)
+	i, ok := s.find(k, h)
 	if !ok {
-		t.slots[i] = countSlot{k: k, used: true}
+		s.slots[i] = countSlot{k: k, used: true}
+		s.n++
 		t.n++
 	}
-	return &t.slots[i].v
+	return &s.slots[i].v
 }
 
 // remove deletes k. It moves later slots of k's run back so every key stays reachable from
@@ -116,53 +151,108 @@ func (t *countTable) remove(k entryKey) {
 	if t.n == 0 {
 		return
 	}
-	i, ok := t.find(k)
+	h := k.hash()
+	s := t.seg(h)
+	i, ok := s.find(k, h)
 	if !ok {
 		return
 	}
-	mask := len(t.slots) - 1
-	for j := (i + 1) & mask; t.slots[j].used; j = (j + 1) & mask {
+	mask := len(s.slots) - 1
+	for j := (i + 1) & mask; s.slots[j].used; j = (j + 1) & mask {
 		// Slot j may fill the hole at i unless its home lies cyclically in (i, j].
-		home := int(t.slots[j].k.hash()) & mask
+		home := int(s.slots[j].k.hash()) & mask
 		if (j-home)&mask >= (j-i)&mask {
-			t.slots[i] = t.slots[j]
+			s.slots[i] = s.slots[j]
 			i = j
 		}
 	}
-	t.slots[i] = countSlot{}
+	s.slots[i] = countSlot{}
+	s.n--
 	t.n--
-	if len(t.slots) > minCountTable && 8*t.n < len(t.slots) {
-		t.resize(len(t.slots) / 2)
+	switch {
+	case t.dir != nil && 8*t.n < segSlots:
+		t.collapse()
+	case t.dir == nil && len(s.slots) > minCountTable && 8*s.n < len(s.slots):
+		s.resize(len(s.slots)/2, t.seed)
 	}
 }
 
-// reserve makes room for n keys in all, so a batch of inserts resizes the table at most once.
-func (t *countTable) reserve(n int) {
-	if n <= t.grow {
-		return
-	}
-	size := max(len(t.slots), minCountTable)
-	for 2*n > size {
-		size *= 2
-	}
-	t.resize(size)
-}
-
-func (t *countTable) resize(size int) {
-	old := t.slots
-	t.slots = make([]countSlot, size)
-	t.grow = size/2 + int(jitter(t.seed, uint32(size))%uint32(size/4+1))
+// resize rehashes the segment into size slots.
+func (s *countSeg) resize(size int, seed uint32) {
+	old := s.slots
+	s.slots = make([]countSlot, size)
+	s.grow = size/2 + int(jitter(seed^uint32(s.depth)<<24, uint32(size))%uint32(size/4+1))
 	mask := size - 1
-	for _, s := range old {
-		if !s.used {
+	for _, sl := range old {
+		if !sl.used {
 			continue
 		}
-		i := int(s.k.hash()) & mask
-		for t.slots[i].used {
+		i := int(sl.k.hash()) & mask
+		for s.slots[i].used {
 			i = (i + 1) & mask
 		}
-		t.slots[i] = s
+		s.slots[i] = sl
 	}
+}
+
+// split divides a full segment in two by the next bit of its keys' hashes, doubling the
+// directory first when the segment already uses all of its bits.
+func (t *countTable) split(s *countSeg) {
+	if t.dir == nil {
+		seg := new(countSeg)
+		*seg = t.one
+		t.one = countSeg{}
+		t.dir, t.depth, s = []*countSeg{seg}, 0, seg
+	}
+	if s.depth == t.depth {
+		dir := make([]*countSeg, 2*len(t.dir))
+		for i := range dir {
+			dir[i] = t.dir[i>>1]
+		}
+		t.dir, t.depth = dir, t.depth+1
+	}
+	var halves [2]*countSeg
+	for b := range halves {
+		halves[b] = &countSeg{depth: s.depth + 1}
+		halves[b].resize(len(s.slots), t.seed+uint32(b))
+	}
+	bit := 63 - s.depth
+	for _, sl := range s.slots {
+		if !sl.used {
+			continue
+		}
+		h := sl.k.hash()
+		d := halves[h>>bit&1]
+		mask := len(d.slots) - 1
+		i := int(h) & mask
+		for d.slots[i].used {
+			i = (i + 1) & mask
+		}
+		d.slots[i] = sl
+		d.n++
+	}
+	shift := t.depth - s.depth - 1 // the directory bit that now tells the halves apart
+	for i, d := range t.dir {
+		if d == s {
+			t.dir[i] = halves[i>>shift&1]
+		}
+	}
+}
+
+// collapse folds the segments of a table that has shrunk back into one.
+func (t *countTable) collapse() {
+	size := minCountTable
+	for 2*t.n > size {
+		size *= 2
+	}
+	one := countSeg{}
+	one.resize(size, t.seed)
+	t.each(func(k entryKey, v count) {
+		i, _ := one.find(k, k.hash())
+		one.slots[i] = countSlot{k: k, v: v, used: true}
+		one.n++
+	})
+	t.one, t.dir, t.depth = one, nil, 0
 }
 
 // jitter is a hash of a seed and a size, to draw per-table and per-set growth points.
@@ -171,12 +261,36 @@ func jitter(seed, size uint32) uint32 {
 	return h ^ h>>15
 }
 
+// segments calls fn for every segment once.
+func (t *countTable) segments(fn func(*countSeg)) {
+	if t.dir == nil {
+		fn(&t.one)
+		return
+	}
+	for i, s := range t.dir {
+		if i == 0 || t.dir[i-1] != s { // a segment's directory entries are adjacent
+			fn(s)
+		}
+	}
+}
+
 // each calls fn for every key and its count, in no particular order. fn must not change the
 // table.
 func (t *countTable) each(fn func(entryKey, count)) {
-	for i := range t.slots {
-		if s := &t.slots[i]; s.used {
-			fn(s.k, s.v)
+	t.segments(func(s *countSeg) {
+		for i := range s.slots {
+			if sl := &s.slots[i]; sl.used {
+				fn(sl.k, sl.v)
+			}
 		}
-	}
+	})
+}
+
+// clearEpochs zeroes every count's epoch.
+func (t *countTable) clearEpochs() {
+	t.segments(func(s *countSeg) {
+		for i := range s.slots {
+			s.slots[i].v.epoch = 0
+		}
+	})
 }

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -8,8 +9,20 @@ import (
 
 // TestCountTableMatchesAMap drives the count table and a Go map with the same random inserts,
 // updates and deletes (few distinct peers and ports, so keys collide and runs form) and
-// compares them after every step, through growing and shrinking.
+// compares them after every step, through growing and shrinking; with small segments, also
+// through splitting segments and folding them back into one.
 func TestCountTableMatchesAMap(t *testing.T) {
+	for _, seg := range []int{4096, 64} {
+		t.Run(fmt.Sprintf("segment=%d", seg), func(t *testing.T) {
+			defer func(old int) { segSlots = old }(segSlots)
+			segSlots = seg
+			countTableMatchesAMap(t)
+		})
+	}
+}
+
+func countTableMatchesAMap(t *testing.T) {
+	split := false
 	for seed := range 20 {
 		r := rand.New(rand.NewPCG(uint64(seed), 7))
 		tab := countTable{seed: uint32(seed)}
@@ -38,12 +51,15 @@ func TestCountTableMatchesAMap(t *testing.T) {
 			if tab.len() != len(want) {
 				t.Fatalf("seed %d step %d: %d keys, want %d", seed, step, tab.len(), len(want))
 			}
-			if 4*tab.len() > 3*len(tab.slots) {
-				t.Fatalf("seed %d step %d: %d keys in %d slots: more than three quarters full", seed, step, tab.len(), len(tab.slots))
-			}
+			split = split || tab.dir != nil
+			tab.segments(func(s *countSeg) {
+				if 4*s.n > 3*len(s.slots) || len(s.slots) > segSlots {
+					t.Fatalf("seed %d step %d: a segment has %d keys in %d slots (at most %d, three quarters full)", seed, step, s.n, len(s.slots), segSlots)
+				}
+			})
 		}
-		if len(tab.slots) > minCountTable && 8*tab.len() < len(tab.slots) {
-			t.Fatalf("seed %d: %d keys left in %d slots: the table did not shrink", seed, tab.len(), len(tab.slots))
+		if tab.dir != nil && 8*tab.len() < segSlots || tab.dir == nil && len(tab.one.slots) > minCountTable && 8*tab.len() < len(tab.one.slots) {
+			t.Fatalf("seed %d: %d keys left in %d slots, %d directory entries: the table did not shrink", seed, tab.len(), len(tab.one.slots), len(tab.dir))
 		}
 		seen := 0
 		tab.each(func(k entryKey, v count) {
@@ -60,6 +76,22 @@ func TestCountTableMatchesAMap(t *testing.T) {
 				t.Fatalf("seed %d: get %v = %d, %v; want %d", seed, k, v.n, ok, w)
 			}
 		}
+		for k := range want {
+			tab.remove(k)
+			delete(want, k)
+			for k2, w := range want { // spot-check the rest as the table folds back
+				if v, ok := tab.get(k2); !ok || v.n != w {
+					t.Fatalf("seed %d draining: get %v = %d, %v; want %d", seed, k2, v.n, ok, w)
+				}
+				break
+			}
+		}
+		if tab.len() != 0 || tab.dir != nil || len(tab.one.slots) > minCountTable {
+			t.Fatalf("seed %d: drained table has %d keys, %d directory entries, %d slots", seed, tab.len(), len(tab.dir), len(tab.one.slots))
+		}
+	}
+	if segSlots < 1000 && !split {
+		t.Error("no table ever split into segments")
 	}
 }
 
@@ -105,30 +137,15 @@ func TestIDListIsASortedSet(t *testing.T) {
 	}
 }
 
-func TestCountTableReserveResizesOnce(t *testing.T) {
-	var tab countTable
-	tab.reserve(1000)
-	size := len(tab.slots)
-	if size < 2000 || size&(size-1) != 0 {
-		t.Fatalf("reserve(1000): %d slots, want a power of two of at least 2000", size)
-	}
-	for i := range 1000 {
-		tab.upsert(entryKey{peer: Identity(256 + i)}).n++
-	}
-	if len(tab.slots) != size || tab.len() != 1000 {
-		t.Fatalf("after 1000 inserts: %d keys in %d slots, want 1000 in the %d reserved", tab.len(), len(tab.slots), size)
-	}
-}
-
 // Rule sets that gain an entry with every new identity hold the same number of keys. Their
 // tables must not all double on the same insert.
 func TestCountTablesOfEqualSizeGrowAtDifferentPoints(t *testing.T) {
 	at := map[int]bool{}
 	for seed := range 64 {
 		tab := countTable{seed: uint32(seed)}
-		for i := 0; len(tab.slots) < 4096; i++ {
+		for i := 0; len(tab.one.slots) < 4096; i++ {
 			tab.upsert(entryKey{peer: Identity(256 + i)}).n++
-			if len(tab.slots) == 4096 {
+			if len(tab.one.slots) == 4096 {
 				at[i] = true
 			}
 		}

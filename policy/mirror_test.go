@@ -180,6 +180,17 @@ func (m *mirror) equal(s *State) error {
 // TestDeltasRebuildTheState checks that a backend applying only deltas after a full sync ends
 // with exactly the state a full sync would give, after every event.
 func TestDeltasRebuildTheState(t *testing.T) {
+	// Also with tiny count-table segments, so rule sets split and fold their tables.
+	for _, seg := range []int{segSlots, 16} {
+		t.Run(fmt.Sprintf("segment=%d", seg), func(t *testing.T) {
+			defer func(old int) { segSlots = old }(segSlots)
+			segSlots = seg
+			deltasRebuildTheState(t)
+		})
+	}
+}
+
+func deltasRebuildTheState(t *testing.T) {
 	for seed := range 30 {
 		w := newRandomWorld(uint64(1000 + seed))
 		cl := w.cluster(t, 20+w.r.IntN(40), 1+w.r.IntN(8))
