@@ -1,6 +1,9 @@
 package policy
 
-import "math/bits"
+import (
+	"math/bits"
+	"slices"
+)
 
 // entryKey is an Entry as a rule set's count table holds it: 16 bytes without pointers, so
 // the table is one flat block the garbage collector does not scan. The named port is interned
@@ -60,8 +63,10 @@ type countTable struct {
 	dir []*countSeg // then: dir[hash>>(64-depth)] is a key's segment
 	// depth is the number of top hash bits that index dir.
 	depth uint
-	n     int
-	seed  uint32
+	// segs and slots count the segments in dir and their slots.
+	segs, slots int
+	n           int
+	seed        uint32
 }
 
 type countSeg struct {
@@ -72,7 +77,8 @@ type countSeg struct {
 	// new identity hold the same number of keys; with one threshold they would all grow in
 	// the same event.
 	grow  int
-	depth uint // the top hash bits its keys share (in dir)
+	depth uint   // the top hash bits its keys share (in dir)
+	salt  uint32 // with the table's seed, draws grow
 }
 
 type countSlot struct {
@@ -129,8 +135,8 @@ func (t *countTable) upsert(k entryKey) *count {
 	h := k.hash()
 	s := t.seg(h)
 	for s.n+1 > s.grow { // a split may leave k's half as full: split again
-		if len(s.slots) < segSlots {
-			s.resize(max(2*len(s.slots), minCountTable), t.seed)
+		if len(s.slots) < segSlots || !t.splittable(s) {
+			t.resizeSeg(s, max(2*len(s.slots), minCountTable))
 		} else {
 			t.split(s)
 		}
@@ -172,8 +178,40 @@ func (t *countTable) remove(k entryKey) {
 	switch {
 	case t.dir != nil && 8*t.n < segSlots:
 		t.collapse()
+	case t.dir != nil && 8*t.n < t.slots:
+		t.rebuild() // segments never merge: start again at the size the keys need
 	case t.dir == nil && len(s.slots) > minCountTable && 8*s.n < len(s.slots):
 		s.resize(len(s.slots)/2, t.seed)
+	}
+}
+
+// resizeSeg resizes a segment, keeping the table's slot count.
+func (t *countTable) resizeSeg(s *countSeg, size int) {
+	if t.dir != nil {
+		t.slots += size - len(s.slots)
+	}
+	s.resize(size, t.seed)
+}
+
+// splittable says whether a full segment may split. Keys whose hashes share many top bits
+// (crafted, or equal) would double the directory with every split and leave most of it
+// pointing at few segments: past eight directory entries per segment, or 32 bits, the segment
+// grows instead.
+func (t *countTable) splittable(s *countSeg) bool {
+	return t.dir == nil || s.depth < 32 && (s.depth < t.depth || len(t.dir) < 4*t.segs)
+}
+
+// rebuild inserts every key into a fresh table.
+func (t *countTable) rebuild() {
+	type kv struct {
+		k entryKey
+		v count
+	}
+	all := make([]kv, 0, t.n)
+	t.each(func(k entryKey, v count) { all = append(all, kv{k, v}) })
+	*t = countTable{seed: t.seed}
+	for _, e := range all {
+		*t.upsert(e.k) = e.v
 	}
 }
 
@@ -181,7 +219,7 @@ func (t *countTable) remove(k entryKey) {
 func (s *countSeg) resize(size int, seed uint32) {
 	old := s.slots
 	s.slots = make([]countSlot, size)
-	s.grow = size/2 + int(jitter(seed^uint32(s.depth)<<24, uint32(size))%uint32(size/4+1))
+	s.grow = size/2 + int(jitter(seed^s.salt, uint32(size))%uint32(size/4+1))
 	mask := size - 1
 	for _, sl := range old {
 		if !sl.used {
@@ -203,6 +241,7 @@ func (t *countTable) split(s *countSeg) {
 		*seg = t.one
 		t.one = countSeg{}
 		t.dir, t.depth, s = []*countSeg{seg}, 0, seg
+		t.segs, t.slots = 1, len(seg.slots)
 	}
 	if s.depth == t.depth {
 		dir := make([]*countSeg, 2*len(t.dir))
@@ -211,11 +250,16 @@ func (t *countTable) split(s *countSeg) {
 		}
 		t.dir, t.depth = dir, t.depth+1
 	}
+	// The halves' prefixes (the top depth+1 bits their keys share) salt their growth points.
+	first := slices.Index(t.dir, s)
+	prefix := uint32(first >> (t.depth - s.depth))
 	var halves [2]*countSeg
 	for b := range halves {
-		halves[b] = &countSeg{depth: s.depth + 1}
-		halves[b].resize(len(s.slots), t.seed+uint32(b))
+		halves[b] = &countSeg{depth: s.depth + 1, salt: (2*prefix + uint32(b) + 1) * 0x9e3779b1}
+		halves[b].resize(len(s.slots), t.seed)
 	}
+	t.segs++
+	t.slots += len(s.slots)
 	bit := 63 - s.depth
 	for _, sl := range s.slots {
 		if !sl.used {
@@ -252,7 +296,7 @@ func (t *countTable) collapse() {
 		one.slots[i] = countSlot{k: k, v: v, used: true}
 		one.n++
 	})
-	t.one, t.dir, t.depth = one, nil, 0
+	t.one, t.dir, t.depth, t.segs, t.slots = one, nil, 0, 0, 0
 }
 
 // jitter is a hash of a seed and a size, to draw per-table and per-set growth points.

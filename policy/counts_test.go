@@ -52,11 +52,18 @@ func countTableMatchesAMap(t *testing.T) {
 				t.Fatalf("seed %d step %d: %d keys, want %d", seed, step, tab.len(), len(want))
 			}
 			split = split || tab.dir != nil
+			segs, slots := 0, 0
 			tab.segments(func(s *countSeg) {
+				segs++
+				slots += len(s.slots)
 				if 4*s.n > 3*len(s.slots) || len(s.slots) > segSlots {
 					t.Fatalf("seed %d step %d: a segment has %d keys in %d slots (at most %d, three quarters full)", seed, step, s.n, len(s.slots), segSlots)
 				}
 			})
+			if tab.dir != nil && (segs != tab.segs || slots != tab.slots || len(tab.dir) != 1<<tab.depth) {
+				t.Fatalf("seed %d step %d: %d segments of %d slots counted as %d of %d; directory %d at depth %d",
+					seed, step, segs, slots, tab.segs, tab.slots, len(tab.dir), tab.depth)
+			}
 		}
 		if tab.dir != nil && 8*tab.len() < segSlots || tab.dir == nil && len(tab.one.slots) > minCountTable && 8*tab.len() < len(tab.one.slots) {
 			t.Fatalf("seed %d: %d keys left in %d slots, %d directory entries: the table did not shrink", seed, tab.len(), len(tab.one.slots), len(tab.dir))
@@ -140,6 +147,8 @@ func TestIDListIsASortedSet(t *testing.T) {
 // Rule sets that gain an entry with every new identity hold the same number of keys. Their
 // tables must not all double on the same insert.
 func TestCountTablesOfEqualSizeGrowAtDifferentPoints(t *testing.T) {
+	defer func(old int) { segSlots = old }(segSlots)
+	segSlots = 4096
 	at := map[int]bool{}
 	for seed := range 64 {
 		tab := countTable{seed: uint32(seed)}
@@ -152,5 +161,55 @@ func TestCountTablesOfEqualSizeGrowAtDifferentPoints(t *testing.T) {
 	}
 	if len(at) < 32 {
 		t.Errorf("64 tables doubled to 4096 slots at only %d distinct sizes", len(at))
+	}
+}
+
+// Keys whose hashes share their top bits (crafted ones can) must not double the directory with
+// every split: it stays within eight entries per segment, and every key stays reachable.
+func TestCountTableDirectoryStaysSmallForKeysSharingTopBits(t *testing.T) {
+	defer func(old int) { segSlots = old }(segSlots)
+	segSlots = 64
+	var keys []entryKey
+	for p := uint32(256); len(keys) < 400; p++ {
+		for port := uint16(1); port < 8 && len(keys) < 400; port++ {
+			k := entryKey{peer: Identity(p), port: port, end: port, proto: 6}
+			if k.hash()>>54 == 0x155 { // the same top 10 bits
+				keys = append(keys, k)
+			}
+		}
+	}
+	var tab countTable
+	for i, k := range keys {
+		tab.upsert(k).n = int32(i + 1)
+		if tab.dir != nil && len(tab.dir) > 8*tab.segs {
+			t.Fatalf("after %d keys: %d directory entries for %d segments", i+1, len(tab.dir), tab.segs)
+		}
+	}
+	for i, k := range keys {
+		if v, ok := tab.get(k); !ok || v.n != int32(i+1) {
+			t.Fatalf("key %d: %d, %v", i, v.n, ok)
+		}
+	}
+}
+
+// Segments never merge, so a table that loses most of its keys is rebuilt at the size the
+// rest need.
+func TestCountTableThatShrinksGivesBackItsSlots(t *testing.T) {
+	defer func(old int) { segSlots = old }(segSlots)
+	segSlots = 64
+	var tab countTable
+	for i := range 20000 {
+		tab.upsert(entryKey{peer: Identity(256 + i)}).n = int32(i + 1)
+	}
+	for i := range 19400 {
+		tab.remove(entryKey{peer: Identity(256 + i)})
+		if tab.dir != nil && 8*tab.len() < tab.slots {
+			t.Fatalf("after %d removals: %d keys in %d slots", i+1, tab.len(), tab.slots)
+		}
+	}
+	for i := 19400; i < 20000; i++ {
+		if v, ok := tab.get(entryKey{peer: Identity(256 + i)}); !ok || v.n != int32(i+1) {
+			t.Fatalf("key %d: %d, %v", i, v.n, ok)
+		}
 	}
 }
