@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -83,6 +84,50 @@ func (c *Cluster) Evaluate(f Flow) (Verdict, Explanation) {
 		return Allow, ex
 	}
 	return Deny, ex
+}
+
+// EvaluateAfter is Evaluate as it would be after a policy event (add, update or remove),
+// without applying it: the cluster is changed for the evaluation and put back as it was. It is
+// not safe for concurrent use with anything else that reads the cluster.
+func (c *Cluster) EvaluateAfter(ev Event, f Flow) (Verdict, error) {
+	var key string
+	var cp *compiledPolicy
+	switch ev.Kind {
+	case PolicyAdd, PolicyUpdate:
+		if ev.Policy == nil {
+			return Deny, errors.New("evaluate after: event has no policy")
+		}
+		var err error
+		if cp, err = compilePolicy(DefaultPolicy(ev.Policy)); err != nil {
+			return Deny, fmt.Errorf("evaluate after: %w", err)
+		}
+		key = cp.key
+	case PolicyRemove:
+		key = ev.PolicyKey
+	default:
+		return Deny, fmt.Errorf("evaluate after: %s is not a policy event", ev.Kind)
+	}
+	old, had := c.compiled[key]
+	var nsAdded string
+	if cp != nil {
+		if _, ok := c.Namespaces[cp.ns]; !ok {
+			nsAdded = cp.ns
+		}
+		c.putPolicy(cp)
+	} else if had {
+		c.removePolicy(key)
+	}
+	v, _ := c.Evaluate(f)
+	if cp != nil {
+		c.removePolicy(key)
+	}
+	if had {
+		c.putPolicy(old)
+	}
+	if nsAdded != "" {
+		delete(c.Namespaces, nsAdded)
+	}
+	return v, nil
 }
 
 // decide checks one direction at endpoint ep; peer is the pod at the other end (nil when it is
