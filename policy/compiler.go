@@ -796,7 +796,7 @@ func (c *Compiler) setEndpointSets(ep *epState) {
 	ep.id.addToGroup(ep)
 }
 
-// addToGroup puts an endpoint, its rule sets set, in the group of its port signature.
+// addToGroup puts an endpoint whose rule sets are set in the group of its port signature.
 func (id *identity) addToGroup(ep *epState) {
 	g := id.groups[ep.sig]
 	if g == nil {

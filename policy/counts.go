@@ -118,17 +118,6 @@ func (s *countSeg) find(k entryKey, h uint64) (int, bool) {
 	}
 }
 
-// get returns k's count, and whether k is there.
-func (t *countTable) get(k entryKey) (count, bool) {
-	if t.n == 0 {
-		return count{}, false
-	}
-	h := k.hash()
-	s := t.seg(h)
-	i, ok := s.find(k, h)
-	return s.slots[i].v, ok
-}
-
 // upsert returns k's count, inserting a zero count when k is not there. The pointer is valid
 // until the next upsert or remove.
 func (t *countTable) upsert(k entryKey) *count {

@@ -213,3 +213,14 @@ func TestCountTableThatShrinksGivesBackItsSlots(t *testing.T) {
 		}
 	}
 }
+
+// get returns k's count, and whether k is there.
+func (t *countTable) get(k entryKey) (count, bool) {
+	if t.n == 0 {
+		return count{}, false
+	}
+	h := k.hash()
+	s := t.seg(h)
+	i, ok := s.find(k, h)
+	return s.slots[i].v, ok
+}
