@@ -74,7 +74,7 @@ type Compiler struct {
 	ipBlocks map[*compiledPeer]peerRef
 	nsPeers  map[*compiledPeer]peerRef
 	// nsPeersIn caches, per namespace, the peers of nsPeers whose namespace selector matches
-	// its labels (namespaces do not change once compiled), filled on first use.
+	// its labels, filled on first use and dropped when the namespace is relabelled.
 	nsPeersIn map[string]map[*compiledPeer]peerRef
 
 	// portNames interns the named ports of entry keys: portNames[n-1] is named port n.
@@ -303,6 +303,8 @@ func (c *Compiler) Apply(ev Event) (*Delta, error) {
 		c.putPolicy(cp)
 	case PolicyRemove:
 		c.removePolicy(ev.PolicyKey)
+	case NamespaceRelabel:
+		c.relabelNamespace(ev.Namespace, ev.Labels)
 	}
 	added, removed := c.finish()
 	d := c.d.build(c)
@@ -363,6 +365,8 @@ func (c *Compiler) check(ev Event) error {
 		if _, ok := c.cluster.compiled[ev.PolicyKey]; !ok {
 			return fmt.Errorf("networkpolicy %s: not found", ev.PolicyKey)
 		}
+	case NamespaceRelabel:
+		return c.checkNamespaceRelabel(ev.Namespace)
 	default:
 		return fmt.Errorf("unknown event kind %d", ev.Kind)
 	}
