@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"netpolbench/agent"
+	"netpolbench/controlplane/controlplanetest"
 	"netpolbench/datapath"
 	"netpolbench/driver"
 	"netpolbench/iptables"
@@ -139,8 +140,8 @@ type agentRun struct {
 // goes on and the API server restarts: they must relist, learn the deletions they missed, and
 // converge again, with no event applied twice (the compiler would reject it) or lost.
 func TestAgentConvergesThroughChurnRestartAndRelist(t *testing.T) {
-	cp := mustControlPlane(t)
-	admin := adminClient(cp)
+	cp := controlplanetest.Start(t)
+	admin := controlplanetest.AdminClient(cp)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	mustApplyManifest(t, admin, "../deploy/rbac.yaml")

@@ -24,36 +24,8 @@ import (
 
 	"netpolbench/agent"
 	"netpolbench/controlplane"
-	"netpolbench/internal/testenv"
 	"netpolbench/policy"
 )
-
-// mustControlPlane starts etcd and kube-apiserver for the test and stops them when it ends.
-func mustControlPlane(t *testing.T) *controlplane.ControlPlane {
-	t.Helper()
-	for _, find := range []func() (string, error){controlplane.FindKubeAPIServer, controlplane.FindEtcd} {
-		if _, err := find(); err != nil {
-			testenv.Missing(t, err.Error())
-		}
-	}
-	cp, err := controlplane.Start(context.Background(), controlplane.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := cp.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	return cp
-}
-
-// adminClient is a system:masters client that may write quickly.
-func adminClient(cp *controlplane.ControlPlane) *kubernetes.Clientset {
-	cfg := cp.RESTConfig()
-	cfg.QPS, cfg.Burst = 2000, 4000
-	return kubernetes.NewForConfigOrDie(cfg)
-}
 
 // mustApplyManifest creates every object of a YAML manifest of the repository (Namespaces,
 // ServiceAccounts, ClusterRoles, ClusterRoleBindings).

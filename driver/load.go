@@ -14,12 +14,14 @@ import (
 )
 
 // Load is what an API server counted, from its /metrics: requests by verb and resource
-// (apiserver_request_total) and watch events sent by kind (apiserver_watch_events_total).
+// (apiserver_request_total) and watch events sent by resource (apiserver_watch_events_total).
 // Reading /metrics needs get on the non-resource URL /metrics (system:masters has it).
 type Load struct {
-	// Requests maps "VERB resource" (e.g. "POST pods", "WATCH networkpolicies") to a count.
+	// Requests maps "VERB resource[/subresource]" (e.g. "POST pods", "PUT pods/status",
+	// "WATCH networkpolicies") to a count.
 	Requests map[string]int64
-	// WatchEvents maps a kind ("Pod", "NetworkPolicy", ...) to the events sent to watchers.
+	// WatchEvents maps a resource ("pods", "networkpolicies", ...) to the events sent to
+	// watchers.
 	WatchEvents map[string]int64
 }
 
@@ -53,9 +55,13 @@ func parseLoad(text []byte) Load {
 		}
 		get := labelsOf(lbls)
 		if name == "apiserver_request_total" {
-			l.Requests[get["verb"]+" "+get["resource"]] += int64(v)
+			k := get["verb"] + " " + get["resource"]
+			if sub := get["subresource"]; sub != "" {
+				k += "/" + sub
+			}
+			l.Requests[k] += int64(v)
 		} else {
-			l.WatchEvents[get["kind"]] += int64(v)
+			l.WatchEvents[get["resource"]] += int64(v)
 		}
 	}
 	return l
