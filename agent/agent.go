@@ -46,8 +46,12 @@ type item struct {
 // Options configure an Agent.
 type Options struct {
 	// Backend enforces the compiled state: synced once the caches are, then updated with every
-	// change's delta. Required; the agent does not close it.
+	// change's delta. The agent does not close it.
 	Backend policy.Backend
+	// Open, instead of Backend, opens the backend once the first state is compiled (a backend
+	// may size itself by it, as the eBPF datapath sizes its maps). The agent closes it when
+	// Run returns.
+	Open func(*policy.State) (policy.Backend, error)
 	// Compile configures the compiler (identity-relevant labels).
 	Compile policy.Options
 	// Resync is how often the informers hand every cached object to the agent again, which
@@ -120,6 +124,7 @@ type Agent struct {
 	comp      *policy.Compiler
 	needSync  bool
 	stats     Stats
+	owned     bool // the agent opened the backend and closes it
 	started   chan struct{}
 	startErr  error
 	startOnce sync.Once
@@ -133,8 +138,8 @@ type pendingItem struct {
 
 // New returns an agent reading through client. Run starts it.
 func New(client kubernetes.Interface, opts Options) (*Agent, error) {
-	if opts.Backend == nil {
-		return nil, errors.New("agent: no backend")
+	if (opts.Backend == nil) == (opts.Open == nil) {
+		return nil, errors.New("agent: give Backend or Open, one of them")
 	}
 	a := &Agent{
 		client:  client,
@@ -202,6 +207,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer a.queue.ShutDown()
 	a.factory.Start(ctx.Done())
 	defer a.factory.Shutdown()
+	defer func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.owned {
+			a.opts.Backend.Close()
+		}
+	}()
 	err := a.start(ctx)
 	a.startOnce.Do(func() { a.startErr = err; close(a.started) })
 	if err != nil {
@@ -254,6 +266,13 @@ func (a *Agent) start(ctx context.Context) error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.opts.Backend == nil {
+		b, err := a.opts.Open(comp.State())
+		if err != nil {
+			return fmt.Errorf("agent: open backend: %w", err)
+		}
+		a.opts.Backend, a.owned = b, true
+	}
 	a.comp = comp
 	a.stats.Skipped += len(warnings)
 	if _, err := a.opts.Backend.Sync(comp.State()); err != nil {
