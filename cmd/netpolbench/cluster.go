@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -40,6 +41,12 @@ make controlplane builds kube-apiserver into the cache directory and installs et
 			if err != nil {
 				return runtimeErr(fmt.Errorf("cluster up: %w", err))
 			}
+			// Marks the run as cluster up's: down and kubeconfig leave other runs (tests,
+			// benchmarks) alone.
+			if err := os.WriteFile(filepath.Join(cp.Dir, upMarker), nil, 0o644); err != nil {
+				cp.Stop()
+				return runtimeErr(fmt.Errorf("cluster up: %w", err))
+			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "control plane ready: etcd in %s, kube-apiserver in %s\n",
 				cp.EtcdReady.Round(time.Millisecond), cp.APIServerReady.Round(time.Millisecond))
@@ -54,7 +61,7 @@ make controlplane builds kube-apiserver into the cache directory and installs et
 	}
 	down := &cobra.Command{
 		Use:   "down",
-		Short: "Stop the control planes that cluster up runs, and wait until they are gone",
+		Short: "Stop the control planes cluster up runs (not those of tests or benchmarks), and wait until they are gone",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			left, err := controlplane.Leftovers()
@@ -63,7 +70,7 @@ make controlplane builds kube-apiserver into the cache directory and installs et
 			}
 			var live []controlplane.Leftover
 			for _, l := range left {
-				if l.Live && l.PID != os.Getpid() {
+				if l.Live && l.PID != os.Getpid() && exists(filepath.Join(l.Dir, upMarker)) {
 					live = append(live, l)
 				}
 			}
@@ -103,7 +110,7 @@ make controlplane builds kube-apiserver into the cache directory and installs et
 					return runtimeErr(err)
 				}
 				for _, l := range left {
-					if p := l.Dir + "/kubeconfig"; l.Live && exists(p) {
+					if p := filepath.Join(l.Dir, "kubeconfig"); l.Live && exists(p) && exists(filepath.Join(l.Dir, upMarker)) {
 						fmt.Fprintln(cmd.OutOrStdout(), p)
 						return nil
 					}
@@ -119,6 +126,9 @@ make controlplane builds kube-apiserver into the cache directory and installs et
 	cluster.AddCommand(up, down, kubeconfig)
 	rootCmd.AddCommand(cluster)
 }
+
+// upMarker is the file cluster up leaves in its run directory.
+const upMarker = "cluster-up"
 
 // gone waits until a path no longer exists.
 func gone(path string, timeout time.Duration) bool {
