@@ -31,6 +31,7 @@ func (stateBackend) Close() error { return nil }
 // rig is a control plane holding a generated cluster, with an agent enforcing it.
 type rig struct {
 	g      *workloads.Generated
+	churn  *workloads.Churn // continues from what earlier runs wrote
 	m      *driver.Matcher
 	client kubernetes.Interface
 	ctx    context.Context
@@ -73,25 +74,24 @@ func setup(tb testing.TB, spec workloads.Spec, backend func(*policy.State) polic
 	if err := a.Started(ctx); err != nil {
 		tb.Fatal(err)
 	}
-	return rig{g, m, admin, ctx}
-}
-
-// churnEvents draws n events of the default churn mix.
-func churnEvents(tb testing.TB, g *workloads.Generated, n int) []policy.Event {
-	tb.Helper()
-	c, err := workloads.NewChurn(workloads.ChurnSpec{Mix: workloads.DefaultChurn().Mix, Count: n, BurstSize: 5}, g, 3)
+	churn, err := workloads.NewChurn(workloads.ChurnSpec{Mix: workloads.DefaultChurn().Mix, Count: 1 << 30, BurstSize: 5}, g, 3)
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return rig{g, churn, m, admin, ctx}
+}
+
+// events draws the next n events (whole batches) of the rig's default churn mix.
+func (r rig) events(n int) []policy.Event {
 	var evs []policy.Event
 	for len(evs) < n {
-		b, ok := c.Next()
+		b, ok := r.churn.Next()
 		if !ok {
 			break
 		}
 		evs = append(evs, b...)
 	}
-	return evs[:min(n, len(evs))]
+	return evs
 }
 
 // TestRunPairsEveryWriteWithItsEnforcement: a paced churn run through a real API server yields
@@ -99,7 +99,7 @@ func churnEvents(tb testing.TB, g *workloads.Generated, n int) []policy.Event {
 // API server's counters show the writes and the watch events they caused.
 func TestRunPairsEveryWriteWithItsEnforcement(t *testing.T) {
 	r := setup(t, mustPreset(t, "small"), func(*policy.State) policy.Backend { return stateBackend{} })
-	evs := churnEvents(t, r.g, 60)
+	evs := r.events(60)
 	res, err := driver.Run(r.ctx, driver.Config{Client: r.client, Events: evs, QPS: 100, Settle: 10 * time.Second}, r.m)
 	if err != nil {
 		t.Fatal(err)
@@ -175,10 +175,13 @@ func BenchmarkEnforcementLatency(b *testing.B) {
 				for _, qps := range []float64{20, 100} {
 					b.Run(fmt.Sprintf("qps=%g", qps), func(b *testing.B) {
 						for range b.N {
-							evs := churnEvents(b, r.g, int(qps*5))
+							evs := r.events(int(qps * 5))
 							res, err := driver.Run(r.ctx, driver.Config{Client: r.client, Events: evs, QPS: qps, Settle: 20 * time.Second}, r.m)
 							if err != nil {
 								b.Fatal(err)
+							}
+							if res.Failed > 0 {
+								b.Fatalf("%d of %d writes failed", res.Failed, len(evs))
 							}
 							report(b, res)
 						}
