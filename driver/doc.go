@@ -9,8 +9,8 @@
 // and a Matcher pairs each write with the agent's observation of the object at the written
 // resource version or later. Every stage of a Sample is timed from the write's start: the
 // API server's acknowledgement, the watch event at the agent, its dequeue, the delta, the
-// backend's acknowledgement, and (with a Prober, which needs the testbed) the first packet
-// with the new verdict. Load is what the API server counted meanwhile: requests by verb and
+// backend's acknowledgement (the first packet with the new verdict is a Prober's, which needs
+// the testbed and is not wired yet). Load is what the API server counted meanwhile: requests by verb and
 // resource, and watch events sent, from its /metrics.
 //
 // The agent runs in the driver's process so that both sides' times come from one clock.

@@ -30,8 +30,8 @@ const (
 	StageCompute
 	// StageApply: the backend had applied it; the event is enforced as far as the agent knows.
 	StageApply
-	// StageProbe: the first probe packet with the event's new verdict went through (only with
-	// a Prober).
+	// StageProbe: the first probe packet with the event's new verdict went through (a Prober's
+	// stage, not measured yet).
 	StageProbe
 	NumStages
 )
@@ -51,12 +51,17 @@ type Sample struct {
 	Changes int
 }
 
-// Prober shows when an event is enforced on real packets: after the agent applied it, the
-// driver asks for the first packet of a flow whose verdict the event changes (predicted with
-// policy.Cluster.EvaluateAfter) that gets the new verdict. It needs the backend enforcing in
-// a testbed: the testbed's pod namespaces carry the flow, and the agent's backend must be the
-// one in force there (testbed.Enforce).
+// Prober shows when an event is enforced on real packets, the last stage (StageProbe). Run
+// does not take one yet: it needs the agent's backend enforcing in a testbed (testbed.Enforce)
+// whose pod namespaces carry the flow, which the benchmark runner owns. The runner's Prober
+// would, for each event, pick before the write a flow whose verdict the event changes
+// (policy.Cluster.EvaluateAfter on the agent's cluster, through agent.Agent.Inspect), and after
+// the write send that flow until it gets the new verdict.
 type Prober interface {
+	// Prepare picks, before ev is written, a flow whose verdict ev changes and that verdict;
+	// false when ev changes none (a pod add with an existing label set, say).
+	Prepare(ev policy.Event) (f policy.Flow, want policy.Verdict, ok bool)
+	// FirstVerdict sends f until a packet gets want, and returns when it did.
 	FirstVerdict(ctx context.Context, f policy.Flow, want policy.Verdict) (time.Time, error)
 }
 
