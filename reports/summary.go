@@ -115,16 +115,16 @@ func keySeries(c *chart, backend string, pts plotter.XYs, s swatch) {
 	c.keyGrowth(backend, "pods", fit.Exponent, s)
 }
 
-// band draws the area between lo and hi (same x values) in c, behind what comes after.
-func band(c *chart, lo, hi plotter.XYs, col bandStyle) error {
+// band draws the area between lo and hi (same x values) in fill, behind what comes after; at
+// one scale, a thick whisker from lo to hi.
+func band(c *chart, lo, hi plotter.XYs, fill color.NRGBA) error {
 	if len(lo) < 2 {
-		// One scale: a whisker from lo to hi instead of an area.
 		for i := range lo {
 			l, err := plotter.NewLine(plotter.XYs{lo[i], hi[i]})
 			if err != nil {
 				return err
 			}
-			l.Color, l.Width = col.band, vg.Points(5)
+			l.Color, l.Width = fill, vg.Points(5)
 			c.Add(l)
 		}
 		return nil
@@ -137,16 +137,10 @@ func band(c *chart, lo, hi plotter.XYs, col bandStyle) error {
 	if err != nil {
 		return err
 	}
-	poly.Color = col.band
+	poly.Color = fill
 	poly.LineStyle.Width = 0
 	c.Add(poly)
 	return nil
-}
-
-// bandStyle is a backend's line and the band behind it.
-type bandStyle struct {
-	line draw.LineStyle
-	band color.NRGBA
 }
 
 // seriesLine draws pts as a line with dots, in the backend's colour.
@@ -174,38 +168,48 @@ func backendLine(backend string, width float64) draw.LineStyle {
 
 func (b *builder) packetPlot(f *figures) (Figure, error) {
 	fig := Figure{ID: "plot-packet", Title: "Per-packet cost", Caption: "time above the floor for allowed new flows: p50, band to p99"}
+	return b.bandedPlot(fig, f, true, func(k scaleKey) (mid, lo, hi float64, ok bool) {
+		p, ok := f.packet[k]
+		return p.P50, p.P50, math.Max(p.P99, p.P50), ok && p.P50 > 0
+	})
+}
+
+// bandedPlot draws per dataplane a line through mid with a band from lo to hi behind it, and
+// keys it with the growth fitted to mid; edge also draws the band's top, thin, so overlapping
+// bands stay apart.
+func (b *builder) bandedPlot(fig Figure, f *figures, edge bool, at func(scaleKey) (mid, lo, hi float64, ok bool)) (Figure, error) {
 	c := newLogLog(f, "", fmtNS)
 	drawn := false
 	for _, be := range f.dataplanes() {
-		var p50, p99 plotter.XYs
+		var mid, lo, hi plotter.XYs
 		for _, n := range f.scales {
-			if pc, ok := f.packet[scaleKey{be, n}]; ok && pc.P50 > 0 {
-				p50 = append(p50, plotter.XY{X: float64(n), Y: pc.P50})
-				p99 = append(p99, plotter.XY{X: float64(n), Y: math.Max(pc.P99, pc.P50)})
+			if m, l, h, ok := at(scaleKey{be, n}); ok {
+				mid = append(mid, plotter.XY{X: float64(n), Y: m})
+				lo = append(lo, plotter.XY{X: float64(n), Y: l})
+				hi = append(hi, plotter.XY{X: float64(n), Y: h})
 			}
 		}
-		if len(p50) == 0 {
+		if len(mid) == 0 {
 			continue
 		}
 		drawn = true
 		ls := backendLine(be, 2)
-		col := bandStyle{line: ls, band: translucent(backendColour(be), 0.13)}
-		if err := band(c, p50, p99, col); err != nil {
-			return fig, fmt.Errorf("plot per-packet band %s: %w", be, err)
+		fill := translucent(backendColour(be), 0.15)
+		if err := band(c, lo, hi, fill); err != nil {
+			return fig, fmt.Errorf("plot %s band %s: %w", fig.ID, be, err)
 		}
-		// The band's top edge, thin, so overlapping bands stay apart.
-		if len(p99) >= 2 {
-			l, err := plotter.NewLine(p99)
+		if edge && len(hi) >= 2 {
+			l, err := plotter.NewLine(hi)
 			if err != nil {
-				return fig, fmt.Errorf("plot per-packet p99 %s: %w", be, err)
+				return fig, fmt.Errorf("plot %s band edge %s: %w", fig.ID, be, err)
 			}
 			l.LineStyle = backendLine(be, 0.7)
 			c.Add(l)
 		}
-		if err := seriesLine(c, p50, ls); err != nil {
-			return fig, fmt.Errorf("plot per-packet %s: %w", be, err)
+		if err := seriesLine(c, mid, ls); err != nil {
+			return fig, fmt.Errorf("plot %s %s: %w", fig.ID, be, err)
 		}
-		keySeries(c, be, p50, swatch{line: &ls, band: col.band})
+		keySeries(c, be, mid, swatch{line: &ls, band: fill})
 	}
 	return b.finishSummary(fig, drawn, summaryW, c)
 }
@@ -290,32 +294,10 @@ func (b *builder) eventPlot(f *figures) (Figure, error) {
 
 func (b *builder) syncPlot(f *figures) (Figure, error) {
 	fig := Figure{ID: "plot-sync", Title: "Full-sync time", Caption: "installing the whole state: median, band from min to max"}
-	c := newLogLog(f, "", fmtNS)
-	drawn := false
-	for _, be := range f.dataplanes() {
-		var med, lo, hi plotter.XYs
-		for _, n := range f.scales {
-			if s, ok := f.sync[scaleKey{be, n}]; ok && s.Median > 0 && s.Min > 0 {
-				med = append(med, plotter.XY{X: float64(n), Y: s.Median})
-				lo = append(lo, plotter.XY{X: float64(n), Y: s.Min})
-				hi = append(hi, plotter.XY{X: float64(n), Y: s.Max})
-			}
-		}
-		if len(med) == 0 {
-			continue
-		}
-		drawn = true
-		ls := backendLine(be, 2)
-		col := bandStyle{line: ls, band: translucent(backendColour(be), 0.18)}
-		if err := band(c, lo, hi, col); err != nil {
-			return fig, fmt.Errorf("plot full sync band %s: %w", be, err)
-		}
-		if err := seriesLine(c, med, ls); err != nil {
-			return fig, fmt.Errorf("plot full sync %s: %w", be, err)
-		}
-		keySeries(c, be, med, swatch{line: &ls, band: col.band})
-	}
-	return b.finishSummary(fig, drawn, summaryW, c)
+	return b.bandedPlot(fig, f, false, func(k scaleKey) (mid, lo, hi float64, ok bool) {
+		s, ok := f.sync[k]
+		return s.Median, s.Min, s.Max, ok && s.Median > 0 && s.Min > 0
+	})
 }
 
 func (b *builder) statePlot(f *figures) (Figure, error) {
