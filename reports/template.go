@@ -35,16 +35,16 @@ var pageTmpl = template.Must(template.New("page").Parse(`<!DOCTYPE html>
 :root { --fg:#1d2330; --muted:#5b6475; --line:#d9dee7; --bg:#ffffff; --soft:#f4f6fa; --good:#0b7a4b; --bad:#b3261e; --accent:#0072b2; }
 * { box-sizing: border-box; }
 body { margin:0; font:14px/1.45 system-ui, -apple-system, "Segoe UI", "Liberation Sans", Arial, sans-serif; color:var(--fg); background:var(--bg); }
-header { padding:8px 24px; border-bottom:1px solid var(--line); background:var(--soft); display:flex; flex-wrap:wrap; align-items:baseline; column-gap:16px; }
-header h1 { margin:0; font-size:18px; }
+header { padding:6px 24px; border-bottom:1px solid var(--line); background:var(--soft); display:flex; flex-wrap:wrap; align-items:baseline; column-gap:16px; }
+header h1 { margin:0; font-size:17px; }
 header .sub { color:var(--muted); font-size:12px; }
 nav { padding:6px 24px; border-bottom:1px solid var(--line); font-size:13px; }
 nav a { margin-right:14px; color:var(--accent); text-decoration:none; white-space:nowrap; }
-main { padding:6px 24px 48px; }
+main { padding:4px 24px 48px; }
 #verdict { margin:4px 0 10px; }
 #verdict p { margin:2px 0; }
-#verdict .cluster { font-size:15px; font-weight:600; }
-#verdict .lead { font-size:15px; font-weight:600; }
+#verdict .cluster { font-size:14.5px; font-weight:600; }
+#verdict .lead { font-size:14.5px; font-weight:600; }
 #verdict .notice { color:var(--bad); font-size:13px; }
 .answer-row { display:flex; flex-wrap:wrap; align-items:flex-start; column-gap:18px; }
 .answer-notes { flex:1 1 260px; max-width:720px; color:var(--muted); font-size:12px; line-height:1.35; margin-top:6px; }

@@ -173,6 +173,7 @@ func leadSentences(v verdict, dps []string, cluster bool) []string {
 	type answer struct {
 		pattern string // the winners joined, to group categories with the same answer
 		cats    []string
+		idx     []int // the categories' indexes in v.Cats
 		winners []string
 	}
 	var answers []*answer
@@ -200,6 +201,7 @@ func leadSentences(v verdict, dps []string, cluster bool) []string {
 			answers = append(answers, a)
 		}
 		a.cats = append(a.cats, c.Name)
+		a.idx = append(a.idx, i)
 	}
 	var out []string
 	for _, a := range answers {
@@ -216,7 +218,7 @@ func leadSentences(v verdict, dps []string, cluster bool) []string {
 			wins[w] = append(wins[w], v.Rows[i].Pods)
 		}
 		if len(order) == 1 && len(wins[order[0]]) == len(v.Rows) {
-			out = append(out, fmt.Sprintf("%s is the cheapest dataplane %s %s.", order[0], joinAnd(a.cats), where))
+			out = append(out, fmt.Sprintf("%s is the cheapest dataplane %s %s%s.", order[0], joinAnd(a.cats), where, othersCost(v, a.idx)))
 			continue
 		}
 		var parts []string
@@ -236,6 +238,46 @@ func leadSentences(v verdict, dps []string, cluster bool) []string {
 		out = append(out, fmt.Sprintf("This run measured %s alone: its figures are below, with nothing to compare them to.", names))
 	}
 	return out
+}
+
+// othersCost says by how much the other dataplanes lose on the given counts, as the range of
+// their same-run ratios over every scale: ": the others cost 1.8–5.7× as much per packet and
+// 59–627× per full sync".
+func othersCost(v verdict, cats []int) string {
+	var parts []string
+	others := map[string]bool{}
+	for _, ci := range cats {
+		lo, hi := math.Inf(1), 0.0
+		for _, r := range v.Rows {
+			for _, e := range r.Cells[ci].Ranked[1:] {
+				if e.Ratio > 0 {
+					lo, hi = math.Min(lo, e.Ratio), math.Max(hi, e.Ratio)
+					others[e.Backend] = true
+				}
+			}
+		}
+		if hi == 0 {
+			continue
+		}
+		rng := ratioText(lo)
+		if ratioText(lo) != ratioText(hi) {
+			rng = strings.TrimSuffix(ratioText(lo), "×") + "–" + ratioText(hi)
+		}
+		if len(parts) == 0 {
+			rng += " as much"
+		}
+		parts = append(parts, rng+" "+v.Cats[ci].Name)
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	who := "the others cost"
+	if len(others) == 1 {
+		for b := range others {
+			who = b + " costs"
+		}
+	}
+	return ": " + who + " " + joinAnd(parts)
 }
 
 func rowPods(rows []verdictRow) []int {

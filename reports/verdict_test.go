@@ -69,7 +69,18 @@ func TestVerdictLeadSaysOneSentenceWhenOneDataplaneWinsEverything(t *testing.T) 
 	o := resultstest.DefaultOptions()
 	o.Pods = []int{1000, 3000, 10000} // the synthetic iptables wins at 100 pods
 	v := mustVerdict(t, resultstest.Run(o))
-	want := "ebpf is the cheapest dataplane per packet, per churn event and in state size at every measured scale (1k, 3k and 10k pods)."
+	// How much more iptables costs: the range of its ratios over the scales, per count.
+	var ranges []string
+	for ci := range v.Cats {
+		lo, hi := math.Inf(1), 0.0
+		for _, r := range v.Rows {
+			x := r.Cells[ci].Ranked[1].Ratio
+			lo, hi = math.Min(lo, x), math.Max(hi, x)
+		}
+		ranges = append(ranges, strings.TrimSuffix(ratioText(lo), "×")+"–"+ratioText(hi))
+	}
+	want := "ebpf is the cheapest dataplane per packet, per churn event and in state size at every measured scale (1k, 3k and 10k pods): " +
+		"iptables costs " + ranges[0] + " as much per packet, " + ranges[1] + " per churn event and " + ranges[2] + " in state size."
 	if len(v.Lead) != 1 || v.Lead[0] != want {
 		t.Errorf("lead %q, want %q", v.Lead, want)
 	}
@@ -94,7 +105,7 @@ func TestVerdictSpeaksOfTheUsersClusterFirst(t *testing.T) {
 	if v.Cluster != want {
 		t.Errorf("cluster sentence %q, want %q", v.Cluster, want)
 	}
-	if len(v.Lead) == 0 || !strings.HasSuffix(v.Lead[0], "on your cluster.") {
+	if len(v.Lead) == 0 || !strings.Contains(v.Lead[0], "in state size on your cluster: iptables costs") {
 		t.Errorf("lead %q does not speak of the user's cluster", v.Lead)
 	}
 	// A run that records the dump's policies and namespaces names them.
