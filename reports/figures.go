@@ -127,6 +127,12 @@ func collectFigures(run *results.Run) *figures {
 		f.state[k] = st
 		saw(k)
 	}
+	// The sweep's scales: the label-set points of a sweep record a full sync at their own pod
+	// count, which is not a scale of the sweep unless it is also in the pods list. A run whose
+	// figures match none of its configured scales keeps them all rather than show nothing.
+	if sweep := run.Config.Pods; len(sweep) > 0 && slices.ContainsFunc(f.scales, func(n int) bool { return slices.Contains(sweep, n) }) {
+		f.scales = slices.DeleteFunc(f.scales, func(n int) bool { return !slices.Contains(sweep, n) })
+	}
 	sort.Ints(f.scales)
 	// The run's own order of backends (the sweep's), then any other in first-seen order.
 	var ordered []string

@@ -178,3 +178,14 @@ func TestBackendColoursAreFixedPerName(t *testing.T) {
 		}
 	}
 }
+
+func TestVerdictScalesAreTheSweepsNotALabelSetPoint(t *testing.T) {
+	o := resultstest.DefaultOptions()
+	o.Pods = []int{100, 300}
+	run := resultstest.Run(o)
+	// A label-set point at 1,000 pods records one full sync, as the runner does.
+	run.Updates = append(run.Updates, results.Update{Backend: "ebpf", Pods: 1000, Event: results.EventFullSync, ApplyNS: []float64{2e6}})
+	if got := rowPods(mustVerdict(t, run).Rows); !slices.Equal(got, []int{100, 300}) {
+		t.Errorf("verdict scales %v, want the sweep's 100 and 300", got)
+	}
+}
