@@ -1,7 +1,18 @@
 // Package reports renders results (results.Run) as one self-contained HTML file that works
-// offline: inline SVG plots drawn with gonum/plot, tables, headline sentences computed from the
-// data, and the results JSON itself embedded in a <script type="application/json"> element. It
-// only reads results; it never measures.
+// offline, and as a summary for the terminal. It only reads results; it never measures.
+//
+// A report opens on the answer, sized for a 1280×800 screen: the verdict computed from the run
+// (verdict.go: the cheapest dataplane per packet, per churn event and in state size at each
+// scale, with same-run ratios and the caps) and four log-log plots against pods (summary.go).
+// The figures both read come from one place (figures.go), which is what changes when the run
+// records a figure differently. Every other section (percentiles, distributions, box plots,
+// fits, updates, churn, sizes, every benchmark, the machine) is folded below. WriteSummary
+// prints the same answer for a terminal (terminal.go).
+//
+// Plots are inline SVG drawn with gonum/plot; each backend has one fixed colour everywhere
+// (colour.go), legends are HTML beside the plots (legend.go) and every plot marks its data
+// area (rect.plot-data) so the browser test can check that no legend covers it. The results
+// JSON itself is embedded in a <script type="application/json"> element.
 package reports
 
 import (
