@@ -45,7 +45,7 @@ main { padding:4px 24px 48px; }
 #verdict p { margin:2px 0; }
 #verdict .cluster { font-size:14.5px; font-weight:600; }
 #verdict .lead { font-size:14.5px; font-weight:600; }
-#verdict .notice { color:var(--bad); font-size:13px; }
+#verdict .notice { color:#8a5a00; font-size:13px; }
 .answer-row { display:flex; flex-wrap:wrap; align-items:flex-start; column-gap:18px; }
 .answer-notes { flex:1 1 260px; max-width:720px; color:var(--muted); font-size:12px; line-height:1.35; margin-top:6px; }
 .answer-notes p { margin:0 0 4px; }
@@ -68,6 +68,8 @@ figure > h3, figure > figcaption, figure > .empty { grid-column:1 / -1; width:0;
 figure > h3 { margin:0; font-size:14px; }
 figure > h3 small { font-weight:400; color:var(--muted); font-size:12px; margin-left:6px; }
 figure svg.plot { display:block; }
+figure.nodata { display:block; }
+figure.nodata > h3, figure.nodata > .empty { width:auto; margin:4px 0; }
 .legend { font-size:12px; }
 .legend table { border-collapse:collapse; font-size:12px; }
 .legend td { border:0; padding:1px 4px; vertical-align:middle; white-space:nowrap; }
@@ -122,7 +124,7 @@ details details > summary { cursor:pointer; color:var(--accent); margin:6px 0; }
 </div>
 </div>{{end}}
 <div id="summary">{{range .Plots}}
-<figure id="{{.ID}}" class="summary" data-plot="{{.Title}}"><h3>{{.Title}}<small>{{.Caption}}</small></h3>{{if .Empty}}<p class="empty">{{.Empty}}</p>{{else}}{{.SVG}}{{template "legend" .}}{{end}}</figure>{{end}}
+<figure id="{{.ID}}" class="summary{{if .Empty}} nodata{{end}}" data-plot="{{.Title}}"><h3>{{.Title}}<small>{{.Caption}}</small></h3>{{if .Empty}}<p class="empty">{{.Empty}}</p>{{else}}{{.SVG}}{{template "legend" .}}{{end}}</figure>{{end}}
 </div>{{end}}
 {{if .Gate}}<p><span class="gate {{if .GateOK}}ok{{else}}fail{{end}}" id="gate">{{.Gate}}</span></p>{{end}}
 {{if .Headlines}}<div class="headline" id="headline"><ul>{{range .Headlines}}<li>{{.}}</li>{{end}}</ul></div>{{end}}
