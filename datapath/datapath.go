@@ -12,6 +12,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"netpolbench/internal/needs"
 	"netpolbench/policy"
 )
 
@@ -127,6 +128,9 @@ type Datapath struct {
 
 var _ policy.Backend = (*Datapath)(nil)
 var _ policy.Prober = (*Datapath)(nil)
+
+// Needs is what loading a Datapath needs from the machine.
+var Needs = []needs.Need{needs.BPF}
 
 // Open loads the programs and creates their maps (empty; call Sync). Needs CAP_BPF and
 // CAP_NET_ADMIN.

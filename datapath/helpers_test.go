@@ -3,29 +3,23 @@ package datapath
 import (
 	"fmt"
 	"net/netip"
-	"os"
 	"sort"
 	"strings"
 	"testing"
 
-	"github.com/cilium/ebpf/rlimit"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"netpolbench/internal/testenv"
 	"netpolbench/policy"
 )
 
-// needBPF skips when the test cannot load BPF programs.
+// needBPF skips (fails under CI) when the test cannot load BPF programs.
 func needBPF(tb testing.TB) {
 	tb.Helper()
-	if os.Geteuid() != 0 {
-		tb.Skip("needs root (CAP_BPF, CAP_NET_ADMIN) to load BPF programs")
-	}
-	if err := rlimit.RemoveMemlock(); err != nil {
-		tb.Skipf("needs RLIMIT_MEMLOCK removable for BPF maps: %v", err)
-	}
+	testenv.NeedKernel(tb, Needs...)
 }
 
 // mustOpen opens a datapath and closes it when the test ends.

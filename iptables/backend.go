@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"netpolbench/internal/needs"
 	"netpolbench/policy"
 )
 
@@ -47,8 +48,20 @@ type Config struct {
 	TimeLimit time.Duration
 }
 
-// ErrCapped is returned when a sync exceeds Config.MaxRules or Config.TimeLimit; the stats
-// then hold "capped" = 1 and the exact or partial counts.
+// Needs is what a Backend in mode m needs from the machine when it applies rules in a
+// namespace: root, the mode's iptables binaries and ipset (every variant lists the sets a
+// previous run may have left).
+func Needs(m Mode) []needs.Need {
+	if m == "" {
+		m = ModeNFT
+	}
+	return []needs.Need{needs.Root,
+		needs.Tool(m.Binary("restore"), "iptables"), needs.Tool(m.Binary("save"), "iptables"),
+		needs.Tool(m.Binary(""), "iptables"), needs.Tool("ipset", "ipset")}
+}
+
+// ErrCapped is returned when a sync exceeds Config.MaxRules or Config.TimeLimit; the sync's
+// Counts then have Capped set and the exact or partial counts.
 var ErrCapped = errors.New("sync capped")
 
 // Backend enforces a policy.State with iptables rules (and ipsets) and implements

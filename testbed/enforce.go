@@ -1,7 +1,6 @@
 package testbed
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -169,7 +168,7 @@ func (tb *Testbed) VerifyNoEnforcement() error {
 		if _, err := exec.LookPath(save); err != nil {
 			continue
 		}
-		out, err := tb.runInNode(save)
+		out, err := tb.RunInNode(save, nil, nil)
 		if err != nil {
 			return fmt.Errorf("verify no enforcement: %w", err)
 		}
@@ -178,7 +177,7 @@ func (tb *Testbed) VerifyNoEnforcement() error {
 		}
 	}
 	if _, err := exec.LookPath("nft"); err == nil {
-		out, err := tb.runInNode("nft", "list", "ruleset")
+		out, err := tb.RunInNode("nft", []string{"list", "ruleset"}, nil)
 		if err != nil {
 			return fmt.Errorf("verify no enforcement: %w", err)
 		}
@@ -187,7 +186,7 @@ func (tb *Testbed) VerifyNoEnforcement() error {
 		}
 	}
 	if _, err := exec.LookPath("ipset"); err == nil {
-		out, err := tb.runInNode("ipset", "list", "-n")
+		out, err := tb.RunInNode("ipset", []string{"list", "-n"}, nil)
 		if err != nil {
 			return fmt.Errorf("verify no enforcement: %w", err)
 		}
@@ -307,18 +306,4 @@ func isBuiltinChain(c string) bool {
 		return true
 	}
 	return false
-}
-
-// runInNode runs a command inside the node namespace and returns its stdout.
-func (tb *Testbed) runInNode(name string, args ...string) ([]byte, error) {
-	var stdout, stderr bytes.Buffer
-	err := tb.InNode(func() error {
-		cmd := exec.Command(name, args...)
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		return cmd.Run()
-	})
-	if err != nil {
-		return nil, fmt.Errorf("run %s in %s: %w: %s", name, tb.NodeNamespace(), err, strings.TrimSpace(stderr.String()))
-	}
-	return stdout.Bytes(), nil
 }

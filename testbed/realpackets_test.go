@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"netpolbench/internal/testenv"
 	"os/exec"
 	"strings"
 	"sync"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"netpolbench/datapath"
+	"netpolbench/internal/needs"
+	"netpolbench/internal/testenv"
 	"netpolbench/iptables"
 	"netpolbench/policy"
 	"netpolbench/policy/policytest"
@@ -81,7 +82,7 @@ const semanticParallel = 8
 // namespaces, while pods of one namespace share a block, so both paths through the node
 // (between veths, and out and back in through one veth) are exercised.
 func TestSemanticTablesWithRealPackets(t *testing.T) {
-	requireRoot(t)
+	testenv.NeedRoot(t)
 	grid := realGrid()
 	if testing.Short() {
 		grid = nil
@@ -275,7 +276,7 @@ func newPodFlows(before, after *policy.Cluster, old []policy.Flow) []policy.Flow
 // burst of churn through the backend's Update, and sends them again: every verdict, before and
 // after, must be the reference evaluator's.
 func TestGeneratedClusterSameVerdictsOnEveryBackendBeforeAndAfterChurn(t *testing.T) {
-	requireRoot(t)
+	testenv.NeedRoot(t)
 	g, err := workloads.Generate(workloads.Default().WithPods(1000))
 	if err != nil {
 		t.Fatalf("generate: %v", err)
@@ -393,19 +394,15 @@ func TestEnforceRefusesWhileAnotherBackendIsInForce(t *testing.T) {
 // backend that drops what it must not would) and expects ProbeVerdicts to fail on its control
 // flows instead of reporting denies.
 func TestBrokenForwardingIsAFaultNotADeny(t *testing.T) {
+	testenv.NeedKernel(t, needs.Tool("nft", "nftables"))
 	tb := mustTestbed(t, Options{})
-	if _, err := exec.LookPath("nft"); err != nil {
-		testenv.Missing(t, "needs nft to break forwarding in the node namespace")
-	}
 	s := smallState(t)
 	flows := []policy.Flow{flow(policytest.PodIP("x", "a"), policytest.PodIP("y", "b"), policy.ProtoTCP, 80)}
 	if _, err := tb.ProbeVerdicts(context.Background(), s, flows, realProbeOpts); err != nil {
 		t.Fatalf("probe with forwarding intact: %v", err)
 	}
-	nft := exec.Command("ip", "netns", "exec", tb.NodeNamespace(), "nft", "-f", "-")
-	nft.Stdin = strings.NewReader("table inet npbtest {\n chain dropall {\n  type filter hook forward priority 0; policy drop;\n }\n}\n")
-	if out, err := nft.CombinedOutput(); err != nil {
-		t.Fatalf("nft: %v: %s", err, out)
+	if _, err := tb.RunInNode("nft", []string{"-f", "-"}, []byte("table inet npbtest {\n chain dropall {\n  type filter hook forward priority 0; policy drop;\n }\n}\n")); err != nil {
+		t.Fatal(err)
 	}
 	_, err := tb.ProbeVerdicts(context.Background(), s, flows, realProbeOpts)
 	if err == nil || !strings.Contains(err.Error(), "testbed fault") {

@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"netpolbench/internal/testenv"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -14,20 +12,15 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"netpolbench/internal/needs"
+	"netpolbench/internal/testenv"
 	"netpolbench/policy"
 )
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces under /run/netns (CAP_SYS_ADMIN, CAP_NET_ADMIN)")
-	}
-}
 
 // mustTestbed builds a testbed and removes it when the test ends, also after a failure.
 func mustTestbed(t *testing.T, opts Options) *Testbed {
 	t.Helper()
-	requireRoot(t)
+	testenv.NeedRoot(t)
 	tb, err := New(opts)
 	if err != nil {
 		t.Fatalf("new testbed: %v", err)
@@ -145,14 +138,10 @@ func TestSameBlockTrafficCrossesNodeAndSelfTrafficDoesNot(t *testing.T) {
 // (nothing else in the testbed filters) and expects every flow through the node to fail,
 // while self traffic, which stays in its namespace, still arrives.
 func TestNodeDropIsSeenAsNotDelivered(t *testing.T) {
+	testenv.NeedKernel(t, needs.Tool("nft", "nftables"))
 	tb := mustTestbed(t, Options{})
-	if _, err := exec.LookPath("nft"); err != nil {
-		testenv.Missing(t, "needs nft to install a drop rule in the node namespace")
-	}
-	nft := exec.Command("ip", "netns", "exec", tb.NodeNamespace(), "nft", "-f", "-")
-	nft.Stdin = strings.NewReader("table inet npbtest {\n chain dropall {\n  type filter hook forward priority 0; policy drop;\n }\n}\n")
-	if out, err := nft.CombinedOutput(); err != nil {
-		t.Fatalf("nft: %v: %s", err, out)
+	if _, err := tb.RunInNode("nft", []string{"-f", "-"}, []byte("table inet npbtest {\n chain dropall {\n  type filter hook forward priority 0; policy drop;\n }\n}\n")); err != nil {
+		t.Fatal(err)
 	}
 	flows := []policy.Flow{
 		flow(podA, podB, policy.ProtoTCP, 80),
@@ -195,7 +184,7 @@ func TestUnsupportedFlowsRefused(t *testing.T) {
 }
 
 func TestCloseRemovesEveryNamespace(t *testing.T) {
-	requireRoot(t)
+	testenv.NeedRoot(t)
 	tb, err := New(Options{PodNamespaces: 2})
 	if err != nil {
 		t.Fatalf("new testbed: %v", err)
@@ -266,9 +255,7 @@ func TestNodeNeighboursDoNotGrowWithPods(t *testing.T) {
 // BenchmarkNew measures building and removing a default testbed (4 pod namespaces, 512 /24
 // blocks: 512 node routes, 128 AnyIP routes per pod namespace).
 func BenchmarkNew(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root: creates network namespaces")
-	}
+	testenv.NeedRoot(b)
 	for b.Loop() {
 		tb, err := New(Options{})
 		if err != nil {
@@ -283,9 +270,7 @@ func BenchmarkNew(b *testing.B) {
 // BenchmarkProbe measures delivered probes (the cost of an allowed flow; a dropped one costs
 // its timeout), sent 256 at a time between pod namespaces.
 func BenchmarkProbe(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root: creates network namespaces")
-	}
+	testenv.NeedRoot(b)
 	tb, err := New(Options{})
 	if err != nil {
 		b.Fatal(err)
@@ -356,7 +341,7 @@ func TestLeftoverParsersTellEmptyFromEnforcing(t *testing.T) {
 // TestSysctlsLandInTheTestbedNotTheRootNamespace reads back, inside each namespace, the
 // settings New wrote there, and checks the calling process's own namespace kept its values.
 func TestSysctlsLandInTheTestbedNotTheRootNamespace(t *testing.T) {
-	requireRoot(t)
+	testenv.NeedRoot(t)
 	keys := []string{"net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter", "net.ipv4.conf.all.accept_local",
 		"net.ipv4.conf.all.send_redirects", "net.ipv4.fwmark_reflect", "net.ipv4.tcp_fwmark_accept"}
 	readAll := func() map[string]string {
@@ -379,7 +364,7 @@ func TestSysctlsLandInTheTestbedNotTheRootNamespace(t *testing.T) {
 	}
 	for ns, kv := range want {
 		var got map[string]string
-		if err := inNS(ns.ns, func() error { got = readAll(); return nil }); err != nil {
+		if err := ns.ns.Do(func() error { got = readAll(); return nil }); err != nil {
 			t.Fatalf("enter %s: %v", ns.name, err)
 		}
 		for k, v := range kv {

@@ -314,7 +314,7 @@ func unshared() (*os.File, error) {
 }
 
 // Run runs a command inside the namespace with stdin (nil for none) and returns its stdout and
-// stderr. A non-zero exit is an error that quotes the first line of stderr.
+// stderr. A non-zero exit is an error; stderr is returned beside it, not quoted in it.
 func (ns *NS) Run(name string, args []string, stdin []byte) (stdout, stderr []byte, err error) {
 	var out, serr bytes.Buffer
 	err = ns.Do(func() error {
@@ -326,8 +326,7 @@ func (ns *NS) Run(name string, args []string, stdin []byte) (stdout, stderr []by
 		return cmd.Run()
 	})
 	if err != nil {
-		line, _, _ := strings.Cut(strings.TrimSpace(serr.String()), "\n")
-		return out.Bytes(), serr.Bytes(), fmt.Errorf("run %s in netns %s: %w: %s", name, ns.label(), err, line)
+		return out.Bytes(), serr.Bytes(), fmt.Errorf("run %s in netns %s: %w", name, ns.label(), err)
 	}
 	return out.Bytes(), serr.Bytes(), nil
 }
