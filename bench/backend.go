@@ -118,10 +118,14 @@ func (b *compiledBackend) Sync(s *policy.State) (policy.SyncStats, error) {
 	}
 	eps := int64(len(s.Endpoints()))
 	ops = entries + eps
-	return policy.SyncStats{Duration: time.Since(start), Ops: int(ops), Detail: map[string]int64{
-		"entries": entries, "endpoints": eps, "rulesets": int64(len(s.RuleSets())),
-		"identities": int64(len(s.Identities())),
+	return policy.SyncStats{Duration: time.Since(start), Ops: int(ops), Detail: &compiledCounts{
+		Entries: int(entries), Endpoints: int(eps), RuleSets: len(s.RuleSets()), Identities: len(s.Identities()),
 	}}, nil
+}
+
+// compiledCounts are what the compiled backend walked in a full sync (SyncStats.Detail).
+type compiledCounts struct {
+	Entries, Endpoints, RuleSets, Identities int
 }
 
 func (b *compiledBackend) Update(s *policy.State, d *policy.Delta) (policy.SyncStats, error) {

@@ -97,16 +97,16 @@ func (b *iptBackend) Sync(s *policy.State) (policy.SyncStats, error) {
 
 // Size reports the rules the kernel holds and what the last full sync sent.
 func (b *iptBackend) Size() (results.Size, error) {
-	d := b.full.Detail
-	if d == nil {
+	if b.full.Detail == nil {
 		return results.Size{}, errors.New("not synced")
 	}
+	d := iptables.CountsOf(b.full)
 	return results.Size{Backend: b.name, Iptables: &results.IptablesSize{
 		Rules:        uint64(b.Rules()),
-		Chains:       uint64(d["chains"]),
-		RestoreBytes: uint64(d["bytes"]),
-		RestoreLines: uint64(d["lines"]),
-		IpsetMembers: uint64(d["set_members"]),
+		Chains:       uint64(d.Chains),
+		RestoreBytes: uint64(d.Bytes),
+		RestoreLines: uint64(d.Lines),
+		IpsetMembers: uint64(d.SetMembers),
 	}}, nil
 }
 

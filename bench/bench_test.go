@@ -443,3 +443,41 @@ func TestPerIPEstimateTracksTheRulesIptablesWrites(t *testing.T) {
 		}
 	}
 }
+
+// TestIptablesSizeFromSyncCountsKeepsTheSets: when a backend cannot report its own size, the
+// runner takes the iptables figures from its last full sync's counts. The ipset sets and
+// members must come through as the backend counted them (they were once read under names the
+// backend never wrote, and became 0).
+func TestIptablesSizeFromSyncCountsKeepsTheSets(t *testing.T) {
+	cl, err := testCluster(240, 24)
+	if err != nil {
+		t.Fatal(err)
+	}
+	comp, err := policy.Compile(cl, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := iptables.NewFake()
+	b, err := iptables.New(iptables.Config{Variant: iptables.VariantIPSet, Runner: fake})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := b.Sync(comp.State())
+	if err != nil {
+		t.Fatal(err)
+	}
+	chains, _, sets, members := fake.Counts()
+	if sets == 0 || members == 0 {
+		t.Fatalf("the workload made %d sets with %d members: nothing to check", sets, members)
+	}
+	// The bare backend reports no size of its own.
+	r := &Runner{}
+	got := r.size("ipset", b, st, comp.State().NumEndpoints(), len(comp.State().Identities())).Iptables
+	if got == nil {
+		t.Fatal("no iptables size from the sync counts")
+	}
+	if got.IpsetSets != uint64(sets) || got.IpsetMembers != uint64(members) || got.Chains != uint64(chains) {
+		t.Errorf("size from sync counts: %d sets, %d members, %d chains; the fake holds %d, %d, %d",
+			got.IpsetSets, got.IpsetMembers, got.Chains, sets, members, chains)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"netpolbench/iptables"
 	"netpolbench/policy"
 	"netpolbench/results"
 	"netpolbench/testbed"
@@ -367,10 +368,9 @@ func (r *Runner) size(name string, be policy.Backend, last policy.SyncStats, pod
 			size = s
 		}
 	}
-	if size.Backend == "" && isIptablesFamily(name) && last.Detail != nil {
-		d := last.Detail
-		size.Iptables = &results.IptablesSize{Rules: uint64(d["rules"]), Chains: uint64(d["chains"]), RestoreBytes: uint64(d["bytes"]),
-			RestoreLines: uint64(d["lines"]), IpsetSets: uint64(d["sets"]), IpsetMembers: uint64(d["members"])}
+	if c, ok := last.Detail.(*iptables.Counts); size.Backend == "" && ok {
+		size.Iptables = &results.IptablesSize{Rules: uint64(c.Rules), Chains: uint64(c.Chains), RestoreBytes: uint64(c.Bytes),
+			RestoreLines: uint64(c.Lines), IpsetSets: uint64(c.TotalSets), IpsetMembers: uint64(c.TotalSetMembers)}
 		if size.Iptables.RestoreBytes == 0 {
 			size.Iptables.RestoreBytes = uint64(last.Bytes)
 		}

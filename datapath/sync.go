@@ -31,11 +31,16 @@ type tables struct {
 
 func newTables(d *Datapath) *tables {
 	return &tables{
-		lxc:        newTable[uint32, bpfEndpoint]("lxc", d.objs.Lxc, d.sizes.Endpoints),
-		ipcache:    newTable[bpfIpcacheKey, bpfIpcacheValue]("ipcache", d.objs.Ipcache, d.sizes.IPCache),
-		summary:    newTable[bpfSummaryKey, bpfSummary]("policy_summary", d.objs.PolicySummary, d.sizes.Summaries),
-		policy:     newTable[bpfPolicyKey, uint8]("policy", d.objs.Policy, d.sizes.Policy),
-		named:      newTable[bpfNamedPortKey, bpfNamedPortValue]("named_ports", d.objs.NamedPorts, d.sizes.NamedPorts),
+		lxc: newTable[uint32, bpfEndpoint]("lxc", func(c *MapCounts) *int { return &c.Lxc },
+			d.objs.Lxc, d.sizes.Endpoints),
+		ipcache: newTable[bpfIpcacheKey, bpfIpcacheValue]("ipcache", func(c *MapCounts) *int { return &c.IPCache },
+			d.objs.Ipcache, d.sizes.IPCache),
+		summary: newTable[bpfSummaryKey, bpfSummary]("policy_summary", func(c *MapCounts) *int { return &c.PolicySummary },
+			d.objs.PolicySummary, d.sizes.Summaries),
+		policy: newTable[bpfPolicyKey, uint8]("policy", func(c *MapCounts) *int { return &c.Policy },
+			d.objs.Policy, d.sizes.Policy),
+		named: newTable[bpfNamedPortKey, bpfNamedPortValue]("named_ports", func(c *MapCounts) *int { return &c.NamedPorts },
+			d.objs.NamedPorts, d.sizes.NamedPorts),
 		epNamed:    map[uint32][]bpfNamedPortKey{},
 		epIP:       map[uint32]netip.Addr{},
 		groupKeys:  map[bpfSummaryKey][]bpfPolicyKey{},
@@ -725,11 +730,9 @@ type fullPlan struct {
 // kernel writes.
 func (d *Datapath) flushFull(p *fullPlan, side func()) (policy.SyncStats, error) {
 	pk := d.opts.PerKey
-	st := &opStats{perMap: map[string]int64{}}
-	out := policy.SyncStats{Detail: st.perMap}
+	st := &opStats{}
 	fail := func(err error) (policy.SyncStats, error) {
-		out.Ops, out.Bytes = st.ops, st.bytes
-		return out, fmt.Errorf("full sync: %w", err)
+		return st.stats(), fmt.Errorf("full sync: %w", err)
 	}
 	_ = parallel(
 		func() error { p.ipcache.prepare(); return nil },
@@ -766,7 +769,7 @@ func (d *Datapath) flushFull(p *fullPlan, side func()) (policy.SyncStats, error)
 			return fail(err)
 		}
 	}
-	return d.finishFlush(st, out)
+	return d.finishFlush(st)
 }
 
 // Update applies one event's delta: it re-plans only the units (endpoints, CIDRs, rule-set
@@ -889,7 +892,7 @@ func (d *Datapath) Update(s *policy.State, delta *policy.Delta) (policy.SyncStat
 func (d *Datapath) flush() (policy.SyncStats, error) {
 	t := d.tabs
 	pk := d.opts.PerKey
-	st := &opStats{perMap: map[string]int64{}}
+	st := &opStats{}
 	steps := []func() error{
 		func() error { return t.ipcache.flushUpserts(pk, st) },
 		func() error { return t.summary.flushUpserts(pk, st) },
@@ -902,31 +905,50 @@ func (d *Datapath) flush() (policy.SyncStats, error) {
 		func() error { return t.policy.flushDeletes(pk, st) },
 		func() error { return t.ipcache.flushDeletes(pk, st) },
 	}
-	out := policy.SyncStats{Detail: st.perMap}
 	for _, step := range steps {
 		if err := step(); err != nil {
-			out.Ops, out.Bytes = st.ops, st.bytes
-			return out, err
+			return st.stats(), err
 		}
 	}
-	return d.finishFlush(st, out)
+	return d.finishFlush(st)
 }
 
 // finishFlush moves the policy epoch after a change, so established flows are checked again
 // at their next forward packet, and counts the entries held.
-func (d *Datapath) finishFlush(st *opStats, out policy.SyncStats) (policy.SyncStats, error) {
+func (d *Datapath) finishFlush(st *opStats) (policy.SyncStats, error) {
 	t := d.tabs
 	if st.ops > 0 {
 		d.epoch++
 		if err := d.objs.Epoch.Put(uint32(0), d.epoch); err != nil {
-			return out, fmt.Errorf("update map epoch: %w", err)
+			return st.stats(), fmt.Errorf("update map epoch: %w", err)
 		}
-		st.add("epoch", 1, 8)
+		st.add(func(c *MapCounts) *int { return &c.Epoch }, 1, 8)
 	}
-	out.Ops, out.Bytes = st.ops, st.bytes
-	for name, n := range map[string]int{"lxc": len(t.lxc.cur), "ipcache": len(t.ipcache.cur),
-		"policy_summary": len(t.summary.cur), "policy": len(t.policy.cur), "named_ports": len(t.named.cur)} {
-		st.perMap["entries_"+name] = int64(n)
-	}
+	out := st.stats()
+	out.Detail.(*Counts).Entries = MapCounts{Lxc: len(t.lxc.cur), IPCache: len(t.ipcache.cur),
+		PolicySummary: len(t.summary.cur), Policy: len(t.policy.cur), NamedPorts: len(t.named.cur)}
 	return out, nil
+}
+
+// Counts are the exact per-map counts of one sync or update, carried in
+// policy.SyncStats.Detail (read them with CountsOf).
+type Counts struct {
+	// Ops are the map updates and deletes sent to the kernel, per map.
+	Ops MapCounts
+	// Entries are the entries each map holds afterwards (Epoch unused).
+	Entries MapCounts
+}
+
+// MapCounts holds one count per map of the datapath.
+type MapCounts struct {
+	Lxc, IPCache, PolicySummary, Policy, NamedPorts, Epoch int
+}
+
+// CountsOf returns the counts a sync of this package reported; zero counts when st carries
+// none.
+func CountsOf(st policy.SyncStats) Counts {
+	if c, ok := st.Detail.(*Counts); ok && c != nil {
+		return *c
+	}
+	return Counts{}
 }

@@ -205,7 +205,7 @@ func (b *Backend) Sync(s *policy.State) (policy.SyncStats, error) {
 	}
 	planned := time.Since(start)
 	st, err := b.apply(p)
-	st.Detail["plan_us"] = planned.Microseconds()
+	st.Detail.(*Counts).PlanTime = planned
 	st.Duration = time.Since(start)
 	if err != nil {
 		b.needFull = true
@@ -223,14 +223,14 @@ func (b *Backend) Update(s *policy.State, d *policy.Delta) (policy.SyncStats, er
 	if !b.synced || b.needFull || b.cfg.NoPartial || d == nil {
 		retry := b.needFull
 		st, err := b.Sync(s)
-		if retry && st.Detail != nil {
-			st.Detail["fallback"] = 1
+		if c, ok := st.Detail.(*Counts); ok && retry {
+			c.Fallback = true
 		}
 		return st, err
 	}
 	start := time.Now()
 	if d.Empty() {
-		return policy.SyncStats{Duration: time.Since(start), Detail: map[string]int64{"full": 0}}, nil
+		return policy.SyncStats{Duration: time.Since(start), Detail: &Counts{}}, nil
 	}
 	p, err := b.partialPlan(s, d)
 	if err != nil {
@@ -239,7 +239,7 @@ func (b *Backend) Update(s *policy.State, d *policy.Delta) (policy.SyncStats, er
 	}
 	planned := time.Since(start)
 	st, err := b.apply(p)
-	st.Detail["plan_us"] = planned.Microseconds()
+	st.Detail.(*Counts).PlanTime = planned
 	st.Duration = time.Since(start)
 	if err != nil {
 		b.needFull = true

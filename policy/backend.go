@@ -28,6 +28,8 @@ type SyncStats struct {
 	Ops int
 	// Bytes is the payload sent to the kernel (restore input, map keys and values).
 	Bytes int
-	// Detail holds backend-specific exact counts (rules, chains, set members, entries ...).
-	Detail map[string]int64
+	// Detail holds the backend family's own exact counts as a typed struct, e.g.
+	// *iptables.Counts or *datapath.Counts (each family has a CountsOf to read it); nil when
+	// the backend reports none.
+	Detail any
 }
