@@ -305,7 +305,7 @@ func TestRunnerSweepsTheCompiledBackend(t *testing.T) {
 		}
 	}
 	if conv == 0 {
-		t.Error("no churn event measured a convergence time through the compiled prober")
+		t.Error("no churn event measured a convergence time through the compiled decider")
 	}
 	if f := r.findFit("compiled", "policy entries (label-set sweep)", "identities"); f == nil {
 		t.Error("no fit of policy entries over the label-set sweep")

@@ -297,12 +297,12 @@ func (r *Runner) runBackend(ctx context.Context, name, label string, sweep bool,
 		r.sizes[name] = append(r.sizes[name], pt)
 		return
 	}
-	prober, _ := be.(policy.Prober)
-	if prober == nil && f.NeedsNetns && r.Kernel && r.bed != nil {
+	decider, _ := be.(policy.Decider)
+	if decider == nil && f.NeedsNetns && r.Kernel && r.bed != nil {
 		// No program to test-run: converge on real packets through the testbed.
-		prober = &packetProber{ctx: ctx, bed: r.bed}
+		decider = &packetDecider{ctx: ctx, bed: r.bed}
 	}
-	r.churn(ctx, name, f.Path, label, pods, comp, be, prober, &pt)
+	r.churn(ctx, name, f.Path, label, pods, comp, be, decider, &pt)
 
 	if tr, ok := be.(TestRunner); ok {
 		r.testRuns(ctx, name, pods, st, sc, tr)
@@ -385,8 +385,8 @@ var churnKinds = []string{results.EventPodAdd, results.EventPodDelete, results.E
 	results.EventScaleDown, results.EventPolicyAdd, results.EventPolicyUpdate, results.EventPolicyRemove}
 
 // churn applies ChurnEvents events of every kind through the compiler and the backend's
-// Update, timing each apply and, with a prober, the convergence to the new verdict.
-func (r *Runner) churn(ctx context.Context, name, path, label string, pods int, comp *policy.Compiler, be policy.Backend, prober policy.Prober, pt *sizePoint) {
+// Update, timing each apply and, with a decider, the convergence to the new verdict.
+func (r *Runner) churn(ctx context.Context, name, path, label string, pods int, comp *policy.Compiler, be policy.Backend, decider policy.Decider, pt *sizePoint) {
 	ch := newChurner(r.Spec.Seed ^ uint64(pods))
 	rng := rand.New(rand.NewPCG(r.Spec.Seed, uint64(pods)))
 	pctx, cancel := r.phaseCtx(ctx)
@@ -441,8 +441,8 @@ func (r *Runner) churn(ctx context.Context, name, path, label string, pods int, 
 			}
 			up.ApplyNS = append(up.ApplyNS, float64(applyNS))
 			up.KernelOps = append(up.KernelOps, float64(ops))
-			if prober != nil {
-				if c, ok := converge(prober, comp.State(), probes, before, start, time.Duration(r.Spec.Budget.MaxPhase)/10); ok {
+			if decider != nil {
+				if c, ok := converge(decider, comp.State(), probes, before, start, time.Duration(r.Spec.Budget.MaxPhase)/10); ok {
 					up.ConvergenceNS = append(up.ConvergenceNS, float64(c))
 				}
 			}
@@ -571,10 +571,10 @@ func convergenceCandidates(st *policy.State, evs []policy.Event, rng *rand.Rand)
 	return out
 }
 
-// converge polls the prober on the first candidate whose verdict the event changed, until it
+// converge polls the decider on the first candidate whose verdict the event changed, until it
 // gives the new verdict, and returns the time from start (the event) to that probe.
-func converge(p policy.Prober, st *policy.State, probes []policy.Flow, before []policy.Verdict, start time.Time, limit time.Duration) (time.Duration, bool) {
-	_, real := p.(*packetProber)
+func converge(p policy.Decider, st *policy.State, probes []policy.Flow, before []policy.Verdict, start time.Time, limit time.Duration) (time.Duration, bool) {
+	_, real := p.(*packetDecider)
 	for i, f := range probes {
 		want := st.Verdict(f)
 		if want == before[i] {
@@ -599,14 +599,14 @@ func converge(p policy.Prober, st *policy.State, probes []policy.Flow, before []
 	return 0, false
 }
 
-// packetProber decides a flow by sending it through the testbed: delivered is allow. A deny
+// packetDecider decides a flow by sending it through the testbed: delivered is allow. A deny
 // shows only as a timeout, so converge uses it for flows that became allowed.
-type packetProber struct {
+type packetDecider struct {
 	ctx context.Context
 	bed *testbed.Testbed
 }
 
-func (p *packetProber) Verdict(f policy.Flow) (policy.Verdict, error) {
+func (p *packetDecider) Verdict(f policy.Flow) (policy.Verdict, error) {
 	ok, err := p.bed.Probe(p.ctx, []policy.Flow{f}, testbed.ProbeOptions{Timeout: 50 * time.Millisecond, Concurrency: 1})
 	if err != nil {
 		return policy.Deny, err

@@ -156,11 +156,11 @@ func (p l4) String() string {
 	return fmt.Sprintf("%s/%d", p.proto, p.port)
 }
 
-// truthTable decides every src × dst × l4 with the reference evaluator and with the prober.
+// truthTable decides every src × dst × l4 with the reference evaluator and with the decider.
 // On a mismatch it prints, per l4, the matrix (rows: source, columns: destination; "a"/"d" for
-// agreeing allow/deny, "A!"/"D!" for the prober's disagreeing verdict) and agree/disagree
+// agreeing allow/deny, "A!"/"D!" for the decider's disagreeing verdict) and agree/disagree
 // counts per protocol.
-func truthTable(t *testing.T, c *policy.Cluster, p policy.Prober, addrs []netip.Addr, cols []l4) {
+func truthTable(t *testing.T, c *policy.Cluster, p policy.Decider, addrs []netip.Addr, cols []l4) {
 	t.Helper()
 	type count struct{ agree, disagree int }
 	perProto := map[policy.Protocol]*count{}

@@ -8,24 +8,24 @@ func init() {
 	registerBackend(backendSpec{
 		name: "reference",
 		help: "the reference evaluator, straight from the NetworkPolicy objects (the truth)",
-		open: func(env backendEnv) (prober, error) { return referenceProber{env.State.Cluster()}, nil },
+		open: func(env backendEnv) (decider, error) { return referenceDecider{env.State.Cluster()}, nil },
 	})
 	registerBackend(backendSpec{
 		name: "compiled",
 		help: "a plain lookup in the compiled identity state every kernel backend is built from",
-		open: func(env backendEnv) (prober, error) { return compiledProber{env.State}, nil },
+		open: func(env backendEnv) (decider, error) { return compiledDecider{env.State}, nil },
 	})
 }
 
-type referenceProber struct{ c *policy.Cluster }
+type referenceDecider struct{ c *policy.Cluster }
 
-func (r referenceProber) Verdict(f policy.Flow) (policy.Verdict, error) {
+func (r referenceDecider) Verdict(f policy.Flow) (policy.Verdict, error) {
 	v, _ := r.c.Evaluate(f)
 	return v, nil
 }
-func (referenceProber) Close() error { return nil }
+func (referenceDecider) Close() error { return nil }
 
-type compiledProber struct{ s *policy.State }
+type compiledDecider struct{ s *policy.State }
 
-func (c compiledProber) Verdict(f policy.Flow) (policy.Verdict, error) { return c.s.Verdict(f), nil }
-func (compiledProber) Close() error                                    { return nil }
+func (c compiledDecider) Verdict(f policy.Flow) (policy.Verdict, error) { return c.s.Verdict(f), nil }
+func (compiledDecider) Close() error                                    { return nil }

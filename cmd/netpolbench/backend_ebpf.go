@@ -14,11 +14,11 @@ func init() {
 	registerBackend(backendSpec{
 		name: "ebpf",
 		help: "identity-hash eBPF programs run with BPF_PROG_TEST_RUN on real packets (root; --layout hash or cilium)",
-		open: openEBPFProber,
+		open: openEBPFDecider,
 	})
 }
 
-func openEBPFProber(env backendEnv) (prober, error) {
+func openEBPFDecider(env backendEnv) (decider, error) {
 	layout, err := datapath.ParseLayout(env.Layout)
 	if err != nil {
 		return nil, usageErr(err)

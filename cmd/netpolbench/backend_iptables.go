@@ -22,7 +22,7 @@ func init() {
 		registerBackend(backendSpec{
 			name: string(variant),
 			help: v.help,
-			open: func(env backendEnv) (prober, error) { return openTracedIptables(env, variant) },
+			open: func(env backendEnv) (decider, error) { return openTracedIptables(env, variant) },
 		})
 	}
 }
@@ -33,7 +33,7 @@ type tracedIptables struct {
 	b    *iptables.Backend
 }
 
-func openTracedIptables(env backendEnv, v iptables.Variant) (prober, error) {
+func openTracedIptables(env backendEnv, v iptables.Variant) (decider, error) {
 	mode, err := iptables.ParseMode(env.IptablesMode)
 	if err != nil {
 		return nil, usageErr(err)

@@ -22,12 +22,12 @@ type backendEnv struct {
 type backendSpec struct {
 	name string
 	help string
-	open func(env backendEnv) (prober, error)
+	open func(env backendEnv) (decider, error)
 }
 
-// prober is an opened backend that decides flows; Close releases what it holds.
-type prober interface {
-	policy.Prober
+// decider is an opened backend that decides flows; Close releases what it holds.
+type decider interface {
+	policy.Decider
 	Close() error
 }
 

@@ -18,7 +18,7 @@ import (
 func init() {
 	// A deliberately wrong backend, to see disagreements reported.
 	registerBackend(backendSpec{name: "test-allow-all", help: "test only: allows everything",
-		open: func(backendEnv) (prober, error) { return allowAll{}, nil }})
+		open: func(backendEnv) (decider, error) { return allowAll{}, nil }})
 }
 
 type allowAll struct{}
@@ -49,7 +49,7 @@ func run(t *testing.T, args ...string) (string, int) {
 
 func init() {
 	registerBackend(backendSpec{name: "test-broken", help: "test only: cannot open",
-		open: func(backendEnv) (prober, error) { return nil, errors.New("no such kernel") }})
+		open: func(backendEnv) (decider, error) { return nil, errors.New("no such kernel") }})
 }
 
 func TestVerdictBackendThatCannotRunExitsThree(t *testing.T) {
