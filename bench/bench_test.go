@@ -16,6 +16,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"netpolbench/catalogue"
+	"netpolbench/internal/needs"
 	"netpolbench/iptables"
 	"netpolbench/policy"
 	"netpolbench/results"
@@ -330,8 +332,9 @@ func TestRunnerSweepsTheCompiledBackend(t *testing.T) {
 }
 
 func TestRunnerRecordsAMissingBackendAsACap(t *testing.T) {
-	Register(Factory{Name: "test-unavailable", NeedsNetns: true, Open: func(Env) (policy.Backend, error) { return nil, ErrUnavailable }})
-	defer delete(factories, "test-unavailable")
+	defer catalogue.Register(&catalogue.Backend{Name: "test-unavailable", Help: "test only: needs a tool no machine has",
+		Family: catalogue.InProcess, Needs: []needs.Need{needs.Tool("npb-no-such-tool", "none")},
+		New: func(catalogue.Env) (policy.Backend, error) { panic("opened without its needs") }})()
 	spec := Spec{Pods: []int{50}, Backends: []string{"test-unavailable", "compiled"}, Samples: 1, ChurnEvents: 1}.withDefaults()
 	r := &Runner{Spec: spec, Source: testSource{labelSets: 5}}
 	run, err := r.Run(context.Background())
@@ -472,7 +475,7 @@ func TestIptablesSizeFromSyncCountsKeepsTheSets(t *testing.T) {
 	}
 	// The bare backend reports no size of its own.
 	r := &Runner{}
-	got := r.size("ipset", b, st, comp.State().NumEndpoints(), len(comp.State().Identities())).Iptables
+	got := r.size(catalogue.MustGet("ipset"), b, st, comp.State().NumEndpoints(), len(comp.State().Identities())).Iptables
 	if got == nil {
 		t.Fatal("no iptables size from the sync counts")
 	}

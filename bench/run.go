@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"netpolbench/iptables"
+	"netpolbench/catalogue"
 	"netpolbench/policy"
 	"netpolbench/results"
 	"netpolbench/testbed"
@@ -205,18 +205,18 @@ func (r *Runner) phaseCtx(ctx context.Context) (context.Context, context.CancelF
 }
 
 func (r *Runner) runBackend(ctx context.Context, name, label string, sweep bool, sc *Scenario, comp *policy.Compiler, idents int) {
-	f, err := lookupFactory(name)
+	b, err := catalogue.Get(name)
 	if err != nil {
 		r.capf(name, sc.Pods, true, "", "%v", err)
 		return
 	}
 	st := comp.State()
 	pods := st.NumEndpoints()
-	if max := f.MaxPods; max > 0 && pods > max {
-		r.capf(name, pods, true, fmt.Sprintf("max %d pods", max), "%s", f.CapReason)
+	if max := b.MaxPods; max > 0 && pods > max {
+		r.capf(name, pods, true, fmt.Sprintf("max %d pods", max), "%s", b.CapReason)
 		return
 	}
-	if isIptablesFamily(name) {
+	if b.Family.PerIP {
 		if max := r.Spec.Budget.IptablesMaxPods; max > 0 && pods > max {
 			r.capf(name, pods, true, fmt.Sprintf("max %d pods", max),
 				"per-IP rules grow as pods²: one iptables-restore above %d pods exceeds the run's time budget", max)
@@ -228,21 +228,30 @@ func (r *Runner) runBackend(ctx context.Context, name, label string, sweep bool,
 			return
 		}
 	}
-	env := Env{State: st, Seed: r.Spec.Seed}
-	if f.NeedsNetns {
+	env := catalogue.Env{State: st}
+	var be policy.Backend
+	// A backend whose state lives in the node namespace is in force there from its first sync:
+	// it is opened as the testbed's enforcement, which checks for leftovers when it is closed.
+	var inNode *testbed.Enforcement
+	if b.Family.InNode {
 		bed, err := r.openBed()
 		if err != nil {
 			r.capf(name, pods, true, "", "%s needs the testbed's node namespace: %v", name, err)
 			return
 		}
-		env.Netns = bed.NodeNamespace()
+		if inNode, err = b.OpenInNode(bed, env); err != nil {
+			r.capf(name, pods, true, "", "open %s: %v", name, err)
+			return
+		}
+		be = inNode.Backend()
+		defer r.takeOut(name, inNode)
+	} else {
+		if be, err = b.Open(env); err != nil {
+			r.capf(name, pods, true, "", "open %s: %v", name, err)
+			return
+		}
+		defer be.Close()
 	}
-	be, err := f.Open(env)
-	if err != nil {
-		r.capf(name, pods, true, "", "open %s: %v", name, err)
-		return
-	}
-	defer be.Close()
 
 	pt := sizePoint{pods: pods, identities: idents}
 	if !sweep {
@@ -282,10 +291,10 @@ func (r *Runner) runBackend(ctx context.Context, name, label string, sweep bool,
 		ms = append(ms, results.Metric{Unit: "sync-bytes", Exact: true, Samples: []float64{float64(last.Bytes)}})
 	}
 	r.run.Benchmarks = append(r.run.Benchmarks, results.Benchmark{Name: bn, Iters: 1, Metrics: ms})
-	r.run.Updates = append(r.run.Updates, results.Update{Backend: name, Pods: pods, Path: "full-sync", Event: results.EventFullSync, ApplyNS: ns, KernelOps: ops, OpsUnit: opsUnit(name)})
+	r.run.Updates = append(r.run.Updates, results.Update{Backend: name, Pods: pods, Path: "full-sync", Event: results.EventFullSync, ApplyNS: ns, KernelOps: ops, OpsUnit: b.Family.OpsUnit})
 	pt.syncNS = median(ns)
 
-	size := r.size(name, be, last, pods, idents)
+	size := r.size(b, be, last, pods, idents)
 	pt.size = size
 	if sweep {
 		r.run.Sizes = append(r.run.Sizes, size)
@@ -298,17 +307,17 @@ func (r *Runner) runBackend(ctx context.Context, name, label string, sweep bool,
 		return
 	}
 	decider, _ := be.(policy.Decider)
-	if decider == nil && f.NeedsNetns && r.Kernel && r.bed != nil {
+	if decider == nil && inNode != nil && r.Kernel {
 		// No program to test-run: converge on real packets through the testbed.
 		decider = &packetDecider{ctx: ctx, bed: r.bed}
 	}
-	r.churn(ctx, name, f.Path, label, pods, comp, be, decider, &pt)
+	r.churn(ctx, b, label, pods, comp, be, decider, &pt)
 
-	if tr, ok := be.(TestRunner); ok {
+	if tr, ok := be.(catalogue.TestRunner); ok {
 		r.testRuns(ctx, name, pods, st, sc, tr)
 	}
-	if r.Kernel && f.Kernel {
-		r.kernelPhases(ctx, name, pods, st, comp, be)
+	if r.Kernel && b.CanEnforce() {
+		r.kernelPhases(ctx, b, pods, st, comp, inNode)
 	}
 	r.sizes[name] = append(r.sizes[name], pt)
 	r.run.PeakRSSBytes = max(r.run.PeakRSSBytes, peakRSS())
@@ -338,44 +347,32 @@ func perIPEstimate(st *policy.State) int {
 }
 
 func (r *Runner) anyKernelBackend() bool {
-	for _, b := range r.Spec.Backends {
-		if f, err := lookupFactory(b); err == nil && f.Kernel {
+	for _, n := range r.Spec.Backends {
+		if b, err := catalogue.Get(n); err == nil && b.CanEnforce() {
 			return true
 		}
 	}
 	return false
 }
 
-func isIptablesFamily(name string) bool {
-	return name == "iptables" || name == "ipset" || strings.HasPrefix(name, "iptables-") || strings.HasPrefix(name, "ipset-")
-}
-
-func opsUnit(backend string) string {
-	if isIptablesFamily(backend) {
-		return "restore lines"
-	}
-	return "map ops"
-}
-
-// size asks the backend for its exact state, falling back to the counts its sync reported.
-func (r *Runner) size(name string, be policy.Backend, last policy.SyncStats, pods, idents int) results.Size {
+// size asks the backend for its exact state, falling back to the counts its last full sync
+// reported where its family can size from them.
+func (r *Runner) size(b *catalogue.Backend, be policy.Backend, last policy.SyncStats, pods, idents int) results.Size {
 	var size results.Size
-	if sz, ok := be.(Sizer); ok {
+	if sz, ok := be.(catalogue.Sizer); ok {
 		s, err := sz.Size()
 		if err != nil {
-			r.logf("bench: %s size at %d pods: %v (using sync counts)", name, pods, err)
+			r.logf("bench: %s size at %d pods: %v (using sync counts)", b.Name, pods, err)
 		} else {
 			size = s
 		}
 	}
-	if c, ok := last.Detail.(*iptables.Counts); size.Backend == "" && ok {
-		size.Iptables = &results.IptablesSize{Rules: uint64(c.Rules), Chains: uint64(c.Chains), RestoreBytes: uint64(c.Bytes),
-			RestoreLines: uint64(c.Lines), IpsetSets: uint64(c.TotalSets), IpsetMembers: uint64(c.TotalSetMembers)}
-		if size.Iptables.RestoreBytes == 0 {
-			size.Iptables.RestoreBytes = uint64(last.Bytes)
+	if size.Backend == "" && b.Family.SizeFromCounts != nil {
+		if s, ok := b.Family.SizeFromCounts(last); ok {
+			size = s
 		}
 	}
-	size.Backend, size.Pods, size.Identities = name, pods, idents
+	size.Backend, size.Pods, size.Identities = b.Name, pods, idents
 	size.PeakRSSBytes = peakRSS()
 	return size
 }
@@ -386,13 +383,14 @@ var churnKinds = []string{results.EventPodAdd, results.EventPodDelete, results.E
 
 // churn applies ChurnEvents events of every kind through the compiler and the backend's
 // Update, timing each apply and, with a decider, the convergence to the new verdict.
-func (r *Runner) churn(ctx context.Context, name, path, label string, pods int, comp *policy.Compiler, be policy.Backend, decider policy.Decider, pt *sizePoint) {
+func (r *Runner) churn(ctx context.Context, b *catalogue.Backend, label string, pods int, comp *policy.Compiler, be policy.Backend, decider policy.Decider, pt *sizePoint) {
+	name := b.Name
 	ch := newChurner(r.Spec.Seed ^ uint64(pods))
 	rng := rand.New(rand.NewPCG(r.Spec.Seed, uint64(pods)))
 	pctx, cancel := r.phaseCtx(ctx)
 	defer cancel()
 	for _, kind := range churnKinds {
-		up := results.Update{Backend: name, Pods: pods, Path: path, Event: kind, OpsUnit: opsUnit(name)}
+		up := results.Update{Backend: name, Pods: pods, Path: b.Path, Event: kind, OpsUnit: b.Family.OpsUnit}
 		var entriesChanged int
 		for i := 0; i < r.Spec.ChurnEvents; i++ {
 			if pctx.Err() != nil {
@@ -487,7 +485,7 @@ func (r *Runner) addUpdate(up results.Update, label string) {
 // policyEntries is the number of policy entries the backend holds (the eBPF policy map, the
 // compiled rule sets), or 0 when it does not say.
 func (r *Runner) policyEntries(be policy.Backend) uint64 {
-	sz, ok := be.(Sizer)
+	sz, ok := be.(catalogue.Sizer)
 	if !ok {
 		return 0
 	}
@@ -651,7 +649,7 @@ func flowClasses(st *policy.State, rng *rand.Rand, n int) (allow, deny []policy.
 }
 
 // testRuns records BPF_PROG_TEST_RUN batch means of the backend's programs per verdict.
-func (r *Runner) testRuns(ctx context.Context, name string, pods int, st *policy.State, sc *Scenario, tr TestRunner) {
+func (r *Runner) testRuns(ctx context.Context, name string, pods int, st *policy.State, sc *Scenario, tr catalogue.TestRunner) {
 	const repeat = 200
 	rng := rand.New(rand.NewPCG(r.Spec.Seed, 0x7465))
 	allow, deny := flowClasses(st, rng, 32)
@@ -659,32 +657,28 @@ func (r *Runner) testRuns(ctx context.Context, name string, pods int, st *policy
 	defer cancel()
 	batches := max(20, r.Spec.Samples*10)
 	floorName := ""
-	if fr, ok := tr.(interface {
-		TestRunFloor(repeat int) (time.Duration, error)
-	}); ok {
-		k := HistKey{Kind: results.KindTestRunBatchMeans, Backend: results.BackendFloorName, Pods: pods, Extra: "prog=empty"}
-		for i := 0; i < 5; i++ {
-			if _, err := fr.TestRunFloor(repeat); err != nil {
-				break
-			}
+	k := HistKey{Kind: results.KindTestRunBatchMeans, Backend: results.BackendFloorName, Pods: pods, Extra: "prog=empty"}
+	for i := 0; i < 5; i++ {
+		if _, err := tr.TestRunFloor(repeat); err != nil {
+			break
 		}
-		var means []float64
-		for i := 0; i < batches && pctx.Err() == nil; i++ {
-			d, err := fr.TestRunFloor(repeat)
-			if err != nil {
-				r.logf("bench: test-run floor: %v", err)
-				break
-			}
-			if err := r.hists.Record(k, int64(d)); err != nil {
-				r.logf("bench: %v", err)
-			}
-			means = append(means, float64(d))
+	}
+	var means []float64
+	for i := 0; i < batches && pctx.Err() == nil; i++ {
+		d, err := tr.TestRunFloor(repeat)
+		if err != nil {
+			r.logf("bench: test-run floor: %v", err)
+			break
 		}
-		if len(means) > 0 {
-			floorName = fmt.Sprintf("BenchmarkTestRun/backend=%s/pods=%d/path=floor", name, pods)
-			r.run.Benchmarks = append(r.run.Benchmarks, results.Benchmark{Name: floorName, Iters: repeat,
-				Metrics: []results.Metric{{Unit: "bpf_ns/op", Samples: means}}})
+		if err := r.hists.Record(k, int64(d)); err != nil {
+			r.logf("bench: %v", err)
 		}
+		means = append(means, float64(d))
+	}
+	if len(means) > 0 {
+		floorName = fmt.Sprintf("BenchmarkTestRun/backend=%s/pods=%d/path=floor", name, pods)
+		r.run.Benchmarks = append(r.run.Benchmarks, results.Benchmark{Name: floorName, Iters: repeat,
+			Metrics: []results.Metric{{Unit: "bpf_ns/op", Samples: means}}})
 	}
 	for _, c := range []struct {
 		verdict string

@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"netpolbench/internal/needs"
 	"netpolbench/internal/netns"
 )
 
@@ -125,7 +126,7 @@ func New(opts Options) (tb *Testbed, err error) {
 	if n := 1 << (opts.BlockBits - opts.PodPrefix.Bits()); n < opts.PodNamespaces {
 		return nil, fmt.Errorf("new testbed: %d blocks for %d pod namespaces (use longer blocks)", n, opts.PodNamespaces)
 	}
-	if os.Geteuid() != 0 {
+	if needs.Root.Check() != nil {
 		return nil, fmt.Errorf("new testbed: %w", ErrNeedRoot)
 	}
 	run, err := newRunName()
