@@ -42,6 +42,20 @@ func (s testSource) Scale(pods, labelSets int) (*Scenario, error) {
 	return &Scenario{Pods: pods, LabelSets: labelSets, Cluster: cl}, nil
 }
 
+// mustTestCompiler compiles a test cluster.
+func mustTestCompiler(t *testing.T, pods, labelSets int) *policy.Compiler {
+	t.Helper()
+	cl, err := testCluster(pods, labelSets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	comp, err := policy.Compile(cl, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return comp
+}
+
 func testCluster(pods, labelSets int) (*policy.Cluster, error) {
 	cl := policy.NewCluster()
 	nss := []string{"alpha", "bravo"}
@@ -233,14 +247,7 @@ func TestClaimsRefutedWhenRulesGrowLinearly(t *testing.T) {
 }
 
 func TestChurnEventsApplyToTheClusterAsItIsThen(t *testing.T) {
-	cl, err := testCluster(300, 12)
-	if err != nil {
-		t.Fatal(err)
-	}
-	comp, err := policy.Compile(cl, policy.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	comp := mustTestCompiler(t, 300, 12)
 	ch := newChurner(7)
 	for round := 0; round < 4; round++ {
 		for _, kind := range churnKinds {
@@ -380,14 +387,7 @@ func TestLoadSpecRejectsUnknownFieldsAndBadValues(t *testing.T) {
 }
 
 func TestInverseEventsUndoEveryChurnKind(t *testing.T) {
-	cl, err := testCluster(120, 6)
-	if err != nil {
-		t.Fatal(err)
-	}
-	comp, err := policy.Compile(cl, policy.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	comp := mustTestCompiler(t, 120, 6)
 	ch := newChurner(3)
 	for _, kind := range churnKinds {
 		entries := comp.State().NumEntries()
@@ -421,14 +421,7 @@ func TestInverseEventsUndoEveryChurnKind(t *testing.T) {
 
 func TestPerIPEstimateTracksTheRulesIptablesWrites(t *testing.T) {
 	for _, c := range []struct{ pods, labelSets int }{{60, 6}, {240, 6}, {240, 24}} {
-		cl, err := testCluster(c.pods, c.labelSets)
-		if err != nil {
-			t.Fatal(err)
-		}
-		comp, err := policy.Compile(cl, policy.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		comp := mustTestCompiler(t, c.pods, c.labelSets)
 		fake := iptables.NewFake()
 		b, err := iptables.New(iptables.Config{Variant: iptables.Variant("iptables"), Runner: fake})
 		if err != nil {
@@ -452,14 +445,7 @@ func TestPerIPEstimateTracksTheRulesIptablesWrites(t *testing.T) {
 // members must come through as the backend counted them (they were once read under names the
 // backend never wrote, and became 0).
 func TestIptablesSizeFromSyncCountsKeepsTheSets(t *testing.T) {
-	cl, err := testCluster(240, 24)
-	if err != nil {
-		t.Fatal(err)
-	}
-	comp, err := policy.Compile(cl, policy.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	comp := mustTestCompiler(t, 240, 24)
 	fake := iptables.NewFake()
 	b, err := iptables.New(iptables.Config{Variant: iptables.VariantIPSet, Runner: fake})
 	if err != nil {

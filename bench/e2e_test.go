@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"netpolbench/catalogue"
-	"netpolbench/internal/needs"
 	"netpolbench/internal/testenv"
 	"netpolbench/results"
 )
@@ -18,11 +17,7 @@ import (
 func TestQuickSweepEndToEnd(t *testing.T) {
 	testenv.Long(t, "end-to-end sweep")
 	spec := QuickSpec()
-	var ns []needs.Need
-	for _, n := range spec.Backends {
-		ns = append(ns, catalogue.MustGet(n).Needs...)
-	}
-	testenv.NeedKernel(t, ns...)
+	testenv.NeedKernel(t, catalogue.NeedsOf(false, spec.Backends...)...)
 	spec.Pods = []int{100}
 	spec.Samples = 2
 	spec.Packets = 200

@@ -249,6 +249,22 @@ func Names(keep func(*Backend) bool) []string {
 	return out
 }
 
+// NeedsOf lists what the named backends need: their Needs (to be benchmarked or carry real
+// packets), or with decide their DecideNeeds (to decide without packets). A test that uses
+// them declares it with testenv.NeedKernel. It panics on an unknown name.
+func NeedsOf(decide bool, names ...string) []needs.Need {
+	var out []needs.Need
+	for _, n := range names {
+		b := MustGet(n)
+		if decide {
+			out = append(out, b.DecideNeeds...)
+		} else {
+			out = append(out, b.Needs...)
+		}
+	}
+	return out
+}
+
 // CanBench reports whether the benchmark can run it (it has New).
 func (b *Backend) CanBench() bool { return b.New != nil }
 

@@ -20,22 +20,6 @@ import (
 // realProbeOpts keeps a table's denied probes to about one timeout of wall time.
 var realProbeOpts = testbed.ProbeOptions{Timeout: 200 * time.Millisecond, ConfirmTimeout: 600 * time.Millisecond, Concurrency: 512}
 
-// mustTestbed builds a testbed for the test and removes it when the test ends.
-func mustTestbed(t *testing.T, opts testbed.Options) *testbed.Testbed {
-	t.Helper()
-	testenv.NeedRoot(t)
-	tb, err := testbed.New(opts)
-	if err != nil {
-		t.Fatalf("new testbed: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := tb.Close(); err != nil {
-			t.Errorf("close testbed: %v", err)
-		}
-	})
-	return tb
-}
-
 // mustEnforce puts a backend in force, synced to s, and takes it out when the test ends; it
 // skips (fails under CI) when the machine lacks what the backend needs.
 func mustEnforce(t *testing.T, tb *testbed.Testbed, name string, s *policy.State, env Env) *testbed.Enforcement {
@@ -97,7 +81,7 @@ func TestSemanticTablesWithRealPackets(t *testing.T) {
 }
 
 func runSemanticCase(t *testing.T, c policytest.Case, grid []policytest.Probe) {
-	tb := mustTestbed(t, testbed.Options{PodPrefix: netip.MustParsePrefix("198.18.0.0/24"), BlockBits: 28})
+	tb := testbed.ForTest(t, testbed.Options{PodPrefix: netip.MustParsePrefix("198.18.0.0/24"), BlockBits: 28})
 	cl, err := c.Cluster()
 	if err != nil {
 		t.Fatalf("case cluster: %v", err)
@@ -312,7 +296,7 @@ func TestGeneratedClusterSameVerdictsOnEveryBackendBeforeAndAfterChurn(t *testin
 	t.Logf("%d pods, %d flows; %d churn events change %d verdicts; after churn %d flows (%d to or from added pods), %d allowed",
 		len(g.Pods), len(flows), len(events), changed, len(after), len(after)-len(flows), allowed)
 
-	tb := mustTestbed(t, testbed.Options{})
+	tb := testbed.ForTest(t, testbed.Options{})
 	for _, run := range generatedRuns {
 		b := run.backend
 		t.Run(run.name, func(t *testing.T) {
@@ -361,7 +345,7 @@ func smallState(t *testing.T) *policy.State {
 }
 
 func TestEnforceRefusesWhileAnotherBackendIsInForce(t *testing.T) {
-	tb := mustTestbed(t, testbed.Options{PodNamespaces: 2})
+	tb := testbed.ForTest(t, testbed.Options{PodNamespaces: 2})
 	s := smallState(t)
 	first := mustEnforce(t, tb, "ebpf", s, Env{})
 	for _, b := range []string{"iptables", "ebpf"} {

@@ -108,7 +108,7 @@ func namespacesOf(t *testing.T, run string) []string {
 func TestCleanupRemovesWhatAKilledRunLeft(t *testing.T) {
 	testenv.NeedRoot(t)
 	// A live run of our own must survive the cleanup: it removes dead runs only.
-	mine := mustTestbed(t, Options{PodNamespaces: 1})
+	mine := ForTest(t, Options{PodNamespaces: 1})
 	// Stop right after the node namespace, amid the pod namespaces, and after the first veth.
 	for _, stop := range []string{"-node", "-pod1", "veth"} {
 		t.Run("killed after "+strings.TrimPrefix(stop, "-"), func(t *testing.T) {

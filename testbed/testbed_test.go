@@ -17,22 +17,6 @@ import (
 	"netpolbench/policy"
 )
 
-// mustTestbed builds a testbed and removes it when the test ends, also after a failure.
-func mustTestbed(t *testing.T, opts Options) *Testbed {
-	t.Helper()
-	testenv.NeedRoot(t)
-	tb, err := New(opts)
-	if err != nil {
-		t.Fatalf("new testbed: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := tb.Close(); err != nil {
-			t.Errorf("close testbed: %v", err)
-		}
-	})
-	return tb
-}
-
 var (
 	// With 4 namespaces and /24 blocks: 198.18.0.x and 198.18.4.x are in pod0, 198.18.1.x in pod1.
 	podA  = netip.MustParseAddr("198.18.0.10")
@@ -77,7 +61,7 @@ func nodeRx(t *testing.T, tb *Testbed, i int) uint64 {
 }
 
 func TestProbesDeliveredWithoutEnforcement(t *testing.T) {
-	tb := mustTestbed(t, Options{})
+	tb := ForTest(t, Options{})
 	var flows []policy.Flow
 	for _, p := range []policy.Protocol{policy.ProtoTCP, policy.ProtoUDP, policy.ProtoICMP} {
 		port := uint16(8080)
@@ -106,7 +90,7 @@ func TestProbesDeliveredWithoutEnforcement(t *testing.T) {
 }
 
 func TestSameBlockTrafficCrossesNodeAndSelfTrafficDoesNot(t *testing.T) {
-	tb := mustTestbed(t, Options{})
+	tb := ForTest(t, Options{})
 	for _, c := range []struct {
 		name       string
 		f          policy.Flow
@@ -139,7 +123,7 @@ func TestSameBlockTrafficCrossesNodeAndSelfTrafficDoesNot(t *testing.T) {
 // while self traffic, which stays in its namespace, still arrives.
 func TestNodeDropIsSeenAsNotDelivered(t *testing.T) {
 	testenv.NeedKernel(t, needs.Tool("nft", "nftables"))
-	tb := mustTestbed(t, Options{})
+	tb := ForTest(t, Options{})
 	if _, err := tb.RunInNode("nft", []string{"-f", "-"}, []byte("table inet npbtest {\n chain dropall {\n  type filter hook forward priority 0; policy drop;\n }\n}\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +207,7 @@ func TestNewRejectsBadLayouts(t *testing.T) {
 // TestNodeNeighboursDoNotGrowWithPods sends to many pod addresses and expects the node to
 // hold one static neighbour per veth and nothing else: no ARP, no per-pod entries.
 func TestNodeNeighboursDoNotGrowWithPods(t *testing.T) {
-	tb := mustTestbed(t, Options{})
+	tb := ForTest(t, Options{})
 	var flows []policy.Flow
 	for i := range 200 {
 		dst := netip.AddrFrom4([4]byte{198, 18, byte(i % 8), byte(1 + i)})
@@ -356,7 +340,7 @@ func TestSysctlsLandInTheTestbedNotTheRootNamespace(t *testing.T) {
 		return m
 	}
 	own := readAll()
-	tb := mustTestbed(t, Options{PodNamespaces: 1})
+	tb := ForTest(t, Options{PodNamespaces: 1})
 	want := map[*nsInfo]map[string]string{
 		&tb.node:    {"net.ipv4.ip_forward": "1", "net.ipv4.conf.all.rp_filter": "0", "net.ipv4.conf.all.send_redirects": "0"},
 		&tb.pods[0]: {"net.ipv4.conf.all.rp_filter": "0", "net.ipv4.conf.all.accept_local": "1", "net.ipv4.fwmark_reflect": "1", "net.ipv4.tcp_fwmark_accept": "1"},

@@ -33,7 +33,7 @@ func smallState(t *testing.T) *policy.State {
 // flows instead of reporting denies.
 func TestBrokenForwardingIsAFaultNotADeny(t *testing.T) {
 	testenv.NeedKernel(t, needs.Tool("nft", "nftables"))
-	tb := mustTestbed(t, Options{})
+	tb := ForTest(t, Options{})
 	s := smallState(t)
 	flows := []policy.Flow{flow(policytest.PodIP("x", "a"), policytest.PodIP("y", "b"), policy.ProtoTCP, 80)}
 	if _, err := tb.ProbeVerdicts(context.Background(), s, flows, realProbeOpts); err != nil {

@@ -8,35 +8,14 @@ import (
 
 	"netpolbench/catalogue"
 	"netpolbench/datapath"
-	"netpolbench/internal/needs"
 	"netpolbench/internal/testenv"
 )
-
-// needDecide skips (fails under CI) unless the backends can decide here without packets.
-func needDecide(t *testing.T, names ...string) {
-	t.Helper()
-	var ns []needs.Need
-	for _, n := range names {
-		ns = append(ns, catalogue.MustGet(n).DecideNeeds...)
-	}
-	testenv.NeedKernel(t, ns...)
-}
-
-// needEnforce skips (fails under CI) unless the backends can carry real packets here.
-func needEnforce(t *testing.T, names ...string) {
-	t.Helper()
-	var ns []needs.Need
-	for _, n := range names {
-		ns = append(ns, catalogue.MustGet(n).Needs...)
-	}
-	testenv.NeedKernel(t, ns...)
-}
 
 // TestVerdictKernelBackendsAgreeWithReference runs the verdict command with every backend that
 // decides without real packets: the eBPF programs through BPF_PROG_TEST_RUN in both layouts,
 // and the iptables and ipset rules through the tracer.
 func TestVerdictKernelBackendsAgreeWithReference(t *testing.T) {
-	needDecide(t, "ebpf", "iptables", "ipset")
+	testenv.NeedKernel(t, catalogue.NeedsOf(true, "ebpf", "iptables", "ipset")...)
 	cluster, probes := modelFiles(t)
 	for _, layout := range []string{"hash", "cilium"} {
 		out, code := run(t, "verdict", "-f", cluster, "--probes", probes, "--backends", "reference,compiled,ebpf,iptables,ipset", "--layout", layout, "-o", "json")
@@ -75,7 +54,7 @@ func TestMonitorPrintsPolicyDrops(t *testing.T) {
 // TestVerdictRealPacketsSkipsSCTPAndAgrees sends the probes as real packets through the
 // testbed, once per kernel backend; the SCTP probe is left out with a warning.
 func TestVerdictRealPacketsSkipsSCTPAndAgrees(t *testing.T) {
-	needEnforce(t, "ebpf", "iptables", "ipset")
+	testenv.NeedKernel(t, catalogue.NeedsOf(false, "ebpf", "iptables", "ipset")...)
 	cluster, probes := modelFiles(t)
 	b, err := os.ReadFile(probes)
 	if err != nil {
