@@ -24,14 +24,7 @@ type Compiler struct {
 	opts    Options
 	state   *State
 
-	ids          map[Identity]*identity
-	idByKey      map[string]*identity
-	nsIdentities map[string]map[*identity]struct{}
-	nextID       Identity
-
-	cidrs    map[netip.Prefix]*identity
-	cidrLens uint64 // bit l set: some IPv4 prefix of length l exists
-	nextCIDR Identity
+	alloc identityAllocator
 
 	eps    map[string]*epState
 	epByID map[uint32]*epState
@@ -75,12 +68,7 @@ func Compile(cl *Cluster, opts Options) (*Compiler, error) {
 	c := &Compiler{
 		cluster:      cl,
 		opts:         opts,
-		ids:          map[Identity]*identity{},
-		idByKey:      map[string]*identity{},
-		nsIdentities: map[string]map[*identity]struct{}{},
-		nextID:       IdentityClusterMin,
-		cidrs:        map[netip.Prefix]*identity{},
-		nextCIDR:     IdentityLocalScope + 1,
+		alloc:        newIdentityAllocator(),
 		eps:          map[string]*epState{},
 		epByID:       map[uint32]*epState{},
 		epByIP:       map[netip.Addr]*epState{},
@@ -114,11 +102,13 @@ func Compile(cl *Cluster, opts Options) (*Compiler, error) {
 	}
 	slices.SortFunc(prefixes, comparePrefix)
 	for _, p := range prefixes {
-		c.newCIDR(p)
+		if _, err := c.alloc.newCIDR(p); err != nil {
+			return nil, err
+		}
 	}
 	for _, cp := range cl.compiled {
 		for _, p := range cp.prefixes {
-			c.cidrs[p].info.Refs++
+			c.alloc.cidrs[p].info.Refs++
 		}
 	}
 	// Pod identities in the order of their label keys.
@@ -131,16 +121,16 @@ func Compile(cl *Cluster, opts Options) (*Compiler, error) {
 		lbls := c.identityLabels(p)
 		ik := strings.Join(lbls, "\x00")
 		keyOf[k] = ik
-		if _, ok := c.idByKey[ik]; !ok {
-			c.idByKey[ik] = &identity{key: ik, info: IdentityInfo{Labels: lbls}}
+		if _, ok := c.alloc.byKey[ik]; !ok {
+			c.alloc.byKey[ik] = &identity{key: ik, info: IdentityInfo{Labels: lbls}}
 			firstPod[ik] = p
 			idKeys = append(idKeys, ik)
 		}
 	}
 	sort.Strings(idKeys)
 	for _, ik := range idKeys {
-		id := c.idByKey[ik]
-		delete(c.idByKey, ik)
+		id := c.alloc.byKey[ik]
+		delete(c.alloc.byKey, ik)
 		if _, err := c.allocIdentity(firstPod[ik], id.info.Labels, ik, false); err != nil {
 			return nil, err
 		}
@@ -148,13 +138,13 @@ func Compile(cl *Cluster, opts Options) (*Compiler, error) {
 	for _, k := range cl.PolicyKeys() {
 		c.computePeers(cl.compiled[k])
 	}
-	for _, id := range c.ids {
+	for _, id := range c.alloc.ids {
 		if !id.info.ID.IsCIDR() {
 			id.sel = c.computeSel(id)
 		}
 	}
 	for _, k := range podKeys {
-		c.addEndpoint(cl.Pods[k], c.idByKey[keyOf[k]])
+		c.addEndpoint(cl.Pods[k], c.alloc.byKey[keyOf[k]])
 	}
 	c.finish()
 	return c, nil
@@ -260,7 +250,10 @@ func (c *Compiler) check(ev Event) error {
 		if ev.Kind == PolicyUpdate && !exists {
 			return fmt.Errorf("networkpolicy %s: not found", cp.key)
 		}
-		return c.checkKeys(cp)
+		if err := c.checkKeys(cp); err != nil {
+			return err
+		}
+		return c.checkPrefixes(cp)
 	case PolicyRemove:
 		if _, ok := c.cluster.compiled[ev.PolicyKey]; !ok {
 			return fmt.Errorf("networkpolicy %s: not found", ev.PolicyKey)

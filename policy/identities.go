@@ -3,6 +3,7 @@ package policy
 import (
 	"cmp"
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"sort"
@@ -29,6 +30,138 @@ func DefaultIdentityLabel(key string) bool { return !slices.Contains(highCardina
 
 // ErrIdentitiesExhausted is returned when all cluster identities (256..65535) are in use.
 var ErrIdentitiesExhausted = errors.New("all cluster identities 256-65535 are in use")
+
+// ErrCIDRIdentitiesExhausted is returned when all node-local CIDR identities (the local scope
+// bit with a 24-bit number from 1) are in use.
+var ErrCIDRIdentitiesExhausted = errors.New("all CIDR identities (local scope 1-16777215) are in use")
+
+// identityLocalMax is the last node-local identity: past it the number would carry into the
+// bits above the scope bit.
+const identityLocalMax = IdentityLocalScope | (IdentityLocalScope - 1)
+
+// identityAllocator hands out numeric identities: cluster identities to pod label sets and
+// node-local identities to ipBlock prefixes, each from a bounded range, and indexes them. It
+// knows nothing of selectors or rule sets; the Compiler tells them what appeared and vanished.
+type identityAllocator struct {
+	ids   map[Identity]*identity
+	byKey map[string]*identity // pod identities by label key (identityLabels joined)
+	byNS  map[string]map[*identity]struct{}
+	cidrs map[netip.Prefix]*identity
+	// cidrLens has bit l set when some IPv4 prefix of length l has an identity.
+	cidrLens uint64
+	cluster  idRange
+	local    idRange
+}
+
+func newIdentityAllocator() identityAllocator {
+	return identityAllocator{
+		ids:     map[Identity]*identity{},
+		byKey:   map[string]*identity{},
+		byNS:    map[string]map[*identity]struct{}{},
+		cidrs:   map[netip.Prefix]*identity{},
+		cluster: idRange{first: IdentityClusterMin, last: IdentityClusterMax, next: IdentityClusterMin},
+		local:   idRange{first: IdentityLocalScope + 1, last: identityLocalMax, next: IdentityLocalScope + 1},
+	}
+}
+
+// idRange is a range of identity numbers, first to last inclusive, handed out from a cursor
+// that wraps: a released number comes back only after the rest of the range, as in Cilium's
+// allocators, so a stale reference to it is unlikely to meet its successor soon.
+type idRange struct {
+	first, last, next Identity
+}
+
+// take returns the first number from the cursor on that used lacks and moves the cursor past
+// it; false when every number of the range is used.
+func (r *idRange) take(used map[Identity]*identity) (Identity, bool) {
+	num := r.next
+	for tries := Identity(0); tries <= r.last-r.first; tries++ {
+		if num > r.last || num < r.first {
+			num = r.first
+		}
+		if _, taken := used[num]; !taken {
+			r.next = num + 1
+			return num, true
+		}
+		num++
+	}
+	return 0, false
+}
+
+// size returns how many numbers the range holds.
+func (r *idRange) size() int { return int(r.last-r.first) + 1 }
+
+// allocate gives a pod label set the next free cluster identity. key is the set's labels
+// joined; info describes it (its ID is filled in).
+func (a *identityAllocator) allocate(key string, info IdentityInfo) (*identity, error) {
+	num, ok := a.cluster.take(a.ids)
+	if !ok {
+		return nil, ErrIdentitiesExhausted
+	}
+	info.ID = num
+	id := &identity{
+		key:     key,
+		info:    info,
+		groups:  map[string]*epGroup{},
+		members: map[netip.Addr]struct{}{},
+	}
+	a.ids[num] = id
+	a.byKey[key] = id
+	if a.byNS[info.Namespace] == nil {
+		a.byNS[info.Namespace] = map[*identity]struct{}{}
+	}
+	a.byNS[info.Namespace][id] = struct{}{}
+	return id, nil
+}
+
+// release forgets a pod identity.
+func (a *identityAllocator) release(id *identity) {
+	delete(a.ids, id.info.ID)
+	delete(a.byKey, id.key)
+	delete(a.byNS[id.info.Namespace], id)
+}
+
+// newCIDR gives a prefix the next free node-local identity.
+func (a *identityAllocator) newCIDR(p netip.Prefix) (*identity, error) {
+	num, ok := a.local.take(a.ids)
+	if !ok {
+		return nil, ErrCIDRIdentitiesExhausted
+	}
+	id := &identity{info: IdentityInfo{ID: num, Labels: []string{"cidr:" + p.String()}, Prefix: p}}
+	a.ids[num] = id
+	a.cidrs[p] = id
+	a.cidrLens |= 1 << p.Bits()
+	return id, nil
+}
+
+// missingCIDRs counts the distinct prefixes that have no identity yet.
+func (a *identityAllocator) missingCIDRs(prefixes []netip.Prefix) int {
+	missing := map[netip.Prefix]bool{}
+	for _, p := range prefixes {
+		if _, ok := a.cidrs[p]; !ok {
+			missing[p] = true
+		}
+	}
+	return len(missing)
+}
+
+// freeCIDRs returns how many node-local identities are free.
+func (a *identityAllocator) freeCIDRs() int { return a.local.size() - len(a.cidrs) }
+
+// releaseCIDR forgets a CIDR identity. The caller recounts cidrLens once it has released
+// all it will.
+func (a *identityAllocator) releaseCIDR(id *identity) {
+	delete(a.cidrs, id.info.Prefix)
+	delete(a.ids, id.info.ID)
+}
+
+// recountLens rebuilds cidrLens from the prefixes left.
+func (a *identityAllocator) recountLens() {
+	a.cidrLens = 0
+	for p := range a.cidrs {
+		a.cidrLens |= 1 << p.Bits()
+	}
+}
 
 type identity struct {
 	info IdentityInfo
@@ -63,7 +196,7 @@ func (c *Compiler) identityLabels(p *Pod) []string {
 func (c *Compiler) acquireIdentity(p *Pod) (*identity, error) {
 	lbls := c.identityLabels(p)
 	key := strings.Join(lbls, "\x00")
-	if id, ok := c.idByKey[key]; ok {
+	if id, ok := c.alloc.byKey[key]; ok {
 		return id, nil
 	}
 	return c.allocIdentity(p, lbls, key, true)
@@ -72,20 +205,6 @@ func (c *Compiler) acquireIdentity(p *Pod) (*identity, error) {
 // allocIdentity gives a label set the next free cluster identity. With incremental set, the
 // new identity is matched against every selector peer and the rule sets are updated.
 func (c *Compiler) allocIdentity(p *Pod, lbls []string, key string, incremental bool) (*identity, error) {
-	num := c.nextID
-	for tries := 0; ; tries++ {
-		if tries > int(IdentityClusterMax-IdentityClusterMin) {
-			return nil, ErrIdentitiesExhausted
-		}
-		if num > IdentityClusterMax {
-			num = IdentityClusterMin
-		}
-		if _, used := c.ids[num]; !used {
-			break
-		}
-		num++
-	}
-	c.nextID = num + 1
 	podLabels := map[string]string{}
 	for k, v := range p.Labels {
 		if c.opts.IdentityLabel(k) {
@@ -96,19 +215,12 @@ func (c *Compiler) allocIdentity(p *Pod, lbls []string, key string, incremental 
 	if ns := c.cluster.Namespaces[p.Namespace]; ns != nil {
 		nsLabels = ns.Labels
 	}
-	id := &identity{
-		key: key,
-		info: IdentityInfo{ID: num, Labels: lbls, Namespace: p.Namespace,
-			NamespaceLabels: nsLabels, PodLabels: podLabels},
-		groups:  map[string]*epGroup{},
-		members: map[netip.Addr]struct{}{},
+	id, err := c.alloc.allocate(key, IdentityInfo{Labels: lbls, Namespace: p.Namespace,
+		NamespaceLabels: nsLabels, PodLabels: podLabels})
+	if err != nil {
+		return nil, err
 	}
-	c.ids[num] = id
-	c.idByKey[key] = id
-	if c.nsIdentities[p.Namespace] == nil {
-		c.nsIdentities[p.Namespace] = map[*identity]struct{}{}
-	}
-	c.nsIdentities[p.Namespace][id] = struct{}{}
+	num := id.info.ID
 	if !incremental {
 		return id, nil
 	}
@@ -134,20 +246,21 @@ func (c *Compiler) releaseIdentity(id *identity) {
 			c.bumpRule(ref.cp, ref.dir, ref.rule, num, -1)
 		}
 	})
-	delete(c.ids, num)
-	delete(c.idByKey, id.key)
-	delete(c.nsIdentities[id.info.Namespace], id)
+	c.alloc.release(id)
 	c.d.ids[num]--
 }
 
 // addPrefixes takes references on a policy's ipBlock prefixes and returns the CIDR identities
-// that appeared.
+// that appeared. check made sure the new ones fit.
 func (c *Compiler) addPrefixes(cp *compiledPolicy) []*identity {
 	var added []*identity
 	for _, p := range cp.prefixes {
-		id, ok := c.cidrs[p]
+		id, ok := c.alloc.cidrs[p]
 		if !ok {
-			id = c.newCIDR(p)
+			var err error
+			if id, err = c.alloc.newCIDR(p); err != nil {
+				panic(fmt.Sprintf("policy: networkpolicy %s passed the check but: %v", cp.key, err))
+			}
 			if c.d != nil {
 				c.d.cidrs[CIDR{p, id.info.ID}]++
 				c.d.ids[id.info.ID]++
@@ -164,39 +277,32 @@ func (c *Compiler) addPrefixes(cp *compiledPolicy) []*identity {
 func (c *Compiler) removePrefixes(cp *compiledPolicy) []*identity {
 	var removed []*identity
 	for _, p := range cp.prefixes {
-		id := c.cidrs[p]
+		id := c.alloc.cidrs[p]
 		id.info.Refs--
 		if id.info.Refs == 0 {
-			delete(c.cidrs, p)
-			delete(c.ids, id.info.ID)
+			c.alloc.releaseCIDR(id)
 			c.d.cidrs[CIDR{p, id.info.ID}]--
 			c.d.ids[id.info.ID]--
 			removed = append(removed, id)
 		}
 	}
 	if len(removed) > 0 {
-		c.cidrLens = 0
-		for p := range c.cidrs {
-			c.cidrLens |= 1 << p.Bits()
-		}
+		c.alloc.recountLens()
 	}
 	return removed
 }
 
-func (c *Compiler) newCIDR(p netip.Prefix) *identity {
-	num := c.nextCIDR
-	for {
-		if _, used := c.ids[num]; !used {
-			break
-		}
-		num++
+// checkPrefixes reports whether the prefixes of a policy that have no identity yet fit in the
+// free node-local identities.
+func (c *Compiler) checkPrefixes(cp *compiledPolicy) error {
+	free := c.alloc.freeCIDRs()
+	if len(cp.prefixes) <= free {
+		return nil // however many are new
 	}
-	c.nextCIDR = num + 1
-	id := &identity{info: IdentityInfo{ID: num, Labels: []string{"cidr:" + p.String()}, Prefix: p}}
-	c.ids[num] = id
-	c.cidrs[p] = id
-	c.cidrLens |= 1 << p.Bits()
-	return id
+	if need := c.alloc.missingCIDRs(cp.prefixes); need > free {
+		return fmt.Errorf("networkpolicy %s: its ipBlocks need %d new CIDR identities, %d are free: %w", cp.key, need, free, ErrCIDRIdentitiesExhausted)
+	}
+	return nil
 }
 
 func comparePrefix(a, b netip.Prefix) int {

@@ -232,7 +232,7 @@ func deltasRebuildTheState(t *testing.T) {
 func checkBookkeeping(c *Compiler) error {
 	refs := map[*ruleSet]int{}
 	grouped := 0
-	for _, id := range c.ids {
+	for _, id := range c.alloc.ids {
 		for sig, g := range id.groups {
 			if g.sig != sig || len(g.eps) == 0 {
 				return fmt.Errorf("identity %d: group %q filed under %q with %d endpoints", id.info.ID, g.sig, sig, len(g.eps))

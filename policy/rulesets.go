@@ -207,7 +207,7 @@ func (c *Compiler) computeSel(id *identity) [2][]*compiledPolicy {
 // policy's own entries instead of a copy of every entry of every set it touches.
 func (c *Compiler) reselect(ns string, gone, came *compiledPolicy) {
 	var moves []*groupMove
-	for id := range c.nsIdentities[ns] {
+	for id := range c.alloc.byNS[ns] {
 		sel, changed := reselectOne(id, gone, came)
 		if !changed[Ingress] && !changed[Egress] {
 			continue

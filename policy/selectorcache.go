@@ -38,7 +38,7 @@ func (c *Compiler) computePeers(cp *compiledPolicy) {
 func (c *Compiler) matchPeer(cp *compiledPolicy, pe *compiledPeer) *idList {
 	var m idList
 	if pe.ipBlock {
-		for p, id := range c.cidrs {
+		for p, id := range c.alloc.cidrs {
 			if pe.selectsPrefix(p) {
 				m = append(m, id.info.ID)
 			}
@@ -47,7 +47,7 @@ func (c *Compiler) matchPeer(cp *compiledPolicy, pe *compiledPeer) *idList {
 		return &m
 	}
 	// Namespaces first: a namespace selector is checked once per namespace, not per identity.
-	for ns, ids := range c.nsIdentities {
+	for ns, ids := range c.alloc.byNS {
 		for id := range ids {
 			if pe.nsSel == nil && ns != cp.ns || pe.nsSel != nil && !pe.nsSel.Matches(labels.Set(id.info.NamespaceLabels)) {
 				break // every identity of a namespace has its labels

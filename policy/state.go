@@ -299,8 +299,8 @@ func (s *State) NumEntries() int {
 
 // Identities returns every allocated identity (pod and CIDR), sorted by ID.
 func (s *State) Identities() []*IdentityInfo {
-	out := make([]*IdentityInfo, 0, len(s.c.ids))
-	for _, id := range s.c.ids {
+	out := make([]*IdentityInfo, 0, len(s.c.alloc.ids))
+	for _, id := range s.c.alloc.ids {
 		out = append(out, &id.info)
 	}
 	slices.SortFunc(out, func(a, b *IdentityInfo) int { return cmp.Compare(a.ID, b.ID) })
@@ -309,7 +309,7 @@ func (s *State) Identities() []*IdentityInfo {
 
 // Identity returns an identity's description.
 func (s *State) Identity(id Identity) (*IdentityInfo, bool) {
-	i, ok := s.c.ids[id]
+	i, ok := s.c.alloc.ids[id]
 	if !ok {
 		return nil, false
 	}
@@ -318,7 +318,7 @@ func (s *State) Identity(id Identity) (*IdentityInfo, bool) {
 
 // Members returns the pod IPs that hold a pod identity, sorted.
 func (s *State) Members(id Identity) []netip.Addr {
-	i, ok := s.c.ids[id]
+	i, ok := s.c.alloc.ids[id]
 	if !ok {
 		return nil
 	}
@@ -332,8 +332,8 @@ func (s *State) Members(id Identity) []netip.Addr {
 
 // CIDRs returns the ipBlock prefixes with their identities, sorted by prefix.
 func (s *State) CIDRs() []CIDR {
-	out := make([]CIDR, 0, len(s.c.cidrs))
-	for p, id := range s.c.cidrs {
+	out := make([]CIDR, 0, len(s.c.alloc.cidrs))
+	for p, id := range s.c.alloc.cidrs {
 		out = append(out, CIDR{p, id.info.ID})
 	}
 	slices.SortFunc(out, func(a, b CIDR) int { return comparePrefix(a.Prefix, b.Prefix) })
@@ -347,11 +347,11 @@ func (s *State) CIDRIdentityOf(ip netip.Addr) Identity {
 		return IdentityWorld
 	}
 	for bits := 32; bits >= 0; bits-- {
-		if s.c.cidrLens&(1<<bits) == 0 {
+		if s.c.alloc.cidrLens&(1<<bits) == 0 {
 			continue
 		}
 		p, _ := ip.Prefix(bits)
-		if id, ok := s.c.cidrs[p]; ok {
+		if id, ok := s.c.alloc.cidrs[p]; ok {
 			return id.info.ID
 		}
 	}
