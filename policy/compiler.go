@@ -36,16 +36,7 @@ type Compiler struct {
 	setsByPolicy map[string]*[2][]*ruleSet // by policy key, the sets it selects, per direction
 	nextSet      RuleSetID
 
-	// peerIDs holds, for every peer of every policy, the identities it selects: pod
-	// identities for selector peers, CIDR identities for ipBlock peers.
-	peerIDs map[*compiledPeer]*idList
-	// ipBlocks locates every ipBlock peer of every policy, nsPeers every peer with a
-	// namespace selector (the only selector peers that can select pods of other namespaces).
-	ipBlocks map[*compiledPeer]peerRef
-	nsPeers  map[*compiledPeer]peerRef
-	// nsPeersIn caches, per namespace, the peers of nsPeers whose namespace selector matches
-	// its labels (namespaces do not change once compiled), filled on first use.
-	nsPeersIn map[string]map[*compiledPeer]peerRef
+	selectors selectorCache
 
 	// portNames interns the named ports of entry keys: portNames[n-1] is named port n.
 	portNames []string
@@ -77,13 +68,10 @@ func Compile(cl *Cluster, opts Options) (*Compiler, error) {
 		setByOrigin:  map[string]*ruleSet{},
 		setsByPolicy: map[string]*[2][]*ruleSet{},
 		nextSet:      1,
-		peerIDs:      map[*compiledPeer]*idList{},
-		ipBlocks:     map[*compiledPeer]peerRef{},
-		nsPeers:      map[*compiledPeer]peerRef{},
-		nsPeersIn:    map[string]map[*compiledPeer]peerRef{},
 		portName:     map[string]uint32{},
 	}
 	c.state = &State{c: c}
+	c.selectors = newSelectorCache(cl, &c.alloc)
 	for _, k := range cl.PolicyKeys() {
 		if err := c.checkKeys(cl.compiled[k]); err != nil {
 			return nil, err
@@ -136,7 +124,7 @@ func Compile(cl *Cluster, opts Options) (*Compiler, error) {
 		}
 	}
 	for _, k := range cl.PolicyKeys() {
-		c.computePeers(cl.compiled[k])
+		c.selectors.addPolicy(cl.compiled[k])
 	}
 	for _, id := range c.alloc.ids {
 		if !id.info.ID.IsCIDR() {
@@ -280,7 +268,7 @@ func (c *Compiler) putPolicy(cp *compiledPolicy) {
 	var removed []*identity
 	c.cluster.putPolicy(cp)
 	added := c.addPrefixes(cp)
-	c.computePeers(cp)
+	c.selectors.addPolicy(cp)
 	if old != nil {
 		// The sets of the old version trade its entries for the new version's.
 		if ps := c.setsByPolicy[cp.key]; ps != nil {
@@ -294,10 +282,10 @@ func (c *Compiler) putPolicy(cp *compiledPolicy) {
 				c.contribute(s, cp, 1)
 			}
 		}
-		c.dropPeers(old)
+		c.selectors.removePolicy(old)
 		removed = c.removePrefixes(old)
 	}
-	c.refreshIPBlocks(added, removed)
+	c.selectors.prefixesChanged(added, removed, c.bumpRule)
 	switch {
 	case old == nil:
 		c.reselect(cp.ns, nil, cp)
@@ -312,6 +300,6 @@ func (c *Compiler) putPolicy(cp *compiledPolicy) {
 func (c *Compiler) removePolicy(key string) {
 	cp, _ := c.cluster.removePolicy(key)
 	c.reselect(cp.ns, cp, nil)
-	c.dropPeers(cp)
-	c.refreshIPBlocks(nil, c.removePrefixes(cp))
+	c.selectors.removePolicy(cp)
+	c.selectors.prefixesChanged(nil, c.removePrefixes(cp), c.bumpRule)
 }

@@ -23,16 +23,18 @@ func (c *Compiler) contribute(s *ruleSet, cp *compiledPolicy, n int32) {
 			continue
 		}
 		for _, pe := range r.peers {
-			for _, id := range *c.peerIDs[pe] {
+			for _, id := range c.selectors.selected(pe) {
 				c.forPorts(s, r, id, func(e Entry) { c.bump(s, e, n) })
 			}
 		}
 	}
 }
 
-// bumpRule adds (n = 1) or takes back (n = -1) what one rule contributes for one peer identity
-// to every rule set of the policy in that direction.
-func (c *Compiler) bumpRule(cp *compiledPolicy, dir Direction, r *compiledRule, id Identity, n int32) {
+// bumpRule adds (n = 1) or takes back (n = -1) what the rule of a peer contributes for one
+// identity to every rule set of the peer's policy in the peer's direction: the selector cache
+// calls it for every identity a peer gains or loses.
+func (c *Compiler) bumpRule(ref peerRef, id Identity, n int32) {
+	cp, dir, r := ref.cp, ref.dir, ref.rule
 	if ps := c.setsByPolicy[cp.key]; ps != nil {
 		for _, s := range ps[dir] {
 			c.forPorts(s, r, id, func(e Entry) { c.bump(s, e, n) })

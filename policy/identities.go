@@ -8,8 +8,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-
-	"k8s.io/apimachinery/pkg/labels"
 )
 
 // highCardinalityLabels are pod labels that Cilium leaves out of identities: each would give
@@ -226,13 +224,7 @@ func (c *Compiler) allocIdentity(p *Pod, lbls []string, key string, incremental 
 	}
 	c.d.ids[num]++
 	id.sel = c.computeSel(id)
-	pods := labels.Set(id.info.PodLabels)
-	c.eachPeerOfNamespace(p.Namespace, func(pe *compiledPeer, ref peerRef) {
-		if pe.podSel == nil || pe.podSel.Matches(pods) {
-			c.peerIDs[pe].add(num)
-			c.bumpRule(ref.cp, ref.dir, ref.rule, num, 1)
-		}
-	})
+	c.selectors.identityAdded(id, c.bumpRule)
 	return id, nil
 }
 
@@ -240,14 +232,9 @@ func (c *Compiler) releaseIdentity(id *identity) {
 	if id.info.Refs > 0 {
 		return
 	}
-	num := id.info.ID
-	c.eachPeerOfNamespace(id.info.Namespace, func(pe *compiledPeer, ref peerRef) {
-		if c.peerIDs[pe].remove(num) {
-			c.bumpRule(ref.cp, ref.dir, ref.rule, num, -1)
-		}
-	})
+	c.selectors.identityRemoved(id, c.bumpRule)
 	c.alloc.release(id)
-	c.d.ids[num]--
+	c.d.ids[id.info.ID]--
 }
 
 // addPrefixes takes references on a policy's ipBlock prefixes and returns the CIDR identities
