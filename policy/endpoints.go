@@ -1,5 +1,6 @@
 package policy
 
+// epState is an endpoint with the identity and rule sets it holds.
 type epState struct {
 	Endpoint
 	id   *identity
@@ -14,6 +15,8 @@ type epState struct {
 	removed bool
 }
 
+// epGroup is the endpoints of one identity with one port signature: they share their rule
+// sets (see identity.groups).
 type epGroup struct {
 	sig  string
 	sets [2]*ruleSet // every endpoint's sets

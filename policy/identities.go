@@ -161,6 +161,8 @@ func (a *identityAllocator) recountLens() {
 	}
 }
 
+// identity is an allocated identity. For a pod identity, sel lists the policies that select
+// it per direction, sorted by key, members its endpoints' addresses, and groups its endpoints.
 type identity struct {
 	info IdentityInfo
 	key  string

@@ -10,6 +10,11 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 )
 
+// ruleSet is a RuleSet with what the compiler keeps to maintain it. Endpoints with the same
+// origin (see origin) share the set and refs counts them; the set goes when the last one
+// leaves, and is renamed in place when all of them move to one origin no set has yet. counts
+// holds, per entry, how many (policy, rule, port) contributions give it; Entries lists the
+// entries whose count is not zero, sorted.
 type ruleSet struct {
 	RuleSet
 	origin   string
