@@ -211,11 +211,17 @@ func (s *State) Cluster() *Cluster { return s.c.cluster }
 
 // Endpoints returns every endpoint, sorted by ID.
 func (s *State) Endpoints() []*Endpoint {
-	out := make([]*Endpoint, 0, len(s.c.epByID))
-	for _, ep := range s.c.epByID {
-		out = append(out, &ep.Endpoint)
+	return sortedByID(s.c.epByID, func(ep *epState) *Endpoint { return &ep.Endpoint },
+		func(ep *Endpoint) uint32 { return ep.ID })
+}
+
+// sortedByID returns what view gives of every value of m, sorted by id.
+func sortedByID[K comparable, V, T any, ID cmp.Ordered](m map[K]V, view func(V) *T, id func(*T) ID) []*T {
+	out := make([]*T, 0, len(m))
+	for _, v := range m {
+		out = append(out, view(v))
 	}
-	slices.SortFunc(out, func(a, b *Endpoint) int { return cmp.Compare(a.ID, b.ID) })
+	slices.SortFunc(out, func(a, b *T) int { return cmp.Compare(id(a), id(b)) })
 	return out
 }
 
@@ -251,12 +257,8 @@ func (s *State) EndpointByPod(key string) (*Endpoint, bool) {
 
 // RuleSets returns every rule set, sorted by ID.
 func (s *State) RuleSets() []*RuleSet {
-	out := make([]*RuleSet, 0, len(s.c.sets))
-	for _, rs := range s.c.sets {
-		out = append(out, &rs.RuleSet)
-	}
-	slices.SortFunc(out, func(a, b *RuleSet) int { return cmp.Compare(a.ID, b.ID) })
-	return out
+	return sortedByID(s.c.sets, func(rs *ruleSet) *RuleSet { return &rs.RuleSet },
+		func(rs *RuleSet) RuleSetID { return rs.ID })
 }
 
 // RuleSet returns a rule set by id. RuleSetAllowAll is not stored.
@@ -299,12 +301,8 @@ func (s *State) NumEntries() int {
 
 // Identities returns every allocated identity (pod and CIDR), sorted by ID.
 func (s *State) Identities() []*IdentityInfo {
-	out := make([]*IdentityInfo, 0, len(s.c.alloc.ids))
-	for _, id := range s.c.alloc.ids {
-		out = append(out, &id.info)
-	}
-	slices.SortFunc(out, func(a, b *IdentityInfo) int { return cmp.Compare(a.ID, b.ID) })
-	return out
+	return sortedByID(s.c.alloc.ids, func(id *identity) *IdentityInfo { return &id.info },
+		func(info *IdentityInfo) Identity { return info.ID })
 }
 
 // Identity returns an identity's description.
