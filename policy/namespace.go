@@ -17,9 +17,9 @@ func (c *Compiler) checkNamespaceRelabel(name string) error {
 	if errs := validation.IsDNS1123Label(name); len(errs) > 0 {
 		return fmt.Errorf("namespace %q: %s", name, strings.Join(errs, "; "))
 	}
-	need := len(c.nsIdentities[name])
-	used := len(c.ids) - len(c.cidrs)
-	if free := int(IdentityClusterMax-IdentityClusterMin) + 1 - used; need > free {
+	need := len(c.alloc.byNS[name])
+	used := len(c.alloc.ids) - len(c.alloc.cidrs)
+	if free := c.alloc.cluster.size() - used; need > free {
 		return fmt.Errorf("namespace %s: relabel needs %d free identities, %d are: %w", name, need, free, ErrIdentitiesExhausted)
 	}
 	return nil
@@ -39,25 +39,16 @@ func (c *Compiler) relabelNamespace(name string, lbls map[string]string) {
 	if old := c.cluster.Namespaces[name]; old != nil && maps.Equal(old.Labels, want) {
 		return
 	}
-	// The old identities leave the peers that select them under the old labels first: once
-	// the labels change, eachPeerOfNamespace no longer finds the peers that stop matching,
-	// and releaseIdentity would leave the identities behind in them.
-	ids := slices.Collect(maps.Keys(c.nsIdentities[name]))
+	ids := slices.Collect(maps.Keys(c.alloc.byNS[name]))
 	slices.SortFunc(ids, func(a, b *identity) int { return cmp.Compare(a.info.ID, b.info.ID) })
 	var eps []*epState
 	for _, id := range ids {
-		num := id.info.ID
-		c.eachPeerOfNamespace(name, func(pe *compiledPeer, ref peerRef) {
-			if c.peerIDs[pe].remove(num) {
-				c.bumpRule(ref.cp, ref.dir, ref.rule, num, -1)
-			}
-		})
 		for _, g := range id.groups {
 			eps = append(eps, g.eps...)
 		}
 	}
+	c.selectors.namespaceRelabelling(name, ids, c.bumpRule)
 	c.cluster.Namespaces[name] = &Namespace{Name: name, Labels: want}
-	delete(c.nsPeersIn, name)
 	// In endpoint order, so the new identities are numbered the same way every time.
 	slices.SortFunc(eps, func(a, b *epState) int { return cmp.Compare(a.ID, b.ID) })
 	for _, ep := range eps {
@@ -67,4 +58,15 @@ func (c *Compiler) relabelNamespace(name string, lbls map[string]string) {
 			panic(fmt.Sprintf("relabel namespace %s: %v", name, err))
 		}
 	}
+}
+
+// namespaceRelabelling takes the identities of a namespace out of every selection while the
+// namespace still has its old labels, and forgets which peers select it: its labels are about
+// to change. Once they have, eachPeerOfNamespace would no longer find the peers that stop
+// matching, and identityRemoved would leave the old identities behind in them.
+func (sc *selectorCache) namespaceRelabelling(ns string, ids []*identity, fn selectionChanged) {
+	for _, id := range ids {
+		sc.identityRemoved(id, fn)
+	}
+	delete(sc.nsPeersIn, ns)
 }
