@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"strings"
 	"sync"
@@ -21,7 +20,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"netpolbench/agent"
-	"netpolbench/bench"
+	"netpolbench/catalogue"
+	"netpolbench/internal/netns"
 	"netpolbench/policy"
 	"netpolbench/testbed"
 )
@@ -46,14 +46,18 @@ It reports every --report interval what it applied and how long changes took fro
 event to the backend. Without --kubeconfig it uses the pod's service account inside a cluster,
 else $KUBECONFIG or ~/.kube/config (netpolbench cluster up prints one for a local control plane).
 
-Backends: ` + strings.Join(bench.Backends(), ", ") + `.`,
+Backends: ` + strings.Join(catalogue.Names((*catalogue.Backend).CanBench), ", ") + `.`,
 		Example: `  netpolbench cluster up &
   netpolbench agent --kubeconfig $(netpolbench cluster kubeconfig) --backend ebpf`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f, err := bench.Lookup(backend)
+			b, err := catalogue.Get(backend)
 			if err != nil {
 				return usageErr(fmt.Errorf("agent: %w", err))
+			}
+			if !b.CanBench() {
+				return usageErr(fmt.Errorf("agent: %s cannot apply updates (have %s)", backend,
+					strings.Join(catalogue.Names((*catalogue.Backend).CanBench), ", ")))
 			}
 			cfg, err := agentRESTConfig(kubeconfig)
 			if err != nil {
@@ -65,17 +69,17 @@ Backends: ` + strings.Join(bench.Backends(), ", ") + `.`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			var netns string
-			if f.NeedsNetns {
-				if netns, err = ownNetns(); err != nil {
+			var nsName string
+			if b.Family.InNode {
+				if nsName, err = ownNetns(); err != nil {
 					return runtimeErr(fmt.Errorf("agent: %w", err))
 				}
-				defer exec.Command("ip", "netns", "del", netns).Run()
+				defer netns.Delete(nsName)
 			}
 			rep := newAgentReport(cmd.OutOrStdout(), backend)
 			a, err := agent.New(client, agent.Options{
 				Open: func(s *policy.State) (policy.Backend, error) {
-					return f.Open(bench.Env{State: s, Netns: netns})
+					return b.Open(catalogue.Env{State: s, Node: nsName})
 				},
 				Resync:  resync,
 				Observe: rep.observe,
@@ -143,10 +147,11 @@ func ownNetns() (string, error) {
 		return "", err
 	}
 	name := fmt.Sprintf("%s%d-agent-%s", testbed.Prefix, os.Getpid(), hex.EncodeToString(b[:]))
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("create network namespace %s: %v: %s (needs root)", name, err, strings.TrimSpace(string(out)))
+	ns, err := netns.Create(name)
+	if err != nil {
+		return "", err
 	}
-	return name, nil
+	return name, ns.Close()
 }
 
 // agentReport summarises the agent's work per interval: changes applied, and the time from
