@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -18,18 +19,17 @@ import (
 
 	"netpolbench/agent"
 	"netpolbench/controlplane/controlplanetest"
-	"netpolbench/datapath"
+	"netpolbench/catalogue"
 	"netpolbench/driver"
 	"netpolbench/iptables"
 	"netpolbench/policy"
 	"netpolbench/workloads"
 )
 
-// stateBackend is the in-process "compiled" backend: it enforces by looking flows up in the
-// compiled state it was last given, so what it holds is the agent's state itself.
+// stateBackend is a backend that holds the compiled state it is given, nothing else.
 type stateBackend struct{ s *policy.State }
 
-func (b *stateBackend) Name() string { return "compiled" }
+func (b *stateBackend) Name() string { return "state" }
 func (b *stateBackend) Sync(s *policy.State) (policy.SyncStats, error) {
 	b.s = s
 	return policy.SyncStats{}, nil
@@ -48,14 +48,59 @@ type testBackend struct {
 	check func(s *policy.State) error
 }
 
-// openBackends opens every backend the agent is tested with: the compiled state, iptables
-// and ipset on the stateful fake of their tools, and (as root) the eBPF datapath, whose maps
-// are compared with a second datapath synced from scratch.
-func openBackends(t *testing.T, sizes datapath.Sizes) []testBackend {
+// dumper is a backend that renders its kernel state for comparison (the eBPF datapath).
+type dumper interface {
+	Dump() (string, error)
+}
+
+// openBackends opens every backend the agent is tested with: the catalogue's compiled state
+// and eBPF datapath (root), opened by name as the agent command opens them, with the
+// datapath's maps compared with those of a second one synced from scratch; and iptables and
+// ipset on the stateful fake of their tools, compared with a fresh sync into another fake
+// (the kernel's tables agree with the fake's in the iptables package's own tests).
+func openBackends(t *testing.T, initial *policy.State) []testBackend {
 	t.Helper()
-	out := []testBackend{{name: "compiled", b: &stateBackend{}, check: func(s *policy.State) error {
-		return nil // its state is the agent's, compared with a fresh compile already
-	}}}
+	var out []testBackend
+	for _, name := range []string{"compiled", "ebpf"} {
+		cb := catalogue.MustGet(name)
+		b, err := cb.Open(catalogue.Env{State: initial})
+		if errors.Is(err, catalogue.ErrUnavailable) && os.Getenv("CI") == "" {
+			t.Logf("%s is left out: %v", name, err)
+			continue
+		}
+		if err != nil {
+			t.Fatalf("open %s: %v", name, err)
+		}
+		t.Cleanup(func() { b.Close() })
+		tb := testBackend{name: name, b: b, check: func(*policy.State) error {
+			return nil // it holds the agent's state, which is compared with a fresh compile
+		}}
+		if d, ok := b.(dumper); ok {
+			ref, err := cb.Open(catalogue.Env{State: initial})
+			if err != nil {
+				t.Fatalf("open %s: %v", name, err)
+			}
+			t.Cleanup(func() { ref.Close() })
+			tb.check = func(s *policy.State) error {
+				if _, err := ref.Sync(s); err != nil {
+					return fmt.Errorf("fresh sync: %w", err)
+				}
+				got, err := d.Dump()
+				if err != nil {
+					return err
+				}
+				want, err := ref.(dumper).Dump()
+				if err != nil {
+					return err
+				}
+				if got != want {
+					return fmt.Errorf("kernel state differs from a fresh sync:\n%s", firstDiff(got, want))
+				}
+				return nil
+			}
+		}
+		out = append(out, tb)
+	}
 	for _, v := range []iptables.Variant{iptables.VariantIPTables, iptables.VariantIPSet} {
 		fake := iptables.NewFake()
 		b, err := iptables.New(iptables.Config{Variant: v, Runner: fake})
@@ -78,40 +123,7 @@ func openBackends(t *testing.T, sizes datapath.Sizes) []testBackend {
 			return nil
 		}})
 	}
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("CI lacks what this test needs: root, for the eBPF datapath")
-		}
-		t.Log("the eBPF datapath is left out: it needs root (CAP_BPF, CAP_NET_ADMIN)")
-		return out
-	}
-	opts := datapath.Options{Layout: datapath.LayoutHash, CT: datapath.CTLookup, NoDropEvents: true, Sizes: sizes}
-	d, err := datapath.Open(opts)
-	if err != nil {
-		t.Fatalf("open ebpf: %v", err)
-	}
-	ref, err := datapath.Open(opts)
-	if err != nil {
-		t.Fatalf("open ebpf: %v", err)
-	}
-	t.Cleanup(func() { d.Close(); ref.Close() })
-	return append(out, testBackend{name: "ebpf", b: d, check: func(s *policy.State) error {
-		if _, err := ref.Sync(s); err != nil {
-			return fmt.Errorf("fresh sync: %w", err)
-		}
-		got, err := d.Dump()
-		if err != nil {
-			return err
-		}
-		want, err := ref.Dump()
-		if err != nil {
-			return err
-		}
-		if got != want {
-			return fmt.Errorf("maps differ from a fresh sync:\n%s", firstDiff(got, want))
-		}
-		return nil
-	}})
+	return out
 }
 
 // fakeDump is the fake's rules and sets, as iptables-save and ipset save would print them.
@@ -158,9 +170,6 @@ func TestAgentConvergesThroughChurnRestartAndRelist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sizes := datapath.SizesFor(initial.State(), datapath.LayoutHash)
-	sizes.Summaries *= 4
-	sizes.Policy *= 4
 	w := &driver.Writer{Client: admin}
 	start := time.Now()
 	if err := w.WriteCluster(ctx, g, 8); err != nil {
@@ -177,7 +186,7 @@ func TestAgentConvergesThroughChurnRestartAndRelist(t *testing.T) {
 	var logs []string
 	var runs []*agentRun
 	var wg sync.WaitGroup
-	for _, tb := range openBackends(t, sizes) {
+	for _, tb := range openBackends(t, initial.State()) {
 		a, err := agent.New(agentClient, agent.Options{
 			Backend: tb.b,
 			Resync:  2 * time.Second,

@@ -3,7 +3,6 @@ package driver_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
@@ -12,21 +11,12 @@ import (
 
 	"netpolbench/agent"
 	"netpolbench/controlplane/controlplanetest"
-	"netpolbench/datapath"
+	"netpolbench/catalogue"
+	"netpolbench/internal/needs"
 	"netpolbench/driver"
 	"netpolbench/policy"
 	"netpolbench/workloads"
 )
-
-// stateBackend holds the compiled state it is given: the agent's own work, nothing else.
-type stateBackend struct{}
-
-func (stateBackend) Name() string                                 { return "compiled" }
-func (stateBackend) Sync(*policy.State) (policy.SyncStats, error) { return policy.SyncStats{}, nil }
-func (stateBackend) Update(*policy.State, *policy.Delta) (policy.SyncStats, error) {
-	return policy.SyncStats{}, nil
-}
-func (stateBackend) Close() error { return nil }
 
 // rig is a control plane holding a generated cluster, with an agent enforcing it.
 type rig struct {
@@ -38,16 +28,12 @@ type rig struct {
 }
 
 // setup writes a generated cluster through a fresh control plane and starts an agent on it
-// with the backend, its observations going to the rig's matcher.
-func setup(tb testing.TB, spec workloads.Spec, backend func(*policy.State) policy.Backend) rig {
+// with the catalogue's backend of that name, its observations going to the rig's matcher.
+func setup(tb testing.TB, spec workloads.Spec, backend string) rig {
 	tb.Helper()
 	cp := controlplanetest.Start(tb)
 	admin := controlplanetest.AdminClient(cp)
 	g, err := workloads.Generate(spec)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	initial, err := policy.Compile(g.Cluster, policy.Options{})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -59,7 +45,9 @@ func setup(tb testing.TB, spec workloads.Spec, backend func(*policy.State) polic
 	}
 	tb.Logf("wrote %d pods and %d policies in %s", len(g.Pods), len(g.Policies), time.Since(start).Round(time.Millisecond))
 	m := driver.NewMatcher()
-	a, err := agent.New(admin, agent.Options{Backend: backend(initial.State()), Observe: m.Observe})
+	a, err := agent.New(admin, agent.Options{Observe: m.Observe, Open: func(s *policy.State) (policy.Backend, error) {
+		return catalogue.MustGet(backend).Open(catalogue.Env{State: s})
+	}})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -98,7 +86,7 @@ func (r rig) events(n int) []policy.Event {
 // one sample per write that changed something, with stages in the order they happen, and the
 // API server's counters show the writes and the watch events they caused.
 func TestRunPairsEveryWriteWithItsEnforcement(t *testing.T) {
-	r := setup(t, mustPreset(t, "small"), func(*policy.State) policy.Backend { return stateBackend{} })
+	r := setup(t, mustPreset(t, "small"), "compiled")
 	evs := r.events(60)
 	res, err := driver.Run(r.ctx, driver.Config{Client: r.client, Events: evs, QPS: 100, Settle: 10 * time.Second}, r.m)
 	if err != nil {
@@ -149,29 +137,14 @@ func mustPreset(tb testing.TB, name string) workloads.Spec {
 //
 //	go test -run '^$' -bench EnforcementLatency -benchtime=1x ./driver/
 func BenchmarkEnforcementLatency(b *testing.B) {
-	backends := []struct {
-		name string
-		open func(*policy.State) policy.Backend
-	}{{"compiled", func(*policy.State) policy.Backend { return stateBackend{} }}}
-	if os.Geteuid() == 0 {
-		backends = append(backends, struct {
-			name string
-			open func(*policy.State) policy.Backend
-		}{"ebpf", func(s *policy.State) policy.Backend {
-			sz := datapath.SizesFor(s, datapath.LayoutHash)
-			sz.Summaries, sz.Policy = 4*sz.Summaries, 4*sz.Policy
-			d, err := datapath.Open(datapath.Options{Layout: datapath.LayoutHash, CT: datapath.CTLookup, NoDropEvents: true, Sizes: sz})
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { d.Close() })
-			return d
-		}})
+	backends := []string{"compiled"}
+	if needs.Check(catalogue.MustGet("ebpf").Needs...) == nil {
+		backends = append(backends, "ebpf")
 	}
 	for _, pods := range []int{1000, 10000} {
 		for _, be := range backends {
-			b.Run(fmt.Sprintf("backend=%s/pods=%d", be.name, pods), func(b *testing.B) {
-				r := setup(b, workloads.Default().WithPods(pods), be.open)
+			b.Run(fmt.Sprintf("backend=%s/pods=%d", be, pods), func(b *testing.B) {
+				r := setup(b, workloads.Default().WithPods(pods), be)
 				for _, qps := range []float64{20, 100} {
 					b.Run(fmt.Sprintf("qps=%g", qps), func(b *testing.B) {
 						for range b.N {
