@@ -18,8 +18,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"netpolbench/agent"
-	"netpolbench/controlplane/controlplanetest"
 	"netpolbench/catalogue"
+	"netpolbench/controlplane/controlplanetest"
 	"netpolbench/driver"
 	"netpolbench/iptables"
 	"netpolbench/policy"

@@ -10,10 +10,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"netpolbench/agent"
-	"netpolbench/controlplane/controlplanetest"
 	"netpolbench/catalogue"
-	"netpolbench/internal/needs"
+	"netpolbench/controlplane/controlplanetest"
 	"netpolbench/driver"
+	"netpolbench/internal/needs"
 	"netpolbench/policy"
 	"netpolbench/workloads"
 )

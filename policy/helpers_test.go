@@ -38,5 +38,4 @@ func firstDiff(got, want string) string {
 	return "(no difference)"
 }
 
-
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
