@@ -21,6 +21,7 @@ import (
 	"netpolbench/catalogue"
 	"netpolbench/controlplane/controlplanetest"
 	"netpolbench/driver"
+	"netpolbench/internal/testenv"
 	"netpolbench/iptables"
 	"netpolbench/policy"
 	"netpolbench/workloads"
@@ -152,6 +153,7 @@ type agentRun struct {
 // goes on and the API server restarts: they must relist, learn the deletions they missed, and
 // converge again, with no event applied twice (the compiler would reject it) or lost.
 func TestAgentConvergesThroughChurnRestartAndRelist(t *testing.T) {
+	testenv.Long(t, "the agent's integration test")
 	cp := controlplanetest.Start(t)
 	admin := controlplanetest.AdminClient(cp)
 	ctx, cancel := context.WithCancel(context.Background())
