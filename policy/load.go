@@ -3,11 +3,13 @@ package policy
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 	"os"
+	"reflect"
 	"runtime"
 	"strings"
 	"sync"
@@ -446,7 +448,11 @@ func decodeDocument(doc *document) ([]decoded, []string, error) {
 	// typed decode in decodeObject is the only other parse.
 	var root yamlv3.Node
 	if err := yamlv3.Unmarshal(doc.data, &root); err != nil {
-		return nil, nil, fmt.Errorf("%s: %s", doc.where, relines(err.Error(), doc.line))
+		line, msg := parserLine(err.Error(), doc.line)
+		if line == 0 {
+			line = doc.line
+		}
+		return nil, nil, fmt.Errorf("%s: line %d: %s", doc.where, line, msg)
 	}
 	w := yaml11Booleans(&root, doc)
 	top := &root
@@ -455,7 +461,7 @@ func decodeDocument(doc *document) ([]decoded, []string, error) {
 	}
 	kind := topField(top, "kind")
 	if !strings.HasSuffix(kind, "List") {
-		o, w2, err := decodeObject(doc.data, kind, topField(top, "apiVersion"), decoded{doc: doc, item: -1, line: doc.line + top.Line - 1})
+		o, w2, err := decodeObject(doc.data, top, decoded{doc: doc, item: -1, line: doc.line + top.Line - 1})
 		return o, append(w, w2...), err
 	}
 	// Items are split as YAML nodes and re-encoded with their scalar styles intact, so each
@@ -480,7 +486,7 @@ func decodeDocument(doc *document) ([]decoded, []string, error) {
 			r.err = fmt.Errorf("%s: line %d: %w", at.where(), at.line, err)
 			return
 		}
-		r.out, r.w, r.err = decodeObject(text, topField(n, "kind"), topField(n, "apiVersion"), at)
+		r.out, r.w, r.err = decodeObject(text, n, at)
 	})
 	var out []decoded
 	for _, r := range results {
@@ -556,26 +562,42 @@ func topField(n *yamlv3.Node, key string) string {
 	return ""
 }
 
-// decodeObject decodes one object of the given kind and apiVersion: text is its YAML, at
-// where it is.
-func decodeObject(text []byte, kind, apiVersion string, at decoded) ([]decoded, []string, error) {
+// networkPolicyDocument is a NetworkPolicy as Kubernetes 1.24 to 1.27 wrote it, with a
+// status (an alpha field, removed in 1.28, that every dump of those versions holds, mostly as
+// status: {}). The status says nothing about enforcement and is ignored.
+type networkPolicyDocument struct {
+	networkingv1.NetworkPolicy `json:",inline"`
+	Status                     json.RawMessage `json:"status,omitempty"`
+}
+
+// decodeObject decodes one object: text is its YAML, node its parse, at where it is.
+func decodeObject(text []byte, node *yamlv3.Node, at decoded) ([]decoded, []string, error) {
+	kind, apiVersion := topField(node, "kind"), topField(node, "apiVersion")
 	var obj any
+	var np *networkPolicyDocument
 	switch {
 	case kind == "Namespace" && apiVersion == "v1":
 		obj = &corev1.Namespace{}
 	case kind == "Pod" && apiVersion == "v1":
 		obj = &corev1.Pod{}
 	case kind == "NetworkPolicy" && apiVersion == "networking.k8s.io/v1":
-		obj = &networkingv1.NetworkPolicy{}
+		np = &networkPolicyDocument{}
+		obj = np
 	case kind == "":
 		return nil, nil, fmt.Errorf("%s: line %d: kind: required", at.where(), at.line)
 	default:
 		return nil, []string{at.warn("skipping %s %s (not a Namespace, Pod or NetworkPolicy)", apiVersion, kind)}, nil
 	}
+	if e := checkFieldNames(node, reflect.TypeOf(obj), ""); e != nil {
+		return nil, nil, fmt.Errorf("%s: line %d: %s: %v", at.where(), at.doc.line+e.key.Line-1, kind, e)
+	}
 	if err := yaml.UnmarshalStrict(text, obj); err != nil {
 		return nil, nil, at.decodeError(kind, err)
 	}
 	at.obj = obj
+	if np != nil {
+		at.obj = &np.NetworkPolicy
+	}
 	return []decoded{at}, nil, nil
 }
 

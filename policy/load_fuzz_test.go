@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"netpolbench/policy"
@@ -92,25 +93,27 @@ func asGenerated(c *policy.Cluster) *workloads.Generated {
 
 // clusterDiff names the first difference between two clusters that enforcement could see:
 // namespaces and their labels, pods, and policies' labels, annotations and specs (not the
-// metadata the API server keeps, such as timestamps, which JSON rounds).
+// metadata the API server keeps, such as timestamps, which JSON rounds). An empty list or map
+// is no different from none, as the API server sees them.
 func clusterDiff(a, b *policy.Cluster) string {
+	eq := equality.Semantic.DeepEqual
 	if !reflect.DeepEqual(a.NamespaceNames(), b.NamespaceNames()) || !reflect.DeepEqual(a.PodKeys(), b.PodKeys()) ||
 		!reflect.DeepEqual(a.PolicyKeys(), b.PolicyKeys()) {
 		return "the namespaces, pods or policies differ"
 	}
 	for name, ns := range a.Namespaces {
-		if !reflect.DeepEqual(ns, b.Namespaces[name]) {
+		if !eq(ns, b.Namespaces[name]) {
 			return "namespace " + name
 		}
 	}
 	for k, p := range a.Pods {
-		if !reflect.DeepEqual(p, b.Pods[k]) {
+		if o := b.Pods[k]; p.IP != o.IP || !eq(p.Labels, o.Labels) || !eq(p.Ports, o.Ports) {
 			return "pod " + k
 		}
 	}
 	for k, np := range a.Policies {
 		o := b.Policies[k]
-		if !reflect.DeepEqual(np.Labels, o.Labels) || !reflect.DeepEqual(np.Annotations, o.Annotations) || !reflect.DeepEqual(np.Spec, o.Spec) {
+		if !eq(np.Labels, o.Labels) || !eq(np.Annotations, o.Annotations) || !eq(np.Spec, o.Spec) {
 			return "networkpolicy " + k
 		}
 	}

@@ -132,7 +132,7 @@ var loadErrorCases = []struct {
 	{"bad field type", "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: 3}\n",
 		[]string{"bad.yaml", "document 1", "containers"}},
 	{"unknown field", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p}\nspec: {podSelektor: {}}\n",
-		[]string{"bad.yaml", "document 0", "podSelektor"}},
+		[]string{"bad.yaml", "document 0", "line 4", "spec.podSelektor: unknown field"}},
 	{"invalid cidr", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: prod}\nspec:\n  podSelector: {}\n  ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/33}}]}]\n",
 		[]string{"document 0", "prod/p", "spec.ingress[0]", "invalid CIDR"}},
 	{"except outside cidr", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: prod}\nspec:\n  podSelector: {}\n  egress: [{to: [{ipBlock: {cidr: 10.0.0.0/24, except: [10.0.1.0/25]}}]}]\n",
@@ -198,7 +198,14 @@ var loadErrorCases = []struct {
 	{"policy defined twice in a List", "apiVersion: v1\nkind: List\nitems:\n- apiVersion: networking.k8s.io/v1\n  kind: NetworkPolicy\n  metadata: {name: p, namespace: a}\n  spec: {podSelector: {}}\n- apiVersion: networking.k8s.io/v1\n  kind: NetworkPolicy\n  metadata: {name: p, namespace: a}\n  spec: {podSelector: {}}\n",
 		[]string{"items[1]", "line 8", "networkpolicy a/p", "already defined at", "items[0]: line 4"}},
 	{"unknown field in a List item", "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Namespace\n  metadata: {name: a}\n- apiVersion: v1\n  kind: Pod\n  metadata: {name: p}\n  spec:\n    hostNetwerk: true\n",
-		[]string{"items[1]", "line 11", "hostNetwerk", "unknown field"}},
+		[]string{"items[1]", "line 11", "spec.hostNetwerk: unknown field"}},
+	{"field name in another case", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p}\nspec:\n  podSelector: {}\n  ingress:\n  - from:\n    - podselector: {}\n",
+		[]string{"line 8", "spec.ingress[0].from[0].podselector: unknown field", "did you mean podSelector"}},
+	// The typed decode ignores case: of the two, the last would select every pod.
+	{"one field spelt twice", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p}\nspec:\n  podSelector: {matchLabels: {app: db}}\n  PodSelector: {}\n",
+		[]string{"line 6", "spec.PodSelector: unknown field"}},
+	{"key written twice", "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  name: q\n",
+		[]string{"document 1: line 9: Pod: yaml: key \"name\" already set in map"}},
 	{"List items that are not a list", "apiVersion: v1\nkind: List\nitems: 3\n",
 		[]string{"document 0", "line 1", "items"}},
 	{"invalid document separator", "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n--- {}\n",
@@ -206,7 +213,7 @@ var loadErrorCases = []struct {
 	// The parser puts this error on the line before the unclosed mapping's (its line 2 of the
 	// document): line 6 of the file.
 	{"YAML syntax error in a later document", "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: b\n",
-		[]string{"document 1", "line 6"}},
+		[]string{"document 1: line 6: yaml: did not find expected"}},
 }
 
 func TestLoadErrorsNameFileDocumentAndField(t *testing.T) {
@@ -228,6 +235,18 @@ func TestLoadErrorsNameFileDocumentAndField(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Kubernetes 1.24 to 1.27 wrote a status into every NetworkPolicy; its dumps must load.
+func TestLoadIgnoresTheNetworkPolicyStatusOfKubernetes124To127(t *testing.T) {
+	doc := "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: a}\nspec: {podSelector: {matchLabels: {app: db}}}\nstatus: {}\n"
+	c, _, err := policy.LoadBytes([]byte(doc), "netpol.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if np := c.Policies["a/p"]; np == nil || np.Spec.PodSelector.MatchLabels["app"] != "db" {
+		t.Errorf("policy read as %+v", np)
 	}
 }
 

@@ -17,22 +17,29 @@ import (
 // from its path.
 
 // lineRef matches the line numbers the YAML parsers put in their messages.
-var lineRef = regexp.MustCompile(`\bline (\d+)\b`)
+var lineRef = regexp.MustCompile(`\bline (\d+): `)
 
-// relines rewrites the line numbers of a YAML parser's message about text that starts on line
-// first of the file; first 0 means the text is not the file's (a re-encoded List item), and
-// its line numbers, which would mislead, are dropped.
-func relines(msg string, first int) string {
+// parserLine takes the line a YAML parser's message is about out of it, for text that starts
+// on line first of the file: it returns that line of the file and the rest of the message.
+// For text that is not the file's (first 0: a List item, re-encoded on its own) the parser's
+// lines would mislead: they are dropped, and the line is 0.
+func parserLine(msg string, first int) (int, string) {
 	msg = strings.TrimPrefix(msg, "error converting YAML to JSON: ")
-	msg = strings.ReplaceAll(msg, "yaml: unmarshal errors:\n  ", "")
+	msg = strings.ReplaceAll(msg, "yaml: unmarshal errors:\n  ", "yaml: ")
 	msg = strings.ReplaceAll(msg, "\n  ", "; ")
-	return lineRef.ReplaceAllStringFunc(msg, func(m string) string {
-		n, _ := strconv.Atoi(m[len("line "):])
-		if first == 0 {
-			return "(in this item)"
+	line := 0
+	if m := lineRef.FindStringSubmatchIndex(msg); m != nil && first > 0 {
+		n, _ := strconv.Atoi(msg[m[2]:m[3]])
+		line = first + n - 1
+	}
+	msg = lineRef.ReplaceAllStringFunc(msg, func(m string) string {
+		n, _ := strconv.Atoi(m[len("line ") : len(m)-len(": ")])
+		if first == 0 || first+n-1 == line {
+			return ""
 		}
-		return fmt.Sprintf("line %d", first+n-1)
+		return fmt.Sprintf("line %d: ", first+n-1)
 	})
+	return line, msg
 }
 
 // decodeError reports an error of an object's typed decode (sigs.k8s.io/yaml turns the YAML
@@ -62,7 +69,10 @@ func (d *decoded) decodeError(kind string, err error) error {
 		if d.item >= 0 {
 			first = 0
 		}
-		msg = relines(msg, first)
+		var l int
+		if l, msg = parserLine(msg, first); l > 0 {
+			line = l
+		}
 	}
 	return fmt.Errorf("%s: line %d: %s: %s", d.where(), line, kind, msg)
 }
