@@ -391,18 +391,36 @@ func splitDocuments(r io.Reader, name string) ([]*document, error) {
 	}
 }
 
-// parallel runs f(0) ... f(n-1) on every CPU.
-func parallel(n int, f func(i int)) {
+// decodeAll runs decode(0) ... decode(n-1) on every CPU and gathers their objects and
+// warnings in order; of the errors, the first in order is returned.
+func decodeAll(n int, decode func(i int) ([]decoded, []string, error)) ([]decoded, []string, error) {
+	type result struct {
+		out      []decoded
+		warnings []string
+		err      error
+	}
+	results := make([]result, n)
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range min(runtime.GOMAXPROCS(0), n) {
 		wg.Go(func() {
 			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
-				f(i)
+				r := &results[i]
+				r.out, r.warnings, r.err = decode(i)
 			}
 		})
 	}
 	wg.Wait()
+	var out []decoded
+	var warnings []string
+	for _, r := range results {
+		if r.err != nil {
+			return nil, nil, r.err
+		}
+		out = append(out, r.out...)
+		warnings = append(warnings, r.warnings...)
+	}
+	return out, warnings, nil
 }
 
 // decode reads the supported objects of one stream; name is used in messages. Each document
@@ -417,26 +435,7 @@ func decode(r io.Reader, name string) ([]decoded, []string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	type result struct {
-		out      []decoded
-		warnings []string
-		err      error
-	}
-	results := make([]result, len(docs))
-	parallel(len(docs), func(i int) {
-		r := &results[i]
-		r.out, r.warnings, r.err = decodeDocument(docs[i])
-	})
-	var out []decoded
-	var warnings []string
-	for _, r := range results {
-		if r.err != nil {
-			return nil, nil, r.err
-		}
-		out = append(out, r.out...)
-		warnings = append(warnings, r.warnings...)
-	}
-	return out, warnings, nil
+	return decodeAll(len(docs), func(i int) ([]decoded, []string, error) { return decodeDocument(docs[i]) })
 }
 
 // decodeDocument decodes one document of a stream.
@@ -471,32 +470,17 @@ func decodeDocument(doc *document) ([]decoded, []string, error) {
 	if items == nil {
 		return nil, nil, fmt.Errorf("%s: line %d: %s: items: want a list of objects", doc.where, doc.line+top.Line-1, kind)
 	}
-	type result struct {
-		out []decoded
-		w   []string
-		err error
-	}
-	results := make([]result, len(items))
-	parallel(len(items), func(i int) {
-		n, r := items[i], &results[i]
+	o, w2, err := decodeAll(len(items), func(i int) ([]decoded, []string, error) {
+		n := items[i]
 		items[i] = nil
 		at := decoded{doc: doc, item: i, line: doc.line + n.Line - 1}
 		text, err := yamlv3.Marshal(n)
 		if err != nil {
-			r.err = fmt.Errorf("%s: line %d: %w", at.where(), at.line, err)
-			return
+			return nil, nil, fmt.Errorf("%s: line %d: %w", at.where(), at.line, err)
 		}
-		r.out, r.w, r.err = decodeObject(text, n, at)
+		return decodeObject(text, n, at)
 	})
-	var out []decoded
-	for _, r := range results {
-		if r.err != nil {
-			return nil, nil, r.err
-		}
-		out = append(out, r.out...)
-		w = append(w, r.w...)
-	}
-	return out, w, nil
+	return o, append(w, w2...), err
 }
 
 // listItems returns the items of a List document's mapping node (the node's own slice), nil
