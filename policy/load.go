@@ -11,6 +11,7 @@ import (
 	"os"
 	"reflect"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -546,6 +547,39 @@ func topField(n *yamlv3.Node, key string) string {
 	return ""
 }
 
+// selectsNamespacesByLabel reports whether a policy selects namespaces by a label other than
+// their name.
+func selectsNamespacesByLabel(np *networkingv1.NetworkPolicy) bool {
+	byLabel := func(peers []networkingv1.NetworkPolicyPeer) bool {
+		for _, p := range peers {
+			if sel := p.NamespaceSelector; sel != nil {
+				for k := range sel.MatchLabels {
+					if k != NamespaceNameLabel {
+						return true
+					}
+				}
+				for _, e := range sel.MatchExpressions {
+					if e.Key != NamespaceNameLabel {
+						return true
+					}
+				}
+			}
+		}
+		return false
+	}
+	for _, r := range np.Spec.Ingress {
+		if byLabel(r.From) {
+			return true
+		}
+	}
+	for _, r := range np.Spec.Egress {
+		if byLabel(r.To) {
+			return true
+		}
+	}
+	return false
+}
+
 // networkPolicyDocument is a NetworkPolicy as Kubernetes 1.24 to 1.27 wrote it, with a
 // status (an alpha field, removed in 1.28, that every dump of those versions holds, mostly as
 // status: {}). The status says nothing about enforcement and is ignored.
@@ -663,6 +697,8 @@ func build(objs []decoded) (*Cluster, []string, error) {
 			}
 		}
 	}
+	var byLabel *decoded
+	var byLabelKey string
 	for i := range objs {
 		d := &objs[i]
 		np, ok := d.obj.(*networkingv1.NetworkPolicy)
@@ -679,7 +715,31 @@ func build(objs []decoded) (*Cluster, []string, error) {
 		for _, w := range cidrWarnings(cp.np) {
 			warnings = append(warnings, d.warn("networkpolicy %s: %s", cp.key, w))
 		}
+		if byLabel == nil && selectsNamespacesByLabel(cp.np) {
+			byLabel, byLabelKey = d, cp.key
+		}
 		c.putPolicy(cp)
+	}
+	// A dump of pods and policies alone (kubectl get pods,netpol) lacks the namespaces'
+	// labels: a namespaceSelector on them would silently match nothing.
+	var unlisted []string
+	for name := range c.Namespaces {
+		if first["namespace "+name] == nil {
+			unlisted = append(unlisted, name)
+		}
+	}
+	if byLabel != nil && len(unlisted) > 0 {
+		sort.Strings(unlisted)
+		which := "namespace " + unlisted[0] + " has"
+		if n := len(unlisted); n > 1 {
+			which = "namespaces " + strings.Join(unlisted[:min(n, 3)], ", ")
+			if n > 3 {
+				which += fmt.Sprintf(" and %d more", n-3)
+			}
+			which += " have"
+		}
+		warnings = append(warnings, byLabel.warn("networkpolicy %s selects namespaces by label, but %s no Namespace object here: only the %s label is known",
+			byLabelKey, which, NamespaceNameLabel))
 	}
 	return c, warnings, nil
 }

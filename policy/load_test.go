@@ -238,6 +238,30 @@ func TestLoadErrorsNameFileDocumentAndField(t *testing.T) {
 	}
 }
 
+// A dump without its Namespace objects lacks their labels; a policy that selects namespaces
+// by one would silently match nothing.
+func TestLoadWarnsWhenNamespaceLabelsAreMissing(t *testing.T) {
+	pods := "apiVersion: v1\nkind: Namespace\nmetadata: {name: web, labels: {team: red}}\n---\n" +
+		"apiVersion: v1\nkind: Pod\nmetadata: {namespace: db, name: a}\nstatus: {podIP: 198.18.0.1}\n---\n" +
+		"apiVersion: v1\nkind: Pod\nmetadata: {namespace: cache, name: a}\nstatus: {podIP: 198.18.0.2}\n---\n"
+	byName := "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {namespace: web, name: by-name}\n" +
+		"spec: {podSelector: {}, ingress: [{from: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: db}}}]}]}\n"
+	byLabel := "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {namespace: web, name: by-team}\n" +
+		"spec: {podSelector: {}, ingress: [{from: [{namespaceSelector: {matchLabels: {team: blue}}}]}]}\n"
+	_, warnings, err := policy.LoadBytes([]byte(pods+byName), "dump.yaml")
+	if err != nil || len(warnings) != 0 {
+		t.Fatalf("selecting namespaces by name: warnings %q, error %v; want none", warnings, err)
+	}
+	_, warnings, err = policy.LoadBytes([]byte(pods+byName+byLabel), "dump.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "dump.yaml: document 4: line 20: networkpolicy web/by-team selects namespaces by label, but namespaces cache, db have no Namespace object here"
+	if len(warnings) != 1 || !strings.HasPrefix(warnings[0], want) {
+		t.Errorf("warnings %q, want one that starts %q", warnings, want)
+	}
+}
+
 // Kubernetes 1.24 to 1.27 wrote a status into every NetworkPolicy; its dumps must load.
 func TestLoadIgnoresTheNetworkPolicyStatusOfKubernetes124To127(t *testing.T) {
 	doc := "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: a}\nspec: {podSelector: {matchLabels: {app: db}}}\nstatus: {}\n"
