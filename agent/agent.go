@@ -398,12 +398,13 @@ func (a *Agent) podEvents(key string, obs *Observation) ([]policy.Event, error) 
 		return nil, err
 	default:
 		obs.ResourceVersion = obj.ResourceVersion
-		if p := enforceable(obj); p != nil {
-			if want, err = policy.PodFromK8s(p); err != nil {
+		want, err = policy.PodFromK8s(obj)
+		if err != nil {
+			if !errors.Is(err, policy.ErrNotEndpoint) {
 				a.stats.Skipped++
 				a.logf("agent: skip %v", err)
-				want = nil
 			}
+			want = nil
 		}
 	}
 	cur := cl.Pods[key]

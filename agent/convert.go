@@ -2,7 +2,7 @@ package agent
 
 import (
 	"cmp"
-	"net/netip"
+	"errors"
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
@@ -12,43 +12,11 @@ import (
 	"netpolbench/policy"
 )
 
-// enforceable returns the pod as the agent enforces it, with status.podIP its IPv4 address,
-// or nil for a pod that has nothing to enforce: one without an IPv4 address yet, one on the
-// host's network (NetworkPolicy does not apply to it), and one that has finished (its address
-// is free for another pod). A dual-stack pod is enforced on its IPv4 address.
-func enforceable(p *corev1.Pod) *corev1.Pod {
-	if p.Spec.HostNetwork || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
-		return nil
-	}
-	ip := ipv4Of(p)
-	if ip == "" {
-		return nil
-	}
-	if ip != p.Status.PodIP {
-		cp := *p
-		cp.Status.PodIP = ip
-		p = &cp
-	}
-	return p
-}
-
-// ipv4Of returns the pod's first IPv4 address, "" when it has none.
-func ipv4Of(p *corev1.Pod) string {
-	if a, err := netip.ParseAddr(p.Status.PodIP); err == nil && a.Is4() {
-		return p.Status.PodIP
-	}
-	for _, pip := range p.Status.PodIPs {
-		if a, err := netip.ParseAddr(pip.IP); err == nil && a.Is4() {
-			return pip.IP
-		}
-	}
-	return ""
-}
-
 // Snapshot builds the cluster the agent enforces from whole lists of objects, with the rules
-// the agent applies object by object: pods that have nothing to enforce are left out, and so
-// are pods and policies the suite cannot enforce (each with a warning) and a pod whose address
-// another pod already holds (the first by key keeps it). It is what a fresh compile of an API
+// the agent applies object by object: pods that are no policy endpoint (policy.ErrNotEndpoint:
+// no IPv4 address yet, finished, on the host's network) are left out, and so are pods and
+// policies the suite cannot enforce (each with a warning) and a pod whose address another pod
+// already holds (the first by key keeps it). It is what a fresh compile of an API
 // server's contents starts from.
 func Snapshot(namespaces []*corev1.Namespace, pods []*corev1.Pod, policies []*networkingv1.NetworkPolicy, opts policy.Options) (*policy.Cluster, []string) {
 	c := policy.NewCluster()
@@ -63,10 +31,7 @@ func Snapshot(namespaces []*corev1.Namespace, pods []*corev1.Pod, policies []*ne
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
 	for _, p := range pods {
-		if p = enforceable(p); p == nil {
-			continue
-		}
-		if err := c.AddPod(p); err != nil {
+		if err := c.AddPod(p); err != nil && !errors.Is(err, policy.ErrNotEndpoint) {
 			warnings = append(warnings, "skip "+err.Error())
 		}
 	}

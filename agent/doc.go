@@ -11,8 +11,8 @@
 // comes back from the relist as a tombstone and is applied. After every item the compiled state
 // equals a fresh compile of the cache (Snapshot builds one).
 //
-// What is enforced of an object: a pod once it has an IPv4 address (status.podIP, or the IPv4
-// one of status.podIPs) until it is deleted or finishes, unless it runs on the host's network;
+// What is enforced of an object: a pod while it is a policy endpoint (policy.PodFromK8s: once
+// it has an IPv4 address, until it is deleted or finishes, unless it runs on the host's network);
 // a policy the compiler accepts (policy.CheckPolicy); a namespace's labels, which are part of
 // its pods' identities (policy.NamespaceRelabel moves them incrementally). A pod whose address
 // another pod still holds waits for that pod's deletion, which is queued first.
