@@ -1,0 +1,128 @@
+package nftables
+
+import (
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+
+	"netpolbench/policy"
+	"netpolbench/workloads"
+)
+
+// randomFlows draws n flows over the cluster as it is now: between pods (churn adds and
+// deletes them), from and to addresses in the pod and external ranges that may or may not be
+// pods or ipBlock prefixes, over TCP, UDP, SCTP and ICMP, to ports the policies name (a
+// probe's) or anywhere.
+func randomFlows(r *rand.Rand, cl *policy.Cluster, probes []policy.Flow, n int) []policy.Flow {
+	keys := cl.PodKeys()
+	addr := func() netip.Addr {
+		switch k := r.IntN(10); {
+		case k < 6 && len(keys) > 0:
+			return cl.Pods[keys[r.IntN(len(keys))]].IP
+		case k < 8:
+			return netip.AddrFrom4([4]byte{198, 18, byte(r.IntN(8)), byte(r.IntN(256))})
+		default:
+			return netip.AddrFrom4([4]byte{203, 0, 113, byte(r.IntN(256))})
+		}
+	}
+	out := make([]policy.Flow, 0, n)
+	for range n {
+		f := policy.Flow{Src: addr(), Dst: addr()}
+		switch k := r.IntN(10); {
+		case k < 5 && len(probes) > 0:
+			p := probes[r.IntN(len(probes))]
+			f.Proto, f.Port = p.Proto, p.Port
+		case k < 6:
+			f.Proto = policy.ProtoICMP
+		default:
+			f.Proto = []policy.Protocol{policy.ProtoTCP, policy.ProtoUDP, policy.ProtoSCTP}[r.IntN(3)]
+			f.Port = uint16(1 + r.IntN(65535))
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// TestRandomFlowsUnderChurnAgreeWithTheReference is the differential test: the default
+// workload at 1,000 pods, at least 100,000 seeded random flows traced through the fake's table
+// and checked against the reference evaluator (and the compiled state against it too), with
+// churn applied as partial syncs between rounds; at the end the table equals a full sync's.
+func TestRandomFlowsUnderChurnAgreeWithTheReference(t *testing.T) {
+	rounds, flowsPerRound, eventsPerRound := 20, 5000, 12
+	if testing.Short() {
+		rounds, flowsPerRound = 4, 2500
+	}
+	g, comp := mustGenerated(t, "default", 1000)
+	cl, s := comp.Cluster(), comp.State()
+	var probes []policy.Flow
+	for _, p := range workloads.Probes(g, 2000, 17) {
+		if f, err := p.Flow(cl); err == nil {
+			probes = append(probes, f)
+		}
+	}
+	f, b := mustSynced(t, s)
+	r := rand.New(rand.NewPCG(23, 29))
+	spec := workloads.DefaultChurn()
+	spec.Count = rounds * eventsPerRound
+	ch, err := workloads.NewChurn(spec, g, 31)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked, events, allowed := 0, 0, 0
+	for round := range rounds {
+		bad := 0
+		for _, fl := range randomFlows(r, cl, probes, flowsPerRound) {
+			want, ex := cl.Evaluate(fl)
+			if cv := s.Verdict(fl); cv != want {
+				t.Fatalf("round %d: %s: compiled state says %s, reference %s (%s)", round, fl, cv, want, ex)
+			}
+			got, path, err := f.Trace(fl)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != want {
+				if bad++; bad <= 5 {
+					t.Errorf("round %d: %s: traced %s, reference %s (%s); rules %v", round, fl, got, want, ex, path)
+				}
+			}
+			if want == policy.Allow {
+				allowed++
+			}
+			checked++
+		}
+		if bad > 0 {
+			t.Fatalf("round %d: %d of %d flows disagree", round, bad, flowsPerRound)
+		}
+		for range eventsPerRound {
+			batch, ok := ch.Next()
+			if !ok {
+				break
+			}
+			for _, ev := range batch {
+				d, err := comp.Apply(ev)
+				if err != nil {
+					t.Fatalf("apply %s: %v", ev.Kind, err)
+				}
+				if _, err := b.Update(s, d); err != nil {
+					t.Fatalf("round %d: update after %s: %v", round, ev.Kind, err)
+				}
+				if b.Last().Full {
+					t.Fatalf("round %d: %s was a full sync", round, ev.Kind)
+				}
+				events++
+			}
+		}
+	}
+	if !testing.Short() && checked < 100_000 {
+		t.Fatalf("checked %d flows, want at least 100,000", checked)
+	}
+	if allowed == 0 || allowed == checked {
+		t.Fatalf("%d of %d flows allowed: the flows must exercise both verdicts", allowed, checked)
+	}
+	fresh, _ := mustSynced(t, s)
+	if got, want := f.canonical(), fresh.canonical(); got != want {
+		t.Fatalf("table after %d partial syncs differs from a full sync (- full, + partial):\n%s", events, diffLines(want, got))
+	}
+	t.Logf("%d flows checked (%d allowed), %d churn events as partial syncs; %d pods, %d rule sets at the end; table %+v",
+		checked, allowed, events, s.NumEndpoints(), len(s.RuleSets()), b.Size())
+}
