@@ -44,13 +44,25 @@ func randomFlows(r *rand.Rand, cl *policy.Cluster, probes []policy.Flow, n int) 
 }
 
 // TestRandomFlowsUnderChurnAgreeWithTheReference is the differential test: the default
-// workload at 1,000 pods, at least 100,000 seeded random flows traced through the fake's table
-// and checked against the reference evaluator (and the compiled state against it too), with
-// churn applied as partial syncs between rounds; at the end the table equals a full sync's.
+// workload at 1,000 pods, at least 100,000 seeded random flows traced through the table and
+// checked against the reference evaluator (and the compiled state against it too), with churn
+// applied as partial syncs between rounds; at the end the table equals a full sync's. On the
+// kernel the flows are traced through the table nft holds, read back every round.
 func TestRandomFlowsUnderChurnAgreeWithTheReference(t *testing.T) {
+	for _, tg := range wheres[:2] {
+		t.Run(tg.name, func(t *testing.T) { randomFlowsUnderChurn(t, tg) })
+	}
+}
+
+func randomFlowsUnderChurn(t *testing.T, tg where) {
 	rounds, flowsPerRound, eventsPerRound := 20, 5000, 12
 	if testing.Short() {
 		rounds, flowsPerRound = 4, 2500
+	}
+	var kb *Backend
+	var ns Namespace
+	if tg.kernel {
+		ns, kb = mustKernel(t, tg.opts)
 	}
 	g, comp := mustGenerated(t, "default", 1000)
 	cl, s := comp.Cluster(), comp.State()
@@ -60,7 +72,17 @@ func TestRandomFlowsUnderChurnAgreeWithTheReference(t *testing.T) {
 			probes = append(probes, f)
 		}
 	}
-	f, b := mustSynced(t, s)
+	var f *Fake
+	var b *Backend
+	read := func() *ruleset { f.mu.Lock(); defer f.mu.Unlock(); return f.rs }
+	if kb != nil {
+		b, read = kb, func() *ruleset { return mustKernelRuleset(t, ns) }
+		if _, err := b.Sync(s); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		f, b = mustSynced(t, s)
+	}
 	r := rand.New(rand.NewPCG(23, 29))
 	spec := workloads.DefaultChurn()
 	spec.Count = rounds * eventsPerRound
@@ -70,13 +92,14 @@ func TestRandomFlowsUnderChurnAgreeWithTheReference(t *testing.T) {
 	}
 	checked, events, allowed := 0, 0, 0
 	for round := range rounds {
+		trace := read().trace
 		bad := 0
 		for _, fl := range randomFlows(r, cl, probes, flowsPerRound) {
 			want, ex := cl.Evaluate(fl)
 			if cv := s.Verdict(fl); cv != want {
 				t.Fatalf("round %d: %s: compiled state says %s, reference %s (%s)", round, fl, cv, want, ex)
 			}
-			got, path, err := f.Trace(fl)
+			got, path, err := trace(fl)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -120,7 +143,7 @@ func TestRandomFlowsUnderChurnAgreeWithTheReference(t *testing.T) {
 		t.Fatalf("%d of %d flows allowed: the flows must exercise both verdicts", allowed, checked)
 	}
 	fresh, _ := mustSynced(t, s)
-	if got, want := f.canonical(), fresh.canonical(); got != want {
+	if got, want := read().canonical(), fresh.canonical(); got != want {
 		t.Fatalf("table after %d partial syncs differs from a full sync (- full, + partial):\n%s", events, diffLines(want, got))
 	}
 	t.Logf("%d flows checked (%d allowed), %d churn events as partial syncs; %d pods, %d rule sets at the end; table %+v",
