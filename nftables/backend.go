@@ -16,7 +16,7 @@ import (
 // Config configures a Backend.
 type Config struct {
 	// NFT reaches the table: a Fake, or NewKernel for a network namespace. Its family and
-	// table must be Family and Table. Required.
+	// table must be Family and TableName. Required.
 	NFT knftables.Interface
 	// NoPartial makes every Update a full sync.
 	NoPartial bool
@@ -111,7 +111,7 @@ func (b *Backend) discover() error {
 			break // no table: nothing left over
 		}
 		if err != nil {
-			return fmt.Errorf("list %s of table %s %s: %w", kind, Family, Table, err)
+			return fmt.Errorf("list %s of table %s %s: %w", kind, Family, TableName, err)
 		}
 		if kind == "chains" && len(names) == 0 {
 			// No table, or an empty one (every table this backend writes has its base
@@ -202,7 +202,7 @@ func (b *Backend) Close() error {
 	tx.Add(&knftables.Table{})
 	tx.Delete(&knftables.Table{})
 	if err := b.cfg.NFT.Run(context.Background(), tx); err != nil {
-		return fmt.Errorf("remove table %s %s: %w", Family, Table, err)
+		return fmt.Errorf("remove table %s %s: %w", Family, TableName, err)
 	}
 	b.m = newMirror()
 	b.synced, b.discovered, b.needFull = false, false, false

@@ -34,7 +34,7 @@ var (
 
 // NewFake returns a fake with no table.
 func NewFake() *Fake {
-	return &Fake{nft: knftables.NewFake(Family, Table), rs: newRuleset()}
+	return &Fake{nft: knftables.NewFake(Family, TableName), rs: newRuleset()}
 }
 
 // NewTransaction is part of knftables.Interface.
@@ -100,7 +100,7 @@ func (f *Fake) clashes(text string) error {
 		return m
 	}
 	isMap := func(name string) bool { _, ok := cur[name]; return ok || f.rs.maps[name] != nil }
-	prefix := fmt.Sprintf(" %s %s ", Family, Table)
+	prefix := fmt.Sprintf(" %s %s ", Family, TableName)
 	for n, line := range strings.Split(text, "\n") {
 		verb, rest, ok := strings.Cut(line, prefix)
 		if !ok {

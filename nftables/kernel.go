@@ -49,7 +49,7 @@ func NewKernel(ns Namespace, opts KernelOptions) (knftables.Interface, error) {
 	var nft knftables.Interface
 	err = ns.Do(func() error {
 		var err error
-		nft, err = knftables.New(Family, Table, o...)
+		nft, err = knftables.New(Family, TableName, o...)
 		return err
 	})
 	if err != nil {
@@ -129,12 +129,12 @@ func ListTable(ns Namespace, args ...string) ([]byte, error) {
 	}
 	var stdout, stderr bytes.Buffer
 	err := ns.Do(func() error {
-		cmd := exec.Command("nft", append(args, "list", "table", string(Family), Table)...)
+		cmd := exec.Command("nft", append(args, "list", "table", string(Family), TableName)...)
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		return cmd.Run()
 	})
 	if err != nil {
-		return nil, fmt.Errorf("nft list table %s %s: %w: %s", Family, Table, err, bytes.TrimSpace(stderr.Bytes()))
+		return nil, fmt.Errorf("nft list table %s %s: %w: %s", Family, TableName, err, bytes.TrimSpace(stderr.Bytes()))
 	}
 	return stdout.Bytes(), nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -84,4 +85,14 @@ func sameAsFake(t *testing.T, when string, ns Namespace, f *Fake) *ruleset {
 		t.Fatalf("%s: the kernel's table differs from the fake's (- fake, + kernel):\n%s", when, diffLines(want, got))
 	}
 	return k
+}
+
+// runNft applies nft input in the calling thread's namespace.
+func runNft(input string) error {
+	cmd := exec.Command("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(input)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%w: %s", err, out)
+	}
+	return nil
 }

@@ -863,7 +863,7 @@ func (r *rsRule) String() string {
 		parts = append(parts, v)
 	}
 	if r.comment != "" {
-		parts = append(parts, strconv.Quote(r.comment))
+		parts = append(parts, "comment "+strconv.Quote(r.comment))
 	}
 	return strings.Join(parts, " ")
 }

@@ -20,8 +20,8 @@ const (
 	// Family is the table's family: inet sees IPv4 and IPv6 in one forward hook; the rules
 	// match IPv4 only (pod and peer addresses are IPv4), so IPv6 passes untouched.
 	Family = knftables.InetFamily
-	// Table is the table's name.
-	Table = "netpolbench"
+	// TableName is the table's name.
+	TableName = "netpolbench"
 
 	chainForward = "forward"
 	mapEgress    = "egress"
