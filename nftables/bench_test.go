@@ -246,3 +246,27 @@ func BenchmarkListTable(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkNftFloor measures the least a transaction costs through the kernel path: one
+// no-op command (`add table`) by nft, on the table a full sync of each scale wrote. Every
+// partial sync pays at least this: nft starts and reads the table's chains and sets before it
+// applies anything.
+func BenchmarkNftFloor(b *testing.B) {
+	for _, pods := range benchPods() {
+		b.Run(fmt.Sprintf("pods=%d", pods), func(b *testing.B) {
+			g := benchWorkload(b, pods)
+			comp := freshCompiler(b, g)
+			_, be := mustKernel(b, KernelOptions{})
+			if _, err := be.Sync(comp.State()); err != nil {
+				b.Fatal(err)
+			}
+			r := be.cfg.NFT.(textRunner)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := r.runText(context.Background(), "add table inet netpolbench\n"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
