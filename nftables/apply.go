@@ -16,7 +16,7 @@ type textRunner interface {
 	runText(ctx context.Context, payload string) error
 }
 
-// run writes out and applies a transaction and fills its timings and sizes. Stats count the
+// run writes out and applies a transaction and fills its timings and sizes. Counts count the
 // nft input as sent: batched unless Config.PerElement.
 func (b *Backend) run(t *txb, start time.Time) error {
 	if b.mutate != nil {

@@ -27,8 +27,9 @@ type Config struct {
 	PerElement bool
 }
 
-// Stats is what one sync wrote and cost. Counts are exact.
-type Stats struct {
+// Counts is what one sync wrote and cost (SyncStats.Detail of every Sync and Update, and
+// Backend.Last). Counts are exact.
+type Counts struct {
 	// Full is set for a full sync; Fallback when it is one because the previous sync failed.
 	Full, Fallback bool
 	// Commands is the number of nft commands of the transaction (lines of `nft -f` input);
@@ -72,7 +73,7 @@ type Backend struct {
 	staleSet map[string]bool
 	// discovered is set once the table was read; synced after a successful full sync.
 	discovered, synced, needFull bool
-	last                         Stats
+	last                         Counts
 	// mutate, when set by a test, changes each transaction before it is run.
 	mutate func(*knftables.Transaction)
 }
@@ -94,7 +95,7 @@ func New(cfg Config) (*Backend, error) {
 func (b *Backend) Name() string { return "nftables" }
 
 // Last returns the counts of the last Sync or Update.
-func (b *Backend) Last() Stats { return b.last }
+func (b *Backend) Last() Counts { return b.last }
 
 // Size returns what the table holds, as far as the backend knows (exact after a successful
 // sync).
@@ -172,8 +173,9 @@ func (b *Backend) Update(s *policy.State, d *policy.Delta) (policy.SyncStats, er
 	}
 	start := time.Now()
 	if d.Empty() {
-		b.last = Stats{Table: b.m.size()}
-		return policy.SyncStats{Duration: time.Since(start)}, nil
+		b.last = Counts{Table: b.m.size()}
+		c := b.last
+		return policy.SyncStats{Duration: time.Since(start), Detail: &c}, nil
 	}
 	t, commit, err := b.partialPlan(s, d)
 	if err != nil {
@@ -191,7 +193,16 @@ func (b *Backend) Update(s *policy.State, d *policy.Delta) (policy.SyncStats, er
 func (b *Backend) finish(t *txb, start time.Time) policy.SyncStats {
 	t.st.Table = b.m.size()
 	b.last = *t.st
-	return policy.SyncStats{Duration: time.Since(start), Ops: t.st.Commands, Bytes: t.st.Bytes}
+	c := *t.st
+	return policy.SyncStats{Duration: time.Since(start), Ops: c.Commands, Bytes: c.Bytes, Detail: &c}
+}
+
+// CountsOf reads the Counts a Sync or Update put in its SyncStats (zero when there are none).
+func CountsOf(st policy.SyncStats) Counts {
+	if c, ok := st.Detail.(*Counts); ok && c != nil {
+		return *c
+	}
+	return Counts{}
 }
 
 // Close removes the table and everything in it. A backend that never synced still removes

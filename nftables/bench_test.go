@@ -107,7 +107,7 @@ func BenchmarkFullSync(b *testing.B) {
 				}
 				g := benchWorkload(b, pods)
 				comp := freshCompiler(b, g)
-				var last Stats
+				var last Counts
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
 					b.StopTimer()

@@ -54,7 +54,7 @@
 // refilled when ipBlock prefixes changed, and only the chains of rule sets whose entries or
 // policies changed flushed and rewritten; new sets are created and filled, sets no chain uses
 // any more deleted. The backend diffs against a mirror of what it wrote (as kube-proxy does);
-// after any failure the next call is a full sync. Stats counts what each sync wrote (commands,
+// after any failure the next call is a full sync. Counts say what each sync wrote (commands,
 // bytes, chains, rules, elements added and deleted) and what the table holds; Plan counts the
 // table a full sync would write without building it, for a caller's budget.
 //

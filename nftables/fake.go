@@ -12,7 +12,7 @@ import (
 )
 
 // Fake is knftables' Fake for the backend's table, made as strict as the kernel where the
-// backend needs it, with a tracer. It implements knftables.Interface and policy.Prober.
+// backend needs it, with a tracer. It implements knftables.Interface and policy.Decider.
 //
 // knftables' Fake applies a transaction to a copy of its tables and keeps the copy only when
 // every operation succeeded (a failed transaction changes nothing), and checks that a rule or
@@ -29,7 +29,7 @@ type Fake struct {
 
 var (
 	_ knftables.Interface = (*Fake)(nil)
-	_ policy.Prober       = (*Fake)(nil)
+	_ policy.Decider      = (*Fake)(nil)
 )
 
 // NewFake returns a fake with no table.
@@ -170,7 +170,7 @@ func (f *Fake) Trace(fl policy.Flow) (policy.Verdict, []string, error) {
 	return f.rs.trace(fl)
 }
 
-// Verdict implements policy.Prober by tracing.
+// Verdict implements policy.Decider by tracing.
 func (f *Fake) Verdict(fl policy.Flow) (policy.Verdict, error) {
 	v, _, err := f.Trace(fl)
 	return v, err

@@ -9,11 +9,13 @@ import (
 	"strings"
 
 	"sigs.k8s.io/knftables"
+
+	"netpolbench/internal/needs"
 )
 
 // Namespace runs a function on an OS thread inside a network namespace the caller owns (a
-// child process it starts inherits the namespace). iptables.NetnsRunner is one; it refuses
-// the process's own namespace, so nothing here can reach the root namespace's firewall.
+// child process it starts inherits the namespace): an internal/netns handle, or an
+// iptables.NetnsRunner, which refuses the process's own namespace.
 type Namespace interface {
 	Do(fn func() error) error
 }
@@ -27,6 +29,10 @@ type KernelOptions struct {
 	// knftables has no netlink path for them.
 	ExecList bool
 }
+
+// Needs is what a Backend on the kernel needs from the machine: root (network namespaces and
+// netfilter) and nft ≥ 1.0.1.
+var Needs = []needs.Need{needs.Root, needs.Tool("nft", "nftables")}
 
 // ErrNoNamespace is returned by NewKernel without a namespace.
 var ErrNoNamespace = errors.New("open nftables: no network namespace (the backend never touches the caller's own)")

@@ -9,49 +9,39 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"netpolbench/internal/netns"
 	"netpolbench/internal/testenv"
-	"netpolbench/iptables"
 )
 
 var netnsSeq atomic.Int64
 
-// needKernel skips (fails under CI) unless the test can create network namespaces and run nft.
+// needKernel skips (fails under CI) unless the test can create network namespaces and run
+// nft; kernel tests are skipped in -short mode.
 func needKernel(t testing.TB) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("kernel tests skipped in -short mode")
-	}
-	if os.Geteuid() != 0 {
-		testenv.Missing(t, "needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) to create a network namespace")
-	}
-	for _, bin := range []string{"ip", "nft"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			testenv.Missing(t, "needs "+bin+" on PATH")
-		}
-	}
+	testenv.Long(t, "nftables kernel test")
+	testenv.NeedKernel(t, Needs...)
 }
 
-// newNetns creates a network namespace owned by the test and returns a runner in it and the
-// function that removes both (safe to call twice). Nothing the test does touches the root
+// newNetns creates a network namespace owned by the test and returns a handle on it and the
+// function that removes it (safe to call twice). Nothing the test does touches the root
 // namespace.
-func newNetns(t testing.TB) (*iptables.NetnsRunner, func()) {
+func newNetns(t testing.TB) (*netns.NS, func()) {
 	t.Helper()
 	name := fmt.Sprintf("npb-nft-%d-%d", os.Getpid(), netnsSeq.Add(1))
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	del := func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	}
-	r, err := iptables.NewNetnsRunner(name)
+	ns, err := netns.Create(name)
 	if err != nil {
-		del()
 		t.Fatal(err)
 	}
 	var once sync.Once
-	return r, func() { once.Do(func() { r.Close(); del() }) }
+	return ns, func() {
+		once.Do(func() {
+			ns.Close()
+			if err := netns.Delete(name); err != nil {
+				t.Error(err)
+			}
+		})
+	}
 }
 
 // mustKernel opens the table in a fresh namespace the test owns, removed when it ends.

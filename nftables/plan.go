@@ -14,11 +14,11 @@ import (
 // txb builds one transaction and counts what it writes.
 type txb struct {
 	tx *knftables.Transaction
-	st *Stats
+	st *Counts
 }
 
 func newTxb(nft knftables.Interface, full bool) *txb {
-	return &txb{tx: nft.NewTransaction(), st: &Stats{Full: full}}
+	return &txb{tx: nft.NewTransaction(), st: &Counts{Full: full}}
 }
 
 func (t *txb) chain(name string, existing bool) {

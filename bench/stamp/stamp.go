@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
 )
 
 // Hook is where a sample's last stamp ran.
@@ -301,11 +302,17 @@ func (s *Stamps) ReasonName(r uint32) string {
 	return fmt.Sprintf("reason-%d", r)
 }
 
-// Close detaches every stamp and releases the programs and maps.
+// Close detaches every stamp and releases the programs and maps. Links are detached before
+// they are closed: closing alone releases a TCX link a moment later (from a kernel work
+// queue), and a check that nothing is attached any more could still see it.
 func (s *Stamps) Close() error {
 	var errs []error
 	for i := len(s.links) - 1; i >= 0; i-- {
-		errs = append(errs, s.links[i].Close())
+		l := s.links[i]
+		if err := l.Detach(); err != nil && !errors.Is(err, ebpf.ErrNotSupported) && !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EINVAL) {
+			errs = append(errs, fmt.Errorf("detach stamp: %w", err))
+		}
+		errs = append(errs, l.Close())
 	}
 	s.links = nil
 	if s.rd != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"netpolbench/bench"
+	"netpolbench/catalogue"
 	"netpolbench/reports"
 	"netpolbench/results"
 )
@@ -125,18 +126,15 @@ are recorded). --quick runs the small sweep CI gates against a committed baselin
 			if err := writeBenchReport(filepath.Join(dir, bench.ReportFile)); err != nil {
 				return err
 			}
-			fmt.Fprintf(os.Stderr, "netpolbench: wrote %s\n", dir)
-			for _, c := range run.Claims {
-				fmt.Fprintf(os.Stderr, "  claim %-22s %-13s %s\n", c.ID, c.Status, c.Evidence)
-			}
-			return nil
+			fmt.Fprintf(os.Stderr, "netpolbench: wrote %s\n\n", dir)
+			return reports.WriteSummary(cmd.OutOrStdout(), run, filepath.Join(dir, bench.ReportFile))
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&specFile, "spec", "", "sweep file (YAML): pods, labelSets, backends, samples, duration, packets, budget, workload")
 	f.StringVar(&pods, "pods", "", "pod-count sweep, comma-separated (e.g. 100,1000,10000)")
 	f.StringVar(&labelSets, "label-sets", "", "distinct label-set sweep at a fixed pod count, comma-separated")
-	f.StringVar(&backends, "backends", "", "backends, comma-separated (have "+strings.Join(bench.Backends(), ", ")+")")
+	f.StringVar(&backends, "backends", "", "backends, comma-separated (have "+strings.Join(catalogue.Names((*catalogue.Backend).CanBench), ", ")+")")
 	f.DurationVar(&duration, "duration", 0, "bound of each real-packet phase (e.g. 5s)")
 	f.StringVar(&cluster, "cluster", "", "benchmark a cluster dump (kubectl get ns,pods,netpol -A -o yaml) instead of generated workloads")
 	f.StringVar(&out, "out", "results", "directory the run's <timestamp>/ directory is created in")
