@@ -136,20 +136,37 @@ func (r *ruleset) list(sets, maps, chains []string, limit int) string {
 		}
 		first = false
 	}
-	elements := func(lines []string) {
-		if len(lines) == 0 {
+	// elements writes a set's elements as nft does: comma-separated, lines wrapped before
+	// they grow past about 80 columns.
+	elements := func(elems []string) {
+		if len(elems) == 0 {
 			return
 		}
-		shown := lines
-		if limit > 0 && len(lines) > limit {
-			shown = lines[:limit]
+		shown := elems
+		if limit > 0 && len(elems) > limit {
+			shown = append(elems[:limit:limit], "...")
 		}
-		fmt.Fprintf(&b, "\t\telements = { %s", strings.Join(shown, ",\n\t\t\t     "))
-		if len(shown) < len(lines) {
-			fmt.Fprintf(&b, ",\n\t\t\t     ... }  # %d elements in all\n", len(lines))
-			return
+		const indent = "\t\t\t     "
+		b.WriteString("\t\telements = { ")
+		col := 28
+		for i, e := range shown {
+			if i > 0 {
+				if col+len(e)+2 > 80 {
+					b.WriteString(",\n" + indent)
+					col = 29
+				} else {
+					b.WriteString(", ")
+					col += 2
+				}
+			}
+			b.WriteString(e)
+			col += len(e)
 		}
-		b.WriteString(" }\n")
+		b.WriteString(" }")
+		if len(shown) < len(elems) {
+			fmt.Fprintf(&b, "  # %d elements in all", len(elems))
+		}
+		b.WriteByte('\n')
 	}
 	for _, name := range sets {
 		s := r.sets[name]
