@@ -77,6 +77,16 @@ func freshCompiler(b *testing.B, g *workloads.Generated) *policy.Compiler {
 	return comp
 }
 
+// syncedKernel compiles the workload and syncs it into a fresh namespace's kernel.
+func syncedKernel(b *testing.B, g *workloads.Generated) (*policy.Compiler, Namespace, *Backend) {
+	comp := freshCompiler(b, g)
+	ns, be := mustKernel(b, KernelOptions{})
+	if _, err := be.Sync(comp.State()); err != nil {
+		b.Fatal(err)
+	}
+	return comp, ns, be
+}
+
 func reportSize(b *testing.B, z Size) {
 	b.ReportMetric(float64(z.Rules), "rules")
 	b.ReportMetric(float64(z.Chains), "chains")
@@ -150,11 +160,7 @@ func BenchmarkPartialSync(b *testing.B) {
 	for _, pods := range benchPods() {
 		b.Run(fmt.Sprintf("pods=%d", pods), func(b *testing.B) {
 			g := benchWorkload(b, pods)
-			comp := freshCompiler(b, g)
-			_, be := mustKernel(b, KernelOptions{})
-			if _, err := be.Sync(comp.State()); err != nil {
-				b.Fatal(err)
-			}
+			comp, _, be := syncedKernel(b, g)
 			spec := workloads.DefaultChurn()
 			spec.Mix.ScaleUp, spec.Mix.ScaleDown = 0, 0
 			spec.Count = 1 << 30
@@ -224,12 +230,7 @@ func BenchmarkListTable(b *testing.B) {
 	for _, pods := range benchPods() {
 		for _, nl := range []bool{false, true} {
 			b.Run(fmt.Sprintf("pods=%d/netlink=%v", pods, nl), func(b *testing.B) {
-				g := benchWorkload(b, pods)
-				comp := freshCompiler(b, g)
-				ns, be := mustKernel(b, KernelOptions{})
-				if _, err := be.Sync(comp.State()); err != nil {
-					b.Fatal(err)
-				}
+				_, ns, _ := syncedKernel(b, benchWorkload(b, pods))
 				nft, err := NewKernel(ns, KernelOptions{ExecList: !nl})
 				if err != nil {
 					b.Fatal(err)
@@ -254,12 +255,7 @@ func BenchmarkListTable(b *testing.B) {
 func BenchmarkNftFloor(b *testing.B) {
 	for _, pods := range benchPods() {
 		b.Run(fmt.Sprintf("pods=%d", pods), func(b *testing.B) {
-			g := benchWorkload(b, pods)
-			comp := freshCompiler(b, g)
-			_, be := mustKernel(b, KernelOptions{})
-			if _, err := be.Sync(comp.State()); err != nil {
-				b.Fatal(err)
-			}
+			_, _, be := syncedKernel(b, benchWorkload(b, pods))
 			r := be.cfg.NFT.(textRunner)
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
