@@ -58,10 +58,19 @@
 // bytes, chains, rules, elements added and deleted) and what the table holds; Plan counts the
 // table a full sync would write without building it, for a caller's budget.
 //
+// Transactions are built with knftables, which writes one nft command per set element; before
+// nft reads them the backend merges runs of element commands into commands of up to 1,000
+// elements (Config.PerElement turns that off): nft holds every command until it commits, and
+// at 500,000 elements one command each took it 8.4 s and 840 MB, batches 1.8 s and 190 MB.
+// Each sync starts one nft process (about 1.5 ms for a no-op); a partial sync that deletes
+// elements or rewrites a chain costs several ms more, as nft reads the table's sets and
+// chains first.
+//
 // Everything reaches the table through a knftables.Interface: NewKernel runs nft (knftables'
-// exec path; its netlink option lists objects but cannot apply) inside a network namespace
-// the caller owns; Fake wraps knftables' Fake with the kernel's checks that it leaves out, and
-// Trace walks its table to decide flows without a kernel. The kernel's table, read back with
-// `nft -j list table`, parses into the same form, so tests compare the two after every sync
-// and trace both.
+// exec path; its netlink option lists objects, what the first sync reads, but cannot apply)
+// inside a network namespace the caller owns; Fake wraps knftables' Fake with the kernel's
+// checks that it leaves out, and Trace walks its table to decide flows without a kernel. The
+// kernel's table, read back with `nft -j list table`, parses into the same form, so tests
+// compare the two after every sync and trace both; Table lists either as `nft list table`
+// prints it, whole or as far as one pod's traffic walks it.
 package nftables
