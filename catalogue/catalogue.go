@@ -101,7 +101,8 @@ var (
 	// Nftables is one inet table of verdict maps and peer sets in the node's forward hook,
 	// each sync one nft transaction. Its sets hold pod addresses, but its rules do not grow per
 	// IP: the per-IP budget does not apply (nftables.Plan counts a sync's elements first).
-	Nftables = &Family{Name: "nftables", OpsUnit: "nft commands", Stamp: StampNetfilter, InNode: true}
+	Nftables = &Family{Name: "nftables", OpsUnit: "nft commands", Stamp: StampNetfilter, InNode: true,
+		SizeFromCounts: nftablesSizeFromCounts}
 )
 
 // Backend is one backend of the catalogue.
