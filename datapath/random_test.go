@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -247,43 +248,65 @@ func (w *world) event(c *policy.Cluster, seq int) policy.Event {
 	}
 }
 
+// contents is what the policy maps of a datapath hold: read back from the kernel, the Go
+// mirror of it, or a plan.
+type contents struct {
+	lxc     map[uint32]bpfEndpoint
+	ipcache map[bpfIpcacheKey]bpfIpcacheValue
+	summary map[bpfSummaryKey]bpfSummary
+	policy  map[bpfPolicyKey]uint8
+	named   map[bpfNamedPortKey]bpfNamedPortValue
+}
+
+// readMap reads a kernel map into a Go map.
+func readMap[K comparable, V any](tb testing.TB, m *ebpf.Map) map[K]V {
+	tb.Helper()
+	out := map[K]V{}
+	var k K
+	var v V
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		out[k] = v
+	}
+	if err := it.Err(); err != nil {
+		tb.Fatalf("dump map %s: %v", m, err)
+	}
+	return out
+}
+
 // dump renders what a datapath's kernel maps hold, read back from the kernel, with named-port
 // ids replaced by names so two datapaths compare whatever order they numbered names in.
 func dump(tb testing.TB, d *Datapath) string {
 	tb.Helper()
+	return d.render(contents{
+		lxc:     readMap[uint32, bpfEndpoint](tb, d.objs.Lxc),
+		ipcache: readMap[bpfIpcacheKey, bpfIpcacheValue](tb, d.objs.Ipcache),
+		summary: readMap[bpfSummaryKey, bpfSummary](tb, d.objs.PolicySummary),
+		policy:  readMap[bpfPolicyKey, uint8](tb, d.objs.Policy),
+		named:   readMap[bpfNamedPortKey, bpfNamedPortValue](tb, d.objs.NamedPorts),
+	})
+}
+
+// render renders contents as dump does, one sorted line per entry.
+func (d *Datapath) render(c contents) string {
 	var lines []string
-	var ip uint32
-	var ep bpfEndpoint
-	it := d.objs.Lxc.Iterate()
-	for it.Next(&ip, &ep) {
+	for ip, ep := range c.lxc {
 		lines = append(lines, fmt.Sprintf("lxc %s %+v", ipOfKey(ip), ep))
 	}
-	var ik bpfIpcacheKey
-	var iv bpfIpcacheValue
-	it2 := d.objs.Ipcache.Iterate()
-	for it2.Next(&ik, &iv) {
+	for ik, iv := range c.ipcache {
 		lines = append(lines, fmt.Sprintf("ipcache %s/%d %+v", ipOfKey(ik.Addr), ik.Prefixlen, iv))
 	}
-	var sk bpfSummaryKey
-	var sv bpfSummary
-	it3 := d.objs.PolicySummary.Iterate()
-	for it3.Next(&sk, &sv) {
+	for sk, sv := range c.summary {
 		lines = append(lines, fmt.Sprintf("summary %+v %+v", sk, sv))
 	}
-	var pk bpfPolicyKey
-	var pv uint8
-	it4 := d.objs.Policy.Iterate()
-	for it4.Next(&pk, &pv) {
+	for pk := range c.policy {
 		port := fmt.Sprint(pk.Port)
 		if pk.Kind == 1 {
 			port = d.names.name(pk.Port)
 		}
 		lines = append(lines, fmt.Sprintf("policy rs=%d peer=%d proto=%d kind=%d port=%s", pk.Rs, pk.Peer, pk.Proto, pk.Kind, port))
 	}
-	var nk bpfNamedPortKey
-	var nv bpfNamedPortValue
-	it5 := d.objs.NamedPorts.Iterate()
-	for it5.Next(&nk, &nv) {
+	for nk, nv := range c.named {
 		var names []string
 		for _, id := range nv.Names {
 			if id != 0 {
@@ -292,11 +315,6 @@ func dump(tb testing.TB, d *Datapath) string {
 		}
 		sort.Strings(names)
 		lines = append(lines, fmt.Sprintf("named %+v %v", nk, names))
-	}
-	for _, err := range []error{it.Err(), it2.Err(), it3.Err(), it4.Err(), it5.Err()} {
-		if err != nil {
-			tb.Fatalf("dump maps: %v", err)
-		}
 	}
 	sort.Strings(lines)
 	return strings.Join(lines, "\n")
