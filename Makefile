@@ -55,6 +55,7 @@ test: test-deps
 	$(GO) vet ./...
 	$(GO) test -count=1 $(TEST_FLAGS) ./...
 	$(GO) test -run='^$$' -fuzz=FuzzCompiledMatchesReference -fuzztime=$(FUZZTIME) ./policy/
+	$(GO) test -run='^$$' -fuzz=FuzzLoadCluster -fuzztime=$(FUZZTIME) ./policy/
 
 bpf-deps: deps
 	@missing=(); \
