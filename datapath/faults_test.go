@@ -202,14 +202,19 @@ func faultSubject(t *testing.T, d *Datapath, s *faults.Schedule) faults.Subject 
 // every is the mean number of map operations between faults: one syscall writes a batch, or
 // one key on the per-key path, so per-key faults are spaced wider for the same share of
 // failed calls.
+//
+// inParts plans and writes full syncs in parts from several goroutines, as a sync of 100,000
+// pods does, so faults also hit one part of a map while another part is written.
 var faultCases = []struct {
-	name  string
-	opts  Options
-	every []int
+	name    string
+	opts    Options
+	every   []int
+	inParts bool
 }{
-	{"ebpf", Options{Layout: LayoutHash}, []int{3, 7, 17}},
-	{"ebpf-cilium", Options{Layout: LayoutCilium}, []int{3, 7, 17}},
-	{"ebpf-perkey", Options{Layout: LayoutHash, PerKey: true}, []int{12, 28, 68}},
+	{"ebpf", Options{Layout: LayoutHash}, []int{3, 7, 17}, false},
+	{"ebpf-cilium", Options{Layout: LayoutCilium}, []int{3, 7, 17}, false},
+	{"ebpf-perkey", Options{Layout: LayoutHash, PerKey: true}, []int{12, 28, 68}, false},
+	{"ebpf-in-parts", Options{Layout: LayoutHash}, []int{5}, true},
 }
 
 // TestFaultsAtTheMapWriterLeaveTheMirrorTrueAndConverge runs the default churn stream over the
@@ -224,6 +229,14 @@ func TestFaultsAtTheMapWriterLeaveTheMirrorTrueAndConverge(t *testing.T) {
 	for _, fc := range faultCases {
 		for i, every := range fc.every {
 			t.Run(fmt.Sprintf("%s/every=%d", fc.name, every), func(t *testing.T) {
+				if fc.inParts {
+					if workers() < 2 {
+						t.Skip("needs GOMAXPROCS ≥ 2 to write in parts")
+					}
+					old := minPart
+					minPart = 8
+					t.Cleanup(func() { minPart = old })
+				}
 				g, err := workloads.Generate(workloads.Default().WithPods(200))
 				if err != nil {
 					t.Fatal(err)
