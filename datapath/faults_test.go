@@ -165,7 +165,7 @@ func kernelEpoch(tb testing.TB, d *Datapath) uint32 {
 // Go side to the kernel after every call, failed or not, and holds the epoch to its promise:
 // once a call succeeds, the maps' contents never differ from those of the last successful call
 // without the epoch having moved (established flows must be checked again).
-func faultSubject(t *testing.T, d *Datapath, s *faults.Schedule) faults.Subject {
+func faultSubject(d *Datapath, s *faults.Schedule) faults.Subject {
 	var okDump string
 	var okEpoch uint32
 	synced := false
@@ -253,7 +253,7 @@ func TestFaultsAtTheMapWriterLeaveTheMirrorTrueAndConverge(t *testing.T) {
 				d := mustOpen(t, opts)
 				sched := faults.NewSchedule(every, uint64(100+i))
 				injectFaults(d, sched)
-				tally := faults.Drive(t, faultSubject(t, d, sched), comp, ch)
+				tally := faults.Drive(t, faultSubject(d, sched), comp, ch)
 				fresh := mustSynced(t, comp.State(), opts)
 				if got, want := dump(t, d), dump(t, fresh); got != want {
 					t.Fatalf("after the faults stopped the maps differ from a fresh datapath's:\n%s", diffLines(got, want))
