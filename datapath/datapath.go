@@ -72,7 +72,7 @@ const DefaultHeadroom = 2.0
 
 // HeadroomHint is how a user of the command line raises the maps' sizes; errors about a full
 // map or a map the kernel would not create quote it.
-const HeadroomHint = "netpolbench bench sizes the maps at --map-headroom times the synced state"
+const HeadroomHint = "netpolbench bench and agent size the maps at --map-headroom times the synced state"
 
 // SizesFor sizes the maps for s with room to double under churn (DefaultHeadroom).
 func SizesFor(s *policy.State, layout Layout) Sizes {
