@@ -258,18 +258,12 @@ func TestFaultsAtTheMapWriterLeaveTheMirrorTrueAndConverge(t *testing.T) {
 				if got, want := dump(t, d), dump(t, fresh); got != want {
 					t.Fatalf("after the faults stopped the maps differ from a fresh datapath's:\n%s", diffLines(got, want))
 				}
-				if tally.Failed < 5 || tally.Converged < 5 {
-					t.Fatalf("the schedule tested too little: %s", tally)
-				}
-				t.Logf("%s", tally)
 				all.Add(tally)
 			})
 		}
 	}
-	for _, k := range []faults.Kind{faultFull, faultPartialUpdate, faultDelete, faultPartialDelete, faultEpoch} {
-		if all.Faults[k.Name] == 0 && !t.Failed() {
-			t.Errorf("no %q fault was injected: %s", k.Name, all)
-		}
+	if !t.Failed() {
+		faults.RequireKinds(t, all, faultFull, faultPartialUpdate, faultDelete, faultPartialDelete, faultEpoch)
 	}
 	t.Logf("ebpf backends: %s", all)
 }

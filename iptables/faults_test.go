@@ -221,10 +221,6 @@ func driveFaults(t *testing.T, cfg Config, tg faultTarget, pods, ops, every int,
 	if chains, jump, sets := held(tg.save(t)); len(chains)+len(sets) > 0 || jump {
 		t.Fatalf("close left chains %v, jump %v, sets %v", chains, jump, sets)
 	}
-	if tally.Failed < 3 || tally.Converged < 3 {
-		t.Fatalf("the schedule tested too little: %s", tally)
-	}
-	t.Logf("%s", tally)
 	return tally
 }
 
@@ -245,10 +241,8 @@ func TestFaultsAtTheRunnerKeepOrResyncAndConvergeOnTheFake(t *testing.T) {
 			})
 		}
 	}
-	for _, k := range []faults.Kind{faultRestoreRejected, faultRestoreLost, faultIpsetPartial, faultCommand} {
-		if all.Faults[k.Name] == 0 && !t.Failed() {
-			t.Errorf("no %q fault was injected: %s", k.Name, all)
-		}
+	if !t.Failed() {
+		faults.RequireKinds(t, all, faultRestoreRejected, faultRestoreLost, faultIpsetPartial, faultCommand)
 	}
 	t.Logf("iptables family on the Fake: %s", all)
 }

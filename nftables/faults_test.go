@@ -159,10 +159,6 @@ func driveFaults(t *testing.T, nft knftables.Interface, read func(testing.TB) *r
 	if rs := read(t); len(rs.chains)+len(rs.sets)+len(rs.maps) > 0 {
 		t.Fatalf("close left the table:\n%s", rs.canonical())
 	}
-	if tally.Failed < 3 || tally.Converged < 3 {
-		t.Fatalf("the schedule tested too little: %s", tally)
-	}
-	t.Logf("%s", tally)
 	return tally
 }
 
@@ -190,10 +186,8 @@ func TestFaultsAtTheNftInterfaceKeepOrResyncAndConvergeOnTheFake(t *testing.T) {
 			})
 		}
 	}
-	for _, k := range []faults.Kind{faultTxRejected, faultTxLost} {
-		if all.Faults[k.Name] == 0 && !t.Failed() {
-			t.Errorf("no %q fault was injected: %s", k.Name, all)
-		}
+	if !t.Failed() {
+		faults.RequireKinds(t, all, faultTxRejected, faultTxLost)
 	}
 	t.Logf("nftables on the Fake: %s", all)
 }

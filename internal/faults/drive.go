@@ -44,7 +44,8 @@ type Subject struct {
 //   - the backend's view of the kernel is the kernel's (Mirror).
 //
 // Then it stops the faults and checks that one more call converges. It returns what it
-// tried; the test fails at the first broken promise.
+// tried, and logs it; the test fails at the first broken promise, and when fewer than three
+// calls failed or fewer than three converged.
 func Drive(t *testing.T, sub Subject, comp *policy.Compiler, ch *workloads.Churn) Tally {
 	t.Helper()
 	tally := Tally{Faults: map[string]int{}}
@@ -126,7 +127,23 @@ func Drive(t *testing.T, sub Subject, comp *policy.Compiler, ch *workloads.Churn
 		t.Fatalf("first call after the faults stopped: %v", err)
 	}
 	check("after the faults stopped", st, nil)
+	// A schedule that never let a call fail, or never let one through, proved little.
+	if tally.Failed < 3 || tally.Converged < 3 {
+		t.Fatalf("the schedule tested too little (want 3 failed and 3 converged calls): %s", tally)
+	}
+	t.Logf("%s", tally)
 	return tally
+}
+
+// RequireKinds fails the test unless tally injected every one of kinds: a seam that never
+// failed one way tested nothing of it.
+func RequireKinds(t testing.TB, tally Tally, kinds ...Kind) {
+	t.Helper()
+	for _, k := range kinds {
+		if tally.Faults[k.Name] == 0 {
+			t.Errorf("no %q fault was injected: %s", k.Name, tally)
+		}
+	}
 }
 
 func describe(fs []Fault) string {
