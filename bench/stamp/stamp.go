@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
 )
 
 // Hook is where a sample's last stamp ran.
@@ -22,6 +23,8 @@ const (
 	HookNetfilterForward Hook = 1
 	HookTCXIngress       Hook = 2
 	HookTCXEgress        Hook = 3
+	// HookNetfilterPath closes the nf-path span (PREROUTING to the outgoing veth's TCX egress).
+	HookNetfilterPath Hook = 4
 )
 
 func (h Hook) String() string {
@@ -32,15 +35,22 @@ func (h Hook) String() string {
 		return "tcx-ingress"
 	case HookTCXEgress:
 		return "tcx-egress"
+	case HookNetfilterPath:
+		return "nf-path"
 	}
 	return fmt.Sprintf("hook-%d", uint8(h))
 }
 
 // Netfilter priorities of the stamps around the filter table (NF_IP_PRI_FILTER = 0), where
-// iptables (legacy and nft flavours) registers its FORWARD chain.
+// iptables (legacy and nft flavours) registers its FORWARD chain, of the netfilter step that
+// stands in for it in a floor, and of the stamp that opens the nf-path span: before
+// NF_IP_PRI_RAW_BEFORE_DEFRAG (-450), so defragmentation (-400), the raw table (-300) and
+// conntrack (-200) all run inside the span.
 const (
-	PriorityBeforeFilter int32 = -1
-	PriorityAfterFilter  int32 = 1
+	PriorityBeforeFilter    int32 = -1
+	PriorityFilter          int32 = 0
+	PriorityAfterFilter     int32 = 1
+	PriorityBeforeConntrack int32 = -500
 )
 
 // Sample is one packet's enforcement time as the stamps saw it.
@@ -109,14 +119,33 @@ type Options struct {
 	// PodRange is the pod address range (required): a tcx-ingress packet to it is carried to
 	// the destination veth's egress stamp instead of being emitted.
 	PodRange netip.Prefix
-	// StepDropPort makes the trivial step program drop TCP and UDP to this port; 0 makes it
-	// the empty step whose cost is the floor.
+	// StepDropPort makes the TCX ingress step drop TCP and UDP to this port (tests); 0 drops
+	// nothing by port.
 	StepDropPort uint16
+	// StepDropSource and StepDropDest make the step programs drop packets of these IP total
+	// lengths, bytes (0: none): the TCX ingress step (the source's enforcement point) drops
+	// StepDropSource, the TCX egress step (the destination's) StepDropDest, the netfilter step
+	// both. The traffic generator marks a floor packet's drop point by its length.
+	StepDropSource, StepDropDest uint16
+}
+
+// ethHeaderLen is what a TCX context's len counts beyond the IP packet.
+const ethHeaderLen = 14
+
+// lenOrZero converts an IP length marker into a context length (0 stays 0: no marker).
+func lenOrZero(ipLen uint16, extra uint32) uint32 {
+	if ipLen == 0 {
+		return 0
+	}
+	return uint32(ipLen) + extra
 }
 
 // Stamps is a loaded set of stamp programs and their attachments.
 type Stamps struct {
-	objs  stampObjects
+	objs stampObjects
+	// tp is the kfree_skb tracepoint, attached for the life of the Stamps; links are the
+	// attachments Detach removes.
+	tp    link.Link
 	links []link.Link
 	rd    *ringbuf.Reader
 	// tcx holds the ifindexes the TCX stamps are attached to.
@@ -144,9 +173,13 @@ func Load(opts Options) (*Stamps, error) {
 	}
 	// The C side compares raw network-order words; hand them over as the kernel reads them.
 	for name, v := range map[string]any{
-		"pod_net":        binary.LittleEndian.Uint32(net4[:]),
-		"pod_mask":       binary.LittleEndian.Uint32(mask[:]),
-		"step_drop_port": opts.StepDropPort,
+		"pod_net":            binary.LittleEndian.Uint32(net4[:]),
+		"pod_mask":           binary.LittleEndian.Uint32(mask[:]),
+		"step_drop_port":     opts.StepDropPort,
+		"step_drop_len_in":   lenOrZero(opts.StepDropSource, ethHeaderLen),
+		"step_drop_len_out":  lenOrZero(opts.StepDropDest, ethHeaderLen),
+		"step_drop_len_nf_a": lenOrZero(opts.StepDropSource, 0),
+		"step_drop_len_nf_b": lenOrZero(opts.StepDropDest, 0),
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return nil, fmt.Errorf("load stamps: set %s: %w", name, err)
@@ -165,7 +198,7 @@ func Load(opts Options) (*Stamps, error) {
 		s.objs.Close()
 		return nil, fmt.Errorf("attach kfree_skb tracepoint: %w (needs tp_btf and kernel BTF)", err)
 	}
-	s.links = append(s.links, tp)
+	s.tp = tp
 	s.rd, err = ringbuf.NewReader(s.objs.Samples)
 	if err != nil {
 		s.Close()
@@ -224,20 +257,89 @@ func (s *Stamps) AttachTCX(ifindex int) error {
 	return nil
 }
 
-// AttachStep attaches the trivial step program on ifindex's TCX ingress, just before the
-// ingress after-stamp when the stamps are on that device: the empty step for the floor, or a
-// port drop for tests.
+// AttachStep attaches the trivial step programs on ifindex's TCX ingress and egress, each just
+// before its chain's after-stamp when the stamps are on that device: the empty step for the
+// floor (dropping the packets Options.StepDropSource and StepDropDest mark), or a port drop
+// for tests.
 func (s *Stamps) AttachStep(ifindex int) error {
-	anchor := link.Tail()
-	if s.tcx[ifindex] {
-		anchor = link.BeforeProgram(s.objs.TcxIngressAfter)
+	for _, a := range []struct {
+		prog, after *ebpf.Program
+		attach      ebpf.AttachType
+	}{
+		{s.objs.Step, s.objs.TcxIngressAfter, ebpf.AttachTCXIngress},
+		{s.objs.StepOut, s.objs.TcxEgressAfter, ebpf.AttachTCXEgress},
+	} {
+		anchor := link.Tail()
+		if s.tcx[ifindex] {
+			anchor = link.BeforeProgram(a.after)
+		}
+		l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: a.prog, Attach: a.attach, Anchor: anchor})
+		if err != nil {
+			return fmt.Errorf("attach step on ifindex %d: %w", ifindex, err)
+		}
+		s.links = append(s.links, l)
 	}
-	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: s.objs.Step, Attach: ebpf.AttachTCXIngress, Anchor: anchor})
+	return nil
+}
+
+// AttachNetfilterPath opens the nf-path span on IPv4 PREROUTING ahead of conntrack
+// (PriorityBeforeConntrack) and closes it at the head of the TCX egress chain of every
+// outgoing device in ifindexes, in the network namespace of the calling thread (as
+// AttachNetfilter). Needs kernel ≥ 6.4 (netfilter links) and ≥ 6.6 (TCX).
+func (s *Stamps) AttachNetfilterPath(ifindexes ...int) error {
+	l, err := link.AttachNetfilter(link.NetfilterOptions{
+		Program:        s.objs.NfPathBefore,
+		ProtocolFamily: link.NetfilterProtoIPv4,
+		Hook:           link.NetfilterInetPreRouting,
+		Priority:       PriorityBeforeConntrack,
+	})
 	if err != nil {
-		return fmt.Errorf("attach step on ifindex %d: %w", ifindex, err)
+		return fmt.Errorf("attach netfilter path stamp at priority %d: %w (needs kernel ≥ 6.4)", PriorityBeforeConntrack, err)
+	}
+	s.links = append(s.links, l)
+	for _, ifindex := range ifindexes {
+		l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: s.objs.NfPathAfter, Attach: ebpf.AttachTCXEgress, Anchor: link.Head()})
+		if err != nil {
+			return fmt.Errorf("attach netfilter path end on ifindex %d: %w (needs kernel ≥ 6.6)", ifindex, err)
+		}
+		s.links = append(s.links, l)
+	}
+	return nil
+}
+
+// AttachNetfilterStep attaches the netfilter step on IPv4 FORWARD at the filter table's
+// priority, in the network namespace of the calling thread: it stands in for the filter table
+// when the floor is measured.
+func (s *Stamps) AttachNetfilterStep() error {
+	l, err := link.AttachNetfilter(link.NetfilterOptions{
+		Program:        s.objs.NfStep,
+		ProtocolFamily: link.NetfilterProtoIPv4,
+		Hook:           link.NetfilterInetForward,
+		Priority:       PriorityFilter,
+	})
+	if err != nil {
+		return fmt.Errorf("attach netfilter step: %w (needs kernel ≥ 6.4)", err)
 	}
 	s.links = append(s.links, l)
 	return nil
+}
+
+// Detach removes every attachment but the kfree_skb tracepoint, so the stamps can be attached
+// again (TCX order matters: stamps attached after an enforcement program surround it). Samples
+// already in the ring buffer stay there for Drain.
+func (s *Stamps) Detach() error {
+	var errs []error
+	for i := len(s.links) - 1; i >= 0; i-- {
+		// Detach first: a closed link is released when the kernel drops its last reference,
+		// and a stamp attached again meanwhile would see the old one still in the chain.
+		if err := s.links[i].Detach(); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, ebpf.ErrNotSupported) {
+			errs = append(errs, err)
+		}
+		errs = append(errs, s.links[i].Close())
+	}
+	s.links = nil
+	s.tcx = nil
+	return errors.Join(errs...)
 }
 
 // Drain reads every sample the ring buffer holds now, waiting at most wait for the first.
@@ -303,11 +405,11 @@ func (s *Stamps) ReasonName(r uint32) string {
 
 // Close detaches every stamp and releases the programs and maps.
 func (s *Stamps) Close() error {
-	var errs []error
-	for i := len(s.links) - 1; i >= 0; i-- {
-		errs = append(errs, s.links[i].Close())
+	errs := []error{s.Detach()}
+	if s.tp != nil {
+		errs = append(errs, s.tp.Close())
+		s.tp = nil
 	}
-	s.links = nil
 	if s.rd != nil {
 		errs = append(errs, s.rd.Close())
 	}
