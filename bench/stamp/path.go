@@ -9,7 +9,7 @@ const (
 	// SpanTCX is the pod veths' TCX chains: a sample adds the source veth's ingress part and the
 	// destination veth's egress part, where the eBPF datapath enforces.
 	SpanTCX Span = 1
-	// SpanNetfilterFilter is FORWARD priority -1 to +1: the filter table alone.
+	// SpanNetfilterFilter is FORWARD priority -2 to +2: the filter table alone.
 	SpanNetfilterFilter Span = 2
 	// SpanNetfilterPath is PREROUTING before defrag and conntrack to the head of the outgoing
 	// veth's TCX egress chain: everything netfilter enforcement needs, conntrack included.

@@ -45,11 +45,12 @@ func (h Hook) String() string {
 // iptables (legacy and nft flavours) registers its FORWARD chain, of the netfilter step that
 // stands in for it in a floor, and of the stamp that opens the nf-path span: before
 // NF_IP_PRI_RAW_BEFORE_DEFRAG (-450), so defragmentation (-400), the raw table (-300) and
-// conntrack (-200) all run inside the span.
+// conntrack (-200) all run inside the span. The kernel refuses a BPF hook at a priority
+// another hook holds (EBUSY), so the step cannot take the filter table's own priority.
 const (
-	PriorityBeforeFilter    int32 = -1
-	PriorityFilter          int32 = 0
-	PriorityAfterFilter     int32 = 1
+	PriorityBeforeFilter    int32 = -2
+	PriorityStep            int32 = -1
+	PriorityAfterFilter     int32 = 2
 	PriorityBeforeConntrack int32 = -500
 )
 
@@ -307,15 +308,15 @@ func (s *Stamps) AttachNetfilterPath(ifindexes ...int) error {
 	return nil
 }
 
-// AttachNetfilterStep attaches the netfilter step on IPv4 FORWARD at the filter table's
-// priority, in the network namespace of the calling thread: it stands in for the filter table
-// when the floor is measured.
+// AttachNetfilterStep attaches the netfilter step on IPv4 FORWARD next to the filter table
+// (PriorityStep), in the network namespace of the calling thread: it stands in for the filter
+// table when the floor is measured.
 func (s *Stamps) AttachNetfilterStep() error {
 	l, err := link.AttachNetfilter(link.NetfilterOptions{
 		Program:        s.objs.NfStep,
 		ProtocolFamily: link.NetfilterProtoIPv4,
 		Hook:           link.NetfilterInetForward,
-		Priority:       PriorityFilter,
+		Priority:       PriorityStep,
 	})
 	if err != nil {
 		return fmt.Errorf("attach netfilter step: %w (needs kernel ≥ 6.4)", err)

@@ -18,7 +18,7 @@
  *    destination's to_container on tcx egress of another veth). The ingress part is carried in
  *    an LRU hash keyed by sk_buff until the egress stamp adds it, so a sample is the packet's
  *    whole enforcement cost, as with iptables' single FORWARD traversal.
- *  - nf-filter: FORWARD priority -1 to +1, the filter table alone.
+ *  - nf-filter: FORWARD priority -2 to +2, the filter table alone.
  *  - nf-path: PREROUTING before defrag and conntrack to the head of the outgoing veth's TCX
  *    egress chain: everything the node does to a forwarded packet, nf_conntrack's lookup, entry
  *    creation and confirmation included (confirmation runs at POSTROUTING with the last
