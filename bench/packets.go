@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cilium/ebpf/link"
+
 	"netpolbench/bench/stamp"
 	"netpolbench/policy"
 	"netpolbench/testbed"
@@ -38,9 +40,11 @@ func markOf(f stamp.ExpectedFlow) int {
 type PacketSwitch interface {
 	// Attach is where the stamps go: attachTCX or attachNetfilter.
 	Attach() string
-	// In puts the enforcement in the path; Out takes every part of it that a packet could
-	// meet out of the path (for netfilter, conntrack included).
-	In() error
+	// In puts the enforcement in the path: a TCX enforcement at the given places of each pod
+	// veth's ingress and egress chains (just before the after-stamps), so the stamps stay
+	// attached around it; a netfilter one ignores them. Out takes every part of it that a
+	// packet could meet out of the path (for netfilter, conntrack included).
+	In(ingress, egress link.Anchor) error
 	Out() error
 	// Close removes the backend from the testbed.
 	Close() error
@@ -158,6 +162,9 @@ func MeasurePackets(ctx context.Context, bed *testbed.Testbed, sw PacketSwitch, 
 	m := &packetRun{bed: bed, sw: sw, s: s, gen: gen, plan: plan,
 		res: &PacketResult{Attach: sw.Attach(), FlowDigest: plan.Flows.Digest()}}
 	m.traffic()
+	if err := m.attach(); err != nil {
+		return m.res, fmt.Errorf("measure packets: %w", err)
+	}
 	for r := 0; r < 2*plan.Rounds; r++ {
 		if err := ctx.Err(); err != nil {
 			return m.res, err
@@ -215,23 +222,27 @@ func (m *packetRun) traffic() {
 	}
 }
 
-// round switches the path to the floor or the backend, attaches the stamps around it, sends
-// the round's traffic and collects its samples.
+// round switches what sits between the stamps (the steps or the backend), sends the round's
+// traffic and collects its samples.
 func (m *packetRun) round(ctx context.Context, floor bool) error {
-	if err := m.s.Detach(); err != nil {
-		return err
-	}
-	// The enforcement goes in first: TCX programs attached later would run after the stamps'
-	// tail.
 	if floor {
 		if err := m.sw.Out(); err != nil {
 			return err
 		}
-	} else if err := m.sw.In(); err != nil {
-		return err
-	}
-	if err := m.attach(floor); err != nil {
-		return err
+		if err := m.attachSteps(); err != nil {
+			return err
+		}
+	} else {
+		if err := m.s.DetachSteps(); err != nil {
+			return err
+		}
+		var in, eg link.Anchor
+		if m.sw.Attach() == attachTCX {
+			in, eg = m.s.TCXAnchors()
+		}
+		if err := m.sw.In(in, eg); err != nil {
+			return err
+		}
 	}
 	rd := PacketRound{Floor: floor}
 	entries, ctErr := m.bed.NodeConntrackEntries()
@@ -267,19 +278,14 @@ func (m *packetRun) round(ctx context.Context, floor bool) error {
 	return nil
 }
 
-// attach puts the stamps (and in a floor round the steps) around the enforcement point.
-func (m *packetRun) attach(floor bool) error {
+// attach puts the stamps around the enforcement point, for the whole measurement.
+func (m *packetRun) attach() error {
 	return m.bed.InNode(func() error {
 		switch m.sw.Attach() {
 		case attachTCX:
 			for _, v := range m.bed.PodVeths() {
 				if err := m.s.AttachTCX(v.Index); err != nil {
 					return err
-				}
-				if floor {
-					if err := m.s.AttachStep(v.Index); err != nil {
-						return err
-					}
 				}
 			}
 			return nil
@@ -291,15 +297,24 @@ func (m *packetRun) attach(floor bool) error {
 			for _, v := range append(m.bed.PodVeths(), m.bed.OutsideVeth()) {
 				out = append(out, v.Index)
 			}
-			if err := m.s.AttachNetfilterPath(out...); err != nil {
-				return err
-			}
-			if floor {
-				return m.s.AttachNetfilterStep()
-			}
-			return nil
+			return m.s.AttachNetfilterPath(out...)
 		}
 		return fmt.Errorf("stamps cannot attach at %q", m.sw.Attach())
+	})
+}
+
+// attachSteps puts the step programs where the enforcement was.
+func (m *packetRun) attachSteps() error {
+	return m.bed.InNode(func() error {
+		if m.sw.Attach() == attachNetfilter {
+			return m.s.AttachNetfilterStep()
+		}
+		for _, v := range m.bed.PodVeths() {
+			if err := m.s.AttachStep(v.Index); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/cilium/ebpf/link"
+
 	"netpolbench/datapath"
 	"netpolbench/iptables"
 	"netpolbench/policy"
@@ -43,13 +45,13 @@ func openEBPFSwitch(bed *testbed.Testbed, s *policy.State, layout datapath.Layou
 
 func (e *ebpfSwitch) Attach() string { return attachTCX }
 
-func (e *ebpfSwitch) In() error {
+func (e *ebpfSwitch) In(ingress, egress link.Anchor) error {
 	if len(e.links) > 0 {
 		return nil
 	}
 	return e.bed.InNode(func() error {
 		for _, v := range e.bed.PodVeths() {
-			l, err := e.dp.AttachTCX(v.Index)
+			l, err := e.dp.AttachTCXAt(v.Index, ingress, egress)
 			if err != nil {
 				return errors.Join(err, e.links.Close())
 			}
@@ -99,7 +101,7 @@ func openIptablesSwitch(bed *testbed.Testbed, s *policy.State, cfg iptables.Conf
 
 func (i *iptablesSwitch) Attach() string { return attachNetfilter }
 
-func (i *iptablesSwitch) In() error {
+func (i *iptablesSwitch) In(link.Anchor, link.Anchor) error {
 	if !i.out {
 		return nil
 	}

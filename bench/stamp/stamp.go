@@ -145,9 +145,10 @@ func lenOrZero(ipLen uint16, extra uint32) uint32 {
 type Stamps struct {
 	objs stampObjects
 	// tp is the kfree_skb tracepoint, attached for the life of the Stamps; links are the
-	// attachments Detach removes.
+	// attachments Detach removes, steps those of the step programs (DetachSteps).
 	tp    link.Link
 	links []link.Link
+	steps []link.Link
 	rd    *ringbuf.Reader
 	// tcx holds the ifindexes the TCX stamps are attached to.
 	tcx map[int]bool
@@ -278,9 +279,15 @@ func (s *Stamps) AttachStep(ifindex int) error {
 		if err != nil {
 			return fmt.Errorf("attach step on ifindex %d: %w", ifindex, err)
 		}
-		s.links = append(s.links, l)
+		s.steps = append(s.steps, l)
 	}
 	return nil
+}
+
+// TCXAnchors are where an enforcement program goes so that the TCX stamps of a device
+// surround it: just before the after-stamp of the ingress and of the egress chain.
+func (s *Stamps) TCXAnchors() (ingress, egress link.Anchor) {
+	return link.BeforeProgram(s.objs.TcxIngressAfter), link.BeforeProgram(s.objs.TcxEgressAfter)
 }
 
 // AttachNetfilterPath opens the nf-path span on IPv4 PREROUTING ahead of conntrack
@@ -321,25 +328,37 @@ func (s *Stamps) AttachNetfilterStep() error {
 	if err != nil {
 		return fmt.Errorf("attach netfilter step: %w (needs kernel ≥ 6.4)", err)
 	}
-	s.links = append(s.links, l)
+	s.steps = append(s.steps, l)
 	return nil
 }
 
-// Detach removes every attachment but the kfree_skb tracepoint, so the stamps can be attached
-// again (TCX order matters: stamps attached after an enforcement program surround it). Samples
-// already in the ring buffer stay there for Drain.
+// Detach removes every attachment but the kfree_skb tracepoint, steps included, so the stamps
+// can be attached again. Samples already in the ring buffer stay there for Drain.
 func (s *Stamps) Detach() error {
-	var errs []error
-	for i := len(s.links) - 1; i >= 0; i-- {
-		// Detach first: a closed link is released when the kernel drops its last reference,
-		// and a stamp attached again meanwhile would see the old one still in the chain.
-		if err := s.links[i].Detach(); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, ebpf.ErrNotSupported) {
-			errs = append(errs, err)
-		}
-		errs = append(errs, s.links[i].Close())
-	}
+	err := errors.Join(s.DetachSteps(), detachAll(s.links))
 	s.links = nil
 	s.tcx = nil
+	return err
+}
+
+// DetachSteps removes the step programs and leaves the stamps where they are.
+func (s *Stamps) DetachSteps() error {
+	err := detachAll(s.steps)
+	s.steps = nil
+	return err
+}
+
+// detachAll detaches and closes links, last first.
+func detachAll(links []link.Link) error {
+	var errs []error
+	for i := len(links) - 1; i >= 0; i-- {
+		// Detach first: a closed link is released when the kernel drops its last reference,
+		// and a program attached again meanwhile would see the old one still in the chain.
+		if err := links[i].Detach(); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, ebpf.ErrNotSupported) {
+			errs = append(errs, err)
+		}
+		errs = append(errs, links[i].Close())
+	}
 	return errors.Join(errs...)
 }
 
