@@ -1,11 +1,16 @@
 package bench
 
 import (
+	"fmt"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/cilium/ebpf/link"
 
 	"netpolbench/bench/stamp"
 	"netpolbench/policy"
+	"netpolbench/results"
 )
 
 func samplesOf(p stamp.Path, st stamp.State, deltas ...uint64) []PacketSample {
@@ -24,10 +29,10 @@ func joinSamples(parts ...[]PacketSample) []PacketSample {
 	return out
 }
 
-// packetRounds is a measurement with two floor rounds and one backend round: the allowed
+// testRounds is a measurement with two floor rounds and one backend round: the allowed
 // path's floor is about 50 ns, the drop-at-source path's about 30 ns and the drop-at-destination
 // path's about 80 ns.
-func packetRounds() *PacketResult {
+func testRounds() *PacketResult {
 	return &PacketResult{Rounds: []PacketRound{
 		{Floor: true, Samples: joinSamples(
 			samplesOf(stamp.PathTCXBoth, stamp.StateNew, 48, 50, 52),
@@ -47,7 +52,7 @@ func packetRounds() *PacketResult {
 }
 
 func TestFloorsArePerPathMediansWithTheirRoundsDrift(t *testing.T) {
-	f := packetRounds().Floors()
+	f := testRounds().Floors()
 	both := f[stamp.PathTCXBoth]
 	// Pooled: 48 49 50 52 54 56 58 60 → (52+54)/2; per round: 49.5 and 57.
 	if both.Median != 53 || both.Samples != 8 || len(both.RoundMedians) != 2 || both.RoundMedians[0] != 49.5 || both.RoundMedians[1] != 57 {
@@ -68,7 +73,7 @@ func TestFloorsArePerPathMediansWithTheirRoundsDrift(t *testing.T) {
 }
 
 func TestAboveFloorSubtractsItsOwnPathsFloorFromEverySample(t *testing.T) {
-	pts, err := packetRounds().AboveFloor()
+	pts, err := testRounds().AboveFloor()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +117,7 @@ func TestAboveFloorSubtractsItsOwnPathsFloorFromEverySample(t *testing.T) {
 }
 
 func TestAboveFloorRefusesAPathWithoutAFloor(t *testing.T) {
-	r := packetRounds()
+	r := testRounds()
 	r.Rounds[1].Samples = append(r.Rounds[1].Samples, samplesOf(stamp.PathTCXEgressOnly, stamp.StateNew, 70)...)
 	_, err := r.AboveFloor()
 	if err == nil || !strings.Contains(err.Error(), "tcx/egress-only (1 samples)") {
@@ -132,5 +137,74 @@ func TestMarksTellTheStepsWhereTheReferenceDenies(t *testing.T) {
 		if got := markOf(c.f); got != c.want {
 			t.Errorf("%s: mark %d, want %d", c.f, got, c.want)
 		}
+	}
+}
+
+type testSwitch struct{ attach string }
+
+func (s testSwitch) Attach() string                  { return s.attach }
+func (testSwitch) In(link.Anchor, link.Anchor) error { return nil }
+func (testSwitch) Out() error                        { return nil }
+func (testSwitch) Close() error                      { return nil }
+
+// TestRecordPacketsLinksEveryPointToItsOwnFloor records a measurement and reads it back as
+// results.json would show it: every per-path point with its own floor and its percentiles
+// above it, the headline pooled over paths, floors with their round medians, digests on all.
+func TestRecordPacketsLinksEveryPointToItsOwnFloor(t *testing.T) {
+	r := &Runner{run: results.New(), hists: NewHistograms(), Spec: Spec{Samples: 1}}
+	res := testRounds()
+	res.Attach, res.FlowDigest, res.Elapsed = attachTCX, "flows", time.Second
+	deny, err := r.recordPackets("ebpf", 100, "state", res, testSwitch{attachTCX})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Denied new flows: 130-30.5, 20-30.5 (clamped to 1) and 180-82: the median is 98.
+	if deny != 98 {
+		t.Errorf("deny-new p50 above the floor %g, want 98", deny)
+	}
+	hs, err := r.hists.Results("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]results.Histogram{}
+	for _, h := range hs {
+		byName[h.Name] = h
+		if h.StateDigest != "state" || h.FlowDigest != "flows" {
+			t.Errorf("%s: digests %q %q", h.Name, h.StateDigest, h.FlowDigest)
+		}
+	}
+	for name, want := range map[string]struct {
+		floor   string
+		p50     float64
+		clamped int64
+	}{
+		"Latency/backend=ebpf/pods=100/attach=tcx/span=tcx/path=drop-ingress/verdict=deny/flow=new": {
+			"Latency/backend=floor/pods=100/attach=tcx/for=ebpf/span=tcx/path=drop-ingress/verdict=deny", 1, 1},
+		"Latency/backend=ebpf/pods=100/attach=tcx/span=tcx/path=both/verdict=allow/flow=new": {
+			"Latency/backend=floor/pods=100/attach=tcx/for=ebpf/span=tcx/path=both/verdict=allow", 197, 0},
+		// Pooled over drop-ingress and drop-egress, each minus its own floor.
+		"Latency/backend=ebpf/pods=100/attach=tcx/verdict=deny/flow=new": {
+			"Latency/backend=floor/pods=100/attach=tcx/for=ebpf/span=tcx/path=drop-ingress/verdict=deny", 98, 1},
+	} {
+		h, ok := byName[name]
+		if !ok {
+			t.Errorf("%s: missing", name)
+			continue
+		}
+		if h.Floor != want.floor || h.AboveFloor == nil || h.AboveFloor.P50 != want.p50 || h.AboveFloorClamped != want.clamped {
+			t.Errorf("%s: floor %s above %+v clamped %d; want %s p50 %g clamped %d", name, h.Floor, h.AboveFloor, h.AboveFloorClamped, want.floor, want.p50, want.clamped)
+		}
+		if _, ok := byName[h.Floor]; !ok {
+			t.Errorf("%s: floor %s not in the run", name, h.Floor)
+		}
+	}
+	var floorBench *results.Benchmark
+	for i, b := range r.run.Benchmarks {
+		if b.Name == "BenchmarkPacketFloor/backend=ebpf/pods=100/span=tcx/path=both" {
+			floorBench = &r.run.Benchmarks[i]
+		}
+	}
+	if floorBench == nil || fmt.Sprint(floorBench.Metrics[0].Samples) != "[49.5 57]" {
+		t.Errorf("floor benchmark %+v, want the round medians 49.5 and 57", floorBench)
 	}
 }

@@ -69,8 +69,13 @@ func (e *ebpfSwitch) Out() error {
 
 func (e *ebpfSwitch) Close() error { return errors.Join(e.Out(), e.dp.Close()) }
 
-// Datapath is the enforcing datapath (its counters tell which lookups each verdict made).
+// Datapath is the enforcing datapath.
 func (e *ebpfSwitch) Datapath() *datapath.Datapath { return e.dp }
+
+// Lookups are the datapath's map operations per verdict path.
+func (e *ebpfSwitch) Lookups() (map[datapath.MetricKey]datapath.Lookups, error) {
+	return e.dp.Lookups()
+}
 
 // iptablesSwitch is an iptables-family backend synced in the testbed's node namespace; Out
 // unhooks its rules (the jump from FORWARD and the conntrack rule), In hooks them again.
