@@ -26,8 +26,8 @@ func RenderCompare(w io.Writer, base, cur *results.Run, g *gate.Result) error {
 	pg := page{
 		Title:     "netpolbench comparison",
 		Subtitle:  "baseline: " + subtitle(base) + "  →  current: " + subtitle(cur),
-		Verdict:   fmt.Sprintf("gate: %s (%d compared, %d regressed, %d improved)", g.Verdict, g.Compared, g.Regressed, g.Improved),
-		VerdictOK: g.Verdict == gate.VerdictClean,
+		Gate:      fmt.Sprintf("gate: %s (%d compared, %d regressed, %d improved)", g.Verdict, g.Compared, g.Regressed, g.Improved),
+		GateOK:    g.Verdict == gate.VerdictClean,
 		Headlines: compareHeadlines(g),
 	}
 	for _, f := range []func() (Section, error){
@@ -41,6 +41,7 @@ func RenderCompare(w io.Writer, base, cur *results.Run, g *gate.Result) error {
 		if err != nil {
 			return err
 		}
+		s.setDigest()
 		pg.Sections = append(pg.Sections, s)
 	}
 	js, err := embedJSON(map[string]any{"baseline": base, "current": cur, "gate": gateForJSON(g)})
@@ -131,7 +132,7 @@ func gateTable(g *gate.Result) Section {
 
 func (b *builder) ratioOverlays(g *gate.Result) (Section, error) {
 	s := Section{ID: "ratios", Title: "Same-run ratios: baseline vs current",
-		Intro: "Each plot shows the samples of one ratio in the baseline (grey) and the current run (blue), with the gate's verdict in the title. Changed ratios come first."}
+		Intro: "Each plot shows the samples of one ratio in the baseline (grey) and the current run (blue, with the samples as dots), with the gate's verdict in the title. Changed ratios come first."}
 	rows := append([]gate.Row(nil), g.Rows...)
 	gate.SortRows(rows)
 	drawn := 0
@@ -144,7 +145,7 @@ func (b *builder) ratioOverlays(g *gate.Result) (Section, error) {
 			break
 		}
 		// The name goes into the caption: plot titles do not wrap.
-		p := newPlot(fmt.Sprintf("%s %s", r.Status, gate.FormatDelta(r)), "", "ratio")
+		p := newChart(fmt.Sprintf("%s %s", r.Status, gate.FormatDelta(r)), "", "ratio")
 		for i, side := range []struct {
 			vals []float64
 			col  int
@@ -156,7 +157,7 @@ func (b *builder) ratioOverlays(g *gate.Result) (Section, error) {
 			if side.col < 0 {
 				bp.FillColor = grey
 			} else {
-				bp.FillColor = palette[0]
+				bp.FillColor = accent
 			}
 			p.Add(bp)
 			pts := make(plotter.XYs, len(side.vals))
@@ -171,7 +172,9 @@ func (b *builder) ratioOverlays(g *gate.Result) (Section, error) {
 			p.Add(sc)
 		}
 		p.NominalX(fmt.Sprintf("baseline n=%d", len(r.BaseSamples)), fmt.Sprintf("current n=%d", len(r.CurSamples)))
-		f, err := b.fig(r.Name, fmt.Sprintf("%s: %s, delta %s, p=%.3g.", r.Name, r.Status, gate.FormatDelta(r), r.P), p, 9*vg.Centimeter, 7*vg.Centimeter)
+		p.key("baseline", "", boxSwatch(grey))
+		p.key("current", "", boxSwatch(accent))
+		f, err := b.fig(p, r.Name, fmt.Sprintf("%s: %s, delta %s, p=%.3g.", r.Name, r.Status, gate.FormatDelta(r), r.P), 9*vg.Centimeter, 7*vg.Centimeter)
 		if err != nil {
 			return s, err
 		}
@@ -204,7 +207,7 @@ func (b *builder) latencyOverlays(base, cur *results.Run) (Section, error) {
 	}
 	for _, n := range names {
 		bh, ch := base.FindLatency(n), cur.FindLatency(n)
-		p := newPlot(shortName(n), "percentile", yLabelOf(ch.Kind))
+		p := newChart(shortName(n), "percentile", yLabelOf(ch.Kind))
 		p.Title.TextStyle.Font.Size = 10
 		logAxis(&p.Y, fmtNS)
 		logAxis(&p.X, percentileTickLabel)
@@ -224,17 +227,16 @@ func (b *builder) latencyOverlays(base, cur *results.Run) (Section, error) {
 			if i == 0 {
 				l.Color = grey
 				dashed(l)
-				p.Legend.Add("baseline p99 "+fmtNS(h.Percentiles.P99), l)
+				p.key("baseline", "p99 "+fmtNS(h.Percentiles.P99), lineSwatch(l.LineStyle))
 			} else {
-				l.Color = b.col.of(h.Backend)
-				p.Legend.Add("current p99 "+fmtNS(h.Percentiles.P99), l)
+				l.Color = backendColour(h.Backend)
+				p.key("current", "p99 "+fmtNS(h.Percentiles.P99), lineSwatch(l.LineStyle))
 			}
 			p.Add(l)
 		}
 		p.X.Min, p.X.Max = 1, 10000
 		fixLogRange(&p.Y)
-		legendRoom(&p.Y, 2, 8*vg.Centimeter)
-		f, err := b.fig(n, "Baseline vs current percentile curve of "+n+".", p, 11*vg.Centimeter, 8*vg.Centimeter)
+		f, err := b.fig(p, n, "Baseline vs current percentile curve of "+n+".", 11*vg.Centimeter, 8*vg.Centimeter)
 		if err != nil {
 			return s, err
 		}

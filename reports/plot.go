@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"html/template"
-	"image/color"
 	"math"
-	"sort"
 	"strings"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
@@ -18,74 +16,64 @@ import (
 	"gonum.org/v1/plot/vg/vgsvg"
 )
 
-// Figure is one rendered plot: an inline SVG with a caption.
+// Figure is one rendered plot: an inline SVG, its legend beside it and a caption.
 type Figure struct {
 	ID      string
 	Title   string
 	Caption string
 	SVG     template.HTML
-	// Legend, when set, is drawn in HTML under the plot (colour swatch and name).
-	Legend []LegendItem
+	// Legend is drawn in HTML beside the plot; Key under it, two entries a row: markers
+	// every series shares, such as event kinds.
+	Legend, Key []LegendItem
+	// Empty, when set, replaces the plot: why there is nothing to draw.
+	Empty string
 }
 
-// LegendItem is one entry of an HTML legend.
-type LegendItem struct {
-	Name  string
-	Color template.CSS
+// KeyRows is the key two entries a row.
+func (f Figure) KeyRows() [][]LegendItem {
+	var rows [][]LegendItem
+	for i := 0; i < len(f.Key); i += 2 {
+		rows = append(rows, f.Key[i:min(i+2, len(f.Key))])
+	}
+	return rows
 }
 
 var sans = font.Font{Typeface: "Liberation", Variant: "Sans"}
 
-// palette is colour-blind safe (Okabe-Ito); backends keep their colour across plots.
-var palette = []color.RGBA{
-	{0, 114, 178, 255},   // blue
-	{213, 94, 0, 255},    // vermillion
-	{0, 158, 115, 255},   // green
-	{204, 121, 167, 255}, // purple
-	{230, 159, 0, 255},   // orange
-	{86, 180, 233, 255},  // sky
-	{0, 0, 0, 255},       // black
-	{240, 228, 66, 255},  // yellow
+// chart is a plot with the legend the page draws beside it and the key above it.
+type chart struct {
+	*plot.Plot
+	keys, inline []LegendItem
 }
 
-// colours assigns stable colours to names (backends), in first-seen order of a sorted list.
-type colours map[string]color.RGBA
-
-func newColours(names []string) colours {
-	c := colours{}
-	sorted := append([]string(nil), names...)
-	sort.Strings(sorted)
-	for _, n := range sorted {
-		if _, ok := c[n]; !ok {
-			c[n] = palette[len(c)%len(palette)]
-		}
-	}
-	return c
-}
-
-func (c colours) of(name string) color.RGBA {
-	if col, ok := c[name]; ok {
-		return col
-	}
-	col := palette[len(c)%len(palette)]
-	c[name] = col
-	return col
-}
-
-func newPlot(title, xlabel, ylabel string) *plot.Plot {
+// newChart returns an empty chart with the report's fonts: every text at least 9 pt, which is
+// 12 CSS px at the SVG's natural size (the page never scales plots down).
+func newChart(title, xlabel, ylabel string) *chart {
 	p := plot.New()
 	p.Title.Text = title
 	p.X.Label.Text = xlabel
 	p.Y.Label.Text = ylabel
-	for _, st := range []*text{{&p.Title.TextStyle.Font, 13}, {&p.X.Label.TextStyle.Font, 11}, {&p.Y.Label.TextStyle.Font, 11},
-		{&p.X.Tick.Label.Font, 9}, {&p.Y.Tick.Label.Font, 9}, {&p.Legend.TextStyle.Font, 10}} {
+	for _, st := range []*text{{&p.Title.TextStyle.Font, 12}, {&p.X.Label.TextStyle.Font, 10}, {&p.Y.Label.TextStyle.Font, 10},
+		{&p.X.Tick.Label.Font, 9}, {&p.Y.Tick.Label.Font, 9}, {&p.Legend.TextStyle.Font, 9}} {
 		*st.f = font.From(sans, st.size)
 	}
 	p.Add(plotter.NewGrid())
-	p.Legend.Top = true
-	p.Legend.Left = true
-	p.Legend.XOffs = vg.Points(6)
-	return p
+	return &chart{Plot: p}
+}
+
+// key adds a legend entry.
+func (c *chart) key(name, note string, s swatch) {
+	c.keys = append(c.keys, LegendItem{Name: name, Note: note, Swatch: s.html()})
+}
+
+// keyGrowth adds a legend entry with a fitted exponent: y ∝ x^exponent.
+func (c *chart) keyGrowth(name, x string, exponent float64, s swatch) {
+	c.keys = append(c.keys, LegendItem{Name: name, Growth: x, Exponent: trim(exponent, 2), Swatch: s.html()})
+}
+
+// keyShared adds an entry to the key of markers every series shares.
+func (c *chart) keyShared(name string, s swatch) {
+	c.inline = append(c.inline, LegendItem{Name: name, Swatch: s.html()})
 }
 
 type text struct {
@@ -93,19 +81,33 @@ type text struct {
 	size font.Length
 }
 
-// render draws p as an inline SVG (without the XML prolog, which is not allowed inside HTML).
-func render(p *plot.Plot, w, h vg.Length) (template.HTML, error) {
+// render draws panels side by side, each w/len(panels) wide, as one inline SVG (without the XML
+// prolog, which is not allowed inside HTML). Each panel's data area is marked with an invisible
+// <rect class="plot-data">, so a test can check that nothing else (a legend) sits on it.
+func render(label string, w, h vg.Length, panels ...*plot.Plot) (template.HTML, error) {
 	c := vgsvg.New(w, h)
-	p.Draw(draw.New(c))
+	dc := draw.New(c)
+	n := vg.Length(len(panels))
+	var marks strings.Builder
+	for i, p := range panels {
+		sub := draw.Crop(dc, vg.Length(i)*w/n, -(n-1-vg.Length(i))*w/n, 0, 0)
+		p.Draw(sub)
+		a := p.DataCanvas(sub).Rectangle
+		fmt.Fprintf(&marks, `<rect class="plot-data" x="%.2f" y="%.2f" width="%.2f" height="%.2f" fill="none" pointer-events="none"/>`,
+			a.Min.X.Points(), (h - a.Max.Y).Points(), (a.Max.X - a.Min.X).Points(), (a.Max.Y - a.Min.Y).Points())
+	}
 	var buf bytes.Buffer
 	if _, err := c.WriteTo(&buf); err != nil {
-		return "", fmt.Errorf("render plot %q: %w", p.Title.Text, err)
+		return "", fmt.Errorf("render plot %q: %w", label, err)
 	}
 	s := buf.String()
 	if i := strings.Index(s, "<svg"); i >= 0 {
 		s = s[i:]
 	}
-	s = strings.Replace(s, "<svg ", `<svg class="plot" role="img" aria-label="`+template.HTMLEscapeString(p.Title.Text)+`" `, 1)
+	s = strings.Replace(s, "<svg ", `<svg class="plot" role="img" aria-label="`+template.HTMLEscapeString(label)+`" `, 1)
+	if i := strings.LastIndex(s, "</svg>"); i >= 0 {
+		s = s[:i] + marks.String() + s[i:]
+	}
 	return template.HTML(s), nil //nolint:gosec // generated by vgsvg from escaped text
 }
 
@@ -126,8 +128,13 @@ func (t logTicks) Ticks(min, max float64) []plot.Tick {
 		max = min * 10
 	}
 	var ticks []plot.Tick
+	// Over many decades, minor ticks would crowd into a dark bar: decades alone.
+	minors := 9
+	if max/min > 1e4 {
+		minors = 1
+	}
 	for val := math.Pow10(int(math.Floor(math.Log10(min)))); val <= max*1.0001; val *= 10 {
-		for i := 1; i < 10; i++ {
+		for i := 1; i <= minors; i++ {
 			v := val * float64(i)
 			if v < min*0.9999 || v > max*1.0001 {
 				continue
@@ -192,32 +199,57 @@ func niceUp(v float64) float64 {
 	return 10 * p
 }
 
-// fmtNS formats nanoseconds as a short duration: 850ns, 12µs, 3.4ms, 2.1s.
+// fmtNS formats nanoseconds as a short duration with at most three significant digits: 850ns,
+// 12.4µs, 3.41ms, 2.1s.
 func fmtNS(ns float64) string {
 	switch a := math.Abs(ns); {
 	case a == 0:
 		return "0"
 	case a < 1e3:
-		return trim(ns, 1) + "ns"
+		return sig3(ns) + "ns"
 	case a < 1e6:
-		return trim(ns/1e3, 1) + "µs"
+		return sig3(ns/1e3) + "µs"
 	case a < 1e9:
-		return trim(ns/1e6, 1) + "ms"
+		return sig3(ns/1e6) + "ms"
 	}
-	return trim(ns/1e9, 2) + "s"
+	return sig3(ns/1e9) + "s"
 }
 
-// fmtCount formats a count with SI suffixes: 950, 12k, 3.4M.
+// fmtCount formats a count with SI suffixes: 950, 12.4k, 3.4M.
 func fmtCount(v float64) string {
 	switch a := math.Abs(v); {
 	case a < 1e3:
 		return trim(v, 2)
 	case a < 1e6:
-		return trim(v/1e3, 1) + "k"
+		return sig3(v/1e3) + "k"
 	case a < 1e9:
-		return trim(v/1e6, 1) + "M"
+		return sig3(v/1e6) + "M"
 	}
-	return trim(v/1e9, 1) + "G"
+	return sig3(v/1e9) + "G"
+}
+
+// sig3 prints v with at most three significant digits (and no trailing zeros): 142, 14.2, 1.42.
+func sig3(v float64) string {
+	switch a := math.Abs(v); {
+	case a >= 100:
+		return trim(v, 0)
+	case a >= 10:
+		return trim(v, 1)
+	}
+	return trim(v, 2)
+}
+
+// fmtBytesSI labels a log axis of bytes, whose ticks fall on powers of ten: 10 kB, 1 MB.
+func fmtBytesSI(v float64) string {
+	switch a := math.Abs(v); {
+	case a < 1e3:
+		return trim(v, 0) + " B"
+	case a < 1e6:
+		return sig3(v/1e3) + " kB"
+	case a < 1e9:
+		return sig3(v/1e6) + " MB"
+	}
+	return sig3(v/1e9) + " GB"
 }
 
 // fmtBytes formats bytes with binary suffixes.
@@ -288,23 +320,4 @@ func quantileValues(h *hdrhistogram.Histogram, n int) plotter.Values {
 
 func dashed(l *plotter.Line) {
 	l.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
-}
-
-var grey = color.RGBA{120, 120, 120, 255}
-
-// fade returns c at a quarter opacity, for filled areas under a line.
-func fade(c color.RGBA) color.RGBA {
-	return color.RGBA{c.R / 4, c.G / 4, c.B / 4, 64}
-}
-
-// legendRoom raises the top of a log y axis so a top-left legend of n entries sits above the data
-// instead of over it; height is the figure's height.
-func legendRoom(a *plot.Axis, n int, height vg.Length) {
-	if n == 0 || a.Min <= 0 || a.Max <= a.Min {
-		return
-	}
-	// About 12pt per legend row, against roughly 70% of the figure for the data area.
-	f := math.Min(0.6, (float64(n)*12+10)/(0.7*height.Points()))
-	decades := math.Log10(a.Max / a.Min)
-	a.Max = niceUp(a.Min * math.Pow(10, decades/(1-f)))
 }

@@ -1,13 +1,25 @@
 // Package reports renders results (results.Run) as one self-contained HTML file that works
-// offline: inline SVG plots drawn with gonum/plot, tables, headline sentences computed from the
-// data, and the results JSON itself embedded in a <script type="application/json"> element. It
-// only reads results; it never measures.
+// offline, and as a summary for the terminal. It only reads results; it never measures.
+//
+// A report opens on the answer, sized for a 1280×800 screen: the verdict computed from the run
+// (verdict.go: the cheapest dataplane per packet, per churn event and in state size at each
+// scale, with same-run ratios and the caps) and four log-log plots against pods (summary.go).
+// The figures both read come from one place (figures.go), which is what changes when the run
+// records a figure differently. Every other section (percentiles, distributions, box plots,
+// fits, updates, churn, sizes, every benchmark, the machine) is folded below. WriteSummary
+// prints the same answer for a terminal (terminal.go).
+//
+// Plots are inline SVG drawn with gonum/plot; each backend has one fixed colour everywhere
+// (colour.go), legends are HTML beside the plots (legend.go) and every plot marks its data
+// area (rect.plot-data) so the browser test can check that no legend covers it. The results
+// JSON itself is embedded in a <script type="application/json"> element.
 package reports
 
 import (
 	"encoding/json"
 	"fmt"
 	"html/template"
+	"image/color"
 	"io"
 	"maps"
 	"math"
@@ -17,18 +29,51 @@ import (
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
 
 	"netpolbench/results"
 )
 
 // Section is one part of a report; Empty explains why it has no data.
 type Section struct {
-	ID      string
-	Title   string
+	ID    string
+	Title string
+	// Digest is the line shown beside the title while the section is folded: what it holds.
+	Digest  string
 	Intro   string
 	Empty   string
 	Figures []Figure
 	Tables  []Table
+}
+
+// setDigest fills a section's folded line from its contents unless it has one.
+func (s *Section) setDigest() {
+	if s.Digest != "" {
+		return
+	}
+	if s.Empty != "" {
+		s.Digest = "not measured"
+		return
+	}
+	var parts []string
+	if n := len(s.Figures); n > 0 {
+		parts = append(parts, plural(n, "plot"))
+	}
+	rows := 0
+	for _, t := range s.Tables {
+		rows += len(t.Rows)
+	}
+	if rows > 0 {
+		parts = append(parts, plural(rows, "table row"))
+	}
+	s.Digest = strings.Join(parts, ", ")
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%s %ss", fmtInt(n), what)
 }
 
 // Table is a simple table of preformatted cells.
@@ -55,22 +100,34 @@ func cls(s, c string) Cell { return Cell{Text: s, Class: c} }
 
 // page is what the template renders.
 type page struct {
-	Title     string
-	Subtitle  string
+	Title    string
+	Subtitle string
+	// Answer is a report's first screen: the verdict and the summary plots.
+	Answer *answerView
+	// Gate and GateOK are a comparison's gate verdict, Headlines its changed figures.
+	Gate      string
+	GateOK    bool
 	Headlines []string
-	Sections  []Section
-	JSON      template.JS
-	Verdict   string
-	VerdictOK bool
+	// Fold collapses the sections (a report's details); a comparison shows them open.
+	Fold     bool
+	Sections []Section
+	JSON     template.JS
 }
 
-// Render writes the HTML report of run to w.
+// Render writes the HTML report of run to w: first the verdict and the four summary plots,
+// then every other section folded.
 func Render(w io.Writer, run *results.Run) error {
 	b := newBuilder(run)
+	figs := collectFigures(run)
+	plots, err := b.summaryPlots(figs)
+	if err != nil {
+		return err
+	}
 	pg := page{
-		Title:     "netpolbench report",
-		Subtitle:  subtitle(run),
-		Headlines: headlines(run),
+		Title:    "netpolbench report",
+		Subtitle: subtitle(run),
+		Answer:   &answerView{Verdict: verdictView(computeVerdict(run, figs), figs.dataplanes()), Plots: plots},
+		Fold:     true,
 	}
 	for _, f := range []func() (Section, error){b.claims, b.latencyTables, b.latencyDistributions, b.latencyBoxes,
 		b.scaling, b.updates, b.churn, b.sizes, b.benchmarks, b.environment} {
@@ -78,6 +135,7 @@ func Render(w io.Writer, run *results.Run) error {
 		if err != nil {
 			return err
 		}
+		s.setDigest()
 		pg.Sections = append(pg.Sections, s)
 	}
 	js, err := embedJSON(run)
@@ -104,7 +162,17 @@ func subtitle(run *results.Run) string {
 		parts = append(parts, "took "+run.Duration.Round(1e9).String())
 	}
 	if run.GitRevision != "" {
-		parts = append(parts, "commit "+run.GitRevision)
+		rev, dirty := strings.CutSuffix(run.GitRevision, "-dirty")
+		if len(rev) > 12 {
+			rev = rev[:12]
+		}
+		if dirty {
+			rev += "-dirty"
+		}
+		parts = append(parts, "commit "+rev)
+	}
+	if m := run.Machine; m.Cores > 0 {
+		parts = append(parts, strings.TrimSpace(fmt.Sprintf("%d cores %s", m.Cores, m.CPUModel)))
 	}
 	if run.Kernel != "" {
 		parts = append(parts, "kernel "+run.Kernel)
@@ -115,38 +183,33 @@ func subtitle(run *results.Run) string {
 
 type builder struct {
 	run *results.Run
-	col colours
 	seq int
 }
 
 func newBuilder(run *results.Run) *builder {
-	var names []string
-	seen := map[string]bool{}
-	add := func(n string) {
-		if n != "" && !seen[n] {
-			seen[n] = true
-			names = append(names, n)
-		}
-	}
-	for _, n := range run.Config.Backends {
-		add(n)
-	}
-	for _, h := range run.Latency {
-		add(h.Backend)
-	}
-	for _, u := range run.Updates {
-		add(u.Backend)
-	}
-	return &builder{run: run, col: newColours(names)}
+	return &builder{run: run}
 }
 
-func (b *builder) fig(title, caption string, p *plot.Plot, w, h vg.Length) (Figure, error) {
+// fig renders a chart as a figure with its legend beside it.
+func (b *builder) fig(c *chart, title, caption string, w, h vg.Length) (Figure, error) {
+	return b.figPanels(title, caption, w, h, c)
+}
+
+// figPanels renders charts side by side as one figure; their legends are joined.
+func (b *builder) figPanels(title, caption string, w, h vg.Length, cs ...*chart) (Figure, error) {
 	b.seq++
-	svg, err := render(p, w, h)
+	ps := make([]*plot.Plot, len(cs))
+	var keys, inline []LegendItem
+	for i, c := range cs {
+		ps[i] = c.Plot
+		keys = append(keys, c.keys...)
+		inline = append(inline, c.inline...)
+	}
+	svg, err := render(title, w, h, ps...)
 	if err != nil {
 		return Figure{}, err
 	}
-	return Figure{ID: fmt.Sprintf("fig-%d", b.seq), Title: title, Caption: caption, SVG: svg}, nil
+	return Figure{ID: fmt.Sprintf("fig-%d", b.seq), Title: title, Caption: caption, SVG: svg, Legend: keys, Key: inline}, nil
 }
 
 func (b *builder) claims() (Section, error) {
@@ -174,6 +237,17 @@ func (b *builder) claims() (Section, error) {
 		t.Rows = append(t.Rows, []Cell{txt(c.Statement), cls(c.Status, class), txt(ev)})
 	}
 	s.Tables = append(s.Tables, t)
+	counts := map[string]int{}
+	for _, c := range b.run.Claims {
+		counts[c.Status]++
+	}
+	var parts []string
+	for _, st := range []string{results.ClaimConfirmed, results.ClaimRefuted, results.ClaimNotMeasured} {
+		if counts[st] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", counts[st], st))
+		}
+	}
+	s.Digest = strings.Join(parts, ", ")
 	return s, nil
 }
 
@@ -232,33 +306,42 @@ func (b *builder) latencyTables() (Section, error) {
 
 func (b *builder) latencyDistributions() (Section, error) {
 	s := Section{ID: "distributions", Title: "Per-packet cost distributions",
-		Intro: "Percentile curves per backend on log axes (x: percentile, y: time per packet), colour by scale, line style by verdict, flow state and labels; thin grey lines are the stamping floors the curves are measured against. Read the tail on the right."}
-	groups := map[string][]results.Histogram{}
-	var keys []string
+		Intro: "Percentile curves on log axes (x: percentile, y: time per packet), one plot per kind of measurement and scale: colour by backend, line style by verdict, flow state and test; thin grey lines are the stamping floors the curves are measured against. Read the tail on the right."}
+	type group struct {
+		kind string
+		pods int
+	}
+	groups := map[group][]results.Histogram{}
+	var keys []group
 	for _, h := range latencyOrder(b.run.Latency) {
-		if h.Count == 0 {
-			continue
+		if h.Count == 0 || h.Backend == results.BackendFloorName && h.Kind == results.KindStampDelta {
+			continue // stamp floors are drawn with the curves measured against them
 		}
-		key := h.Backend + "\x00" + h.Kind
-		if _, ok := groups[key]; !ok {
-			keys = append(keys, key)
+		k := group{h.Kind, h.Pods}
+		if _, ok := groups[k]; !ok {
+			keys = append(keys, k)
 		}
-		groups[key] = append(groups[key], h)
+		groups[k] = append(groups[k], h)
 	}
 	if len(keys) == 0 {
 		s.Empty = "No latency distributions were measured in this run."
 		return s, nil
 	}
-	for _, key := range keys {
-		hs := groups[key]
-		backend, kind := hs[0].Backend, hs[0].Kind
-		p := newPlot(backend+": "+kind, "percentile", yLabelOf(kind))
-		logAxis(&p.Y, fmtNS)
-		logAxis(&p.X, percentileTickLabel)
-		p.X.Tick.Marker = plot.ConstantTicks{{Value: 1, Label: "0%"}, {Value: 2, Label: "50%"}, {Value: 10, Label: "90%"},
+	sort.SliceStable(keys, func(i, j int) bool {
+		if keys[i].kind != keys[j].kind {
+			return keys[i].kind > keys[j].kind // stamp deltas, then test runs, then round trips
+		}
+		return keys[i].pods < keys[j].pods
+	})
+	for _, k := range keys {
+		hs := groups[k]
+		title := fmt.Sprintf("%s, %s pods", k.kind, fmtCount(float64(k.pods)))
+		c := newChart(title, "percentile", yLabelOf(k.kind))
+		logAxis(&c.Y, fmtNS)
+		c.X.Scale = plot.LogScale{}
+		c.X.Tick.Marker = plot.ConstantTicks{{Value: 1, Label: "0%"}, {Value: 2, Label: "50%"}, {Value: 10, Label: "90%"},
 			{Value: 100, Label: "99%"}, {Value: 1000, Label: "99.9%"}, {Value: 10000, Label: "99.99%"}}
-		scales := scaleIndex(hs)
-		fields := varyingFields(hs)
+		fields := variantFields(hs)
 		styles := map[string]int{}
 		for _, h := range hs {
 			if _, ok := styles[variant(h, fields)]; !ok {
@@ -277,16 +360,16 @@ func (b *builder) latencyDistributions() (Section, error) {
 			if err != nil {
 				return s, fmt.Errorf("plot %s: %w", h.Name, err)
 			}
-			l.Color = palette[scales[h.Pods]%len(palette)]
+			l.Color = backendColour(h.Backend)
 			l.Width = vg.Points(1.5)
 			l.Dashes = dashPatterns[styles[variant(h, fields)]%len(dashPatterns)]
-			p.Add(l)
-			p.Legend.Add(strings.TrimSpace(fmtCount(float64(h.Pods))+" pods "+variant(h, fields)), l)
+			c.Add(l)
+			c.key(strings.TrimSpace(h.Backend+" "+variant(h, fields)), "p99 "+fmtNS(h.Percentiles.P99), lineSwatch(l.LineStyle))
 		}
-		// The floors these distributions are measured against, thin and grey, so the cost above
-		// the stamping floor is visible as the gap between the curves.
-		floors := 0
+		// The floors these distributions are measured against, thin and grey (a shade per
+		// attach point), so the cost above the stamping floor is the gap between the curves.
 		drawnFloor := map[string]bool{}
+		shades := map[string]int{}
 		for _, h := range hs {
 			fh := b.run.FindLatency(h.Floor)
 			if h.Floor == "" || drawnFloor[h.Floor] || fh == nil || fh.Count == 0 {
@@ -301,17 +384,19 @@ func (b *builder) latencyDistributions() (Section, error) {
 			if err != nil {
 				return s, fmt.Errorf("plot floor %s: %w", fh.Name, err)
 			}
-			l.Color = grey
-			l.Width = vg.Points(0.8)
-			l.Dashes = dashPatterns[2]
-			p.Add(l)
-			p.Legend.Add(strings.TrimSpace(fmt.Sprintf("floor %s pods %s", fmtCount(float64(fh.Pods)), variant(*fh, fields))), l)
-			floors++
+			attach := fh.Labels["attach"]
+			if _, ok := shades[attach]; !ok {
+				shades[attach] = len(shades)
+			}
+			l.Color = floorShades[shades[attach]%len(floorShades)]
+			l.Width = vg.Points(1)
+			l.Dashes = dashPatterns[styles[variant(*fh, fields)]%len(dashPatterns)]
+			c.Add(l)
+			c.key(strings.TrimSpace("floor "+attach+" "+variant(*fh, fields)), "p99 "+fmtNS(fh.Percentiles.P99), lineSwatch(l.LineStyle))
 		}
-		p.X.Min, p.X.Max = 1, 10000
-		fixLogRange(&p.Y)
-		legendRoom(&p.Y, len(hs)+floors, 9*vg.Centimeter)
-		f, err := b.fig(backend+" distribution", "Percentile distribution of "+kind+" for "+backend+".", p, 15*vg.Centimeter, 9*vg.Centimeter)
+		c.X.Min, c.X.Max = 1, 10000
+		fixLogRange(&c.Y)
+		f, err := b.fig(c, title, "Percentile distribution of "+k.kind+" at "+fmtCount(float64(k.pods))+" pods, per backend.", 15*vg.Centimeter, 9*vg.Centimeter)
 		if err != nil {
 			return s, err
 		}
@@ -319,6 +404,9 @@ func (b *builder) latencyDistributions() (Section, error) {
 	}
 	return s, nil
 }
+
+// floorShades tell apart the floors of different attach points in one plot.
+var floorShades = []color.RGBA{{80, 80, 80, 255}, {165, 165, 165, 255}}
 
 // curveOf re-plots h from its encoding, or from its summary percentiles when it has none or the
 // encoding does not decode (a damaged file should still give a report of what is readable).
@@ -336,23 +424,6 @@ func curveOf(h results.Histogram) (plotter.XYs, error) {
 		}
 	}
 	return xy, nil
-}
-
-func scaleIndex(hs []results.Histogram) map[int]int {
-	var pods []int
-	seen := map[int]bool{}
-	for _, h := range hs {
-		if !seen[h.Pods] {
-			seen[h.Pods] = true
-			pods = append(pods, h.Pods)
-		}
-	}
-	sort.Ints(pods)
-	idx := map[int]int{}
-	for i, p := range pods {
-		idx[p] = i
-	}
-	return idx
 }
 
 func (b *builder) latencyBoxes() (Section, error) {
@@ -392,7 +463,7 @@ func (b *builder) latencyBoxes() (Section, error) {
 		}
 		title := strings.Join(tparts, ", ")
 		fields := varyingFields(hs)
-		p := newPlot(title, "", yLabelOf(h0.Kind))
+		p := newChart(title, "", yLabelOf(h0.Kind))
 		logAxis(&p.Y, fmtNS)
 		var names []string
 		for _, h := range hs {
@@ -408,7 +479,7 @@ func (b *builder) latencyBoxes() (Section, error) {
 			if err != nil {
 				return s, fmt.Errorf("box plot %s: %w", h.Name, err)
 			}
-			bp.FillColor = b.col.of(h.Backend)
+			bp.FillColor = backendColour(h.Backend)
 			bp.GlyphStyle.Radius = vg.Points(1.2)
 			p.Add(bp)
 			names = append(names, strings.TrimSpace(fmt.Sprintf("%s %s %s", h.Backend, fmtCount(float64(h.Pods)), variant(h, fields))))
@@ -422,17 +493,17 @@ func (b *builder) latencyBoxes() (Section, error) {
 		p.X.Tick.Label.XAlign = -0.9
 		p.X.Tick.Label.YAlign = -0.3
 		fixLogRange(&p.Y)
-		width := vg.Length(math.Max(15, 1.4*float64(len(names)))) * vg.Centimeter
-		f, err := b.fig("Box plot: "+title, "Per backend and scale: "+title+".", p, width, 10*vg.Centimeter)
-		if err != nil {
-			return s, err
-		}
 		seenBackend := map[string]bool{}
 		for _, h := range hs {
 			if !seenBackend[h.Backend] {
 				seenBackend[h.Backend] = true
-				f.Legend = append(f.Legend, b.legendItem(h.Backend))
+				p.key(h.Backend, "", boxSwatch(backendColour(h.Backend)))
 			}
+		}
+		width := vg.Length(math.Max(15, 1.4*float64(len(names)))) * vg.Centimeter
+		f, err := b.fig(p, "Box plot: "+title, "Per backend and scale: "+title+".", width, 10*vg.Centimeter)
+		if err != nil {
+			return s, err
 		}
 		s.Figures = append(s.Figures, f)
 	}
@@ -458,7 +529,7 @@ func (b *builder) scaling() (Section, error) {
 	t := Table{Head: []string{"Backend", "Metric", "x", "Exponent a", "R²", "Points"}}
 	for _, k := range keys {
 		fits := groups[k]
-		p := newPlot(k, fits[0].XLabel, fits[0].Metric)
+		p := newChart(k, fits[0].XLabel, fits[0].Metric)
 		logAxis(&p.X, fmtCount)
 		yfmt := fmtCount
 		if m := fits[0].Metric; strings.HasSuffix(m, " ns") || strings.Contains(m, " ns ") {
@@ -480,7 +551,7 @@ func (b *builder) scaling() (Section, error) {
 			if err != nil {
 				return s, fmt.Errorf("plot fit %s: %w", k, err)
 			}
-			c := b.col.of(f.Backend)
+			c := backendColour(f.Backend)
 			sc.Color = c
 			sc.Radius = vg.Points(3)
 			p.Add(sc)
@@ -501,15 +572,15 @@ func (b *builder) scaling() (Section, error) {
 				l.Color = c
 				dashed(l)
 				p.Add(l)
-				p.Legend.Add(fmt.Sprintf("%s: ∝ %s^%s (R² %s)", f.Backend, f.XLabel, trim(f.Exponent, 2), r2Text(f)), sc, l)
+				p.keyGrowth(f.Backend, f.XLabel, f.Exponent, swatch{line: &l.LineStyle, glyph: ptr(shapeDot), glyphColour: c})
+				p.keys[len(p.keys)-1].Note = "R² " + r2Text(f)
 			} else {
-				p.Legend.Add(f.Backend, sc)
+				p.key(f.Backend, "", glyphSwatch(shapeDot, c))
 			}
 		}
 		fixLogRange(&p.X)
 		fixLogRange(&p.Y)
-		legendRoom(&p.Y, len(fits), 10*vg.Centimeter)
-		f, err := b.fig(k, "Log-log: "+k+", with fitted power laws.", p, 14*vg.Centimeter, 10*vg.Centimeter)
+		f, err := b.fig(p, k, "Log-log: "+k+", with fitted power laws.", 14*vg.Centimeter, 10*vg.Centimeter)
 		if err != nil {
 			return s, err
 		}
@@ -607,7 +678,7 @@ func (b *builder) updates() (Section, error) {
 			}
 		}
 		sort.Strings(backends)
-		p := newPlot(fmt.Sprintf("Apply time per event, %s pods", fmtCount(float64(n))), "", "apply time")
+		p := newChart(fmt.Sprintf("Apply time per event, %s pods", fmtCount(float64(n))), "", "apply time")
 		logAxis(&p.Y, fmtNS)
 		width := 0.8 / float64(len(backends))
 		added := map[string]bool{}
@@ -629,7 +700,7 @@ func (b *builder) updates() (Section, error) {
 			if err != nil {
 				return s, fmt.Errorf("box plot update %s/%s: %w", u.Backend, u.Event, err)
 			}
-			bp.FillColor = b.col.of(u.Backend)
+			bp.FillColor = backendColour(u.Backend)
 			bp.GlyphStyle.Radius = vg.Points(1.2)
 			p.Add(bp)
 			drawn++
@@ -643,16 +714,15 @@ func (b *builder) updates() (Section, error) {
 		p.X.Tick.Label.Rotation = math.Pi / 6
 		p.X.Tick.Label.XAlign = -0.9
 		fixLogRange(&p.Y)
-		w := vg.Length(math.Max(15, 2*float64(len(events)))) * vg.Centimeter
-		f, err := b.fig(p.Title.Text, "Apply time samples per event type and backend (log axis).", p, w, 10*vg.Centimeter)
-		if err != nil {
-			return s, err
-		}
-		// The legend goes beside the plot: inside it would cover boxes at any height.
 		for _, be := range backends {
 			if added[be] {
-				f.Legend = append(f.Legend, b.legendItem(be))
+				p.key(be, "", boxSwatch(backendColour(be)))
 			}
+		}
+		w := vg.Length(math.Max(15, 2*float64(len(events)))) * vg.Centimeter
+		f, err := b.fig(p, p.Title.Text, "Apply time samples per event type and backend (log axis).", w, 10*vg.Centimeter)
+		if err != nil {
+			return s, err
 		}
 		s.Figures = append(s.Figures, f)
 	}
@@ -696,9 +766,9 @@ func (b *builder) churn() (Section, error) {
 			continue
 		}
 		title := fmt.Sprintf("%s at %s pods", tl.Backend, fmtCount(float64(tl.Pods)))
-		lat := newPlot(title+": latency per interval", "time since start (s)", "latency")
+		lat := newChart(title+": latency per interval", "time since start (s)", "latency")
 		logAxis(&lat.Y, func(v float64) string { return fmtNS(v * 1e3) })
-		lossP := newPlot(title+": packets lost per interval", "time since start (s)", "lost packets")
+		lossP := newChart(title+": packets lost per interval", "time since start (s)", "lost packets")
 		ymin, ymax := math.Inf(1), 0.0
 		series := []struct {
 			name string
@@ -706,6 +776,7 @@ func (b *builder) churn() (Section, error) {
 			dash bool
 		}{{"p50", func(p results.ChurnPoint) float64 { return p.P50US }, false}, {"p99", func(p results.ChurnPoint) float64 { return p.P99US }, false},
 			{"max", func(p results.ChurnPoint) float64 { return p.MaxUS }, true}}
+		col := backendColour(tl.Backend)
 		for i, se := range series {
 			var xy plotter.XYs
 			for _, pt := range tl.Points {
@@ -721,12 +792,14 @@ func (b *builder) churn() (Section, error) {
 			if err != nil {
 				return s, fmt.Errorf("plot churn %s: %w", title, err)
 			}
-			l.Color = palette[i]
+			// One colour (the backend's), told apart by weight and dashes.
+			l.Color = col
+			l.Width = vg.Points([]float64{2, 1.2, 0.8}[i])
 			if se.dash {
 				dashed(l)
 			}
 			lat.Add(l)
-			lat.Legend.Add(se.name, l)
+			lat.key(tl.Backend+" "+se.name, "", lineSwatch(l.LineStyle))
 		}
 		var lossXY plotter.XYs
 		maxLost := 1.0
@@ -739,9 +812,10 @@ func (b *builder) churn() (Section, error) {
 			return s, fmt.Errorf("plot churn loss %s: %w", title, err)
 		}
 		ll.StepStyle = plotter.PostStep
-		ll.Color = palette[1]
-		ll.FillColor = fade(palette[1])
+		ll.Color = col
+		ll.FillColor = translucent(col, 0.3)
 		lossP.Add(ll)
+		lossP.key(tl.Backend+" lost packets", "", swatch{line: &ll.LineStyle, band: ll.FillColor})
 		lossP.Y.Min = 0
 		lossP.Y.Max = maxLost * 1.1
 		if math.IsInf(ymin, 1) {
@@ -751,7 +825,7 @@ func (b *builder) churn() (Section, error) {
 			for _, pl := range []struct {
 				p      *plot.Plot
 				lo, hi float64
-			}{{lat, ymin, ymax}, {lossP, 0, maxLost * 1.1}} {
+			}{{lat.Plot, ymin, ymax}, {lossP.Plot, 0, maxLost * 1.1}} {
 				ml, err := plotter.NewLine(plotter.XYs{{X: ev.TMS / 1e3, Y: math.Max(pl.lo, 1e-9)}, {X: ev.TMS / 1e3, Y: pl.hi}})
 				if err != nil {
 					return s, fmt.Errorf("plot churn mark: %w", err)
@@ -762,12 +836,16 @@ func (b *builder) churn() (Section, error) {
 			}
 		}
 		fixLogRange(&lat.Y)
-		legendRoom(&lat.Y, 3, 8*vg.Centimeter)
-		f1, err := b.fig(lat.Title.Text, "Latency per interval; vertical lines mark churn events.", lat, 18*vg.Centimeter, 8*vg.Centimeter)
+		if len(tl.Events) > 0 {
+			mark := draw.LineStyle{Color: grey, Width: vg.Points(1), Dashes: []vg.Length{vg.Points(2), vg.Points(2)}}
+			lat.key("churn event", "", lineSwatch(mark))
+			lossP.key("churn event", "", lineSwatch(mark))
+		}
+		f1, err := b.fig(lat, lat.Title.Text, "Latency per interval; vertical lines mark churn events.", 18*vg.Centimeter, 8*vg.Centimeter)
 		if err != nil {
 			return s, err
 		}
-		f2, err := b.fig(lossP.Title.Text, "Packets lost per interval; vertical lines mark churn events.", lossP, 18*vg.Centimeter, 5*vg.Centimeter)
+		f2, err := b.fig(lossP, lossP.Title.Text, "Packets lost per interval; vertical lines mark churn events.", 18*vg.Centimeter, 5*vg.Centimeter)
 		if err != nil {
 			return s, err
 		}
@@ -973,7 +1051,4 @@ func r2Text(f results.Fit) string {
 	return trim(f.R2, 3)
 }
 
-func (b *builder) legendItem(name string) LegendItem {
-	c := b.col.of(name)
-	return LegendItem{Name: name, Color: template.CSS(fmt.Sprintf("#%02x%02x%02x", c.R, c.G, c.B))}
-}
+func ptr[T any](v T) *T { return &v }

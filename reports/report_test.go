@@ -3,7 +3,6 @@ package reports_test
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -28,7 +27,7 @@ func mustRender(t *testing.T, run *results.Run) string {
 // section returns the HTML of the section with the given id.
 func section(t *testing.T, page, id string) string {
 	t.Helper()
-	start := strings.Index(page, `<section id="`+id+`">`)
+	start := strings.Index(page, `<section id="`+id+`" class="detail">`)
 	if start < 0 {
 		t.Fatalf("no section %q", id)
 	}
@@ -79,8 +78,11 @@ func TestReportSaysWhichSectionsHaveNoData(t *testing.T) {
 	if svgRe.MatchString(page) {
 		t.Error("an empty run rendered a plot")
 	}
-	if !strings.Contains(page, "no measurements to summarize") {
-		t.Error("empty run's headline does not say there is nothing to summarize")
+	if !strings.Contains(page, "no headline figures yet") {
+		t.Error("empty run's verdict does not say there is nothing to summarize")
+	}
+	if n := strings.Count(page, `<p class="empty">Not measured in this run.</p>`); n != 4 {
+		t.Errorf("empty run: %d summary plots say they were not measured, want 4", n)
 	}
 }
 
@@ -99,33 +101,50 @@ func TestReportWithOnlySizesRendersThoseAlone(t *testing.T) {
 	}
 }
 
-func TestReportHeadlineComputesRatioFromData(t *testing.T) {
-	run := resultstest.Run(resultstest.DefaultOptions())
-	page := mustRender(t, run)
-	largest := run.Config.Pods[len(run.Config.Pods)-1]
-	var ipt, ebpf float64
-	for _, h := range run.Latency {
-		if h.Pods == largest && h.Verdict == results.VerdictAllow && h.AboveFloor != nil {
-			switch h.Backend {
-			case "iptables":
-				ipt = h.AboveFloor.P99
-			case "ebpf":
-				ebpf = h.AboveFloor.P99
-			}
+func TestReportOpensOnVerdictThenSummaryPlotsThenFoldedDetails(t *testing.T) {
+	page := mustRender(t, resultstest.Run(resultstest.SweepOptions()))
+	verdict := strings.Index(page, `<div id="verdict">`)
+	summary := strings.Index(page, `<div id="summary">`)
+	details := strings.Index(page, `<section id="claims" class="detail">`)
+	if verdict < 0 || summary < verdict || details < summary {
+		t.Fatalf("page order: verdict at %d, summary plots at %d, first details at %d; want them in that order", verdict, summary, details)
+	}
+	for _, id := range []string{"plot-packet", "plot-events", "plot-sync", "plot-state"} {
+		fig := page[strings.Index(page, `<figure id="`+id+`"`):]
+		fig = fig[:strings.Index(fig, "</figure>")]
+		if !svgRe.MatchString(fig) || !strings.Contains(fig, `class="legend"`) || !strings.Contains(fig, `class="plot-data"`) {
+			t.Errorf("summary plot %s lacks its SVG, its legend or its marked data area", id)
+		}
+		if strings.Index(fig, `class="legend"`) < strings.Index(fig, "</svg>") {
+			t.Errorf("summary plot %s: the legend is not after (beside) the plot", id)
 		}
 	}
-	if ipt == 0 || ebpf == 0 {
-		t.Fatal("synthetic run lacks the histograms the headline needs")
+	if n, want := strings.Count(page, `<section id=`), len(sectionIDs); n != want {
+		t.Errorf("%d sections, want %d", n, want)
 	}
-	want := fmt.Sprintf("%.0f× ebpf", ipt/ebpf)
-	head := page[strings.Index(page, `id="headline"`):]
-	head = head[:strings.Index(head, "</div>")]
-	if !strings.Contains(head, want) {
-		t.Errorf("headline lacks %q:\n%s", want, head)
+	if strings.Count(page, "<details>") < len(sectionIDs) || strings.Contains(page, "<details open>") {
+		t.Error("a report's detail sections must all be folded")
 	}
-	for _, f := range run.Fits {
-		if !strings.Contains(head, fmt.Sprintf("%s^%.0f", f.XLabel, f.Exponent)) && f.R2 > 0.9 {
-			t.Errorf("headline lacks the fitted exponent of %s %s (%.2f)", f.Backend, f.Metric, f.Exponent)
+	// Every legend, in every section, is HTML beside its plot: gonum draws none inside.
+	if n, want := strings.Count(page, `class="plot-data"`), strings.Count(page, `<svg class="plot"`)+1; n != want {
+		t.Errorf("%d marked data areas for %d plots (the state plot has two panels)", n, want-1)
+	}
+}
+
+func TestReportColoursEachBackendTheSameEverywhere(t *testing.T) {
+	page := mustRender(t, resultstest.Run(resultstest.SweepOptions()))
+	// The verdict's dot and the summary plots' strokes use one colour per backend.
+	for be, hex := range map[string]string{"ebpf": "#0072b2", "iptables": "#d55e00", "ipset": "#e69f00", "ebpf-cilium": "#56b4e9"} {
+		if !strings.Contains(page, `style="--c:`+hex+`">`+be+`</th>`) {
+			t.Errorf("verdict row of %s is not coloured %s", be, hex)
+		}
+		stroke := "stroke:" + strings.ToUpper(hex)
+		for _, id := range []string{"plot-packet", "plot-sync"} {
+			fig := page[strings.Index(page, `<figure id="`+id+`"`):]
+			fig = fig[:strings.Index(fig, "</figure>")]
+			if !strings.Contains(fig, stroke) {
+				t.Errorf("%s draws no %s line in %s", id, be, hex)
+			}
 		}
 	}
 }

@@ -51,6 +51,29 @@ func varyingFields(hs []results.Histogram) []string {
 	return out
 }
 
+// variantFields lists the fields that tell apart histograms of one backend within hs: what a
+// legend entry adds to the backend's name. A field that only follows the backend (its attach
+// point) is left out: the backend's name already says it.
+func variantFields(hs []results.Histogram) []string {
+	by := map[string][]results.Histogram{}
+	for _, h := range hs {
+		by[h.Backend] = append(by[h.Backend], h)
+	}
+	within := map[string]bool{}
+	for _, g := range by {
+		for _, f := range varyingFields(g) {
+			within[f] = true
+		}
+	}
+	var out []string
+	for _, f := range varyingFields(hs) {
+		if within[f] {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
 // variant is h's values of fields, joined by spaces.
 func variant(h results.Histogram, fields []string) string {
 	var parts []string

@@ -125,11 +125,8 @@ are recorded). --quick runs the small sweep CI gates against a committed baselin
 			if err := writeBenchReport(filepath.Join(dir, bench.ReportFile)); err != nil {
 				return err
 			}
-			fmt.Fprintf(os.Stderr, "netpolbench: wrote %s\n", dir)
-			for _, c := range run.Claims {
-				fmt.Fprintf(os.Stderr, "  claim %-22s %-13s %s\n", c.ID, c.Status, c.Evidence)
-			}
-			return nil
+			fmt.Fprintf(os.Stderr, "netpolbench: wrote %s\n\n", dir)
+			return reports.WriteSummary(cmd.OutOrStdout(), run, filepath.Join(dir, bench.ReportFile))
 		},
 	}
 	f := cmd.Flags()
