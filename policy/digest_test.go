@@ -59,14 +59,15 @@ func TestStateDigestIgnoresTheOrderOfConstruction(t *testing.T) {
 	rev := slices.Clone(objs)
 	slices.Reverse(rev)
 	b := mustDigestState(t, append(slices.Clone(ns), rev...)).State()
-	if a.Digest() != b.Digest() {
-		t.Fatalf("the same cluster built in another order has another digest: %s vs %s", a.Digest(), b.Digest())
+	da, db := a.Digest(), b.Digest()
+	if da != db {
+		t.Fatalf("the same cluster built in another order has another digest: %s vs %s", da, db)
 	}
-	if a.Digest() != a.Digest() {
-		t.Fatal("digest differs between two calls")
+	if again := a.Digest(); again != da {
+		t.Fatalf("digest differs between two calls: %s vs %s", da, again)
 	}
-	if len(a.Digest()) != 64 {
-		t.Fatalf("digest %q is not hex SHA-256", a.Digest())
+	if len(da) != 64 {
+		t.Fatalf("digest %q is not hex SHA-256", da)
 	}
 }
 
