@@ -408,22 +408,13 @@ func buildPacket(buf []byte, f policy.Flow, sport uint16, length int, seq uint32
 // l4Checksum is the TCP or UDP checksum over the IPv4 pseudo-header and seg (whose checksum
 // field is zero).
 func l4Checksum(src, dst [4]byte, proto policy.Protocol, seg []byte) uint16 {
-	var s uint32
-	for _, w := range [][]byte{src[:], dst[:]} {
-		s += uint32(w[0])<<8 | uint32(w[1])
-		s += uint32(w[2])<<8 | uint32(w[3])
-	}
-	s += uint32(proto) + uint32(len(seg))
-	for i := 0; i+1 < len(seg); i += 2 {
-		s += uint32(seg[i])<<8 | uint32(seg[i+1])
-	}
-	if len(seg)%2 == 1 {
-		s += uint32(seg[len(seg)-1]) << 8
-	}
-	for s>>16 != 0 {
-		s = s&0xffff + s>>16
-	}
-	return ^uint16(s)
+	var buf [12 + MaxNewLen]byte
+	copy(buf[0:], src[:])
+	copy(buf[4:], dst[:])
+	buf[9] = byte(proto)
+	binary.BigEndian.PutUint16(buf[10:], uint16(len(seg)))
+	n := copy(buf[12:], seg)
+	return inetChecksum(buf[:12+n])
 }
 
 // segmentLen is the payload of one established-flow segment, bytes: its packet (IP, TCP with
