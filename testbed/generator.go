@@ -11,6 +11,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -65,10 +66,14 @@ const (
 // batchSize is how many packets of one source namespace go out in one sendmmsg call.
 const batchSize = 64
 
-// NewGenerator prepares a generator: it moves the ephemeral port range of the pod and outside
-// namespaces to 61000-65535 and turns TCP autocorking off there, so each write of
-// SendEstablished is one segment. Close releases its sockets.
+// NewGenerator prepares a generator: it waits until every veth is up (WaitLinksUp), moves the
+// ephemeral port range of the pod and outside namespaces to 61000-65535 and turns TCP
+// autocorking off there, so each write of SendEstablished is one segment. Close releases its
+// sockets.
 func (tb *Testbed) NewGenerator() (*Generator, error) {
+	if err := tb.WaitLinksUp(5 * time.Second); err != nil {
+		return nil, fmt.Errorf("prepare generator: %w", err)
+	}
 	for _, ns := range append(append([]nsInfo(nil), tb.pods...), tb.out) {
 		if err := inNS(ns.ns, func() error {
 			return setSysctls([][2]string{
@@ -283,6 +288,11 @@ func (g *Generator) receiveUDP(f policy.Flow) error {
 	if err != nil {
 		return fmt.Errorf("send new flows: %w", err)
 	}
+	// A burst outruns the reader; the default buffer holds about 270 datagrams.
+	if err := setRcvbuf(c, rxBuffer); err != nil {
+		c.Close()
+		return fmt.Errorf("send new flows: %w", err)
+	}
 	g.udp[k] = c
 	g.wg.Add(1)
 	go func() {
@@ -295,6 +305,27 @@ func (g *Generator) receiveUDP(f policy.Flow) error {
 			g.datagrams.Add(1)
 		}
 	}()
+	return nil
+}
+
+// rxBuffer is the receive buffer of the generator's UDP sockets, bytes.
+const rxBuffer = 16 << 20
+
+// setRcvbuf sets a socket's receive buffer past net.core.rmem_max (SO_RCVBUFFORCE, root).
+func setRcvbuf(c syscall.Conn, bytes int) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, bytes)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("set SO_RCVBUFFORCE: %w", serr)
+	}
 	return nil
 }
 

@@ -54,6 +54,9 @@ func countResets(t *testing.T, tb *Testbed, in netip.Addr) *rstCounter {
 	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 100_000}); err != nil {
 		t.Fatal(err)
 	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rxBuffer); err != nil {
+		t.Fatal(err)
+	}
 	c := &rstCounter{ports: map[uint16]int{}, done: make(chan struct{})}
 	stop := make(chan struct{})
 	go func() {
@@ -100,7 +103,7 @@ func TestSendNewDeliversEveryPacketAsAFlowOfItsOwn(t *testing.T) {
 		{Flow: flow(ext, podC, policy.ProtoTCP, 80), Len: 72},
 	}
 	fromA, fromExt := countResets(t, tb, podA), countResets(t, tb, ext)
-	const count = 800 // 200 of each flow
+	const count = 400 // 100 of each flow
 	st, err := g.SendNew(context.Background(), flows, SendOptions{Count: count, Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
