@@ -154,13 +154,17 @@ func TestRecordPacketsLinksEveryPointToItsOwnFloor(t *testing.T) {
 	r := &Runner{run: results.New(), hists: NewHistograms(), Spec: Spec{Samples: 1}}
 	res := testRounds()
 	res.Attach, res.FlowDigest, res.Elapsed = attachTCX, "flows", time.Second
-	deny, err := r.recordPackets("ebpf", 100, "state", res, testSwitch{attachTCX})
+	deny, err := r.recordPackets("ebpf", 100, "", "state", res, testSwitch{attachTCX})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Denied new flows: 130-30.5, 20-30.5 (clamped to 1) and 180-82: the median is 98.
 	if deny != 98 {
 		t.Errorf("deny-new p50 above the floor %g, want 98", deny)
+	}
+	// The sparse pass of the same backend and scale keeps keys of its own.
+	if _, err := r.recordPackets("ebpf", 100, "rate=sparse", "state", res, testSwitch{attachTCX}); err != nil {
+		t.Fatal(err)
 	}
 	hs, err := r.hists.Results("")
 	if err != nil {
@@ -185,6 +189,8 @@ func TestRecordPacketsLinksEveryPointToItsOwnFloor(t *testing.T) {
 		// Pooled over drop-ingress and drop-egress, each minus its own floor.
 		"Latency/backend=ebpf/pods=100/attach=tcx/verdict=deny/flow=new": {
 			"Latency/backend=floor/pods=100/attach=tcx/for=ebpf/span=tcx/path=drop-ingress/verdict=deny", 98, 1},
+		"Latency/backend=ebpf/pods=100/attach=tcx/rate=sparse/verdict=deny/flow=new": {
+			"Latency/backend=floor/pods=100/attach=tcx/rate=sparse/for=ebpf/span=tcx/path=drop-ingress/verdict=deny", 98, 1},
 	} {
 		h, ok := byName[name]
 		if !ok {

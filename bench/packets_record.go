@@ -53,14 +53,21 @@ type packetLookups interface {
 // flow state of the headline span, all paths pooled (each sample minus its own path's floor),
 // as the histogram and the benchmark the report and the gate read; the achieved rates; and,
 // where the backend counts them, its map operations per verdict path. Every histogram carries
-// the state and flow-list digests. It returns the p50 of denied new flows above the floor.
-func (r *Runner) recordPackets(name string, pods int, stateDigest string, res *PacketResult, sw PacketSwitch) (float64, error) {
+// the state and flow-list digests. variant ("" or e.g. "rate=sparse") labels a measurement
+// that is not the sweep's dense one. It returns the p50 of denied new flows above the floor.
+func (r *Runner) recordPackets(name string, pods int, variant, stateDigest string, res *PacketResult, sw PacketSwitch) (float64, error) {
 	pts, err := res.AboveFloor()
 	if err != nil {
 		return 0, err
 	}
 	floors := res.Floors()
 	label := fmt.Sprintf("backend=%s/pods=%d", name, pods)
+	extra := func(rest string) string {
+		return strings.Trim(variant+"/"+rest, "/")
+	}
+	if variant != "" {
+		label += "/" + variant
+	}
 	floorKey := map[stamp.Path]HistKey{}
 	for _, p := range stamp.Paths() {
 		f, ok := floors[p]
@@ -68,7 +75,7 @@ func (r *Runner) recordPackets(name string, pods int, stateDigest string, res *P
 			continue
 		}
 		fk := HistKey{Kind: results.KindStampDelta, Backend: results.BackendFloorName, Pods: pods, Attach: res.Attach,
-			Verdict: verdictOf(p), Extra: fmt.Sprintf("for=%s/span=%s/path=%s", name, p.Span(), p)}
+			Verdict: verdictOf(p), Extra: extra(fmt.Sprintf("for=%s/span=%s/path=%s", name, p.Span(), p))}
 		floorKey[p] = fk
 		for _, rd := range res.Rounds {
 			if !rd.Floor {
@@ -89,14 +96,14 @@ func (r *Runner) recordPackets(name string, pods int, stateDigest string, res *P
 	}
 	for _, p := range pts {
 		k := HistKey{Kind: results.KindStampDelta, Backend: name, Pods: pods, Attach: res.Attach, Verdict: verdictOf(p.Path),
-			Flow: p.State.String(), Extra: fmt.Sprintf("span=%s/path=%s", p.Path.Span(), p.Path)}
+			Flow: p.State.String(), Extra: extra(fmt.Sprintf("span=%s/path=%s", p.Path.Span(), p.Path))}
 		if err := r.hists.Merge(k, p.Stamped); err != nil {
 			return 0, err
 		}
 		r.hists.SetAbove(k, floorKey[p.Path], p.Above, p.Clamped)
 		r.hists.SetDigests(k, stateDigest, res.FlowDigest)
 	}
-	denyNew, err := r.recordHeadline(name, pods, stateDigest, res, pts, floorKey)
+	denyNew, err := r.recordHeadline(name, pods, variant, stateDigest, res, pts, floorKey)
 	if err != nil {
 		return 0, err
 	}
@@ -117,7 +124,7 @@ func (r *Runner) recordPackets(name string, pods int, stateDigest string, res *P
 // recordHeadline pools the headline span's points by verdict and flow state. The pooled
 // histogram's floor link names the floor of its most frequent path (each sample had its own
 // path's floor subtracted).
-func (r *Runner) recordHeadline(name string, pods int, stateDigest string, res *PacketResult, pts []*AbovePoint, floorKey map[stamp.Path]HistKey) (float64, error) {
+func (r *Runner) recordHeadline(name string, pods int, variant, stateDigest string, res *PacketResult, pts []*AbovePoint, floorKey map[stamp.Path]HistKey) (float64, error) {
 	type pool struct {
 		stamped, above *hdrhistogram.Histogram
 		clamped        int64
@@ -131,7 +138,7 @@ func (r *Runner) recordHeadline(name string, pods int, stateDigest string, res *
 		if p.Path.Span() != span {
 			continue
 		}
-		k := HistKey{Kind: results.KindStampDelta, Backend: name, Pods: pods, Attach: res.Attach, Verdict: verdictOf(p.Path), Flow: p.State.String()}
+		k := HistKey{Kind: results.KindStampDelta, Backend: name, Pods: pods, Attach: res.Attach, Verdict: verdictOf(p.Path), Flow: p.State.String(), Extra: variant}
 		pl := pools[k]
 		if pl == nil {
 			pl = &pool{stamped: hdrhistogram.New(histMin, histMax, histDigits), above: hdrhistogram.New(histMin, histMax, histDigits)}
@@ -171,8 +178,12 @@ func (r *Runner) recordHeadline(name string, pods int, stateDigest string, res *
 		for i := range chunks {
 			meds = append(meds, median(vals[i*per:(i+1)*per]))
 		}
+		bn := fmt.Sprintf("BenchmarkPacket/backend=%s/pods=%d/attach=%s", name, pods, k.Attach)
+		if variant != "" {
+			bn += "/" + variant
+		}
 		r.run.Benchmarks = append(r.run.Benchmarks, results.Benchmark{
-			Name:    fmt.Sprintf("BenchmarkPacket/backend=%s/pods=%d/attach=%s/verdict=%s/flow=%s", name, pods, k.Attach, k.Verdict, k.Flow),
+			Name:    fmt.Sprintf("%s/verdict=%s/flow=%s", bn, k.Verdict, k.Flow),
 			Iters:   per,
 			Metrics: []results.Metric{{Unit: "above-floor-ns/op", Samples: meds}}})
 	}
