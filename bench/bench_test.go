@@ -16,6 +16,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"netpolbench/catalogue"
+	"netpolbench/internal/needs"
 	"netpolbench/iptables"
 	"netpolbench/policy"
 	"netpolbench/results"
@@ -38,6 +40,20 @@ func (s testSource) Scale(pods, labelSets int) (*Scenario, error) {
 		return nil, err
 	}
 	return &Scenario{Pods: pods, LabelSets: labelSets, Cluster: cl}, nil
+}
+
+// mustTestCompiler compiles a test cluster.
+func mustTestCompiler(t *testing.T, pods, labelSets int) *policy.Compiler {
+	t.Helper()
+	cl, err := testCluster(pods, labelSets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	comp, err := policy.Compile(cl, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return comp
 }
 
 func testCluster(pods, labelSets int) (*policy.Cluster, error) {
@@ -231,14 +247,7 @@ func TestClaimsRefutedWhenRulesGrowLinearly(t *testing.T) {
 }
 
 func TestChurnEventsApplyToTheClusterAsItIsThen(t *testing.T) {
-	cl, err := testCluster(300, 12)
-	if err != nil {
-		t.Fatal(err)
-	}
-	comp, err := policy.Compile(cl, policy.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	comp := mustTestCompiler(t, 300, 12)
 	ch := newChurner(7)
 	for round := 0; round < 4; round++ {
 		for _, kind := range churnKinds {
@@ -305,7 +314,7 @@ func TestRunnerSweepsTheCompiledBackend(t *testing.T) {
 		}
 	}
 	if conv == 0 {
-		t.Error("no churn event measured a convergence time through the compiled prober")
+		t.Error("no churn event measured a convergence time through the compiled decider")
 	}
 	if f := r.findFit("compiled", "policy entries (label-set sweep)", "identities"); f == nil {
 		t.Error("no fit of policy entries over the label-set sweep")
@@ -330,8 +339,9 @@ func TestRunnerSweepsTheCompiledBackend(t *testing.T) {
 }
 
 func TestRunnerRecordsAMissingBackendAsACap(t *testing.T) {
-	Register(Factory{Name: "test-unavailable", NeedsNetns: true, Open: func(Env) (policy.Backend, error) { return nil, ErrUnavailable }})
-	defer delete(factories, "test-unavailable")
+	defer catalogue.Register(&catalogue.Backend{Name: "test-unavailable", Help: "test only: needs a tool no machine has",
+		Family: catalogue.InProcess, Needs: []needs.Need{needs.Tool("npb-no-such-tool", "none")},
+		New: func(catalogue.Env) (policy.Backend, error) { panic("opened without its needs") }})()
 	spec := Spec{Pods: []int{50}, Backends: []string{"test-unavailable", "compiled"}, Samples: 1, ChurnEvents: 1}.withDefaults()
 	r := &Runner{Spec: spec, Source: testSource{labelSets: 5}}
 	run, err := r.Run(context.Background())
@@ -377,14 +387,7 @@ func TestLoadSpecRejectsUnknownFieldsAndBadValues(t *testing.T) {
 }
 
 func TestInverseEventsUndoEveryChurnKind(t *testing.T) {
-	cl, err := testCluster(120, 6)
-	if err != nil {
-		t.Fatal(err)
-	}
-	comp, err := policy.Compile(cl, policy.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	comp := mustTestCompiler(t, 120, 6)
 	ch := newChurner(3)
 	for _, kind := range churnKinds {
 		entries := comp.State().NumEntries()
@@ -418,14 +421,7 @@ func TestInverseEventsUndoEveryChurnKind(t *testing.T) {
 
 func TestPerIPEstimateTracksTheRulesIptablesWrites(t *testing.T) {
 	for _, c := range []struct{ pods, labelSets int }{{60, 6}, {240, 6}, {240, 24}} {
-		cl, err := testCluster(c.pods, c.labelSets)
-		if err != nil {
-			t.Fatal(err)
-		}
-		comp, err := policy.Compile(cl, policy.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		comp := mustTestCompiler(t, c.pods, c.labelSets)
 		fake := iptables.NewFake()
 		b, err := iptables.New(iptables.Config{Variant: iptables.Variant("iptables"), Runner: fake})
 		if err != nil {
@@ -441,5 +437,36 @@ func TestPerIPEstimateTracksTheRulesIptablesWrites(t *testing.T) {
 		if est < rules/3 || est > rules*3 {
 			t.Errorf("%d pods, %d label sets: estimate %d, iptables wrote %d rules", c.pods, c.labelSets, est, rules)
 		}
+	}
+}
+
+// TestIptablesSizeFromSyncCountsKeepsTheSets: when a backend cannot report its own size, the
+// runner takes the iptables figures from its last full sync's counts. The ipset sets and
+// members must come through as the backend counted them (they were once read under names the
+// backend never wrote, and became 0).
+func TestIptablesSizeFromSyncCountsKeepsTheSets(t *testing.T) {
+	comp := mustTestCompiler(t, 240, 24)
+	fake := iptables.NewFake()
+	b, err := iptables.New(iptables.Config{Variant: iptables.VariantIPSet, Runner: fake})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := b.Sync(comp.State())
+	if err != nil {
+		t.Fatal(err)
+	}
+	chains, _, sets, members := fake.Counts()
+	if sets == 0 || members == 0 {
+		t.Fatalf("the workload made %d sets with %d members: nothing to check", sets, members)
+	}
+	// The bare backend reports no size of its own.
+	r := &Runner{}
+	got := r.size(catalogue.MustGet("ipset"), b, st, comp.State().NumEndpoints(), len(comp.State().Identities())).Iptables
+	if got == nil {
+		t.Fatal("no iptables size from the sync counts")
+	}
+	if got.IpsetSets != uint64(sets) || got.IpsetMembers != uint64(members) || got.Chains != uint64(chains) {
+		t.Errorf("size from sync counts: %d sets, %d members, %d chains; the fake holds %d, %d, %d",
+			got.IpsetSets, got.IpsetMembers, got.Chains, sets, members, chains)
 	}
 }

@@ -2,25 +2,22 @@ package bench
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"netpolbench/catalogue"
+	"netpolbench/internal/testenv"
 	"netpolbench/results"
 )
 
 // TestQuickSweepEndToEnd runs a one-scale version of `bench --quick` through every backend
 // with real packets in the testbed, and checks that each part of the run produced figures.
 func TestQuickSweepEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end sweep: skipped in -short mode")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_NET_ADMIN, CAP_BPF, CAP_PERFMON) for the testbed, eBPF and iptables")
-	}
+	testenv.Long(t, "end-to-end sweep")
 	spec := QuickSpec()
+	testenv.NeedKernel(t, catalogue.NeedsOf(false, spec.Backends...)...)
 	spec.Pods = []int{100}
 	spec.Samples = 2
 	spec.Packets = 200

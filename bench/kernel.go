@@ -4,38 +4,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"os"
 	"time"
 
 	"netpolbench/bench/stamp"
+	"netpolbench/catalogue"
+	"netpolbench/internal/needs"
 	"netpolbench/policy"
 	"netpolbench/results"
 	"netpolbench/testbed"
 )
 
-// Where the stamps sit.
+// Where the stamps sit: a family's catalogue.Family.Stamp.
 const (
-	attachTCX       = "tcx"
-	attachNetfilter = "netfilter"
+	attachTCX       = catalogue.StampTCX
+	attachNetfilter = catalogue.StampNetfilter
 )
-
-// Enforcer is a backend that can enforce in the testbed, where its real counterpart does. It
-// returns where its enforcement point is (attachTCX or attachNetfilter) and what takes it out.
-type Enforcer interface {
-	Enforce(tb *testbed.Testbed, s *policy.State) (e Enforcement, err error)
-}
-
-// Enforcement is a backend in force in the testbed.
-type Enforcement struct {
-	// Attach is attachTCX or attachNetfilter: where the stamps go.
-	Attach string
-	// Backend is what enforces (churn under load updates it).
-	Backend policy.Backend
-	// Closer takes the enforcement out of the testbed.
-	Closer io.Closer
-}
 
 // openBed builds the run's testbed on first use; a failure is remembered, so every backend
 // that needs it is capped with the same reason instead of retrying.
@@ -43,7 +27,7 @@ func (r *Runner) openBed() (*testbed.Testbed, error) {
 	if r.bed != nil || r.bedErr != nil {
 		return r.bed, r.bedErr
 	}
-	if os.Geteuid() != 0 {
+	if needs.Root.Check() != nil {
 		r.bedErr = testbed.ErrNeedRoot
 		return nil, r.bedErr
 	}
@@ -198,28 +182,25 @@ func (r *Runner) stamped(ctx context.Context, bed *testbed.Testbed, backend, att
 }
 
 // kernelPhases enforces with the backend in the testbed and measures real packets: stamped
-// per-packet cost, round trips, throughput and churn under load.
-func (r *Runner) kernelPhases(ctx context.Context, name string, pods int, st *policy.State, comp *policy.Compiler, be policy.Backend) {
-	enf, ok := be.(Enforcer)
-	if !ok {
-		return
-	}
+// per-packet cost, round trips, throughput and churn under load. inNode is the enforcement a
+// backend of a family InNode already is (its sync put it in force); other backends are put in
+// force here, around the stamps, and taken out afterwards.
+func (r *Runner) kernelPhases(ctx context.Context, b *catalogue.Backend, pods int, st *policy.State, comp *policy.Compiler, inNode *testbed.Enforcement) {
+	name := b.Name
 	bed, err := r.openBed()
 	if err != nil {
 		r.capf(name, pods, true, "", "real-packet phases: %v", err)
 		return
 	}
-	e, err := enf.Enforce(bed, st)
-	if err != nil {
-		r.capf(name, pods, true, "", "enforce in the testbed: %v", err)
-		return
-	}
-	attach := e.Attach
-	defer func() {
-		if err := e.Closer.Close(); err != nil {
-			r.logf("bench: %s: take enforcement out of the testbed: %v", name, err)
+	e := inNode
+	if e == nil {
+		if e, _, err = b.Enforce(bed, catalogue.Env{State: st, Stamped: true}); err != nil {
+			r.capf(name, pods, true, "", "enforce in the testbed: %v", err)
+			return
 		}
-	}()
+		defer r.takeOut(name, e)
+	}
+	attach := b.Family.Stamp
 	r.Progress.Note(fmt.Sprintf("pods=%d backend=%s stamped packets (%s)", pods, name, attach))
 	if err := r.stamped(ctx, bed, name, attach, pods, st, false); err != nil {
 		r.capf(name, pods, false, "", "stamped per-packet cost: %v", err)
@@ -229,7 +210,15 @@ func (r *Runner) kernelPhases(ctx context.Context, name string, pods int, st *po
 	r.Progress.Note(fmt.Sprintf("pods=%d backend=%s round trips", pods, name))
 	r.roundTrips(ctx, bed, name, pods, st)
 	r.Progress.Note(fmt.Sprintf("pods=%d backend=%s churn under load", pods, name))
-	r.churnUnderLoad(ctx, bed, name, pods, comp, e.Backend)
+	r.churnUnderLoad(ctx, bed, name, pods, comp, e.Backend())
+}
+
+// takeOut closes an enforcement, which checks that nothing of the backend is left in the
+// testbed; a leftover is logged, and the next backend's Enforce refuses to start over it.
+func (r *Runner) takeOut(name string, e *testbed.Enforcement) {
+	if err := e.Close(); err != nil {
+		r.logf("bench: %s: take enforcement out of the testbed: %v", name, err)
+	}
 }
 
 // recordPacketCost keeps the p50 of denied new flows above the floor for the growth fit: the

@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"errors"
-	"os"
 	"testing"
 
 	"netpolbench/bench/stamp"
@@ -17,9 +16,7 @@ import (
 
 func needPacketKernel(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		testenv.Missing(t, "needs root (CAP_NET_ADMIN, CAP_BPF, CAP_PERFMON) for the testbed, eBPF and iptables")
-	}
+	testenv.NeedRoot(t)
 }
 
 // mustPacketWorld compiles a workloads preset at pods and freezes a flow list from it.
@@ -46,16 +43,7 @@ func mustPacketWorld(t testing.TB, preset string, pods, flows int) (*policy.Comp
 
 func mustFreshBed(t testing.TB) *testbed.Testbed {
 	t.Helper()
-	bed, err := testbed.New(testbed.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := bed.Close(); err != nil {
-			t.Errorf("close testbed: %v", err)
-		}
-	})
-	return bed
+	return testbed.ForTest(t, testbed.Options{})
 }
 
 func mustSwitch(t testing.TB, sw PacketSwitch, err error) PacketSwitch {

@@ -25,7 +25,18 @@ const packetCTEntries = 512 * 1024
 type ebpfSwitch struct {
 	bed   *testbed.Testbed
 	dp    *datapath.Datapath
-	links closerList
+	links linkClosers
+}
+
+type linkClosers []io.Closer
+
+// Close closes in reverse order.
+func (c linkClosers) Close() error {
+	var errs []error
+	for i := len(c) - 1; i >= 0; i-- {
+		errs = append(errs, c[i].Close())
+	}
+	return errors.Join(errs...)
 }
 
 // openEBPFSwitch loads and syncs the datapath for s; nothing is attached until In.

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"netpolbench/catalogue"
 	"netpolbench/policy"
 	"netpolbench/results"
 	"netpolbench/testbed"
@@ -204,18 +205,18 @@ func (r *Runner) phaseCtx(ctx context.Context) (context.Context, context.CancelF
 }
 
 func (r *Runner) runBackend(ctx context.Context, name, label string, sweep bool, sc *Scenario, comp *policy.Compiler, idents int) {
-	f, err := lookupFactory(name)
+	b, err := catalogue.Get(name)
 	if err != nil {
 		r.capf(name, sc.Pods, true, "", "%v", err)
 		return
 	}
 	st := comp.State()
 	pods := st.NumEndpoints()
-	if max := f.MaxPods; max > 0 && pods > max {
-		r.capf(name, pods, true, fmt.Sprintf("max %d pods", max), "%s", f.CapReason)
+	if max := b.MaxPods; max > 0 && pods > max {
+		r.capf(name, pods, true, fmt.Sprintf("max %d pods", max), "%s", b.CapReason)
 		return
 	}
-	if isIptablesFamily(name) {
+	if b.Family.PerIP {
 		if max := r.Spec.Budget.IptablesMaxPods; max > 0 && pods > max {
 			r.capf(name, pods, true, fmt.Sprintf("max %d pods", max),
 				"per-IP rules grow as pods²: one iptables-restore above %d pods exceeds the run's time budget", max)
@@ -227,21 +228,30 @@ func (r *Runner) runBackend(ctx context.Context, name, label string, sweep bool,
 			return
 		}
 	}
-	env := Env{State: st, Seed: r.Spec.Seed}
-	if f.NeedsNetns {
+	env := catalogue.Env{State: st}
+	var be policy.Backend
+	// A backend whose state lives in the node namespace is in force there from its first sync:
+	// it is opened as the testbed's enforcement, which checks for leftovers when it is closed.
+	var inNode *testbed.Enforcement
+	if b.Family.InNode {
 		bed, err := r.openBed()
 		if err != nil {
 			r.capf(name, pods, true, "", "%s needs the testbed's node namespace: %v", name, err)
 			return
 		}
-		env.Netns = bed.NodeNamespace()
+		if inNode, err = b.OpenInNode(bed, env); err != nil {
+			r.capf(name, pods, true, "", "open %s: %v", name, err)
+			return
+		}
+		be = inNode.Backend()
+		defer r.takeOut(name, inNode)
+	} else {
+		if be, err = b.Open(env); err != nil {
+			r.capf(name, pods, true, "", "open %s: %v", name, err)
+			return
+		}
+		defer be.Close()
 	}
-	be, err := f.Open(env)
-	if err != nil {
-		r.capf(name, pods, true, "", "open %s: %v", name, err)
-		return
-	}
-	defer be.Close()
 
 	pt := sizePoint{pods: pods, identities: idents}
 	if !sweep {
@@ -281,10 +291,10 @@ func (r *Runner) runBackend(ctx context.Context, name, label string, sweep bool,
 		ms = append(ms, results.Metric{Unit: "sync-bytes", Exact: true, Samples: []float64{float64(last.Bytes)}})
 	}
 	r.run.Benchmarks = append(r.run.Benchmarks, results.Benchmark{Name: bn, Iters: 1, Metrics: ms})
-	r.run.Updates = append(r.run.Updates, results.Update{Backend: name, Pods: pods, Path: "full-sync", Event: results.EventFullSync, ApplyNS: ns, KernelOps: ops, OpsUnit: opsUnit(name)})
+	r.run.Updates = append(r.run.Updates, results.Update{Backend: name, Pods: pods, Path: "full-sync", Event: results.EventFullSync, ApplyNS: ns, KernelOps: ops, OpsUnit: b.Family.OpsUnit})
 	pt.syncNS = median(ns)
 
-	size := r.size(name, be, last, pods, idents)
+	size := r.size(b, be, last, pods, idents)
 	pt.size = size
 	if sweep {
 		r.run.Sizes = append(r.run.Sizes, size)
@@ -296,18 +306,18 @@ func (r *Runner) runBackend(ctx context.Context, name, label string, sweep bool,
 		r.sizes[name] = append(r.sizes[name], pt)
 		return
 	}
-	prober, _ := be.(policy.Prober)
-	if prober == nil && f.NeedsNetns && r.Kernel && r.bed != nil {
+	decider, _ := be.(policy.Decider)
+	if decider == nil && inNode != nil && r.Kernel {
 		// No program to test-run: converge on real packets through the testbed.
-		prober = &packetProber{ctx: ctx, bed: r.bed}
+		decider = &packetDecider{ctx: ctx, bed: r.bed}
 	}
-	r.churn(ctx, name, f.Path, label, pods, comp, be, prober, &pt)
+	r.churn(ctx, b, label, pods, comp, be, decider, &pt)
 
-	if tr, ok := be.(TestRunner); ok {
+	if tr, ok := be.(catalogue.TestRunner); ok {
 		r.testRuns(ctx, name, pods, st, sc, tr)
 	}
-	if r.Kernel && f.Kernel {
-		r.kernelPhases(ctx, name, pods, st, comp, be)
+	if r.Kernel && b.CanEnforce() {
+		r.kernelPhases(ctx, b, pods, st, comp, inNode)
 	}
 	r.sizes[name] = append(r.sizes[name], pt)
 	r.run.PeakRSSBytes = max(r.run.PeakRSSBytes, peakRSS())
@@ -337,45 +347,32 @@ func perIPEstimate(st *policy.State) int {
 }
 
 func (r *Runner) anyKernelBackend() bool {
-	for _, b := range r.Spec.Backends {
-		if f, err := lookupFactory(b); err == nil && f.Kernel {
+	for _, n := range r.Spec.Backends {
+		if b, err := catalogue.Get(n); err == nil && b.CanEnforce() {
 			return true
 		}
 	}
 	return false
 }
 
-func isIptablesFamily(name string) bool {
-	return name == "iptables" || name == "ipset" || strings.HasPrefix(name, "iptables-") || strings.HasPrefix(name, "ipset-")
-}
-
-func opsUnit(backend string) string {
-	if isIptablesFamily(backend) {
-		return "restore lines"
-	}
-	return "map ops"
-}
-
-// size asks the backend for its exact state, falling back to the counts its sync reported.
-func (r *Runner) size(name string, be policy.Backend, last policy.SyncStats, pods, idents int) results.Size {
+// size asks the backend for its exact state, falling back to the counts its last full sync
+// reported where its family can size from them.
+func (r *Runner) size(b *catalogue.Backend, be policy.Backend, last policy.SyncStats, pods, idents int) results.Size {
 	var size results.Size
-	if sz, ok := be.(Sizer); ok {
+	if sz, ok := be.(catalogue.Sizer); ok {
 		s, err := sz.Size()
 		if err != nil {
-			r.logf("bench: %s size at %d pods: %v (using sync counts)", name, pods, err)
+			r.logf("bench: %s size at %d pods: %v (using sync counts)", b.Name, pods, err)
 		} else {
 			size = s
 		}
 	}
-	if size.Backend == "" && isIptablesFamily(name) && last.Detail != nil {
-		d := last.Detail
-		size.Iptables = &results.IptablesSize{Rules: uint64(d["rules"]), Chains: uint64(d["chains"]), RestoreBytes: uint64(d["bytes"]),
-			RestoreLines: uint64(d["lines"]), IpsetSets: uint64(d["sets"]), IpsetMembers: uint64(d["members"])}
-		if size.Iptables.RestoreBytes == 0 {
-			size.Iptables.RestoreBytes = uint64(last.Bytes)
+	if size.Backend == "" && b.Family.SizeFromCounts != nil {
+		if s, ok := b.Family.SizeFromCounts(last); ok {
+			size = s
 		}
 	}
-	size.Backend, size.Pods, size.Identities = name, pods, idents
+	size.Backend, size.Pods, size.Identities = b.Name, pods, idents
 	size.PeakRSSBytes = peakRSS()
 	return size
 }
@@ -385,14 +382,15 @@ var churnKinds = []string{results.EventPodAdd, results.EventPodDelete, results.E
 	results.EventScaleDown, results.EventPolicyAdd, results.EventPolicyUpdate, results.EventPolicyRemove}
 
 // churn applies ChurnEvents events of every kind through the compiler and the backend's
-// Update, timing each apply and, with a prober, the convergence to the new verdict.
-func (r *Runner) churn(ctx context.Context, name, path, label string, pods int, comp *policy.Compiler, be policy.Backend, prober policy.Prober, pt *sizePoint) {
+// Update, timing each apply and, with a decider, the convergence to the new verdict.
+func (r *Runner) churn(ctx context.Context, b *catalogue.Backend, label string, pods int, comp *policy.Compiler, be policy.Backend, decider policy.Decider, pt *sizePoint) {
+	name := b.Name
 	ch := newChurner(r.Spec.Seed ^ uint64(pods))
 	rng := rand.New(rand.NewPCG(r.Spec.Seed, uint64(pods)))
 	pctx, cancel := r.phaseCtx(ctx)
 	defer cancel()
 	for _, kind := range churnKinds {
-		up := results.Update{Backend: name, Pods: pods, Path: path, Event: kind, OpsUnit: opsUnit(name)}
+		up := results.Update{Backend: name, Pods: pods, Path: b.Path, Event: kind, OpsUnit: b.Family.OpsUnit}
 		var entriesChanged int
 		for i := 0; i < r.Spec.ChurnEvents; i++ {
 			if pctx.Err() != nil {
@@ -441,8 +439,8 @@ func (r *Runner) churn(ctx context.Context, name, path, label string, pods int, 
 			}
 			up.ApplyNS = append(up.ApplyNS, float64(applyNS))
 			up.KernelOps = append(up.KernelOps, float64(ops))
-			if prober != nil {
-				if c, ok := converge(prober, comp.State(), probes, before, start, time.Duration(r.Spec.Budget.MaxPhase)/10); ok {
+			if decider != nil {
+				if c, ok := converge(decider, comp.State(), probes, before, start, time.Duration(r.Spec.Budget.MaxPhase)/10); ok {
 					up.ConvergenceNS = append(up.ConvergenceNS, float64(c))
 				}
 			}
@@ -487,7 +485,7 @@ func (r *Runner) addUpdate(up results.Update, label string) {
 // policyEntries is the number of policy entries the backend holds (the eBPF policy map, the
 // compiled rule sets), or 0 when it does not say.
 func (r *Runner) policyEntries(be policy.Backend) uint64 {
-	sz, ok := be.(Sizer)
+	sz, ok := be.(catalogue.Sizer)
 	if !ok {
 		return 0
 	}
@@ -571,10 +569,10 @@ func convergenceCandidates(st *policy.State, evs []policy.Event, rng *rand.Rand)
 	return out
 }
 
-// converge polls the prober on the first candidate whose verdict the event changed, until it
+// converge polls the decider on the first candidate whose verdict the event changed, until it
 // gives the new verdict, and returns the time from start (the event) to that probe.
-func converge(p policy.Prober, st *policy.State, probes []policy.Flow, before []policy.Verdict, start time.Time, limit time.Duration) (time.Duration, bool) {
-	_, real := p.(*packetProber)
+func converge(p policy.Decider, st *policy.State, probes []policy.Flow, before []policy.Verdict, start time.Time, limit time.Duration) (time.Duration, bool) {
+	_, real := p.(*packetDecider)
 	for i, f := range probes {
 		want := st.Verdict(f)
 		if want == before[i] {
@@ -599,14 +597,14 @@ func converge(p policy.Prober, st *policy.State, probes []policy.Flow, before []
 	return 0, false
 }
 
-// packetProber decides a flow by sending it through the testbed: delivered is allow. A deny
+// packetDecider decides a flow by sending it through the testbed: delivered is allow. A deny
 // shows only as a timeout, so converge uses it for flows that became allowed.
-type packetProber struct {
+type packetDecider struct {
 	ctx context.Context
 	bed *testbed.Testbed
 }
 
-func (p *packetProber) Verdict(f policy.Flow) (policy.Verdict, error) {
+func (p *packetDecider) Verdict(f policy.Flow) (policy.Verdict, error) {
 	ok, err := p.bed.Probe(p.ctx, []policy.Flow{f}, testbed.ProbeOptions{Timeout: 50 * time.Millisecond, Concurrency: 1})
 	if err != nil {
 		return policy.Deny, err
@@ -651,7 +649,7 @@ func flowClasses(st *policy.State, rng *rand.Rand, n int) (allow, deny []policy.
 }
 
 // testRuns records BPF_PROG_TEST_RUN batch means of the backend's programs per verdict.
-func (r *Runner) testRuns(ctx context.Context, name string, pods int, st *policy.State, sc *Scenario, tr TestRunner) {
+func (r *Runner) testRuns(ctx context.Context, name string, pods int, st *policy.State, sc *Scenario, tr catalogue.TestRunner) {
 	const repeat = 200
 	rng := rand.New(rand.NewPCG(r.Spec.Seed, 0x7465))
 	allow, deny := flowClasses(st, rng, 32)
@@ -659,32 +657,28 @@ func (r *Runner) testRuns(ctx context.Context, name string, pods int, st *policy
 	defer cancel()
 	batches := max(20, r.Spec.Samples*10)
 	floorName := ""
-	if fr, ok := tr.(interface {
-		TestRunFloor(repeat int) (time.Duration, error)
-	}); ok {
-		k := HistKey{Kind: results.KindTestRunBatchMeans, Backend: results.BackendFloorName, Pods: pods, Extra: "prog=empty"}
-		for i := 0; i < 5; i++ {
-			if _, err := fr.TestRunFloor(repeat); err != nil {
-				break
-			}
+	k := HistKey{Kind: results.KindTestRunBatchMeans, Backend: results.BackendFloorName, Pods: pods, Extra: "prog=empty"}
+	for i := 0; i < 5; i++ {
+		if _, err := tr.TestRunFloor(repeat); err != nil {
+			break
 		}
-		var means []float64
-		for i := 0; i < batches && pctx.Err() == nil; i++ {
-			d, err := fr.TestRunFloor(repeat)
-			if err != nil {
-				r.logf("bench: test-run floor: %v", err)
-				break
-			}
-			if err := r.hists.Record(k, int64(d)); err != nil {
-				r.logf("bench: %v", err)
-			}
-			means = append(means, float64(d))
+	}
+	var means []float64
+	for i := 0; i < batches && pctx.Err() == nil; i++ {
+		d, err := tr.TestRunFloor(repeat)
+		if err != nil {
+			r.logf("bench: test-run floor: %v", err)
+			break
 		}
-		if len(means) > 0 {
-			floorName = fmt.Sprintf("BenchmarkTestRun/backend=%s/pods=%d/path=floor", name, pods)
-			r.run.Benchmarks = append(r.run.Benchmarks, results.Benchmark{Name: floorName, Iters: repeat,
-				Metrics: []results.Metric{{Unit: "bpf_ns/op", Samples: means}}})
+		if err := r.hists.Record(k, int64(d)); err != nil {
+			r.logf("bench: %v", err)
 		}
+		means = append(means, float64(d))
+	}
+	if len(means) > 0 {
+		floorName = fmt.Sprintf("BenchmarkTestRun/backend=%s/pods=%d/path=floor", name, pods)
+		r.run.Benchmarks = append(r.run.Benchmarks, results.Benchmark{Name: floorName, Iters: repeat,
+			Metrics: []results.Metric{{Unit: "bpf_ns/op", Samples: means}}})
 	}
 	for _, c := range []struct {
 		verdict string

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"netpolbench/catalogue"
 )
 
 // Spec is a sweep: which backends to measure at which scales, on which workload, within
@@ -169,9 +171,14 @@ func (s *Spec) Validate() error {
 			errs = append(errs, fmt.Sprintf("labelSets: %d must be ≥ 1", l))
 		}
 	}
-	for _, b := range s.Backends {
-		if _, err := lookupFactory(b); err != nil {
+	for _, n := range s.Backends {
+		b, err := catalogue.Get(n)
+		switch {
+		case err != nil:
 			errs = append(errs, "backends: "+err.Error())
+		case !b.CanBench():
+			errs = append(errs, fmt.Sprintf("backends: %s cannot be benchmarked (have %s)", n,
+				strings.Join(catalogue.Names((*catalogue.Backend).CanBench), ", ")))
 		}
 	}
 	if s.Samples < 1 || s.Samples > 1000 {

@@ -4,9 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
-	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,9 +15,10 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	networkingv1 "k8s.io/api/networking/v1"
 
+	"netpolbench/internal/netns"
+	"netpolbench/internal/testenv"
 	"netpolbench/policy"
 )
 
@@ -441,29 +443,43 @@ func TestCloseLeaksNoFileDescriptors(t *testing.T) {
 func TestAttachTCXInOwnNamespace(t *testing.T) {
 	c, _ := ctCluster(t, 80)
 	d := mustSynced(t, mustCompile(t, c).State(), Options{TCXNext: true})
-	l := inOwnNamespaceWithVeth(t)
-	closer, err := d.Attach(l.Attrs().Index)
-	if err != nil {
-		t.Fatal(err)
+	ns, l := mustNamespaceWithVeth(t)
+	ifindex := l.Attrs().Index
+	// Attaching and querying by ifindex act in the calling thread's namespace.
+	attached := func() ([]int, error) {
+		var n []int
+		for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
+			res, err := link.QueryPrograms(link.QueryOptions{Target: ifindex, Attach: at})
+			if err != nil {
+				return nil, err
+			}
+			n = append(n, len(res.Programs))
+		}
+		return n, nil
 	}
-	for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
-		res, err := link.QueryPrograms(link.QueryOptions{Target: l.Attrs().Index, Attach: at})
+	var before, after []int
+	err := ns.Do(func() error {
+		closer, err := d.Attach(ifindex)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
-		if len(res.Programs) != 1 {
-			t.Fatalf("%s: %d programs attached, want 1", at, len(res.Programs))
+		if before, err = attached(); err != nil {
+			return err
 		}
-	}
-	if err := closer.Close(); err != nil {
-		t.Fatal(err)
-	}
-	res, err := link.QueryPrograms(link.QueryOptions{Target: l.Attrs().Index, Attach: ebpf.AttachTCXIngress})
+		if err := closer.Close(); err != nil {
+			return err
+		}
+		after, err = attached()
+		return err
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Programs) != 0 {
-		t.Fatalf("%d programs still attached after Close", len(res.Programs))
+	if !slices.Equal(before, []int{1, 1}) {
+		t.Fatalf("programs attached (tcx ingress, egress): %v, want 1 each", before)
+	}
+	if after[0] != 0 {
+		t.Fatalf("%d programs still attached after Close", after[0])
 	}
 }
 
@@ -472,13 +488,18 @@ func TestAttachTCXInOwnNamespace(t *testing.T) {
 func TestAttachTCInOwnNamespace(t *testing.T) {
 	c, _ := ctCluster(t, 80)
 	d := mustSynced(t, mustCompile(t, c).State(), Options{})
-	l := inOwnNamespaceWithVeth(t)
-	closer, err := d.AttachTC(l.Attrs().Index)
+	ns, l := mustNamespaceWithVeth(t)
+	h, err := ns.Netlink()
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer h.Close()
+	var closer io.Closer
+	if err := ns.Do(func() error { closer, err = d.AttachTC(l.Attrs().Index); return err }); err != nil {
+		t.Fatal(err)
+	}
 	for _, parent := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
-		fs, err := netlink.FilterList(l, parent)
+		fs, err := h.FilterList(l, parent)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -486,10 +507,11 @@ func TestAttachTCInOwnNamespace(t *testing.T) {
 			t.Fatalf("parent %x: %d filters, want 1", parent, len(fs))
 		}
 	}
-	if err := closer.Close(); err != nil {
+	// Close deletes the filters through netlink in the calling thread's namespace.
+	if err := ns.Do(closer.Close); err != nil {
 		t.Fatal(err)
 	}
-	qs, err := netlink.QdiscList(l)
+	qs, err := h.QdiscList(l)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -500,40 +522,31 @@ func TestAttachTCInOwnNamespace(t *testing.T) {
 	}
 }
 
-// inOwnNamespaceWithVeth moves the test's thread into a new network namespace with a veth
-// pair npb0/npb1 and returns npb0; cleanup moves the thread back (the namespace and its
-// links vanish with its last reference).
-func inOwnNamespaceWithVeth(t *testing.T) netlink.Link {
+// mustNamespaceWithVeth creates a network namespace of the test's own with a veth pair
+// npb0/npb1 and returns it and npb0; the namespace and its links vanish with its last
+// reference when the test ends.
+func mustNamespaceWithVeth(t *testing.T) (*netns.NS, netlink.Link) {
 	t.Helper()
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatalf("get network namespace: %v", err)
-	}
+	testenv.NeedRoot(t)
 	ns, err := netns.New()
-	if err != nil {
-		orig.Close()
-		t.Skipf("needs CAP_SYS_ADMIN to create a network namespace: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := netns.Set(orig); err != nil {
-			// The thread is in the test's namespace: never hand it back to the runtime.
-			t.Errorf("restore network namespace: %v", err)
-			return
-		}
-		ns.Close()
-		orig.Close()
-		runtime.UnlockOSThread()
-	})
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "npb0"}, PeerName: "npb1"}
-	if err := netlink.LinkAdd(veth); err != nil {
-		t.Fatalf("add veth in the test namespace: %v", err)
-	}
-	l, err := netlink.LinkByName("npb0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return l
+	t.Cleanup(func() { ns.Close() })
+	h, err := ns.Netlink()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "npb0"}, PeerName: "npb1"}
+	if err := h.LinkAdd(veth); err != nil {
+		t.Fatalf("add veth in the test namespace: %v", err)
+	}
+	l, err := h.LinkByName("npb0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ns, l
 }
 
 // TestPodSlash32IPBlockSurvivesPodDelete: in the Cilium layout a pod's /32 and an ipBlock that

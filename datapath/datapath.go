@@ -12,6 +12,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"netpolbench/internal/needs"
 	"netpolbench/policy"
 )
 
@@ -45,7 +46,7 @@ const (
 	// CTOff skips conntrack: every packet is a new flow.
 	CTOff CTMode = 0
 	// CTLookup looks flows up but never creates entries, so probes stay independent of each
-	// other while paying the lookup a real new flow pays. The Prober's default.
+	// other while paying the lookup a real new flow pays. The verdict command's default.
 	CTLookup CTMode = 1
 	// CTFull creates entries for allowed new flows; replies take the fast path.
 	CTFull CTMode = 2
@@ -110,7 +111,7 @@ type Options struct {
 const maxInline = 6
 
 // Datapath is a loaded pair of enforcement programs and their maps. It implements
-// policy.Backend and policy.Prober. Its methods are not safe for concurrent use (the Go-side
+// policy.Backend and policy.Decider. Its methods are not safe for concurrent use (the Go-side
 // mirror of the maps is unlocked); the attached programs of course are.
 type Datapath struct {
 	opts   Options
@@ -126,7 +127,10 @@ type Datapath struct {
 }
 
 var _ policy.Backend = (*Datapath)(nil)
-var _ policy.Prober = (*Datapath)(nil)
+var _ policy.Decider = (*Datapath)(nil)
+
+// Needs is what loading a Datapath needs from the machine.
+var Needs = []needs.Need{needs.BPF}
 
 // Open loads the programs and creates their maps (empty; call Sync). Needs CAP_BPF and
 // CAP_NET_ADMIN.

@@ -76,5 +76,6 @@
 // names (endpoints, CIDRs, rule-set groups); both diff the plan against the mirror and apply
 // only the difference, with batch map operations unless Options.PerKey. Map sizes come from
 // SizesFor; a full map is ErrMapFull naming the map and its size. After a failed Update the
-// next one is a full sync.
+// next one is a full sync. Planning is pure and lives in plan.go (tested without a kernel);
+// sync.go diffs, writes and keeps the mirror, as iptables/ splits translate, plan and apply.
 package datapath

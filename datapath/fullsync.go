@@ -178,7 +178,7 @@ func (f *fullSync[K, V]) finishUpserts(st *opStats) error {
 		n += d
 	}
 	if f.planned() > 0 {
-		st.add(t.name, n, t.entrySize())
+		st.add(t.count, n, t.entrySize())
 	}
 	if f.err == nil {
 		// The kernel now holds the plan plus the entries still to be deleted.

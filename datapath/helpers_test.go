@@ -3,29 +3,23 @@ package datapath
 import (
 	"fmt"
 	"net/netip"
-	"os"
 	"sort"
 	"strings"
 	"testing"
 
-	"github.com/cilium/ebpf/rlimit"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"netpolbench/internal/testenv"
 	"netpolbench/policy"
 )
 
-// needBPF skips when the test cannot load BPF programs.
+// needBPF skips (fails under CI) when the test cannot load BPF programs.
 func needBPF(tb testing.TB) {
 	tb.Helper()
-	if os.Geteuid() != 0 {
-		tb.Skip("needs root (CAP_BPF, CAP_NET_ADMIN) to load BPF programs")
-	}
-	if err := rlimit.RemoveMemlock(); err != nil {
-		tb.Skipf("needs RLIMIT_MEMLOCK removable for BPF maps: %v", err)
-	}
+	testenv.NeedKernel(tb, Needs...)
 }
 
 // mustOpen opens a datapath and closes it when the test ends.
@@ -162,11 +156,11 @@ func (p l4) String() string {
 	return fmt.Sprintf("%s/%d", p.proto, p.port)
 }
 
-// truthTable decides every src × dst × l4 with the reference evaluator and with the prober.
+// truthTable decides every src × dst × l4 with the reference evaluator and with the decider.
 // On a mismatch it prints, per l4, the matrix (rows: source, columns: destination; "a"/"d" for
-// agreeing allow/deny, "A!"/"D!" for the prober's disagreeing verdict) and agree/disagree
+// agreeing allow/deny, "A!"/"D!" for the decider's disagreeing verdict) and agree/disagree
 // counts per protocol.
-func truthTable(t *testing.T, c *policy.Cluster, p policy.Prober, addrs []netip.Addr, cols []l4) {
+func truthTable(t *testing.T, c *policy.Cluster, p policy.Decider, addrs []netip.Addr, cols []l4) {
 	t.Helper()
 	type count struct{ agree, disagree int }
 	perProto := map[policy.Protocol]*count{}

@@ -7,21 +7,25 @@ import (
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
+
+	"netpolbench/policy"
 )
 
 // table mirrors one BPF map: cur is what the kernel holds (every change goes through flush),
 // up and del are the pending changes of the plan being built.
 type table[K comparable, V comparable] struct {
 	name string
-	m    *ebpf.Map
-	max  uint32
-	cur  map[K]V
-	up   map[K]V
-	del  map[K]struct{}
+	// count picks the map's count in a MapCounts.
+	count func(*MapCounts) *int
+	m     *ebpf.Map
+	max   uint32
+	cur   map[K]V
+	up    map[K]V
+	del   map[K]struct{}
 }
 
-func newTable[K comparable, V comparable](name string, m *ebpf.Map, max uint32) *table[K, V] {
-	return &table[K, V]{name: name, m: m, max: max, cur: map[K]V{}, up: map[K]V{}, del: map[K]struct{}{}}
+func newTable[K comparable, V comparable](name string, count func(*MapCounts) *int, m *ebpf.Map, max uint32) *table[K, V] {
+	return &table[K, V]{name: name, count: count, m: m, max: max, cur: map[K]V{}, up: map[K]V{}, del: map[K]struct{}{}}
 }
 
 // set plans k = v; a no-op when the kernel already holds it.
@@ -61,15 +65,21 @@ func (t *table[K, V]) entrySize() int {
 
 // opStats counts the kernel operations of one flush.
 type opStats struct {
-	ops    int
-	bytes  int
-	perMap map[string]int64
+	ops   int
+	bytes int
+	// perMap counts the operations per map.
+	perMap MapCounts
 }
 
-func (s *opStats) add(name string, n, size int) {
+func (s *opStats) add(count func(*MapCounts) *int, n, size int) {
 	s.ops += n
 	s.bytes += n * size
-	s.perMap["ops_"+name] += int64(n)
+	*count(&s.perMap) += n
+}
+
+// stats is what the flush cost so far.
+func (s *opStats) stats() policy.SyncStats {
+	return policy.SyncStats{Ops: s.ops, Bytes: s.bytes, Detail: &Counts{Ops: s.perMap}}
 }
 
 // flushUpserts writes the planned updates to the kernel.
@@ -90,7 +100,7 @@ func (t *table[K, V]) flushUpserts(perKey bool, st *opStats) error {
 	for i := 0; i < done; i++ {
 		t.cur[keys[i]] = vals[i]
 	}
-	st.add(t.name, done, t.entrySize())
+	st.add(t.count, done, t.entrySize())
 	if err != nil {
 		return t.wrap("update", err)
 	}
@@ -141,7 +151,7 @@ func (t *table[K, V]) flushDeletes(perKey bool, st *opStats) error {
 	for i := 0; i < done; i++ {
 		delete(t.cur, keys[i])
 	}
-	st.add(t.name, done, int(unsafe.Sizeof(keys[0])))
+	st.add(t.count, done, int(unsafe.Sizeof(keys[0])))
 	if err != nil {
 		return t.wrap("delete", err)
 	}

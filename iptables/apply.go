@@ -9,17 +9,53 @@ import (
 	"netpolbench/policy"
 )
 
+// Counts are the exact counts of one iptables sync, carried in policy.SyncStats.Detail (read
+// them with CountsOf). Written counts describe what the sync sent; Total ones what the kernel
+// holds after it, as far as the backend knows.
+type Counts struct {
+	// Full is set for a full sync, unset for a partial one; Fallback for a full sync that
+	// replaced a partial one after a failure.
+	Full, Fallback bool
+	// Capped is set when the sync exceeded Config.MaxRules or Config.TimeLimit.
+	Capped bool
+	// CapAfter is the per-rule path's time limit when it was hit.
+	CapAfter time.Duration
+
+	// Chains declared, rules written (appended or inserted) and deleted, chains removed.
+	Chains, Rules, Deletes, ChainsRemoved int
+	// SetMembers is the number of set members written.
+	SetMembers int
+	// Lines and Bytes of the iptables-restore payload (Lines counts commands on the per-rule
+	// path, which sends no payload); SetLines and SetBytes of the ipset restore payloads.
+	Lines, Bytes, SetLines, SetBytes int
+	// Execs is the number of binaries run.
+	Execs int
+	// PlanTime builds the plan, IpsetTime runs ipset, RulesTime applies the rules.
+	PlanTime, IpsetTime, RulesTime time.Duration
+
+	// What the kernel holds after the sync: rules (with the jump from FORWARD), chains, sets
+	// and their members; the dispatch rules; and the rules of the longest rule-set chain,
+	// which with the dispatch chains bounds how many rules the first packet of a denied flow
+	// walks.
+	TotalRules, TotalChains, TotalSets, TotalSetMembers int
+	DispatchRules, MaxRuleSetRules                      int
+}
+
+// CountsOf returns the counts a sync of this package reported; zero counts when st carries
+// none (a sync that failed before it planned anything).
+func CountsOf(st policy.SyncStats) Counts {
+	if c, ok := st.Detail.(*Counts); ok && c != nil {
+		return *c
+	}
+	return Counts{}
+}
+
 // apply runs a plan: sets first, then the rules (one restore, or one command per rule), then
 // swaps, member edits and set removals. It keeps the backend's view of the kernel in step and
 // counts everything it sent.
 func (b *Backend) apply(p *plan) (policy.SyncStats, error) {
-	st := policy.SyncStats{Detail: map[string]int64{}}
-	det := st.Detail
-	if p.full {
-		det["full"] = 1
-	} else {
-		det["full"] = 0
-	}
+	det := &Counts{Full: p.full}
+	st := policy.SyncStats{Detail: det}
 	rules, deletes := p.appends, 0
 	for _, o := range p.ops {
 		switch o.kind {
@@ -29,20 +65,20 @@ func (b *Backend) apply(p *plan) (policy.SyncStats, error) {
 			rules++
 		}
 	}
-	det["chains"] = int64(len(p.declare))
-	det["rules"] = int64(rules)
-	det["deletes"] = int64(deletes)
-	det["chains_removed"] = int64(len(p.remove))
-	det["set_members"] = int64(p.setMembers)
+	det.Chains = len(p.declare)
+	det.Rules = rules
+	det.Deletes = deletes
+	det.ChainsRemoved = len(p.remove)
+	det.SetMembers = p.setMembers
 	if p.overflow {
-		det["capped"] = 1
+		det.Capped = true
 		return b.finish(st), fmt.Errorf("%w: %d rules, over the limit of %d; nothing applied", ErrCapped, rules, p.maxRules)
 	}
 
 	if len(p.setLines) > 0 {
 		t0 := time.Now()
 		err := b.ipsetRestore(p.setLines, det)
-		det["ipset_us"] += time.Since(t0).Microseconds()
+		det.IpsetTime += time.Since(t0)
 		if err != nil {
 			return b.finish(st), err
 		}
@@ -53,27 +89,27 @@ func (b *Backend) apply(p *plan) (policy.SyncStats, error) {
 		if b.exec != nil {
 			var execs int
 			execs, err = b.exec.run(p, func(c string) bool { _, ok := b.chains[c]; return ok }, b.cfg.TimeLimit)
-			det["execs"] += int64(execs)
+			det.Execs += execs
 			if errors.Is(err, ErrCapped) {
-				det["capped"] = 1
-				det["cap_ms"] = b.cfg.TimeLimit.Milliseconds()
+				det.Capped = true
+				det.CapAfter = b.cfg.TimeLimit
 			}
-			det["lines"] = int64(len(p.declare) + len(p.ops) + len(p.remove))
+			det.Lines = len(p.declare) + len(p.ops) + len(p.remove)
 		} else {
 			payload := p.restorePayload()
 			if b.mutate != nil {
 				payload = b.mutate(payload)
 			}
-			det["lines"] = int64(countLines(payload))
-			det["bytes"] = int64(len(payload))
-			det["execs"]++
+			det.Lines = countLines(payload)
+			det.Bytes = len(payload)
+			det.Execs++
 			tool := b.cfg.Mode.Binary("restore")
 			_, stderr, rerr := b.cfg.Runner.Run(tool, []string{"--noflush", "-w", "5"}, payload)
 			if rerr != nil {
 				err = newRestoreError(tool, payload, stderr, rerr)
 			}
 		}
-		det["rules_us"] = time.Since(t0).Microseconds()
+		det.RulesTime = time.Since(t0)
 		if err != nil {
 			if len(p.tmpSets) > 0 {
 				lines := make([]string, 0, len(p.tmpSets))
@@ -113,7 +149,7 @@ func (b *Backend) apply(p *plan) (policy.SyncStats, error) {
 	if len(post) > 0 {
 		t0 := time.Now()
 		err := b.ipsetRestore(post, det)
-		det["ipset_us"] += time.Since(t0).Microseconds()
+		det.IpsetTime += time.Since(t0)
 		if err != nil {
 			return b.finish(st), err
 		}
@@ -137,41 +173,39 @@ func (b *Backend) apply(p *plan) (policy.SyncStats, error) {
 
 // finish fills the totals: what the kernel holds after the sync.
 func (b *Backend) finish(st policy.SyncStats) policy.SyncStats {
-	det := st.Detail
-	det["total_rules"] = int64(b.Rules())
-	det["total_chains"] = int64(len(b.chains))
-	det["total_sets"] = int64(len(b.sets))
+	det := st.Detail.(*Counts)
+	det.TotalRules = b.Rules()
+	det.TotalChains = len(b.chains)
+	det.TotalSets = len(b.sets)
 	members := 0
 	for _, n := range b.sets {
 		if n > 0 {
 			members += n
 		}
 	}
-	det["total_set_members"] = int64(members)
-	det["dispatch_rules"] = int64(b.chains[chainIngress] + b.chains[chainEgress])
-	// The longest rule-set chain bounds, with the dispatch chains, how many rules the first
-	// packet of a denied flow walks.
+	det.TotalSetMembers = members
+	det.DispatchRules = b.chains[chainIngress] + b.chains[chainEgress]
 	longest := 0
 	for c, n := range b.chains {
 		if strings.HasPrefix(c, "NPB-R-") && n > longest {
 			longest = n
 		}
 	}
-	det["max_ruleset_rules"] = int64(longest)
-	st.Bytes = int(det["bytes"] + det["set_bytes"])
+	det.MaxRuleSetRules = longest
+	st.Bytes = det.Bytes + det.SetBytes
 	if b.exec != nil {
-		st.Ops = int(det["execs"])
+		st.Ops = det.Execs
 	} else {
-		st.Ops = int(det["lines"] + det["set_lines"])
+		st.Ops = det.Lines + det.SetLines
 	}
 	return st
 }
 
-func (b *Backend) ipsetRestore(lines []string, det map[string]int64) error {
+func (b *Backend) ipsetRestore(lines []string, det *Counts) error {
 	payload := (&plan{}).setPayload(lines)
-	det["set_lines"] += int64(len(lines))
-	det["set_bytes"] += int64(len(payload))
-	det["execs"]++
+	det.SetLines += len(lines)
+	det.SetBytes += len(payload)
+	det.Execs++
 	_, stderr, err := b.cfg.Runner.Run("ipset", []string{"restore", "-exist"}, payload)
 	if err != nil {
 		return newRestoreError("ipset restore", payload, stderr, err)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"netpolbench/internal/needs"
 	"netpolbench/policy"
 )
 
@@ -47,8 +48,20 @@ type Config struct {
 	TimeLimit time.Duration
 }
 
-// ErrCapped is returned when a sync exceeds Config.MaxRules or Config.TimeLimit; the stats
-// then hold "capped" = 1 and the exact or partial counts.
+// Needs is what a Backend in mode m needs from the machine when it applies rules in a
+// namespace: root, the mode's iptables binaries and ipset (every variant lists the sets a
+// previous run may have left).
+func Needs(m Mode) []needs.Need {
+	if m == "" {
+		m = ModeNFT
+	}
+	return []needs.Need{needs.Root,
+		needs.Tool(m.Binary("restore"), "iptables"), needs.Tool(m.Binary("save"), "iptables"),
+		needs.Tool(m.Binary(""), "iptables"), needs.Tool("ipset", "ipset")}
+}
+
+// ErrCapped is returned when a sync exceeds Config.MaxRules or Config.TimeLimit; the sync's
+// Counts then have Capped set and the exact or partial counts.
 var ErrCapped = errors.New("sync capped")
 
 // Backend enforces a policy.State with iptables rules (and ipsets) and implements
@@ -192,7 +205,7 @@ func (b *Backend) Sync(s *policy.State) (policy.SyncStats, error) {
 	}
 	planned := time.Since(start)
 	st, err := b.apply(p)
-	st.Detail["plan_us"] = planned.Microseconds()
+	st.Detail.(*Counts).PlanTime = planned
 	st.Duration = time.Since(start)
 	if err != nil {
 		b.needFull = true
@@ -210,14 +223,14 @@ func (b *Backend) Update(s *policy.State, d *policy.Delta) (policy.SyncStats, er
 	if !b.synced || b.needFull || b.cfg.NoPartial || d == nil {
 		retry := b.needFull
 		st, err := b.Sync(s)
-		if retry && st.Detail != nil {
-			st.Detail["fallback"] = 1
+		if c, ok := st.Detail.(*Counts); ok && retry {
+			c.Fallback = true
 		}
 		return st, err
 	}
 	start := time.Now()
 	if d.Empty() {
-		return policy.SyncStats{Duration: time.Since(start), Detail: map[string]int64{"full": 0}}, nil
+		return policy.SyncStats{Duration: time.Since(start), Detail: &Counts{}}, nil
 	}
 	p, err := b.partialPlan(s, d)
 	if err != nil {
@@ -226,7 +239,7 @@ func (b *Backend) Update(s *policy.State, d *policy.Delta) (policy.SyncStats, er
 	}
 	planned := time.Since(start)
 	st, err := b.apply(p)
-	st.Detail["plan_us"] = planned.Microseconds()
+	st.Detail.(*Counts).PlanTime = planned
 	st.Duration = time.Since(start)
 	if err != nil {
 		b.needFull = true

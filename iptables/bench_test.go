@@ -120,13 +120,13 @@ func cappedBefore(b *testing.B, c benchCase) bool {
 		return false
 	}
 	st := v.(policy.SyncStats)
-	reportCapped(b, c, st, fmt.Errorf("%w: the full sync has %d rules, over the limit of %d; nothing applied", ErrCapped, st.Detail["rules"], c.config(nil).MaxRules))
+	reportCapped(b, c, st, fmt.Errorf("%w: the full sync has %d rules, over the limit of %d; nothing applied", ErrCapped, CountsOf(st).Rules, c.config(nil).MaxRules))
 	return true
 }
 
 func rememberCap(c benchCase, st policy.SyncStats) {
-	if st.Detail["rules"] > int64(c.config(nil).MaxRules) {
-		overCap.Store(fmt.Sprintf("%d/%s", c.pods, c.variant), policy.SyncStats{Duration: st.Duration, Detail: map[string]int64{"rules": st.Detail["rules"], "capped": 1}})
+	if rules := CountsOf(st).Rules; rules > c.config(nil).MaxRules {
+		overCap.Store(fmt.Sprintf("%d/%s", c.pods, c.variant), policy.SyncStats{Duration: st.Duration, Detail: &Counts{Rules: rules, Capped: true}})
 	}
 }
 
@@ -138,13 +138,12 @@ func reportCapped(b *testing.B, c benchCase, st policy.SyncStats, err error) {
 	// ns/op of a capped run is the time until the cap stopped it: a lower bound on the cost
 	// (the per-rule path), or the time spent building and counting the rules (the rule cap).
 	b.ReportMetric(float64(st.Duration.Nanoseconds()), "ns/op")
+	counts := CountsOf(st)
 	if c.apply == ApplyPerRule {
-		b.ReportMetric(float64(st.Detail["cap_ms"])/1000, "cap_s")
-		b.ReportMetric(float64(st.Detail["execs"]), "execs_done")
-		b.ReportMetric(float64(st.Detail["rules"]), "rules")
-	} else {
-		b.ReportMetric(float64(st.Detail["rules"]), "rules")
+		b.ReportMetric(float64(counts.CapAfter.Milliseconds())/1000, "cap_s")
+		b.ReportMetric(float64(counts.Execs), "execs_done")
 	}
+	b.ReportMetric(float64(counts.Rules), "rules")
 }
 
 // BenchmarkFullSync measures a full sync into an empty node namespace: building the payload,
@@ -185,7 +184,7 @@ func BenchmarkFullSync(b *testing.B) {
 					// failure (legacy x_tables rejects ~1.5 million of these rules).
 					b.Logf("%s: kernel rejected the full sync: %v", c.name(), firstLine(err.Error()))
 					b.ReportMetric(1, "rejected")
-					b.ReportMetric(float64(st.Detail["rules"]), "rules")
+					b.ReportMetric(float64(CountsOf(st).Rules), "rules")
 					return
 				}
 				if err != nil {
@@ -195,17 +194,17 @@ func BenchmarkFullSync(b *testing.B) {
 				// Removing the namespace drops its rules and sets with it.
 				del()
 			}
-			d := last.Detail
-			b.ReportMetric(float64(d["total_rules"]), "rules")
-			b.ReportMetric(float64(d["total_chains"]), "chains")
-			b.ReportMetric(float64(d["dispatch_rules"]), "dispatch_rules")
-			b.ReportMetric(float64(d["max_ruleset_rules"]), "max_ruleset_rules")
-			b.ReportMetric(float64(d["total_set_members"]), "set_members")
-			b.ReportMetric(float64(d["lines"]+d["set_lines"]), "lines/op")
+			d := CountsOf(last)
+			b.ReportMetric(float64(d.TotalRules), "rules")
+			b.ReportMetric(float64(d.TotalChains), "chains")
+			b.ReportMetric(float64(d.DispatchRules), "dispatch_rules")
+			b.ReportMetric(float64(d.MaxRuleSetRules), "max_ruleset_rules")
+			b.ReportMetric(float64(d.TotalSetMembers), "set_members")
+			b.ReportMetric(float64(d.Lines+d.SetLines), "lines/op")
 			b.ReportMetric(float64(last.Bytes), "payload_bytes/op")
-			b.ReportMetric(float64(d["plan_us"])/1000, "plan_ms")
-			b.ReportMetric(float64(d["ipset_us"])/1000, "ipset_ms")
-			b.ReportMetric(float64(d["rules_us"])/1000, "rules_ms")
+			b.ReportMetric(float64(d.PlanTime.Microseconds())/1000, "plan_ms")
+			b.ReportMetric(float64(d.IpsetTime.Microseconds())/1000, "ipset_ms")
+			b.ReportMetric(float64(d.RulesTime.Microseconds())/1000, "rules_ms")
 			b.ReportMetric(0, "capped")
 		})
 	}
@@ -272,14 +271,17 @@ func BenchmarkPartialSync(b *testing.B) {
 					b.Fatalf("%s: %v", batch[0].Kind, err)
 				}
 				worst = max(worst, st.Duration)
-				lines += st.Detail["lines"] + st.Detail["set_lines"]
-				setLines += st.Detail["set_lines"]
+				c := CountsOf(st)
+				lines += int64(c.Lines + c.SetLines)
+				setLines += int64(c.SetLines)
 				bytes += int64(st.Bytes)
-				written += st.Detail["rules"]
-				fulls += st.Detail["full"]
-				planUS += st.Detail["plan_us"]
-				ipsetUS += st.Detail["ipset_us"]
-				rulesUS += st.Detail["rules_us"]
+				written += int64(c.Rules)
+				if c.Full {
+					fulls++
+				}
+				planUS += c.PlanTime.Microseconds()
+				ipsetUS += c.IpsetTime.Microseconds()
+				rulesUS += c.RulesTime.Microseconds()
 			}
 			n := float64(b.N)
 			b.ReportMetric(float64(be.Rules()), "rules")

@@ -19,10 +19,10 @@ func TestCappedSyncsReportTheCapAndApplyNothingOverTheRuleLimit(t *testing.T) {
 	cases := []struct {
 		name      string
 		cfg       Config
-		wantRules int64 // exact count expected in Detail["rules"]; -1: not checked
+		wantRules int // exact count expected in Counts.Rules; -1: not checked
 		wantEmpty bool
 	}{
-		{"RuleCapCountsExactlyAndAppliesNothing", Config{Variant: VariantIPTables, MaxRules: int(full.Detail["rules"] / 2)}, full.Detail["rules"], true},
+		{"RuleCapCountsExactlyAndAppliesNothing", Config{Variant: VariantIPTables, MaxRules: CountsOf(full).Rules / 2}, CountsOf(full).Rules, true},
 		{"TimeCapStopsThePerRulePath", Config{Variant: VariantIPTables, Apply: ApplyPerRule, TimeLimit: time.Nanosecond}, -1, false},
 	}
 	for _, tc := range cases {
@@ -34,11 +34,12 @@ func TestCappedSyncsReportTheCapAndApplyNothingOverTheRuleLimit(t *testing.T) {
 			if !errors.Is(err, ErrCapped) {
 				t.Fatalf("error %v, want ErrCapped", err)
 			}
-			if st.Detail["capped"] != 1 {
-				t.Errorf("stats do not record the cap: %v", st.Detail)
+			c := CountsOf(st)
+			if !c.Capped {
+				t.Errorf("stats do not record the cap: %+v", c)
 			}
-			if tc.wantRules >= 0 && st.Detail["rules"] != tc.wantRules {
-				t.Errorf("capped sync counted %d rules, the uncapped one wrote %d", st.Detail["rules"], tc.wantRules)
+			if tc.wantRules >= 0 && c.Rules != tc.wantRules {
+				t.Errorf("capped sync counted %d rules, the uncapped one wrote %d", c.Rules, tc.wantRules)
 			}
 			if _, rules, _, _ := f.Counts(); tc.wantEmpty && rules != 0 {
 				t.Errorf("capped sync applied %d rules", rules)

@@ -44,7 +44,7 @@ func TestPartialSyncsLeaveTheSameRulesAsAFullSync(t *testing.T) {
 						if err != nil {
 							t.Fatalf("update after %s: %v", ev.Kind, err)
 						}
-						if st.Detail["full"] == 1 {
+						if CountsOf(st).Full {
 							full++
 						} else {
 							partial++

@@ -39,14 +39,14 @@ func TestRuleCountsGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			chains, rules, sets, members := f.Counts()
-			got := counts{int64(chains), int64(rules), int64(sets), int64(members), st.Detail["lines"], st.Detail["bytes"]}
+			c := CountsOf(st)
+			got := counts{int64(chains), int64(rules), int64(sets), int64(members), int64(c.Lines), int64(c.Bytes)}
 			if got != g.want {
 				t.Errorf("full sync writes %+v, golden %+v (update the table if the growth is intended)", got, g.want)
 			}
 			// The backend's own accounting must agree with what the fake holds.
-			if st.Detail["total_rules"] != int64(rules) || st.Detail["total_chains"] != int64(chains) ||
-				st.Detail["total_sets"] != int64(sets) || st.Detail["total_set_members"] != int64(members) {
-				t.Errorf("sync stats %v disagree with the fake's %d chains, %d rules, %d sets, %d members", st.Detail, chains, rules, sets, members)
+			if c.TotalRules != rules || c.TotalChains != chains || c.TotalSets != sets || c.TotalSetMembers != members {
+				t.Errorf("sync stats %+v disagree with the fake's %d chains, %d rules, %d sets, %d members", c, chains, rules, sets, members)
 			}
 			t.Logf("%d rule sets, %d endpoints: %d rules, %d set members", len(comp.State().RuleSets()), comp.State().NumEndpoints(), rules, members)
 		})

@@ -3,28 +3,22 @@ package iptables
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"netpolbench/internal/netns"
+	"netpolbench/internal/testenv"
 )
 
 var netnsSeq atomic.Int64
 
-// needKernel skips unless the test can create network namespaces and run the tools.
+// needKernel skips (fails under CI) unless the test can create network namespaces and run the
+// mode's tools; the kernel tables are skipped in -short mode.
 func needKernel(t testing.TB, mode Mode) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("kernel tests skipped in -short mode")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) to create a network namespace")
-	}
-	for _, bin := range []string{"ip", "ipset", mode.Binary("restore"), mode.Binary("save"), mode.Binary("")} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("needs %s on PATH", bin)
-		}
-	}
+	testenv.Long(t, "iptables kernel test")
+	testenv.NeedKernel(t, Needs(mode)...)
 }
 
 // mustNetns creates a network namespace owned by the test and removes it when the test ends,
@@ -41,12 +35,14 @@ func mustNetns(t testing.TB) *NetnsRunner {
 func newNetns(t testing.TB) (*NetnsRunner, func()) {
 	t.Helper()
 	name := fmt.Sprintf("npb-ipt-%d-%d", os.Getpid(), netnsSeq.Add(1))
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	ns, err := netns.Create(name)
+	if err != nil {
+		t.Fatal(err)
 	}
+	ns.Close()
 	del := func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
+		if err := netns.Delete(name); err != nil {
+			t.Error(err)
 		}
 	}
 	r, err := NewNetnsRunner(name)

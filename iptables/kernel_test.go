@@ -183,12 +183,12 @@ func TestFailedRestoreKeepsPreviousRulesetAndShowsTheLine(t *testing.T) {
 						}
 					}
 					b.mutate = corrupt
-					var st policy.SyncStats
 					if kind == "full" {
-						st, err = b.Sync(comp.State())
+						_, err = b.Sync(comp.State())
 					} else {
+						var st policy.SyncStats
 						st, err = b.Update(comp.State(), d)
-						if st.Detail["full"] != 0 {
+						if CountsOf(st).Full {
 							t.Fatalf("expected a partial sync, got a full one")
 						}
 					}
@@ -212,12 +212,12 @@ func TestFailedRestoreKeepsPreviousRulesetAndShowsTheLine(t *testing.T) {
 						t.Fatalf("the failed sync changed the sets:\n%s", diffLines(string(beforeSets), string(afterSets)))
 					}
 					b.mutate = nil
-					st, err = b.Update(comp.State(), &policy.Delta{})
+					st, err := b.Update(comp.State(), &policy.Delta{})
 					if err != nil {
 						t.Fatal(err)
 					}
-					if st.Detail["full"] != 1 || st.Detail["fallback"] != 1 {
-						t.Errorf("after a failure the next update should be a full fallback sync, got %v", st.Detail)
+					if c := CountsOf(st); !c.Full || !c.Fallback {
+						t.Errorf("after a failure the next update should be a full fallback sync, got %+v", c)
 					}
 					checkFlows(t, snapshot(t, r, tg.mode), comp.State(), flows)
 				})

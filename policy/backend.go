@@ -15,9 +15,12 @@ type Backend interface {
 	Close() error
 }
 
-// Prober is a backend that can decide a flow without sending a real packet (BPF_PROG_TEST_RUN,
-// a rule tracer, a plain lookup).
-type Prober interface {
+// Decider decides the verdict a flow gets. How is the implementation's business: a lookup in
+// the compiled State, the real programs run with BPF_PROG_TEST_RUN (the eBPF datapath), a trace
+// through the rules a backend would apply (the iptables fake), or a real packet sent through a
+// testbed (the benchmark's convergence probe, where a deny shows only as a timeout). An error
+// means the decision itself failed (a program that cannot run, a testbed fault), not a deny.
+type Decider interface {
 	Verdict(f Flow) (Verdict, error)
 }
 
@@ -28,6 +31,8 @@ type SyncStats struct {
 	Ops int
 	// Bytes is the payload sent to the kernel (restore input, map keys and values).
 	Bytes int
-	// Detail holds backend-specific exact counts (rules, chains, set members, entries ...).
-	Detail map[string]int64
+	// Detail holds the backend family's own exact counts as a typed struct, e.g.
+	// *iptables.Counts or *datapath.Counts (each family has a CountsOf to read it); nil when
+	// the backend reports none.
+	Detail any
 }

@@ -47,6 +47,15 @@ func (k entryKey) hash() uint64 {
 	return hi ^ lo
 }
 
+// count is how many (policy, rule, port) contributions an entry of a set has. epoch is the
+// compiler's epoch of the event that last touched it, and touch its index in the set's
+// touched list during that event.
+type count struct {
+	n     int32
+	epoch uint32
+	touch int32
+}
+
 // countTable maps entry keys to counts: open addressing with linear probing, deleting by
 // shifting later entries back instead of leaving tombstones.
 //

@@ -1,10 +1,8 @@
 package policy
 
 import (
-	"cmp"
 	"fmt"
 	"slices"
-	"testing"
 )
 
 // mirror is what a backend holds if it starts from a full sync and then applies only deltas.
@@ -177,54 +175,6 @@ func (m *mirror) equal(s *State) error {
 	return nil
 }
 
-// TestDeltasRebuildTheState checks that a backend applying only deltas after a full sync ends
-// with exactly the state a full sync would give, after every event.
-func TestDeltasRebuildTheState(t *testing.T) {
-	// Also with tiny count-table segments, so rule sets split and fold their tables.
-	for _, seg := range []int{segSlots, 16} {
-		t.Run(fmt.Sprintf("segment=%d", seg), func(t *testing.T) {
-			defer func(old int) { segSlots = old }(segSlots)
-			segSlots = seg
-			deltasRebuildTheState(t)
-		})
-	}
-}
-
-func deltasRebuildTheState(t *testing.T) {
-	for seed := range 30 {
-		w := newRandomWorld(uint64(1000 + seed))
-		cl := w.cluster(t, 20+w.r.IntN(40), 1+w.r.IntN(8))
-		comp, err := Compile(cl, Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := newMirror(comp.State())
-		for step := range 40 {
-			ev := w.event(cl, step)
-			d, err := comp.Apply(ev)
-			if err != nil {
-				t.Fatalf("seed %d step %d: %s: %v", seed, step, ev.Kind, err)
-			}
-			for _, es := range [][]RuleSetEntry{d.EntriesAdded, d.EntriesRemoved} {
-				if !slices.IsSortedFunc(es, func(a, b RuleSetEntry) int {
-					return cmp.Or(cmp.Compare(a.Set, b.Set), CompareEntries(a.Entry, b.Entry))
-				}) {
-					t.Fatalf("seed %d step %d (%s): delta entries not sorted by set and entry: %v", seed, step, ev.Kind, es)
-				}
-			}
-			if err := m.apply(d); err != nil {
-				t.Fatalf("seed %d step %d (%s): delta cannot be applied: %v", seed, step, ev.Kind, err)
-			}
-			if err := m.equal(comp.State()); err != nil {
-				t.Fatalf("seed %d step %d (%s): state after delta differs: %v", seed, step, ev.Kind, err)
-			}
-			if err := checkBookkeeping(comp); err != nil {
-				t.Fatalf("seed %d step %d (%s): %v", seed, step, ev.Kind, err)
-			}
-		}
-	}
-}
-
 // checkBookkeeping checks what the compiler keeps beside the state: every endpoint is in the
 // group of its identity for its port signature, the endpoints of a group share its rule sets,
 // every rule set's reference count is the number of endpoints using it, and every policy
@@ -232,7 +182,7 @@ func deltasRebuildTheState(t *testing.T) {
 func checkBookkeeping(c *Compiler) error {
 	refs := map[*ruleSet]int{}
 	grouped := 0
-	for _, id := range c.ids {
+	for _, id := range c.alloc.ids {
 		for sig, g := range id.groups {
 			if g.sig != sig || len(g.eps) == 0 {
 				return fmt.Errorf("identity %d: group %q filed under %q with %d endpoints", id.info.ID, g.sig, sig, len(g.eps))

@@ -1,8 +1,10 @@
 package policy
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
+	"slices"
 )
 
 // Identity is a Cilium-style numeric security identity.
@@ -196,4 +198,216 @@ func (d *Delta) Empty() bool {
 		len(d.MembersRemoved)+len(d.CIDRsAdded)+len(d.CIDRsRemoved)+len(d.RuleSetsAdded)+
 		len(d.RuleSetsRemoved)+len(d.RuleSetsRenamed)+len(d.EntriesAdded)+len(d.EntriesRemoved)+len(d.EndpointsAdded)+
 		len(d.EndpointsRemoved)+len(d.EndpointsChanged) == 0
+}
+
+// State is the compiled, backend-neutral enforcement state. It changes only through
+// Compiler.Apply; read it through its methods. It is not safe for concurrent use with Apply.
+type State struct {
+	c *Compiler
+}
+
+// Cluster returns the cluster the state was compiled from, as of the last applied event.
+func (s *State) Cluster() *Cluster { return s.c.cluster }
+
+// Endpoints returns every endpoint, sorted by ID.
+func (s *State) Endpoints() []*Endpoint {
+	return sortedByID(s.c.epByID, func(ep *epState) *Endpoint { return &ep.Endpoint },
+		func(ep *Endpoint) uint32 { return ep.ID })
+}
+
+// sortedByID returns what view gives of every value of m, sorted by id.
+func sortedByID[K comparable, V, T any, ID cmp.Ordered](m map[K]V, view func(V) *T, id func(*T) ID) []*T {
+	out := make([]*T, 0, len(m))
+	for _, v := range m {
+		out = append(out, view(v))
+	}
+	slices.SortFunc(out, func(a, b *T) int { return cmp.Compare(id(a), id(b)) })
+	return out
+}
+
+// NumEndpoints returns the number of endpoints.
+func (s *State) NumEndpoints() int { return len(s.c.epByID) }
+
+// Endpoint returns the endpoint with the given id.
+func (s *State) Endpoint(id uint32) (*Endpoint, bool) {
+	ep, ok := s.c.epByID[id]
+	if !ok {
+		return nil, false
+	}
+	return &ep.Endpoint, true
+}
+
+// EndpointByIP returns the endpoint of the pod with that IP.
+func (s *State) EndpointByIP(ip netip.Addr) (*Endpoint, bool) {
+	ep, ok := s.c.epByIP[ip]
+	if !ok {
+		return nil, false
+	}
+	return &ep.Endpoint, true
+}
+
+// EndpointByPod returns the endpoint of a pod ("namespace/name").
+func (s *State) EndpointByPod(key string) (*Endpoint, bool) {
+	ep, ok := s.c.eps[key]
+	if !ok {
+		return nil, false
+	}
+	return &ep.Endpoint, true
+}
+
+// RuleSets returns every rule set, sorted by ID.
+func (s *State) RuleSets() []*RuleSet {
+	return sortedByID(s.c.sets, func(rs *ruleSet) *RuleSet { return &rs.RuleSet },
+		func(rs *RuleSet) RuleSetID { return rs.ID })
+}
+
+// RuleSet returns a rule set by id. RuleSetAllowAll is not stored.
+func (s *State) RuleSet(id RuleSetID) (*RuleSet, bool) {
+	rs, ok := s.c.sets[id]
+	if !ok {
+		return nil, false
+	}
+	return &rs.RuleSet, true
+}
+
+// PeerEntries returns the entries of a rule set for one peer: a sub-slice of its sorted
+// entries, found by binary search. Callers must not modify it.
+func (s *State) PeerEntries(id RuleSetID, peer Identity) []Entry {
+	rs, ok := s.c.sets[id]
+	if !ok {
+		return nil
+	}
+	return peerEntries(rs.Entries, peer)
+}
+
+// peerEntries returns the run of sorted entries with one peer.
+func peerEntries(es []Entry, peer Identity) []Entry {
+	i, _ := slices.BinarySearchFunc(es, peer, func(e Entry, p Identity) int { return cmp.Compare(e.Peer, p) })
+	j := i
+	for j < len(es) && es[j].Peer == peer {
+		j++
+	}
+	return es[i:j:j]
+}
+
+// NumEntries returns the number of entries over all rule sets.
+func (s *State) NumEntries() int {
+	n := 0
+	for _, rs := range s.c.sets {
+		n += len(rs.Entries)
+	}
+	return n
+}
+
+// Identities returns every allocated identity (pod and CIDR), sorted by ID.
+func (s *State) Identities() []*IdentityInfo {
+	return sortedByID(s.c.alloc.ids, func(id *identity) *IdentityInfo { return &id.info },
+		func(info *IdentityInfo) Identity { return info.ID })
+}
+
+// Identity returns an identity's description.
+func (s *State) Identity(id Identity) (*IdentityInfo, bool) {
+	i, ok := s.c.alloc.ids[id]
+	if !ok {
+		return nil, false
+	}
+	return &i.info, true
+}
+
+// Members returns the pod IPs that hold a pod identity, sorted.
+func (s *State) Members(id Identity) []netip.Addr {
+	i, ok := s.c.alloc.ids[id]
+	if !ok {
+		return nil
+	}
+	out := make([]netip.Addr, 0, len(i.members))
+	for ip := range i.members {
+		out = append(out, ip)
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
+// CIDRs returns the ipBlock prefixes with their identities, sorted by prefix.
+func (s *State) CIDRs() []CIDR {
+	out := make([]CIDR, 0, len(s.c.alloc.cidrs))
+	for p, id := range s.c.alloc.cidrs {
+		out = append(out, CIDR{p, id.info.ID})
+	}
+	slices.SortFunc(out, func(a, b CIDR) int { return comparePrefix(a.Prefix, b.Prefix) })
+	return out
+}
+
+// CIDRIdentityOf returns the identity of the longest ipBlock prefix holding ip, or
+// IdentityWorld when none does. For a pod IP this is the identity the CIDR fall-back uses.
+func (s *State) CIDRIdentityOf(ip netip.Addr) Identity {
+	if !ip.Is4() {
+		return IdentityWorld
+	}
+	for bits := 32; bits >= 0; bits-- {
+		if s.c.alloc.cidrLens&(1<<bits) == 0 {
+			continue
+		}
+		p, _ := ip.Prefix(bits)
+		if id, ok := s.c.alloc.cidrs[p]; ok {
+			return id.info.ID
+		}
+	}
+	return IdentityWorld
+}
+
+// PeerIdentities returns the identities an address is known by, in lookup order: for a pod its
+// pod identity then CIDRIdentityOf(ip); otherwise CIDRIdentityOf(ip) alone.
+func (s *State) PeerIdentities(ip netip.Addr) []Identity {
+	if ep, ok := s.c.epByIP[ip]; ok {
+		return []Identity{ep.Identity, s.CIDRIdentityOf(ip)}
+	}
+	return []Identity{s.CIDRIdentityOf(ip)}
+}
+
+// Verdict decides a flow by a plain lookup in the compiled state (the "compiled" backend).
+func (s *State) Verdict(f Flow) Verdict {
+	src, srcPod := s.c.epByIP[f.Src]
+	dst, dstPod := s.c.epByIP[f.Dst]
+	if srcPod && dstPod && src == dst {
+		return Allow
+	}
+	if srcPod && !s.allows(src.sets[Egress], f, s.PeerIdentities(f.Dst), dst) {
+		return Deny
+	}
+	if dstPod && !s.allows(dst.sets[Ingress], f, s.PeerIdentities(f.Src), dst) {
+		return Deny
+	}
+	return Allow
+}
+
+// allows looks a flow up in one rule set; dst is the destination endpoint (nil outside the
+// cluster), against which egress named ports resolve.
+func (s *State) allows(rs *ruleSet, f Flow, peers []Identity, dst *epState) bool {
+	if rs == nil {
+		return true
+	}
+	check := func(id Identity) bool {
+		for _, e := range peerEntries(rs.Entries, id) {
+			if e.NamedPort != "" {
+				if dst == nil || e.Proto != f.Proto {
+					continue
+				}
+				if n, ok := dst.Pod.NamedPort(e.NamedPort, e.Proto); ok && n == f.Port {
+					return true
+				}
+				continue
+			}
+			if e.MatchesL4(f.Proto, f.Port) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, id := range peers {
+		if check(id) {
+			return true
+		}
+	}
+	return check(IdentityAny)
 }

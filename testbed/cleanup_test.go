@@ -9,6 +9,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"netpolbench/internal/netns"
+	"netpolbench/internal/testenv"
 )
 
 // childEnv makes the test binary act as a run that builds a testbed and waits to be killed.
@@ -103,9 +106,9 @@ func namespacesOf(t *testing.T, run string) []string {
 }
 
 func TestCleanupRemovesWhatAKilledRunLeft(t *testing.T) {
-	requireRoot(t)
+	testenv.NeedRoot(t)
 	// A live run of our own must survive the cleanup: it removes dead runs only.
-	mine := mustTestbed(t, Options{PodNamespaces: 1})
+	mine := ForTest(t, Options{PodNamespaces: 1})
 	// Stop right after the node namespace, amid the pod namespaces, and after the first veth.
 	for _, stop := range []string{"-node", "-pod1", "veth"} {
 		t.Run("killed after "+strings.TrimPrefix(stop, "-"), func(t *testing.T) {
@@ -130,7 +133,7 @@ func TestCleanupRemovesWhatAKilledRunLeft(t *testing.T) {
 				}
 			}
 			for _, n := range mine.Namespaces() {
-				if _, err := os.Stat(netnsDir + "/" + n); err != nil {
+				if _, err := os.Stat(netns.Dir + "/" + n); err != nil {
 					t.Errorf("cleanup removed the live run's %s: %v", n, err)
 				}
 			}
@@ -139,7 +142,7 @@ func TestCleanupRemovesWhatAKilledRunLeft(t *testing.T) {
 }
 
 func TestSIGTERMRemovesTheTestbed(t *testing.T) {
-	requireRoot(t)
+	testenv.NeedRoot(t)
 	child, run := startChild(t, "done")
 	if got := namespacesOf(t, run); len(got) != defaultPodNamespaces+2 {
 		t.Fatalf("child %s has %d namespaces, want %d", run, len(got), defaultPodNamespaces+2)

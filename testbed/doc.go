@@ -31,7 +31,10 @@
 // the source address, with receivers in the destination namespaces. A flow not delivered
 // within the timeout is sent once more before it counts as dropped, and ProbeVerdicts sends
 // control flows alongside (no pod at either end, so every backend must pass them) to tell a
-// drop from a broken testbed. Enforce puts one backend in force, Enforcement.Close takes it
-// out and checks nothing of it is left, and RealPackets runs a set of flows through each
-// backend in turn.
+// drop from a broken testbed. Enforce puts one backend in force through a function that
+// installs it (the backends come from package catalogue, which imports this one; the testbed
+// knows none of them), Enforcement.Close takes it out and checks nothing of any backend is
+// left, and catalogue.RealPackets runs a set of flows through each backend in turn.
+//
+// Namespaces are created, entered and removed through internal/netns.
 package testbed

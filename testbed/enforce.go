@@ -1,10 +1,8 @@
 package testbed
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os/exec"
 	"sort"
 	"strings"
@@ -14,28 +12,11 @@ import (
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
-	"netpolbench/datapath"
-	"netpolbench/iptables"
 	"netpolbench/policy"
 )
 
-// Backend names the testbed can enforce with.
-const (
-	BackendEBPF     = "ebpf"
-	BackendIPTables = "iptables"
-	BackendIPSet    = "ipset"
-)
-
-// EnforceOptions configure the backends.
-type EnforceOptions struct {
-	// Layout is the eBPF map layout (hash or cilium); empty means hash.
-	Layout datapath.Layout
-	// IptablesMode is the iptables binary flavour (nft or legacy); empty means nft.
-	IptablesMode iptables.Mode
-}
-
-// Enforcement is one backend synced and in force in the testbed. Apply churn through
-// Backend().Update; Close takes it out again and checks nothing of it is left.
+// Enforcement is one backend in force in the testbed. Apply churn through Backend().Update;
+// Close takes it out again and checks nothing of it is left.
 type Enforcement struct {
 	tb      *Testbed
 	name    string
@@ -50,91 +31,25 @@ func (e *Enforcement) Backend() policy.Backend { return e.backend }
 // Name is the backend's name.
 func (e *Enforcement) Name() string { return e.name }
 
-// Enforce makes backend name enforce s in the testbed, where its real counterpart does: eBPF on
-// the node side of every pod veth (TCX ingress and egress; clsact filters on kernels before 6.6), iptables and ipset in the node's
-// FORWARD path. Only one backend may be in force at a time; Enforce checks that nothing of
-// another is present before it starts. The node's conntrack table is flushed first, so no
-// earlier connection decides a probe. SyncStats is the initial Sync's cost.
-func (tb *Testbed) Enforce(name string, s *policy.State, opts EnforceOptions) (*Enforcement, policy.SyncStats, error) {
+// Enforce puts backend name in force in the node namespace: put installs it there (the
+// backends themselves are package catalogue's) and returns it with the function that takes it
+// out again. Only one backend may be in force at a time: Enforce checks that nothing of
+// another is present before it calls put, and flushes the node's conntrack table, so no
+// earlier connection decides a probe. Where backends go: eBPF on the node side of every pod
+// veth (TCX ingress and egress, clsact filters on kernels before 6.6), iptables and ipset in
+// the node's FORWARD path.
+func (tb *Testbed) Enforce(name string, put func() (policy.Backend, func() error, error)) (*Enforcement, error) {
 	if err := tb.VerifyNoEnforcement(); err != nil {
-		return nil, policy.SyncStats{}, fmt.Errorf("enforce %s: %w", name, err)
+		return nil, fmt.Errorf("enforce %s: %w", name, err)
 	}
 	if err := tb.FlushConntrack(); err != nil {
-		return nil, policy.SyncStats{}, fmt.Errorf("enforce %s: %w", name, err)
+		return nil, fmt.Errorf("enforce %s: %w", name, err)
 	}
-	switch name {
-	case BackendEBPF:
-		return tb.enforceEBPF(s, opts)
-	case BackendIPTables, BackendIPSet:
-		return tb.enforceIPTables(name, s, opts)
-	}
-	return nil, policy.SyncStats{}, fmt.Errorf("enforce: unknown backend %q (want %s, %s or %s)", name, BackendEBPF, BackendIPTables, BackendIPSet)
-}
-
-func (tb *Testbed) enforceEBPF(s *policy.State, opts EnforceOptions) (*Enforcement, policy.SyncStats, error) {
-	layout := opts.Layout
-	if layout == "" {
-		layout = datapath.LayoutHash
-	}
-	// Real traffic needs conntrack entries: a SYN-ACK leaving the destination pod is judged as
-	// that pod's egress unless the SYN's allow created an entry for the reply.
-	dp, err := datapath.Open(datapath.Options{Layout: layout, CT: datapath.CTFull, Sizes: datapath.SizesFor(s, layout)})
+	b, detach, err := put()
 	if err != nil {
-		return nil, policy.SyncStats{}, fmt.Errorf("enforce ebpf: %w", err)
+		return nil, err
 	}
-	st, err := dp.Sync(s)
-	if err != nil {
-		dp.Close()
-		return nil, st, fmt.Errorf("enforce ebpf: sync: %w", err)
-	}
-	var links []io.Closer
-	detach := func() error {
-		var errs []error
-		// tc filters (the fallback where TCX is missing) are deleted through netlink in the
-		// calling thread's namespace.
-		err := tb.InNode(func() error {
-			for _, l := range links {
-				errs = append(errs, l.Close())
-			}
-			return nil
-		})
-		links = nil
-		return errors.Join(append(errs, err, dp.Close())...)
-	}
-	// Attach only after the maps are filled, so no packet meets a half-synced datapath. TCX
-	// where the kernel has it (6.6), clsact filters otherwise.
-	err = tb.InNode(func() error {
-		for _, v := range tb.PodVeths() {
-			l, err := dp.Attach(v.Index)
-			if err != nil {
-				return fmt.Errorf("%s: %w", v.Name, err)
-			}
-			links = append(links, l)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, st, errors.Join(fmt.Errorf("enforce ebpf: attach: %w", err), detach())
-	}
-	return &Enforcement{tb: tb, name: BackendEBPF, backend: dp, detach: detach}, st, nil
-}
-
-func (tb *Testbed) enforceIPTables(name string, s *policy.State, opts EnforceOptions) (*Enforcement, policy.SyncStats, error) {
-	r, err := iptables.NewNetnsRunner(tb.NodeNamespace())
-	if err != nil {
-		return nil, policy.SyncStats{}, fmt.Errorf("enforce %s: %w", name, err)
-	}
-	b, err := iptables.New(iptables.Config{Variant: iptables.Variant(name), Mode: opts.IptablesMode, Runner: r})
-	if err != nil {
-		r.Close()
-		return nil, policy.SyncStats{}, fmt.Errorf("enforce %s: %w", name, err)
-	}
-	detach := func() error { return errors.Join(b.Close(), r.Close()) }
-	st, err := b.Sync(s)
-	if err != nil {
-		return nil, st, errors.Join(fmt.Errorf("enforce %s: sync: %w", name, err), detach())
-	}
-	return &Enforcement{tb: tb, name: name, backend: b, detach: detach}, st, nil
+	return &Enforcement{tb: tb, name: name, backend: b, detach: detach}, nil
 }
 
 // Close takes the backend out of the testbed (detaches the programs, removes the rules and
@@ -164,12 +79,11 @@ func (tb *Testbed) VerifyNoEnforcement() error {
 	if err != nil {
 		return fmt.Errorf("verify no enforcement: %w", err)
 	}
-	for _, m := range []iptables.Mode{iptables.ModeNFT, iptables.ModeLegacy} {
-		save := m.Binary("save")
+	for _, save := range []string{"iptables-nft-save", "iptables-legacy-save"} {
 		if _, err := exec.LookPath(save); err != nil {
 			continue
 		}
-		out, err := tb.runInNode(save)
+		out, err := tb.RunInNode(save, nil, nil)
 		if err != nil {
 			return fmt.Errorf("verify no enforcement: %w", err)
 		}
@@ -178,7 +92,7 @@ func (tb *Testbed) VerifyNoEnforcement() error {
 		}
 	}
 	if _, err := exec.LookPath("nft"); err == nil {
-		out, err := tb.runInNode("nft", "list", "ruleset")
+		out, err := tb.RunInNode("nft", []string{"list", "ruleset"}, nil)
 		if err != nil {
 			return fmt.Errorf("verify no enforcement: %w", err)
 		}
@@ -187,7 +101,7 @@ func (tb *Testbed) VerifyNoEnforcement() error {
 		}
 	}
 	if _, err := exec.LookPath("ipset"); err == nil {
-		out, err := tb.runInNode("ipset", "list", "-n")
+		out, err := tb.RunInNode("ipset", []string{"list", "-n"}, nil)
 		if err != nil {
 			return fmt.Errorf("verify no enforcement: %w", err)
 		}
@@ -307,18 +221,4 @@ func isBuiltinChain(c string) bool {
 		return true
 	}
 	return false
-}
-
-// runInNode runs a command inside the node namespace and returns its stdout.
-func (tb *Testbed) runInNode(name string, args ...string) ([]byte, error) {
-	var stdout, stderr bytes.Buffer
-	err := tb.InNode(func() error {
-		cmd := exec.Command(name, args...)
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		return cmd.Run()
-	})
-	if err != nil {
-		return nil, fmt.Errorf("run %s in %s: %w: %s", name, tb.NodeNamespace(), err, strings.TrimSpace(stderr.String()))
-	}
-	return stdout.Bytes(), nil
 }

@@ -75,7 +75,7 @@ func (tb *Testbed) NewGenerator() (*Generator, error) {
 		return nil, fmt.Errorf("prepare generator: %w", err)
 	}
 	for _, ns := range append(append([]nsInfo(nil), tb.pods...), tb.out) {
-		if err := inNS(ns.ns, func() error {
+		if err := ns.ns.Do(func() error {
 			return setSysctls([][2]string{
 				{"net.ipv4.ip_local_port_range", genEphemeral},
 				{"net.ipv4.tcp_autocorking", "0"},

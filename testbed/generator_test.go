@@ -4,23 +4,18 @@ import (
 	"context"
 	"encoding/binary"
 	"net/netip"
-	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"netpolbench/internal/testenv"
 	"netpolbench/policy"
 )
 
 func mustGenerator(t *testing.T) (*Testbed, *Generator) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		testenv.Missing(t, "needs root: creates network namespaces and raw sockets (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_NET_RAW)")
-	}
-	tb := mustTestbed(t, Options{})
+	tb := ForTest(t, Options{})
 	g, err := tb.NewGenerator()
 	if err != nil {
 		t.Fatal(err)

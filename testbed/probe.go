@@ -285,7 +285,7 @@ func dialTCP(ctx context.Context, sns *nsInfo, src, dst netip.Addr, port uint16,
 func socketIn(ns *nsInfo, domain, typ, proto int) (int, error) {
 	var fd int
 	var serr error
-	if err := inNS(ns.ns, func() error {
+	if err := ns.ns.Do(func() error {
 		fd, serr = unix.Socket(domain, typ|unix.SOCK_CLOEXEC, proto)
 		return nil
 	}); err != nil {

@@ -7,12 +7,15 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"netpolbench/internal/needs"
+	"netpolbench/internal/netns"
 )
 
 var (
@@ -78,7 +81,7 @@ type Veth struct {
 
 type nsInfo struct {
 	name string
-	ns   netns.NsHandle
+	ns   *netns.NS
 	h    *netlink.Handle
 	veth Veth // node side; zero for the node itself
 }
@@ -123,7 +126,7 @@ func New(opts Options) (tb *Testbed, err error) {
 	if n := 1 << (opts.BlockBits - opts.PodPrefix.Bits()); n < opts.PodNamespaces {
 		return nil, fmt.Errorf("new testbed: %d blocks for %d pod namespaces (use longer blocks)", n, opts.PodNamespaces)
 	}
-	if os.Geteuid() != 0 {
+	if needs.Root.Check() != nil {
 		return nil, fmt.Errorf("new testbed: %w", ErrNeedRoot)
 	}
 	run, err := newRunName()
@@ -158,7 +161,7 @@ func (tb *Testbed) build(step func(string)) error {
 		return err
 	}
 	step(tb.node.name)
-	if err := inNS(tb.node.ns, func() error { return setSysctls(nodeSysctls) }); err != nil {
+	if err := tb.node.ns.Do(func() error { return setSysctls(nodeSysctls) }); err != nil {
 		return fmt.Errorf("configure node netns: %w", err)
 	}
 	for i := range tb.podNS {
@@ -235,7 +238,7 @@ func setSysctls(kv [][2]string) error {
 
 func (tb *Testbed) newNS(suffix string) (nsInfo, error) {
 	name := tb.run + "-" + suffix
-	ns, err := createNamed(name)
+	ns, err := netns.Create(name)
 	if err != nil {
 		return nsInfo{}, err
 	}
@@ -244,9 +247,9 @@ func (tb *Testbed) newNS(suffix string) (nsInfo, error) {
 	tb.mu.Lock()
 	tb.pendingNS = append(tb.pendingNS, name)
 	tb.mu.Unlock()
-	info.h, err = netlink.NewHandleAt(ns)
+	info.h, err = ns.Netlink()
 	if err != nil {
-		return info, fmt.Errorf("open netlink in %s: %w", name, err)
+		return info, err
 	}
 	lo, err := info.h.LinkByName("lo")
 	if err != nil {
@@ -256,7 +259,7 @@ func (tb *Testbed) newNS(suffix string) (nsInfo, error) {
 		return info, fmt.Errorf("set lo up in %s: %w", name, err)
 	}
 	if suffix != "node" {
-		if err := inNS(ns, func() error { return setSysctls(endSysctls) }); err != nil {
+		if err := ns.Do(func() error { return setSysctls(endSysctls) }); err != nil {
 			return info, fmt.Errorf("configure %s: %w", name, err)
 		}
 	}
@@ -269,7 +272,7 @@ func (tb *Testbed) connect(p *nsInfo, nodeName string) error {
 	v := &netlink.Veth{
 		LinkAttrs:     netlink.LinkAttrs{Name: nodeName},
 		PeerName:      "eth0",
-		PeerNamespace: netlink.NsFd(int(p.ns)),
+		PeerNamespace: netlink.NsFd(p.ns.FD()),
 	}
 	if err := tb.node.h.LinkAdd(v); err != nil {
 		return fmt.Errorf("add veth %s to %s: %w", nodeName, p.name, err)
@@ -290,7 +293,7 @@ func (tb *Testbed) connect(p *nsInfo, nodeName string) error {
 			return fmt.Errorf("set %s up: %w", x.l.Attrs().Name, err)
 		}
 	}
-	if err := inNS(tb.node.ns, func() error {
+	if err := tb.node.ns.Do(func() error {
 		return setSysctls([][2]string{
 			{"net.ipv4.conf." + nodeName + ".rp_filter", "0"},
 			{"net.ipv4.conf." + nodeName + ".send_redirects", "0"},
@@ -472,14 +475,14 @@ func (tb *Testbed) NamespaceOf(ip netip.Addr) (string, error) {
 	return ns.name, nil
 }
 
-// InNamespaceOf runs fn on a locked OS thread inside the namespace an address lives in.
-// Sockets made there stay in that namespace and may be used from any goroutine afterwards.
+// InNamespaceOf runs fn inside the namespace an address lives in (see netns.NS.Do). Sockets
+// made there stay in that namespace and may be used from any goroutine afterwards.
 func (tb *Testbed) InNamespaceOf(ip netip.Addr, fn func() error) error {
 	ns, err := tb.nsFor(ip)
 	if err != nil {
 		return err
 	}
-	return inNS(ns.ns, fn)
+	return ns.ns.Do(fn)
 }
 
 // Namespaces lists every namespace of the testbed, in a fixed order: node, pod0..podN-1,
@@ -504,9 +507,19 @@ func (tb *Testbed) PodVeths() []Veth {
 // OutsideVeth returns the node-side end of the veth to the outside namespace.
 func (tb *Testbed) OutsideVeth() Veth { return tb.out.veth }
 
-// InNode runs fn on a locked OS thread inside the node namespace (for TCX attachment and other
-// calls that act on the current thread's namespace).
-func (tb *Testbed) InNode(fn func() error) error { return inNS(tb.node.ns, fn) }
+// InNode runs fn inside the node namespace (for TCX attachment and other calls that act on the
+// current thread's namespace; see netns.NS.Do).
+func (tb *Testbed) InNode(fn func() error) error { return tb.node.ns.Do(fn) }
+
+// RunInNode runs a command inside the node namespace and returns its stdout; a non-zero exit
+// is an error quoting stderr.
+func (tb *Testbed) RunInNode(name string, args []string, stdin []byte) ([]byte, error) {
+	out, stderr, err := tb.node.ns.Run(name, args, stdin)
+	if err != nil {
+		return out, fmt.Errorf("%w: %s", err, strings.TrimSpace(string(stderr)))
+	}
+	return out, nil
+}
 
 // NodeHandle is a netlink handle inside the node namespace, owned by the testbed.
 func (tb *Testbed) NodeHandle() *netlink.Handle { return tb.node.h }
@@ -537,12 +550,10 @@ func (tb *Testbed) Close() error {
 		if p.h != nil {
 			p.h.Close()
 		}
-		if p.ns.IsOpen() {
-			p.ns.Close()
-		}
+		p.ns.Close()
 	}
 	for _, n := range names {
-		if err := deleteNamed(n); err != nil {
+		if err := netns.Delete(n); err != nil {
 			errs = append(errs, err)
 		}
 	}

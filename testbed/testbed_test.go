@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"netpolbench/internal/testenv"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -14,31 +12,10 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"netpolbench/internal/needs"
+	"netpolbench/internal/testenv"
 	"netpolbench/policy"
 )
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces under /run/netns (CAP_SYS_ADMIN, CAP_NET_ADMIN)")
-	}
-}
-
-// mustTestbed builds a testbed and removes it when the test ends, also after a failure.
-func mustTestbed(t *testing.T, opts Options) *Testbed {
-	t.Helper()
-	requireRoot(t)
-	tb, err := New(opts)
-	if err != nil {
-		t.Fatalf("new testbed: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := tb.Close(); err != nil {
-			t.Errorf("close testbed: %v", err)
-		}
-	})
-	return tb
-}
 
 var (
 	// With 4 namespaces and /24 blocks: 198.18.0.x and 198.18.4.x are in pod0, 198.18.1.x in pod1.
@@ -84,7 +61,7 @@ func nodeRx(t *testing.T, tb *Testbed, i int) uint64 {
 }
 
 func TestProbesDeliveredWithoutEnforcement(t *testing.T) {
-	tb := mustTestbed(t, Options{})
+	tb := ForTest(t, Options{})
 	var flows []policy.Flow
 	for _, p := range []policy.Protocol{policy.ProtoTCP, policy.ProtoUDP, policy.ProtoICMP} {
 		port := uint16(8080)
@@ -113,7 +90,7 @@ func TestProbesDeliveredWithoutEnforcement(t *testing.T) {
 }
 
 func TestSameBlockTrafficCrossesNodeAndSelfTrafficDoesNot(t *testing.T) {
-	tb := mustTestbed(t, Options{})
+	tb := ForTest(t, Options{})
 	for _, c := range []struct {
 		name       string
 		f          policy.Flow
@@ -145,14 +122,10 @@ func TestSameBlockTrafficCrossesNodeAndSelfTrafficDoesNot(t *testing.T) {
 // (nothing else in the testbed filters) and expects every flow through the node to fail,
 // while self traffic, which stays in its namespace, still arrives.
 func TestNodeDropIsSeenAsNotDelivered(t *testing.T) {
-	tb := mustTestbed(t, Options{})
-	if _, err := exec.LookPath("nft"); err != nil {
-		testenv.Missing(t, "needs nft to install a drop rule in the node namespace")
-	}
-	nft := exec.Command("ip", "netns", "exec", tb.NodeNamespace(), "nft", "-f", "-")
-	nft.Stdin = strings.NewReader("table inet npbtest {\n chain dropall {\n  type filter hook forward priority 0; policy drop;\n }\n}\n")
-	if out, err := nft.CombinedOutput(); err != nil {
-		t.Fatalf("nft: %v: %s", err, out)
+	testenv.NeedKernel(t, needs.Tool("nft", "nftables"))
+	tb := ForTest(t, Options{})
+	if _, err := tb.RunInNode("nft", []string{"-f", "-"}, []byte("table inet npbtest {\n chain dropall {\n  type filter hook forward priority 0; policy drop;\n }\n}\n")); err != nil {
+		t.Fatal(err)
 	}
 	flows := []policy.Flow{
 		flow(podA, podB, policy.ProtoTCP, 80),
@@ -195,7 +168,7 @@ func TestUnsupportedFlowsRefused(t *testing.T) {
 }
 
 func TestCloseRemovesEveryNamespace(t *testing.T) {
-	requireRoot(t)
+	testenv.NeedRoot(t)
 	tb, err := New(Options{PodNamespaces: 2})
 	if err != nil {
 		t.Fatalf("new testbed: %v", err)
@@ -234,7 +207,7 @@ func TestNewRejectsBadLayouts(t *testing.T) {
 // TestNodeNeighboursDoNotGrowWithPods sends to many pod addresses and expects the node to
 // hold one static neighbour per veth and nothing else: no ARP, no per-pod entries.
 func TestNodeNeighboursDoNotGrowWithPods(t *testing.T) {
-	tb := mustTestbed(t, Options{})
+	tb := ForTest(t, Options{})
 	var flows []policy.Flow
 	for i := range 200 {
 		dst := netip.AddrFrom4([4]byte{198, 18, byte(i % 8), byte(1 + i)})
@@ -266,9 +239,7 @@ func TestNodeNeighboursDoNotGrowWithPods(t *testing.T) {
 // BenchmarkNew measures building and removing a default testbed (4 pod namespaces, 512 /24
 // blocks: 512 node routes, 128 AnyIP routes per pod namespace).
 func BenchmarkNew(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root: creates network namespaces")
-	}
+	testenv.NeedRoot(b)
 	for b.Loop() {
 		tb, err := New(Options{})
 		if err != nil {
@@ -283,9 +254,7 @@ func BenchmarkNew(b *testing.B) {
 // BenchmarkProbe measures delivered probes (the cost of an allowed flow; a dropped one costs
 // its timeout), sent 256 at a time between pod namespaces.
 func BenchmarkProbe(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root: creates network namespaces")
-	}
+	testenv.NeedRoot(b)
 	tb, err := New(Options{})
 	if err != nil {
 		b.Fatal(err)
@@ -356,7 +325,7 @@ func TestLeftoverParsersTellEmptyFromEnforcing(t *testing.T) {
 // TestSysctlsLandInTheTestbedNotTheRootNamespace reads back, inside each namespace, the
 // settings New wrote there, and checks the calling process's own namespace kept its values.
 func TestSysctlsLandInTheTestbedNotTheRootNamespace(t *testing.T) {
-	requireRoot(t)
+	testenv.NeedRoot(t)
 	keys := []string{"net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter", "net.ipv4.conf.all.accept_local",
 		"net.ipv4.conf.all.send_redirects", "net.ipv4.fwmark_reflect", "net.ipv4.tcp_fwmark_accept"}
 	readAll := func() map[string]string {
@@ -371,7 +340,7 @@ func TestSysctlsLandInTheTestbedNotTheRootNamespace(t *testing.T) {
 		return m
 	}
 	own := readAll()
-	tb := mustTestbed(t, Options{PodNamespaces: 1})
+	tb := ForTest(t, Options{PodNamespaces: 1})
 	want := map[*nsInfo]map[string]string{
 		&tb.node:    {"net.ipv4.ip_forward": "1", "net.ipv4.conf.all.rp_filter": "0", "net.ipv4.conf.all.send_redirects": "0"},
 		&tb.pods[0]: {"net.ipv4.conf.all.rp_filter": "0", "net.ipv4.conf.all.accept_local": "1", "net.ipv4.fwmark_reflect": "1", "net.ipv4.tcp_fwmark_accept": "1"},
@@ -379,7 +348,7 @@ func TestSysctlsLandInTheTestbedNotTheRootNamespace(t *testing.T) {
 	}
 	for ns, kv := range want {
 		var got map[string]string
-		if err := inNS(ns.ns, func() error { got = readAll(); return nil }); err != nil {
+		if err := ns.ns.Do(func() error { got = readAll(); return nil }); err != nil {
 			t.Fatalf("enter %s: %v", ns.name, err)
 		}
 		for k, v := range kv {

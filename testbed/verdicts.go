@@ -10,17 +10,6 @@ import (
 	"netpolbench/policy"
 )
 
-// Verdict sources that send no packets.
-const (
-	// BackendReference is the reference evaluator over the cluster (the truth).
-	BackendReference = "reference"
-	// BackendCompiled is the compiled state's own lookup.
-	BackendCompiled = "compiled"
-)
-
-// RealBackends are the backends RealPackets can put real packets through.
-var RealBackends = []string{BackendEBPF, BackendIPTables, BackendIPSet}
-
 // controlPort is the TCP port of the control flows. Any port would do: a control flow has no
 // pod at either end, so every backend must let it through.
 const controlPort = 7
@@ -92,77 +81,4 @@ func (tb *Testbed) ProbeVerdicts(ctx context.Context, s *policy.State, flows []p
 		}
 	}
 	return out, nil
-}
-
-// RealOptions configure RealPackets.
-type RealOptions struct {
-	Testbed Options
-	Enforce EnforceOptions
-	Probe   ProbeOptions
-}
-
-// RealPackets decides every flow once per backend. reference and compiled send no packets
-// (the evaluator over the cluster, the compiled state's lookup); ebpf, iptables and ipset are
-// put in force in a fresh testbed one at a time, every flow becomes a real packet, and the
-// observed delivery is the backend's verdict. The testbed is removed before it returns.
-func RealPackets(ctx context.Context, s *policy.State, backends []string, flows []policy.Flow, opts RealOptions) (map[string][]policy.Verdict, error) {
-	for _, f := range flows {
-		if err := CanSend(f); err != nil {
-			return nil, fmt.Errorf("real packets: %w", err)
-		}
-	}
-	out := map[string][]policy.Verdict{}
-	var real []string
-	for _, b := range backends {
-		switch b {
-		case BackendReference:
-			vs := make([]policy.Verdict, len(flows))
-			for i, f := range flows {
-				vs[i], _ = s.Cluster().Evaluate(f)
-			}
-			out[b] = vs
-		case BackendCompiled:
-			vs := make([]policy.Verdict, len(flows))
-			for i, f := range flows {
-				vs[i] = s.Verdict(f)
-			}
-			out[b] = vs
-		case BackendEBPF, BackendIPTables, BackendIPSet:
-			real = append(real, b)
-		default:
-			return nil, fmt.Errorf("real packets: unknown backend %q (want %s)", b,
-				strings.Join(append([]string{BackendReference, BackendCompiled}, RealBackends...), ", "))
-		}
-	}
-	if len(real) == 0 {
-		return out, nil
-	}
-	tb, err := New(opts.Testbed)
-	if err != nil {
-		return nil, fmt.Errorf("real packets: %w", err)
-	}
-	defer tb.Close()
-	for _, b := range real {
-		vs, err := tb.verdictsWith(ctx, b, s, flows, opts)
-		if err != nil {
-			return nil, fmt.Errorf("real packets: %w", err)
-		}
-		out[b] = vs
-	}
-	return out, tb.Close()
-}
-
-func (tb *Testbed) verdictsWith(ctx context.Context, backend string, s *policy.State, flows []policy.Flow, opts RealOptions) ([]policy.Verdict, error) {
-	e, _, err := tb.Enforce(backend, s, opts.Enforce)
-	if err != nil {
-		return nil, err
-	}
-	vs, err := tb.ProbeVerdicts(ctx, s, flows, opts.Probe)
-	if cerr := e.Close(); cerr != nil {
-		return nil, errors.Join(err, cerr)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", backend, err)
-	}
-	return vs, nil
 }

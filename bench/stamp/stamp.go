@@ -352,10 +352,11 @@ func (s *Stamps) DetachSteps() error {
 func detachAll(links []link.Link) error {
 	var errs []error
 	for i := len(links) - 1; i >= 0; i-- {
-		// Detach first: a closed link is released when the kernel drops its last reference,
-		// and a program attached again meanwhile would see the old one still in the chain.
-		if err := links[i].Detach(); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, ebpf.ErrNotSupported) {
-			errs = append(errs, err)
+		// Detach first: closing alone releases a TCX link a moment later (from a kernel work
+		// queue), and a program attached again, or a check that nothing is attached any more,
+		// would still see it.
+		if err := links[i].Detach(); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, ebpf.ErrNotSupported) {
+			errs = append(errs, fmt.Errorf("detach stamp: %w", err))
 		}
 		errs = append(errs, links[i].Close())
 	}
@@ -423,7 +424,7 @@ func (s *Stamps) ReasonName(r uint32) string {
 	return fmt.Sprintf("reason-%d", r)
 }
 
-// Close detaches every stamp and releases the programs and maps.
+// Close detaches every stamp (see detachAll) and releases the programs and maps.
 func (s *Stamps) Close() error {
 	errs := []error{s.Detach()}
 	if s.tp != nil {

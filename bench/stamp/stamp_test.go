@@ -6,16 +6,16 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"netpolbench/internal/testenv"
 	"os"
-	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
+
+	"netpolbench/internal/needs"
+	"netpolbench/internal/netns"
+	"netpolbench/internal/testenv"
 )
 
 func TestDecodeSampleReadsEveryField(t *testing.T) {
@@ -56,95 +56,39 @@ func TestSampleNewOnlyForSynOrNonTCP(t *testing.T) {
 // pair is a minimal routed topology: pod namespace a -- node -- pod namespace b, all owned by
 // the test. Enforcement and stamps go on the node.
 type pair struct {
-	a, node, b   netns.NsHandle
-	nodeName     string
+	a, node, b   *netns.NS
 	ifA, ifB     int // node-side veth ifindexes
 	addrA, addrB netip.Addr
 	podRange     netip.Prefix
 }
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_NET_ADMIN, CAP_BPF, CAP_PERFMON) for network namespaces and BPF links")
-	}
-}
-
-// inNetns runs fn on a locked OS thread inside ns and returns to the original namespace.
-func inNetns(ns netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			errc <- err
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			// The thread stays locked and dies with the goroutine rather than run Go code
-			// in the wrong namespace.
-			errc <- fmt.Errorf("return to original netns: %w", err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
-
 func mustPair(t *testing.T) *pair {
 	t.Helper()
-	requireRoot(t)
+	testenv.NeedKernel(t, needs.BPF)
 	p := &pair{addrA: netip.MustParseAddr("198.18.0.2"), addrB: netip.MustParseAddr("198.18.1.2"),
 		podRange: netip.MustParsePrefix("198.18.0.0/15")}
 	prefix := fmt.Sprintf("npb-stamptest-%d-%x", os.Getpid(), rand.Uint32())
-	mk := func(suffix string) netns.NsHandle {
+	mk := func(suffix string) *netns.NS {
 		name := prefix + "-" + suffix
-		var h netns.NsHandle
-		errc := make(chan error, 1)
-		go func() {
-			runtime.LockOSThread()
-			orig, err := netns.Get()
-			if err != nil {
-				errc <- err
-				return
-			}
-			defer orig.Close()
-			h, err = netns.NewNamed(name)
-			if err != nil {
-				errc <- err
-				return
-			}
-			if err := netns.Set(orig); err != nil {
-				errc <- err
-				return
-			}
-			runtime.UnlockOSThread()
-			errc <- nil
-		}()
-		if err := <-errc; err != nil {
-			t.Fatalf("create netns %s: %v", name, err)
+		ns, err := netns.Create(name)
+		if err != nil {
+			t.Fatal(err)
 		}
 		t.Cleanup(func() {
-			h.Close()
-			netns.DeleteNamed(name)
+			ns.Close()
+			if err := netns.Delete(name); err != nil {
+				t.Error(err)
+			}
 		})
-		return h
+		return ns
 	}
 	p.a, p.node, p.b = mk("a"), mk("node"), mk("b")
-	p.nodeName = prefix + "-node"
-	nh, err := netlink.NewHandleAt(p.node)
+	nh, err := p.node.Netlink()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nh.Close()
-	link := func(nodeSide, podSide string, pod netns.NsHandle, gw, addr string) int {
+	link := func(nodeSide, podSide string, pod *netns.NS, gw, addr string) int {
 		la := netlink.NewLinkAttrs()
 		la.Name = nodeSide
 		if err := nh.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: podSide}); err != nil {
@@ -154,7 +98,7 @@ func mustPair(t *testing.T) *pair {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := nh.LinkSetNsFd(peer, int(pod)); err != nil {
+		if err := nh.LinkSetNsFd(peer, pod.FD()); err != nil {
 			t.Fatal(err)
 		}
 		l, err := nh.LinkByName(nodeSide)
@@ -167,7 +111,7 @@ func mustPair(t *testing.T) *pair {
 		if err := nh.LinkSetUp(l); err != nil {
 			t.Fatal(err)
 		}
-		ph, err := netlink.NewHandleAt(pod)
+		ph, err := pod.Netlink()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -193,7 +137,7 @@ func mustPair(t *testing.T) *pair {
 	}
 	p.ifA = link("npbA", "eth0", p.a, "198.18.0.1", "198.18.0.2")
 	p.ifB = link("npbB", "eth0", p.b, "198.18.1.1", "198.18.1.2")
-	if err := inNetns(p.node, func() error {
+	if err := p.node.Do(func() error {
 		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
 	}); err != nil {
 		t.Fatalf("enable forwarding in node netns: %v", err)
@@ -211,10 +155,10 @@ func mustIPNet(s string) *net.IPNet {
 }
 
 // mustUDP opens a UDP socket bound to addr inside ns.
-func mustUDP(t *testing.T, ns netns.NsHandle, addr netip.AddrPort) *net.UDPConn {
+func mustUDP(t *testing.T, ns *netns.NS, addr netip.AddrPort) *net.UDPConn {
 	t.Helper()
 	var c *net.UDPConn
-	if err := inNetns(ns, func() error {
+	if err := ns.Do(func() error {
 		var err error
 		c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr))
 		return err
@@ -287,7 +231,7 @@ func TestTCXStampsPairAllowedAndDroppedPackets(t *testing.T) {
 	p := mustPair(t)
 	const allowPort, dropPort, n = 9000, 9001, 200
 	s := mustStamps(t, Options{PodRange: p.podRange, StepDropPort: dropPort})
-	if err := inNetns(p.node, func() error {
+	if err := p.node.Do(func() error {
 		for _, ifi := range []int{p.ifA, p.ifB} {
 			if err := s.AttachTCX(ifi); err != nil {
 				return err
@@ -343,20 +287,16 @@ func TestTCXStampsPairAllowedAndDroppedPackets(t *testing.T) {
 }
 
 func TestNetfilterStampsPairAroundFilterTable(t *testing.T) {
+	testenv.NeedKernel(t, needs.Tool("nft", "nftables"))
 	p := mustPair(t)
-	if _, err := exec.LookPath("nft"); err != nil {
-		testenv.Missing(t, "needs the nft binary (package nftables) for the trivial filter step")
-	}
 	const allowPort, dropPort, n = 9000, 9001, 200
 	// The trivial step: a filter-priority forward chain that drops one port, in the node netns.
 	rules := fmt.Sprintf("table ip npbtest { chain forward { type filter hook forward priority 0; udp dport %d drop\n}\n}\n", dropPort)
-	cmd := exec.Command("ip", "netns", "exec", p.nodeName, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(rules)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("nft in node netns: %v: %s", err, out)
+	if _, stderr, err := p.node.Run("nft", []string{"-f", "-"}, []byte(rules)); err != nil {
+		t.Fatalf("nft in node netns: %v: %s", err, stderr)
 	}
 	s := mustStamps(t, Options{PodRange: p.podRange})
-	if err := inNetns(p.node, s.AttachNetfilter); err != nil {
+	if err := p.node.Do(s.AttachNetfilter); err != nil {
 		t.Fatal(err)
 	}
 	src := mustUDP(t, p.a, netip.AddrPortFrom(p.addrA, 40000))

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"netpolbench/bench"
+	"netpolbench/catalogue"
 	"netpolbench/reports"
 	"netpolbench/results"
 )
@@ -133,7 +134,7 @@ are recorded). --quick runs the small sweep CI gates against a committed baselin
 	f.StringVar(&specFile, "spec", "", "sweep file (YAML): pods, labelSets, backends, samples, duration, packets, budget, workload")
 	f.StringVar(&pods, "pods", "", "pod-count sweep, comma-separated (e.g. 100,1000,10000)")
 	f.StringVar(&labelSets, "label-sets", "", "distinct label-set sweep at a fixed pod count, comma-separated")
-	f.StringVar(&backends, "backends", "", "backends, comma-separated (have "+strings.Join(bench.Backends(), ", ")+")")
+	f.StringVar(&backends, "backends", "", "backends, comma-separated (have "+strings.Join(catalogue.Names((*catalogue.Backend).CanBench), ", ")+")")
 	f.DurationVar(&duration, "duration", 0, "bound of each real-packet phase (e.g. 5s)")
 	f.StringVar(&cluster, "cluster", "", "benchmark a cluster dump (kubectl get ns,pods,netpol -A -o yaml) instead of generated workloads")
 	f.StringVar(&out, "out", "results", "directory the run's <timestamp>/ directory is created in")

@@ -5,20 +5,17 @@ import (
 	"os"
 	"strings"
 	"testing"
-)
 
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_BPF, CAP_NET_ADMIN) to load BPF programs")
-	}
-}
+	"netpolbench/catalogue"
+	"netpolbench/datapath"
+	"netpolbench/internal/testenv"
+)
 
 // TestVerdictKernelBackendsAgreeWithReference runs the verdict command with every backend that
 // decides without real packets: the eBPF programs through BPF_PROG_TEST_RUN in both layouts,
 // and the iptables and ipset rules through the tracer.
 func TestVerdictKernelBackendsAgreeWithReference(t *testing.T) {
-	needRoot(t)
+	testenv.NeedKernel(t, catalogue.NeedsOf(true, "ebpf", "iptables", "ipset")...)
 	cluster, probes := modelFiles(t)
 	for _, layout := range []string{"hash", "cilium"} {
 		out, code := run(t, "verdict", "-f", cluster, "--probes", probes, "--backends", "reference,compiled,ebpf,iptables,ipset", "--layout", layout, "-o", "json")
@@ -39,7 +36,7 @@ func TestVerdictKernelBackendsAgreeWithReference(t *testing.T) {
 
 // TestMonitorPrintsPolicyDrops checks that a denied probe shows up as a decoded drop event.
 func TestMonitorPrintsPolicyDrops(t *testing.T) {
-	needRoot(t)
+	testenv.NeedKernel(t, datapath.Needs...)
 	cluster, probes := modelFiles(t)
 	out, code := run(t, "monitor", "-f", cluster, "--probes", probes)
 	if code != 0 {
@@ -57,7 +54,7 @@ func TestMonitorPrintsPolicyDrops(t *testing.T) {
 // TestVerdictRealPacketsSkipsSCTPAndAgrees sends the probes as real packets through the
 // testbed, once per kernel backend; the SCTP probe is left out with a warning.
 func TestVerdictRealPacketsSkipsSCTPAndAgrees(t *testing.T) {
-	needRoot(t)
+	testenv.NeedKernel(t, catalogue.NeedsOf(false, "ebpf", "iptables", "ipset")...)
 	cluster, probes := modelFiles(t)
 	b, err := os.ReadFile(probes)
 	if err != nil {

@@ -3,12 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"netpolbench/datapath"
+	"netpolbench/internal/needs"
 	"netpolbench/policy"
 )
 
@@ -81,8 +81,8 @@ func runMonitor(cmd *cobra.Command, mf monitorFlags) error {
 	if err != nil {
 		return usageErr(err)
 	}
-	if os.Geteuid() != 0 {
-		return fmt.Errorf("monitor: needs root (CAP_BPF and CAP_NET_ADMIN) to load BPF programs")
+	if err := needs.Check(datapath.Needs...); err != nil {
+		return fmt.Errorf("monitor: %w", err)
 	}
 	s := comp.State()
 	d, err := datapath.Open(datapath.Options{Layout: layout, CT: datapath.CTLookup, Sizes: datapath.SizesFor(s, layout)})

@@ -16,7 +16,11 @@ import (
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
+	"netpolbench/catalogue"
+	"netpolbench/datapath"
+	"netpolbench/iptables"
 	"netpolbench/policy"
+	"netpolbench/testbed"
 	"netpolbench/workloads"
 )
 
@@ -50,7 +54,9 @@ SCTP or ICMP (no port).
 Backends: ` + "%BACKENDS%" + `
 Without --real-packets, kernel backends decide with BPF_PROG_TEST_RUN (ebpf) or by tracing
 the generated rules (iptables, ipset). With --real-packets every probe becomes a real packet in
-a namespace testbed, once per backend (root); SCTP probes are left out with a warning.
+a namespace testbed, once per backend (root); SCTP probes are left out with a warning. These
+backends carry real packets too, but decide only with --real-packets:
+  ` + "%REAL%" + `
 
 Exit status: 0 when every backend agrees with the reference on every probe, 1 when any
 disagrees, 2 on bad input, 3 when a backend could not run (load, sync or testbed failure).`,
@@ -70,14 +76,22 @@ disagrees, 2 on bad input, 3 when a backend could not run (load, sync or testbed
 	f.StringVar(&vf.iptablesMode, "iptables-mode", "nft", "iptables binary flavour: nft or legacy")
 	rootCmd.AddCommand(cmd)
 	beforeExecute = append(beforeExecute, func() {
-		cmd.Long = strings.Replace(cmd.Long, "%BACKENDS%", backendHelp(), 1)
+		cmd.Long = strings.Replace(cmd.Long, "%BACKENDS%", backendHelp((*catalogue.Backend).CanDecide), 1)
+		real := catalogue.Names(func(b *catalogue.Backend) bool { return b.InRealPackets() && !b.CanDecide() })
+		cmd.Long = strings.Replace(cmd.Long, "%REAL%", strings.Join(real, ", "), 1)
 	})
 }
 
-func backendHelp() string {
+// backendHelp lists the backends keep accepts, one line each with its help.
+func backendHelp(keep func(*catalogue.Backend) bool) string {
+	names := catalogue.Names(keep)
+	width := 0
+	for _, n := range names {
+		width = max(width, len(n))
+	}
 	var b strings.Builder
-	for _, n := range backendNames() {
-		fmt.Fprintf(&b, "\n  %-10s %s", n, backendRegistry[n].help)
+	for _, n := range names {
+		fmt.Fprintf(&b, "\n  %-*s %s", width, n, catalogue.MustGet(n).Help)
 	}
 	return b.String()
 }
@@ -129,9 +143,27 @@ func runVerdict(cmd *cobra.Command, vf verdictFlags) error {
 	if vf.output != "table" && vf.output != "json" {
 		return usageErr(fmt.Errorf("verdict: -o must be table or json, got %q", vf.output))
 	}
-	specs, err := lookupBackends(vf.backends)
+	var backends []*catalogue.Backend
+	for _, n := range vf.backends {
+		b, err := catalogue.Get(n)
+		if err != nil {
+			return usageErr(fmt.Errorf("verdict: %w", err))
+		}
+		if vf.realPackets && !b.InRealPackets() {
+			return usageErr(fmt.Errorf("verdict: backend %s cannot carry real packets", n))
+		}
+		if !vf.realPackets && !b.CanDecide() {
+			return usageErr(fmt.Errorf("verdict: backend %s decides only with --real-packets", n))
+		}
+		backends = append(backends, b)
+	}
+	layout, err := datapath.ParseLayout(vf.layout)
 	if err != nil {
-		return usageErr(fmt.Errorf("verdict: %w", err))
+		return usageErr(fmt.Errorf("verdict: --layout: %w", err))
+	}
+	mode, err := iptables.ParseMode(vf.iptablesMode)
+	if err != nil {
+		return usageErr(fmt.Errorf("verdict: --iptables-mode: %w", err))
 	}
 	cluster, warnings, err := policy.Load(vf.files...)
 	if err != nil {
@@ -156,7 +188,7 @@ func runVerdict(cmd *cobra.Command, vf verdictFlags) error {
 	if err != nil {
 		return usageErr(err)
 	}
-	env := backendEnv{State: comp.State(), Layout: vf.layout, IptablesMode: vf.iptablesMode}
+	env := catalogue.Env{State: comp.State(), Layout: layout, IptablesMode: mode}
 
 	verdicts := map[string][]policy.Verdict{}
 	if vf.realPackets {
@@ -175,29 +207,31 @@ func runVerdict(cmd *cobra.Command, vf verdictFlags) error {
 		if len(flows) == 0 {
 			return usageErr(errors.New("verdict: --real-packets: no probe left to send"))
 		}
+		for _, f := range flows {
+			if err := testbed.CanSend(f); err != nil {
+				return usageErr(err)
+			}
+		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		verdicts, err = runRealPackets(ctx, comp.State(), vf.backends, flows, env)
+		verdicts, err = catalogue.RealPackets(ctx, comp.State(), vf.backends, flows, catalogue.RealOptions{Env: env})
+		if errors.Is(err, testbed.ErrNeedRoot) {
+			return usageErr(err)
+		}
 		if err != nil {
 			return runtimeErr(err)
 		}
 	} else {
-		for _, b := range specs {
-			p, err := b.open(env)
+		for _, b := range backends {
+			d, err := b.Decider(env)
 			if err != nil {
-				return runtimeErr(fmt.Errorf("open backend %s: %w", b.name, err))
+				return runtimeErr(fmt.Errorf("open backend %s: %w", b.Name, err))
 			}
-			vs := make([]policy.Verdict, len(flows))
-			for i, f := range flows {
-				if vs[i], err = p.Verdict(f); err != nil {
-					p.Close()
-					return runtimeErr(fmt.Errorf("backend %s: probe %d (%s): %w", b.name, i, f, err))
-				}
+			vs, err := catalogue.DecideAll(d, flows)
+			if err != nil {
+				return runtimeErr(fmt.Errorf("backend %s: %w", b.Name, err))
 			}
-			if err := p.Close(); err != nil {
-				return runtimeErr(fmt.Errorf("close backend %s: %w", b.name, err))
-			}
-			verdicts[b.name] = vs
+			verdicts[b.Name] = vs
 		}
 	}
 

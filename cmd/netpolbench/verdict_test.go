@@ -12,13 +12,14 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"netpolbench/catalogue"
 	"netpolbench/policy"
 )
 
 func init() {
 	// A deliberately wrong backend, to see disagreements reported.
-	registerBackend(backendSpec{name: "test-allow-all", help: "test only: allows everything",
-		open: func(backendEnv) (prober, error) { return allowAll{}, nil }})
+	catalogue.Register(&catalogue.Backend{Name: "test-allow-all", Help: "test only: allows everything", Family: catalogue.InProcess,
+		Decide: func(catalogue.Env) (catalogue.Decider, error) { return allowAll{}, nil }})
 }
 
 type allowAll struct{}
@@ -48,8 +49,8 @@ func run(t *testing.T, args ...string) (string, int) {
 }
 
 func init() {
-	registerBackend(backendSpec{name: "test-broken", help: "test only: cannot open",
-		open: func(backendEnv) (prober, error) { return nil, errors.New("no such kernel") }})
+	catalogue.Register(&catalogue.Backend{Name: "test-broken", Help: "test only: cannot open", Family: catalogue.InProcess,
+		Decide: func(catalogue.Env) (catalogue.Decider, error) { return nil, errors.New("no such kernel") }})
 }
 
 func TestVerdictBackendThatCannotRunExitsThree(t *testing.T) {

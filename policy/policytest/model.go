@@ -1,7 +1,8 @@
-// Package policytest holds the semantic truth tables every backend is tested with: the
-// upstream Kubernetes e2e model (namespaces x, y, z; pods a, b, c; ports 80 and 81 over TCP,
-// UDP and SCTP), cases of policies with hand-written expectations, and a comparer that prints
-// the verdict matrix with the disagreeing cells marked.
+// Package policytest holds what every backend is tested with: the semantic truth tables (the
+// upstream Kubernetes e2e model: namespaces x, y, z; pods a, b, c; ports 80 and 81 over TCP,
+// UDP and SCTP), cases of policies with hand-written expectations, a comparer that prints the
+// verdict matrix with the disagreeing cells marked, and the random world (World) of the
+// differential tests: clusters, flows and churn drawn from a seed.
 package policytest
 
 import (

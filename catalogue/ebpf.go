@@ -1,0 +1,180 @@
+package catalogue
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"netpolbench/datapath"
+	"netpolbench/policy"
+	"netpolbench/results"
+	"netpolbench/testbed"
+)
+
+// layoutOf is a backend's map layout: its own when it fixes one, else the environment's.
+func layoutOf(fixed datapath.Layout, env Env) datapath.Layout {
+	if fixed != "" {
+		return fixed
+	}
+	if env.Layout != "" {
+		return env.Layout
+	}
+	return datapath.LayoutHash
+}
+
+// newEBPF opens the datapath for sync, churn and test runs. perKey applies map changes one
+// syscall per key instead of batch operations (the path the datapath measures against).
+func newEBPF(layout datapath.Layout, perKey bool) func(Env) (policy.Backend, error) {
+	return func(env Env) (policy.Backend, error) {
+		l := layoutOf(layout, env)
+		// CTLookup keeps test-run probes independent of each other (no entry is created) while
+		// paying the lookup a real new flow pays.
+		dp, err := datapath.Open(datapath.Options{Layout: l, CT: datapath.CTLookup, NoDropEvents: true, PerKey: perKey, Sizes: datapath.SizesFor(env.State, l)})
+		if err != nil {
+			return nil, err
+		}
+		return &ebpfBackend{Datapath: dp, name: env.name}, nil
+	}
+}
+
+// decideEBPF opens the datapath synced, deciding each flow's first packet with
+// BPF_PROG_TEST_RUN through from_container and to_container. Conntrack lookups happen but
+// create nothing, so probes stay independent.
+func decideEBPF(layout datapath.Layout) func(Env) (Decider, error) {
+	return func(env Env) (Decider, error) {
+		l := layoutOf(layout, env)
+		d, err := datapath.Open(datapath.Options{Layout: l, CT: datapath.CTLookup, Sizes: datapath.SizesFor(env.State, l)})
+		if err != nil {
+			return nil, fmt.Errorf("open ebpf: %w", err)
+		}
+		if _, err := d.Sync(env.State); err != nil {
+			d.Close()
+			return nil, fmt.Errorf("open ebpf: %w", err)
+		}
+		return d, nil
+	}
+}
+
+// installEBPF loads a datapath synced to the state and attaches it to the node side of every
+// pod veth (TCX ingress and egress; clsact filters on kernels before 6.6). Real traffic needs
+// full conntrack: a SYN-ACK leaving the destination pod is judged as that pod's egress unless
+// the SYN's allow created an entry for the reply.
+func installEBPF(layout datapath.Layout) func(*testbed.Testbed, Env) (Installed, error) {
+	return func(tb *testbed.Testbed, env Env) (Installed, error) {
+		l := layoutOf(layout, env)
+		opts := datapath.Options{Layout: l, CT: datapath.CTFull, Sizes: datapath.SizesFor(env.State, l)}
+		attach := (*datapath.Datapath).Attach
+		if env.Stamped {
+			opts.TCXNext, opts.NoDropEvents = true, true
+			attach = (*datapath.Datapath).AttachTCX
+		}
+		dp, err := datapath.Open(opts)
+		if err != nil {
+			return Installed{}, fmt.Errorf("enforce ebpf: %w", err)
+		}
+		st, err := dp.Sync(env.State)
+		if err != nil {
+			dp.Close()
+			return Installed{Stats: st}, fmt.Errorf("enforce ebpf: sync: %w", err)
+		}
+		var links []io.Closer
+		remove := func() error {
+			var errs []error
+			// tc filters (the fallback where TCX is missing) are deleted through netlink in the
+			// calling thread's namespace.
+			err := tb.InNode(func() error {
+				for i := len(links) - 1; i >= 0; i-- {
+					errs = append(errs, links[i].Close())
+				}
+				return nil
+			})
+			links = nil
+			return errors.Join(append(errs, err, dp.Close())...)
+		}
+		// Attach only after the maps are filled, so no packet meets a half-synced datapath.
+		err = tb.InNode(func() error {
+			for _, v := range tb.PodVeths() {
+				c, err := attach(dp, v.Index)
+				if err != nil {
+					return fmt.Errorf("%s: %w", v.Name, err)
+				}
+				links = append(links, c)
+			}
+			return nil
+		})
+		if err != nil {
+			return Installed{Stats: st}, errors.Join(fmt.Errorf("enforce ebpf: attach: %w", err), remove())
+		}
+		return Installed{Backend: dp, Remove: remove, Stats: st}, nil
+	}
+}
+
+// ebpfBackend is the datapath with what the benchmark measures besides sync and churn: exact
+// sizes from the kernel and BPF_PROG_TEST_RUN batch means.
+type ebpfBackend struct {
+	*datapath.Datapath
+	name string
+}
+
+func (b *ebpfBackend) Name() string { return b.name }
+
+// Size reports every map and program as the kernel sees them.
+func (b *ebpfBackend) Size() (results.Size, error) {
+	f, err := b.Facts()
+	if err != nil {
+		return results.Size{}, err
+	}
+	s := results.Size{Backend: b.name}
+	for _, m := range f.Maps {
+		if m.Entries < 0 {
+			// ct and metrics: traffic fills them, not the policy; their capacity still counts.
+			m.Entries = 0
+		}
+		s.Maps = append(s.Maps, results.MapSize{Name: m.Name, Type: m.Type, Entries: uint64(m.Entries), MaxEntries: uint64(m.MaxEntries),
+			KeyBytes: m.KeyBytes, ValueBytes: m.ValueBytes, MemlockBytes: m.Memlock})
+	}
+	for _, p := range f.Programs {
+		s.Programs = append(s.Programs, results.ProgramSize{Name: p.Name, Insns: uint64(p.Xlated / 8), JitedBytes: uint64(p.JITed), VerifierInsns: uint64(p.VerifiedInsns)})
+	}
+	return s, nil
+}
+
+// TestRun runs f's first packet through from_container and, when that allows it,
+// to_container, each repeat times, and returns the sum of the kernel's mean run times: the
+// enforcement cost of one packet, as a batch mean.
+func (b *ebpfBackend) TestRun(f policy.Flow, repeat int) (time.Duration, error) {
+	pkt, err := datapath.Packet(f, datapath.ProbeSrcPort)
+	if err != nil {
+		return 0, err
+	}
+	to, from := b.Programs()
+	var total time.Duration
+	for _, p := range []*ebpf.Program{from, to} {
+		ret, d, err := p.Benchmark(pkt, repeat, nil)
+		if err != nil {
+			return 0, fmt.Errorf("test-run %s: %w", p, err)
+		}
+		total += d
+		if int32(ret) == 2 { // TC_ACT_SHOT: the packet ends here
+			break
+		}
+	}
+	return total, nil
+}
+
+// TestRunFloor is the same measurement of the empty program: the test-run floor.
+func (b *ebpfBackend) TestRunFloor(repeat int) (time.Duration, error) {
+	a := testbed.PodRange.Addr()
+	pkt, err := datapath.Packet(policy.Flow{Src: a.Next(), Dst: a.Next().Next(), Proto: policy.ProtoTCP, Port: 80}, datapath.ProbeSrcPort)
+	if err != nil {
+		return 0, err
+	}
+	_, d, err := b.EmptyProgram().Benchmark(pkt, repeat, nil)
+	if err != nil {
+		return 0, fmt.Errorf("test-run empty program: %w", err)
+	}
+	return d, nil
+}
