@@ -9,6 +9,7 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"netpolbench/bench/stamp"
+	"netpolbench/catalogue"
 	"netpolbench/policy"
 	"netpolbench/testbed"
 )
@@ -34,20 +35,32 @@ func markOf(f stamp.ExpectedFlow) int {
 	return markDropDest
 }
 
-// PacketSwitch puts one backend's enforcement into the packet path of the testbed it was
-// synced in, and takes it out again without losing its state, so floor and backend rounds can
-// alternate at the cost of a few attachments.
+// PacketSwitch is a backend in force in the testbed it was synced in that can step out of the
+// packet path and back without losing its state (catalogue.Switch), so floor and backend rounds
+// alternate at the cost of a few attachments. A TCX backend goes back in just before the
+// after-stamps, so the stamps stay attached around it.
 type PacketSwitch interface {
+	catalogue.Switch
 	// Attach is where the stamps go: attachTCX or attachNetfilter.
 	Attach() string
-	// In puts the enforcement in the path: a TCX enforcement at the given places of each pod
-	// veth's ingress and egress chains (just before the after-stamps), so the stamps stay
-	// attached around it; a netfilter one ignores them. Out takes every part of it that a
-	// packet could meet out of the path (for netfilter, conntrack included).
-	In(ingress, egress link.Anchor) error
-	Out() error
-	// Close removes the backend from the testbed.
-	Close() error
+}
+
+// enforcedSwitch is a catalogue backend's enforcement as a PacketSwitch.
+type enforcedSwitch struct {
+	catalogue.Switch
+	attach string
+}
+
+func (e enforcedSwitch) Attach() string { return e.attach }
+
+// switchOf returns the enforcement e of b as a PacketSwitch, or an error when the backend in
+// force cannot step out of the path.
+func switchOf(b *catalogue.Backend, e *testbed.Enforcement) (PacketSwitch, error) {
+	sw, ok := e.Backend().(catalogue.Switch)
+	if !ok || b.Family.Stamp == "" {
+		return nil, fmt.Errorf("%w: %s cannot step out of the packet path for its floor", catalogue.ErrUnavailable, b.Name)
+	}
+	return enforcedSwitch{Switch: sw, attach: b.Family.Stamp}, nil
 }
 
 // PacketPlan is one per-packet measurement of a backend at a scale.

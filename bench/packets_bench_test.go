@@ -8,7 +8,6 @@ import (
 
 	"netpolbench/bench/stamp"
 	"netpolbench/datapath"
-	"netpolbench/iptables"
 )
 
 // BenchmarkPackets runs the per-packet method once per iteration (run it with -benchtime=1x):
@@ -40,27 +39,12 @@ func benchPackets(b *testing.B, backend string, pods int, rate string) {
 		plan.Rate, plan.New, plan.Established = 1000, 2000, 0
 	}
 	var res *PacketResult
-	var dp *datapath.Datapath
+	var lk packetLookups
 	for b.Loop() {
 		bed := mustFreshBed(b)
 		var sw PacketSwitch
+		sw, lk = mustEnforce(b, bed, backend, comp.State())
 		var err error
-		switch backend {
-		case "ebpf", "ebpf-cilium":
-			layout := datapath.LayoutHash
-			if backend == "ebpf-cilium" {
-				layout = datapath.LayoutCilium
-			}
-			var e *ebpfSwitch
-			e, err = openEBPFSwitch(bed, comp.State(), layout)
-			sw = e
-			if err == nil {
-				dp = e.Datapath()
-			}
-		default:
-			sw, err = openIptablesSwitch(bed, comp.State(), iptables.Config{Variant: iptables.Variant(backend), Mode: iptables.ModeNFT})
-		}
-		mustSwitch(b, sw, err)
 		res, err = MeasurePackets(context.Background(), bed, sw, plan)
 		if err != nil {
 			b.Fatal(err)
@@ -92,8 +76,8 @@ func benchPackets(b *testing.B, backend string, pods int, rate string) {
 	}
 	b.ReportMetric(median(rates), "new-packets/s")
 	b.ReportMetric(float64(res.Check.Samples)/res.Elapsed.Seconds(), "samples/s")
-	if dp != nil {
-		ls, err := dp.Lookups()
+	if lk != nil {
+		ls, err := lk.Lookups()
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf/link"
-
 	"netpolbench/bench/stamp"
 	"netpolbench/policy"
 	"netpolbench/results"
@@ -140,13 +138,6 @@ func TestMarksTellTheStepsWhereTheReferenceDenies(t *testing.T) {
 	}
 }
 
-type testSwitch struct{ attach string }
-
-func (s testSwitch) Attach() string                  { return s.attach }
-func (testSwitch) In(link.Anchor, link.Anchor) error { return nil }
-func (testSwitch) Out() error                        { return nil }
-func (testSwitch) Close() error                      { return nil }
-
 // TestRecordPacketsLinksEveryPointToItsOwnFloor records a measurement and reads it back as
 // results.json would show it: every per-path point with its own floor and its percentiles
 // above it, the headline pooled over paths, floors with their round medians, digests on all.
@@ -154,7 +145,7 @@ func TestRecordPacketsLinksEveryPointToItsOwnFloor(t *testing.T) {
 	r := &Runner{run: results.New(), hists: NewHistograms(), Spec: Spec{Samples: 1}}
 	res := testRounds()
 	res.Attach, res.FlowDigest, res.Elapsed = attachTCX, "flows", time.Second
-	deny, err := r.recordPackets("ebpf", 100, "", "state", res, testSwitch{attachTCX})
+	deny, err := r.recordPackets("ebpf", 100, "", "state", res, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +154,7 @@ func TestRecordPacketsLinksEveryPointToItsOwnFloor(t *testing.T) {
 		t.Errorf("deny-new p50 above the floor %g, want 98", deny)
 	}
 	// The sparse pass of the same backend and scale keeps keys of its own.
-	if _, err := r.recordPackets("ebpf", 100, "rate=sparse", "state", res, testSwitch{attachTCX}); err != nil {
+	if _, err := r.recordPackets("ebpf", 100, "rate=sparse", "state", res, nil); err != nil {
 		t.Fatal(err)
 	}
 	hs, err := r.hists.Results("")

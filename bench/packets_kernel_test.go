@@ -6,9 +6,9 @@ import (
 	"testing"
 
 	"netpolbench/bench/stamp"
+	"netpolbench/catalogue"
 	"netpolbench/datapath"
 	"netpolbench/internal/testenv"
-	"netpolbench/iptables"
 	"netpolbench/policy"
 	"netpolbench/testbed"
 	"netpolbench/workloads"
@@ -46,17 +46,26 @@ func mustFreshBed(t testing.TB) *testbed.Testbed {
 	return testbed.ForTest(t, testbed.Options{})
 }
 
-func mustSwitch(t testing.TB, sw PacketSwitch, err error) PacketSwitch {
+// mustEnforce puts the catalogue's backend name in force in bed, synced to st and stamped, and
+// takes it out when the test ends.
+func mustEnforce(t testing.TB, bed *testbed.Testbed, name string, st *policy.State) (PacketSwitch, packetLookups) {
 	t.Helper()
+	b := catalogue.MustGet(name)
+	e, _, err := b.Enforce(bed, catalogue.Env{State: st, Stamped: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := sw.Close(); err != nil {
-			t.Errorf("close %s backend: %v", sw.Attach(), err)
+		if err := e.Close(); err != nil {
+			t.Errorf("take %s out: %v", name, err)
 		}
 	})
-	return sw
+	sw, err := switchOf(b, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lk, _ := e.Backend().(packetLookups)
+	return sw, lk
 }
 
 // TestPacketRoundsMatchEveryPathToItsFloor runs a small measurement with the eBPF datapath and
@@ -70,19 +79,15 @@ func TestPacketRoundsMatchEveryPathToItsFloor(t *testing.T) {
 	plan := PacketPlan{Flows: fl, Rounds: 2, New: 1500, Established: 300}
 	for _, c := range []struct {
 		name  string
-		open  func(bed *testbed.Testbed) (PacketSwitch, error)
 		paths []stamp.Path
 	}{
-		{"ebpf", func(bed *testbed.Testbed) (PacketSwitch, error) { return openEBPFSwitch(bed, st, datapath.LayoutHash) },
-			[]stamp.Path{stamp.PathTCXBoth, stamp.PathTCXDropIngress, stamp.PathTCXDropEgress, stamp.PathTCXIngressOnly, stamp.PathTCXEgressOnly, stamp.PathTCXDropEgressOnly}},
-		{"iptables", func(bed *testbed.Testbed) (PacketSwitch, error) {
-			return openIptablesSwitch(bed, st, iptables.Config{Variant: iptables.VariantIPTables, Mode: iptables.ModeNFT})
-		}, []stamp.Path{stamp.PathFilterPass, stamp.PathFilterDrop, stamp.PathNetfilterPass, stamp.PathNetfilterDrop}},
+		{"ebpf", []stamp.Path{stamp.PathTCXBoth, stamp.PathTCXDropIngress, stamp.PathTCXDropEgress, stamp.PathTCXIngressOnly, stamp.PathTCXEgressOnly, stamp.PathTCXDropEgressOnly}},
+		{"iptables", []stamp.Path{stamp.PathFilterPass, stamp.PathFilterDrop, stamp.PathNetfilterPass, stamp.PathNetfilterDrop}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			testenv.NeedKernel(t, catalogue.NeedsOf(false, c.name)...)
 			bed := mustFreshBed(t)
-			sw, err := c.open(bed)
-			sw = mustSwitch(t, sw, err)
+			sw, lk := mustEnforce(t, bed, c.name, st)
 			res, err := MeasurePackets(context.Background(), bed, sw, plan)
 			if err != nil {
 				t.Fatal(err)
@@ -132,6 +137,17 @@ func TestPacketRoundsMatchEveryPathToItsFloor(t *testing.T) {
 				t.Logf("%s: %d samples, p50 %d ns above the floor, %d clamped", p.PacketPoint, p.Above.TotalCount(), p.Above.ValueAtQuantile(50), p.Clamped)
 			}
 			t.Logf("new flows at %.0f packets/s; %d samples checked in %s", res.Rounds[1].New.Rate(), res.Check.Samples, res.Elapsed)
+			if c.name == "ebpf" {
+				// The datapath counted its map operations in the backend rounds only: one
+				// allowed new flow per packet of that path, at least.
+				ls, err := lk.Lookups()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if l := ls[datapath.MetricKey{Reason: datapath.ReasonAllowNew, Dir: policy.Ingress}]; l.Packets == 0 || l.PerPacket(datapath.LookupEpoch) != 1 {
+					t.Errorf("allowed new flows at ingress: %+v", l)
+				}
+			}
 		})
 	}
 }
@@ -147,8 +163,7 @@ func TestPacketRoundsFailWhenTheBackendDisagrees(t *testing.T) {
 		t.Fatal(err)
 	}
 	bed := mustFreshBed(t)
-	sw, err := openEBPFSwitch(bed, openComp.State(), datapath.LayoutHash)
-	mustSwitch(t, sw, err)
+	sw, _ := mustEnforce(t, bed, "ebpf", openComp.State())
 	_, err = MeasurePackets(context.Background(), bed, sw, PacketPlan{Flows: fl, Rounds: 1, New: 200})
 	if !errors.Is(err, stamp.ErrVerdictMismatch) {
 		t.Fatalf("err %v, want a verdict mismatch", err)

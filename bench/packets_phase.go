@@ -38,7 +38,7 @@ var errVerdict = stamp.ErrVerdictMismatch
 // sparse one (recorded with rate=sparse). A disagreement with the reference is returned
 // (wrapping stamp.ErrVerdictMismatch) for the runner to fail the run; other failures too, for
 // a cap.
-func (r *Runner) packetPhase(ctx context.Context, name string, pods int, stateDigest string, fl *stamp.FlowList, bed *testbed.Testbed, sw PacketSwitch, rate float64) error {
+func (r *Runner) packetPhase(ctx context.Context, name string, pods int, stateDigest string, fl *stamp.FlowList, bed *testbed.Testbed, sw PacketSwitch, lk packetLookups, rate float64) error {
 	samples := r.Spec.Packets
 	if rate > 0 {
 		// At a millisecond a packet, a fifth of the dense pass's samples keeps the pass to
@@ -56,7 +56,7 @@ func (r *Runner) packetPhase(ctx context.Context, name string, pods int, stateDi
 	if rate > 0 {
 		variant = "rate=sparse"
 	}
-	deny, err := r.recordPackets(name, pods, variant, stateDigest, res, sw)
+	deny, err := r.recordPackets(name, pods, variant, stateDigest, res, lk)
 	if err != nil {
 		return err
 	}

@@ -42,7 +42,8 @@ func verdictOf(p stamp.Path) string {
 	return results.VerdictAllow
 }
 
-// packetLookups is implemented by a PacketSwitch whose programs count their map operations.
+// packetLookups is implemented by a backend in force whose programs count their map
+// operations (the eBPF datapath).
 type packetLookups interface {
 	Lookups() (map[datapath.MetricKey]datapath.Lookups, error)
 }
@@ -55,7 +56,7 @@ type packetLookups interface {
 // where the backend counts them, its map operations per verdict path. Every histogram carries
 // the state and flow-list digests. variant ("" or e.g. "rate=sparse") labels a measurement
 // that is not the sweep's dense one. It returns the p50 of denied new flows above the floor.
-func (r *Runner) recordPackets(name string, pods int, variant, stateDigest string, res *PacketResult, sw PacketSwitch) (float64, error) {
+func (r *Runner) recordPackets(name string, pods int, variant, stateDigest string, res *PacketResult, lk packetLookups) (float64, error) {
 	pts, err := res.AboveFloor()
 	if err != nil {
 		return 0, err
@@ -113,7 +114,7 @@ func (r *Runner) recordPackets(name string, pods int, variant, stateDigest strin
 	}
 	r.run.Benchmarks = append(r.run.Benchmarks, results.Benchmark{Name: "BenchmarkPacketRate/" + label, Iters: res.Check.Samples,
 		Metrics: []results.Metric{{Unit: "new-packets/s", Samples: rates}, {Unit: "samples/s", Samples: []float64{float64(res.Check.Samples) / res.Elapsed.Seconds()}}}})
-	if lk, ok := sw.(packetLookups); ok {
+	if lk != nil {
 		if err := r.recordLookups(label, lk); err != nil {
 			return 0, err
 		}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cilium/ebpf/link"
+
 	"netpolbench/iptables"
 	"netpolbench/policy"
 	"netpolbench/results"
@@ -52,6 +54,8 @@ type iptBackend struct {
 	name   string
 	runner *iptables.NetnsRunner
 	full   policy.SyncStats // the last full sync's counts
+	// unhooked is set while Out has the rules out of the packet path.
+	unhooked bool
 }
 
 func (b *iptBackend) Name() string { return b.name }
@@ -59,7 +63,8 @@ func (b *iptBackend) Name() string { return b.name }
 func (b *iptBackend) Sync(s *policy.State) (policy.SyncStats, error) {
 	st, err := b.Backend.Sync(s)
 	if err == nil {
-		b.full = st
+		// A full sync puts the jump and the conntrack rule back.
+		b.full, b.unhooked = st, false
 	}
 	return st, err
 }
@@ -77,6 +82,33 @@ func (b *iptBackend) Size() (results.Size, error) {
 		RestoreLines: uint64(d.Lines),
 		IpsetMembers: uint64(d.SetMembers),
 	}}, nil
+}
+
+var _ Switch = (*iptBackend)(nil)
+
+// Out unhooks the synced rules (iptables.Backend.Unhook): no packet meets them, and no rule
+// holds nf_conntrack.
+func (b *iptBackend) Out() error {
+	if b.unhooked {
+		return nil
+	}
+	if err := b.Unhook(); err != nil {
+		return err
+	}
+	b.unhooked = true
+	return nil
+}
+
+// In hooks them again; the anchors are for TCX programs and do not apply.
+func (b *iptBackend) In(link.Anchor, link.Anchor) error {
+	if !b.unhooked {
+		return nil
+	}
+	if err := b.Hook(); err != nil {
+		return err
+	}
+	b.unhooked = false
+	return nil
 }
 
 func (b *iptBackend) Close() error {
