@@ -162,26 +162,9 @@ func (h *Histograms) Clamped() int64 { return h.clamped }
 // Keys returns the keys in first-recorded order.
 func (h *Histograms) Keys() []HistKey { return append([]HistKey(nil), h.order...) }
 
-// floorFor finds the floor of a stamp histogram: same kind, scale and attach point, backend
-// "floor", allowed packets, the same flow state when the floor has it.
-func (h *Histograms) floorFor(k HistKey) (HistKey, bool) {
-	if k.Kind != results.KindStampDelta || k.Backend == results.BackendFloorName {
-		return HistKey{}, false
-	}
-	f := HistKey{Kind: k.Kind, Backend: results.BackendFloorName, Pods: k.Pods, Attach: k.Attach, Verdict: results.VerdictAllow, Flow: k.Flow}
-	if _, ok := h.m[f]; ok {
-		return f, true
-	}
-	for _, c := range h.order {
-		if c.Kind == k.Kind && c.Backend == results.BackendFloorName && c.Pods == k.Pods && c.Attach == k.Attach {
-			return c, true
-		}
-	}
-	return HistKey{}, false
-}
-
 // Results summarises every histogram for results.json, writes each one's .hgrm percentile
-// file into dir (when dir is not ""), and links stamp histograms to their floor.
+// file into dir (when dir is not ""), and links per-packet histograms to their floor as
+// SetAbove told.
 func (h *Histograms) Results(dir string) ([]results.Histogram, error) {
 	keys := h.Keys()
 	sort.SliceStable(keys, func(i, j int) bool { return keys[i].Name() < keys[j].Name() })
@@ -225,11 +208,7 @@ func (h *Histograms) Results(dir string) ([]results.Histogram, error) {
 			out[i].StateDigest, out[i].FlowDigest = x.stateDigest, x.flowDigest
 			if x.above != nil {
 				out[i].SetAbove(x.floor.Name(), x.above, x.clamped)
-				continue
 			}
-		}
-		if f, ok := h.floorFor(k); ok {
-			out[i].SetFloor(byName[f.Name()])
 		}
 	}
 	return out, nil

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"netpolbench/bench/stamp"
+	"netpolbench/catalogue"
 	"netpolbench/policy"
 	"netpolbench/testbed"
 )
@@ -64,5 +66,60 @@ func (r *Runner) packetPhase(ctx context.Context, name string, pods int, stateDi
 		r.pkt[name] = append(r.pkt[name], sizePoint{pods: pods, syncNS: max(deny, 1)})
 	}
 	r.logf("bench: %s at %d pods %s: %d samples checked in %s", name, pods, variant, res.Check.Samples, res.Elapsed.Round(1e6))
+	return nil
+}
+
+// packets measures a backend's per-packet cost at one scale in the backend's own testbed:
+// through inNode when its sync put it in force there (iptables), else through an install of
+// its own with room for the stamps, taken out afterwards. The dense pass always runs, the
+// sparse one at Spec.SparsePods. Only a disagreement with the reference is returned; any
+// other failure is a cap.
+func (r *Runner) packets(ctx context.Context, b *catalogue.Backend, pods int, st *policy.State, flows *stamp.FlowList, inNode *testbed.Enforcement) error {
+	name := b.Name
+	bed, err := r.openBed()
+	if err != nil {
+		r.capf(name, pods, true, "", "per-packet cost: %v", err)
+		return nil
+	}
+	e := inNode
+	if e == nil {
+		if e, _, err = b.Enforce(bed, catalogue.Env{State: st, Stamped: true}); err != nil {
+			r.capf(name, pods, true, "", "per-packet cost: enforce in the testbed: %v", err)
+			return nil
+		}
+		defer r.takeOut(name, e)
+	}
+	sw, err := switchOf(b, e)
+	if err != nil {
+		r.capf(name, pods, true, "", "per-packet cost: %v", err)
+		return nil
+	}
+	// Whatever happens, the backend is left in the path for the phases after this one.
+	defer func() {
+		if err := sw.In(nil, nil); err != nil {
+			r.logf("bench: %s: put back in the packet path: %v", name, err)
+		}
+	}()
+	lk, _ := e.Backend().(packetLookups)
+	digest := st.Digest()
+	rates := []float64{0}
+	if slices.Contains(r.Spec.SparsePods, pods) {
+		rates = append(rates, sparseRate)
+	}
+	for _, rate := range rates {
+		what := "dense"
+		if rate > 0 {
+			what = "sparse"
+			// The programs' counters hold the dense pass's packets: keep them to it.
+			lk = nil
+		}
+		r.Progress.Note(fmt.Sprintf("pods=%d backend=%s per-packet cost (%s, %s stamps)", pods, name, what, sw.Attach()))
+		if err := r.packetPhase(ctx, name, pods, digest, flows, bed, sw, lk, rate); err != nil {
+			if errors.Is(err, errVerdict) {
+				return err
+			}
+			r.capf(name, pods, false, "", "per-packet cost (%s): %v", what, err)
+		}
+	}
 	return nil
 }
