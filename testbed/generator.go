@@ -623,22 +623,9 @@ func (g *Generator) connect(ctx context.Context, f policy.Flow) (net.Conn, error
 		return nil, err
 	}
 	tc.SetWriteDeadline(deadline)
-	var soErr error
-	werr := rc.Write(func(fd uintptr) bool {
-		v, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
-		switch {
-		case err != nil:
-			soErr = err
-			return true
-		case v != 0:
-			soErr = unix.Errno(v)
-			return true
-		}
-		_, err = unix.Getpeername(int(fd))
-		return err == nil
-	})
+	connected, soErr, werr := awaitConnect(rc)
 	tc.SetWriteDeadline(time.Time{})
-	if soErr != nil || werr != nil {
+	if !connected {
 		c.Close()
 		return nil, fmt.Errorf("connect %s: not established within a second: %w (an allowed flow must connect)", f, errors.Join(soErr, werr))
 	}
