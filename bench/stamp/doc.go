@@ -37,7 +37,10 @@
 // ingress policy), so in a floor round the steps drop exactly the packets the backend drops,
 // where it drops them, and the drops end on kfree_skb as real ones do. The steps read only
 // the context's length. The netfilter step sits at priority -1, beside the filter table (the
-// kernel refuses a BPF hook at a priority another hook holds).
+// kernel refuses a BPF hook at a priority another hook holds). A BPF step rather than an empty
+// filter table: the table's traversal is part of what iptables costs (and differs between its
+// legacy and nft flavours), creating one leaves state in the namespace that later rounds would
+// meet, and a step is the same kind of program call in both families' floors.
 //
 // # Rounds in a fresh testbed
 //
