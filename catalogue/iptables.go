@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/cilium/ebpf/link"
-
 	"netpolbench/iptables"
 	"netpolbench/policy"
 	"netpolbench/results"
@@ -43,7 +41,7 @@ func newIptables(v iptables.Variant, mode iptables.Mode, apply iptables.ApplyPat
 			r.Close()
 			return nil, err
 		}
-		return &iptBackend{Backend: b, name: env.name, runner: r}, nil
+		return &iptBackend{Backend: b, name: env.name, runner: r, hookSwitch: hookSwitch{hook: b.Hook, unhook: b.Unhook}}, nil
 	}
 }
 
@@ -54,8 +52,8 @@ type iptBackend struct {
 	name   string
 	runner *iptables.NetnsRunner
 	full   policy.SyncStats // the last full sync's counts
-	// unhooked is set while Out has the rules out of the packet path.
-	unhooked bool
+	// hookSwitch takes the rules out of the packet path and back (Switch).
+	hookSwitch
 }
 
 func (b *iptBackend) Name() string { return b.name }
@@ -64,7 +62,8 @@ func (b *iptBackend) Sync(s *policy.State) (policy.SyncStats, error) {
 	st, err := b.Backend.Sync(s)
 	if err == nil {
 		// A full sync puts the jump and the conntrack rule back.
-		b.full, b.unhooked = st, false
+		b.full = st
+		b.synced()
 	}
 	return st, err
 }
@@ -85,31 +84,6 @@ func (b *iptBackend) Size() (results.Size, error) {
 }
 
 var _ Switch = (*iptBackend)(nil)
-
-// Out unhooks the synced rules (iptables.Backend.Unhook): no packet meets them, and no rule
-// holds nf_conntrack.
-func (b *iptBackend) Out() error {
-	if b.unhooked {
-		return nil
-	}
-	if err := b.Unhook(); err != nil {
-		return err
-	}
-	b.unhooked = true
-	return nil
-}
-
-// In hooks them again; the anchors are for TCX programs and do not apply.
-func (b *iptBackend) In(link.Anchor, link.Anchor) error {
-	if !b.unhooked {
-		return nil
-	}
-	if err := b.Hook(); err != nil {
-		return err
-	}
-	b.unhooked = false
-	return nil
-}
 
 func (b *iptBackend) Close() error {
 	return errors.Join(b.Backend.Close(), b.runner.Close())

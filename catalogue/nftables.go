@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/cilium/ebpf/link"
-
 	"netpolbench/internal/netns"
 	"netpolbench/nftables"
 	"netpolbench/policy"
@@ -28,7 +26,7 @@ func newNftables(env Env) (policy.Backend, error) {
 		ns.Close()
 		return nil, err
 	}
-	return &nftBackend{Backend: b, name: env.name, ns: ns}, nil
+	return &nftBackend{Backend: b, name: env.name, ns: ns, hookSwitch: hookSwitch{hook: b.Hook, unhook: b.Unhook}}, nil
 }
 
 // nftBackend is the nftables backend in a namespace of the suite's own.
@@ -36,44 +34,19 @@ type nftBackend struct {
 	*nftables.Backend
 	name string
 	ns   *netns.NS
-	// out is set while Out has the base chain out of the packet path.
-	out bool
+	// hookSwitch takes the base chain out of the packet path and back (Switch).
+	hookSwitch
 }
 
 func (b *nftBackend) Name() string { return b.name }
 
 var _ Switch = (*nftBackend)(nil)
 
-// Out deletes the table's base chain (nftables.Backend.Unhook): no packet meets the table,
-// and no rule holds nf_conntrack.
-func (b *nftBackend) Out() error {
-	if b.out {
-		return nil
-	}
-	if err := b.Unhook(); err != nil {
-		return err
-	}
-	b.out = true
-	return nil
-}
-
-// In puts the base chain back; the anchors are for TCX programs and do not apply.
-func (b *nftBackend) In(link.Anchor, link.Anchor) error {
-	if !b.out {
-		return nil
-	}
-	if err := b.Hook(); err != nil {
-		return err
-	}
-	b.out = false
-	return nil
-}
-
 // Sync replaces the table; a full sync puts the base chain back too.
 func (b *nftBackend) Sync(s *policy.State) (policy.SyncStats, error) {
 	st, err := b.Backend.Sync(s)
 	if err == nil {
-		b.out = false
+		b.synced()
 	}
 	return st, err
 }
