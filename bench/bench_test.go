@@ -376,6 +376,7 @@ func TestLoadSpecRejectsUnknownFieldsAndBadValues(t *testing.T) {
 		{"bad backend", "pods: [100]\nbackends: [nosuch]\n", "unknown backend"},
 		{"pods out of range", "pods: [0, 200000]\n", "out of range"},
 		{"bad duration", "pods: [100]\nduration: soon\n", "duration"},
+		{"map headroom below 1", "pods: [100]\nmapHeadroom: 0.5\n", "mapHeadroom"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			p := filepath.Join(dir, strings.ReplaceAll(c.name, " ", "_")+".yaml")

@@ -53,7 +53,7 @@ func (r *Runner) kernelPhases(ctx context.Context, b *catalogue.Backend, pods in
 	}
 	e := inNode
 	if e == nil {
-		if e, _, err = b.Enforce(bed, catalogue.Env{State: st, Stamped: true}); err != nil {
+		if e, _, err = b.Enforce(bed, catalogue.Env{State: st, Stamped: true, MapHeadroom: r.Spec.MapHeadroom}); err != nil {
 			r.capf(name, pods, true, "", "enforce in the testbed: %v", err)
 			return
 		}

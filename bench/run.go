@@ -242,7 +242,7 @@ func (r *Runner) runBackend(ctx context.Context, name, label string, sweep bool,
 			return nil
 		}
 	}
-	env := catalogue.Env{State: st}
+	env := catalogue.Env{State: st, MapHeadroom: r.Spec.MapHeadroom}
 	var be policy.Backend
 	// A backend whose state lives in the node namespace is in force there from its first sync:
 	// it is opened as the testbed's enforcement, which checks for leftovers when it is closed.

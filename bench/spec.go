@@ -52,6 +52,10 @@ type Spec struct {
 	ScaleBurst int `json:"scaleBurst,omitempty"`
 	// Budget caps the backends that do not scale.
 	Budget Budget `json:"budget,omitempty"`
+	// MapHeadroom sizes the eBPF maps at this many times the entries of the state a backend is
+	// opened for, so churn that grows the state finds room (0: datapath.DefaultHeadroom, 2; at
+	// least 1 otherwise). A full map names it.
+	MapHeadroom float64 `json:"mapHeadroom,omitempty"`
 }
 
 // Budget caps backends that become impractical at scale; a capped combination is recorded as a
@@ -195,6 +199,9 @@ func (s *Spec) Validate() error {
 	}
 	if time.Duration(s.Duration) <= 0 {
 		errs = append(errs, "duration: must be positive")
+	}
+	if s.MapHeadroom != 0 && (s.MapHeadroom < 1 || s.MapHeadroom > 1000) {
+		errs = append(errs, fmt.Sprintf("mapHeadroom: %g out of range 1..1000", s.MapHeadroom))
 	}
 	if len(errs) > 0 {
 		return errors.New("invalid sweep: " + strings.Join(errs, "; "))

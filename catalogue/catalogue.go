@@ -165,6 +165,9 @@ type Env struct {
 	State *policy.State
 	// Layout is the eBPF map layout of backends that do not fix their own; "" means hash.
 	Layout datapath.Layout
+	// MapHeadroom sizes eBPF maps at this many times State's entries (0: the datapath's
+	// default; see datapath.SizesWithHeadroom).
+	MapHeadroom float64
 	// IptablesMode is the iptables binary flavour of backends that do not fix their own; ""
 	// means nft.
 	IptablesMode iptables.Mode

@@ -33,7 +33,7 @@ func newEBPF(layout datapath.Layout, perKey bool) func(Env) (policy.Backend, err
 		l := layoutOf(layout, env)
 		// CTLookup keeps test-run probes independent of each other (no entry is created) while
 		// paying the lookup a real new flow pays.
-		dp, err := datapath.Open(datapath.Options{Layout: l, CT: datapath.CTLookup, NoDropEvents: true, PerKey: perKey, Sizes: datapath.SizesFor(env.State, l)})
+		dp, err := datapath.Open(datapath.Options{Layout: l, CT: datapath.CTLookup, NoDropEvents: true, PerKey: perKey, Sizes: datapath.SizesWithHeadroom(env.State, l, env.MapHeadroom)})
 		if err != nil {
 			return nil, err
 		}
@@ -47,7 +47,7 @@ func newEBPF(layout datapath.Layout, perKey bool) func(Env) (policy.Backend, err
 func decideEBPF(layout datapath.Layout) func(Env) (Decider, error) {
 	return func(env Env) (Decider, error) {
 		l := layoutOf(layout, env)
-		d, err := datapath.Open(datapath.Options{Layout: l, CT: datapath.CTLookup, Sizes: datapath.SizesFor(env.State, l)})
+		d, err := datapath.Open(datapath.Options{Layout: l, CT: datapath.CTLookup, Sizes: datapath.SizesWithHeadroom(env.State, l, env.MapHeadroom)})
 		if err != nil {
 			return nil, fmt.Errorf("open ebpf: %w", err)
 		}
@@ -72,7 +72,7 @@ const stampedCTEntries = 512 * 1024
 func installEBPF(layout datapath.Layout) func(*testbed.Testbed, Env) (Installed, error) {
 	return func(tb *testbed.Testbed, env Env) (Installed, error) {
 		l := layoutOf(layout, env)
-		opts := datapath.Options{Layout: l, CT: datapath.CTFull, Sizes: datapath.SizesFor(env.State, l)}
+		opts := datapath.Options{Layout: l, CT: datapath.CTFull, Sizes: datapath.SizesWithHeadroom(env.State, l, env.MapHeadroom)}
 		e := &installedEBPF{tb: tb, attach: (*datapath.Datapath).Attach}
 		if env.Stamped {
 			opts.TCXNext, opts.NoDropEvents = true, true

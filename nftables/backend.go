@@ -145,19 +145,20 @@ func (b *Backend) Sync(s *policy.State) (policy.SyncStats, error) {
 	if !b.discovered {
 		if err := b.discover(); err != nil {
 			b.needFull = true
-			return policy.SyncStats{Duration: time.Since(start)}, err
+			return policy.SyncStats{Duration: time.Since(start)}, fmt.Errorf("full sync: %w (%w)", err, policy.ErrNextSyncFull)
 		}
 	}
 	t, nm, err := b.fullPlan(s)
 	if err != nil {
 		b.needFull = true
-		return policy.SyncStats{Duration: time.Since(start)}, err
+		return policy.SyncStats{Duration: time.Since(start)}, fmt.Errorf("full sync: %w (%w)", err, policy.ErrNextSyncFull)
 	}
 	t.st.Fallback = b.needFull && b.synced
 	err = b.run(t, start)
 	if err != nil {
-		b.needFull = true
-		return b.finish(t, start), fmt.Errorf("full sync: %w", err)
+		st := b.finish(t, start)
+		b.forget()
+		return st, fmt.Errorf("full sync: %w (%w)", err, policy.ErrNextSyncFull)
 	}
 	b.m = nm
 	b.stale, b.staleSet = map[string]bool{}, map[string]bool{}
@@ -181,14 +182,24 @@ func (b *Backend) Update(s *policy.State, d *policy.Delta) (policy.SyncStats, er
 	t, commit, err := b.partialPlan(s, d)
 	if err != nil {
 		b.needFull = true
-		return policy.SyncStats{Duration: time.Since(start)}, fmt.Errorf("partial sync (the next sync is full): %w", err)
+		return policy.SyncStats{Duration: time.Since(start)}, fmt.Errorf("partial sync: %w (%w)", err, policy.ErrNextSyncFull)
 	}
 	if err := b.run(t, start); err != nil {
-		b.needFull = true
-		return b.finish(t, start), fmt.Errorf("partial sync (the next sync is full): %w", err)
+		st := b.finish(t, start)
+		b.forget()
+		return st, fmt.Errorf("partial sync: %w (%w)", err, policy.ErrNextSyncFull)
 	}
 	commit()
 	return b.finish(t, start), nil
+}
+
+// forget drops the mirror after a failed transaction: nft may have committed it before the
+// failure was reported (an nft killed after the commit), so the table may hold what the mirror
+// does not know, or lack what it does. The next call is a full sync that lists the table
+// first, as on a table a previous run left.
+func (b *Backend) forget() {
+	b.m = newMirror()
+	b.discovered, b.needFull = false, true
 }
 
 func (b *Backend) finish(t *txb, start time.Time) policy.SyncStats {

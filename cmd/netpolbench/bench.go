@@ -27,6 +27,7 @@ func init() {
 		quick, noKernel                                   bool
 		seed                                              uint64
 		samples                                           int
+		mapHeadroom                                       float64
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -83,6 +84,9 @@ are recorded). --quick runs the small sweep CI gates against a committed baselin
 			if f.Changed("samples") {
 				spec.Samples = samples
 			}
+			if f.Changed("map-headroom") {
+				spec.MapHeadroom = mapHeadroom
+			}
 			if err := spec.Validate(); err != nil {
 				return usageErr(err)
 			}
@@ -131,7 +135,7 @@ are recorded). --quick runs the small sweep CI gates against a committed baselin
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&specFile, "spec", "", "sweep file (YAML): pods, labelSets, backends, samples, duration, packets, budget, workload")
+	f.StringVar(&specFile, "spec", "", "sweep file (YAML): pods, labelSets, backends, samples, duration, packets, budget, mapHeadroom, workload")
 	f.StringVar(&pods, "pods", "", "pod-count sweep, comma-separated (e.g. 100,1000,10000)")
 	f.StringVar(&labelSets, "label-sets", "", "distinct label-set sweep at a fixed pod count, comma-separated")
 	f.StringVar(&backends, "backends", "", "backends, comma-separated (have "+strings.Join(catalogue.Names((*catalogue.Backend).CanBench), ", ")+")")
@@ -142,6 +146,7 @@ are recorded). --quick runs the small sweep CI gates against a committed baselin
 	f.BoolVar(&noKernel, "no-packets", false, "skip the phases that send real packets through the testbed")
 	f.Uint64Var(&seed, "seed", 0, "seed of the workload and every random choice (default: the spec's, 1)")
 	f.IntVar(&samples, "samples", 0, "repetitions of each timing (default 5)")
+	f.Float64Var(&mapHeadroom, "map-headroom", 0, "size eBPF maps at this many times the synced state's entries, for churn that grows it (default 2)")
 	rootCmd.AddCommand(cmd)
 }
 
