@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"netpolbench/bench/stamp"
 	"netpolbench/catalogue"
 	"netpolbench/policy"
 	"netpolbench/results"
@@ -118,10 +119,11 @@ func (r *Runner) Run(ctx context.Context) (*results.Run, error) {
 	defer r.closeBed()
 	if r.Kernel {
 		r.run.Notes = append(r.run.Notes,
-			"eBPF stamps: TCX programs at the head and the tail of the TCX ingress and egress chains of every pod veth, around the datapath loaded with its TCX_NEXT-on-allow switch (datapath.Options.TCXNext); a pod-to-pod packet's sample is the sum of the source veth's ingress part and the destination veth's egress part.",
-			"iptables stamps: netfilter BPF programs on NF_INET_FORWARD of the node namespace at priorities -1 and +1, around the filter table (priority 0).",
-			"Dropped packets are closed on the kfree_skb tracepoint (tp_btf) with their drop reason; the floor is the same stamps around an empty step (TCX) or an empty filter table (netfilter), measured in the same run at each scale.",
-			"Per-packet growth (the ebpf-flat claim) uses the p50 of denied new flows above the floor: the path that walks a destination's whole rule set.")
+			"Per-packet cost (bench/stamp's package doc has the method): each backend at each scale is measured in a testbed of its own, on the compiled state before churn and a frozen flow list (state_digest and flow_digest on every latency entry), in three floor rounds alternating with three backend rounds; new flows are raw packets with a 5-tuple each (dense: back to back; rate=sparse: a millisecond apart), established packets are data segments on real connections. Every stamped packet is checked against the reference; a disagreement fails the run.",
+			"eBPF stamps: TCX programs at the head and the tail of the TCX chains of every pod veth, around the datapath (TCX_NEXT on allow); a pod-to-pod sample adds the source veth's ingress part and the destination veth's egress part, the datapath's own conntrack included.",
+			"iptables stamps: span nf-path from PREROUTING at priority -500 (before defragmentation and conntrack) to the outgoing veth's TCX egress (after conntrack's confirmation), the headline, compared with eBPF; span nf-filter from FORWARD -2 to +2, the filter table alone.",
+			"Floors match the path: per span, per path (allowed through both enforcement points or one, dropped at the source's or the destination's point, closed on kfree_skb as real drops), the same stamps around step programs that pass or drop the packets the reference denies there. A floor round unhooks iptables' rules (the jump and the conntrack rule) so nf_conntrack does not run; the filter table's empty built-in chains stay.",
+			"Above the floor: every sample minus one constant, its path's floor median from the same measurement's floor rounds; percentiles are of those differences (clamped at 1 ns and counted). Per-packet growth (the ebpf-flat claim) uses the p50 of denied new flows above their floors.")
 	}
 	plans := r.plan()
 	r.Progress.Total(len(plans) * len(r.Spec.Backends))
@@ -177,8 +179,13 @@ func (r *Runner) runScale(ctx context.Context, sp scalePlan) error {
 			{Unit: "rule-entries", Exact: true, Samples: []float64{float64(st.NumEntries())}},
 		}})
 	sweep := sp.labelSets == 0
+	// One flow list per scale, frozen before any backend runs: every backend's stamped
+	// packets belong to it.
+	var flows *stamp.FlowList
 	if r.Kernel && sweep && r.anyKernelBackend() {
-		r.floors(ctx, pods, st)
+		if flows, err = freezeFlows(st, r.Spec.Seed); err != nil {
+			r.run.Notes = append(r.run.Notes, fmt.Sprintf("pods=%d: no per-packet measurement: %v", pods, err))
+		}
 	}
 	for i, name := range r.Spec.Backends {
 		if err := ctx.Err(); err != nil {
@@ -194,7 +201,9 @@ func (r *Runner) runScale(ctx context.Context, sp scalePlan) error {
 				return fmt.Errorf("compile workload of %d pods: %w", pods, err)
 			}
 		}
-		r.runBackend(ctx, name, label, sweep, sc, c, idents)
+		if err := r.runBackend(ctx, name, label, sweep, sc, c, idents, flows); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -204,28 +213,33 @@ func (r *Runner) phaseCtx(ctx context.Context) (context.Context, context.CancelF
 	return context.WithTimeout(ctx, time.Duration(r.Spec.Budget.MaxPhase))
 }
 
-func (r *Runner) runBackend(ctx context.Context, name, label string, sweep bool, sc *Scenario, comp *policy.Compiler, idents int) {
+// runBackend measures one backend at one scale. Its kernel phases run in a testbed of its own,
+// built on first use and removed at the end. It returns an error only when a stamped packet
+// disagreed with the reference (the run fails); every other failure is a cap.
+func (r *Runner) runBackend(ctx context.Context, name, label string, sweep bool, sc *Scenario, comp *policy.Compiler, idents int, flows *stamp.FlowList) error {
 	b, err := catalogue.Get(name)
 	if err != nil {
 		r.capf(name, sc.Pods, true, "", "%v", err)
-		return
+		return nil
 	}
+	r.closeBed()
+	defer r.closeBed()
 	st := comp.State()
 	pods := st.NumEndpoints()
 	if max := b.MaxPods; max > 0 && pods > max {
 		r.capf(name, pods, true, fmt.Sprintf("max %d pods", max), "%s", b.CapReason)
-		return
+		return nil
 	}
 	if b.Family.PerIP {
 		if max := r.Spec.Budget.IptablesMaxPods; max > 0 && pods > max {
 			r.capf(name, pods, true, fmt.Sprintf("max %d pods", max),
 				"per-IP rules grow as pods²: one iptables-restore above %d pods exceeds the run's time budget", max)
-			return
+			return nil
 		}
 		if est, max := perIPEstimate(st), r.Spec.Budget.IptablesMaxRules; max > 0 && est > max {
 			r.capf(name, pods, true, fmt.Sprintf("max %d per-IP rules or set members", max),
 				"the state expands to about %d per-IP rules (or set members): above the run's budget of %d", est, max)
-			return
+			return nil
 		}
 	}
 	env := catalogue.Env{State: st, MapHeadroom: r.Spec.MapHeadroom}
@@ -237,18 +251,18 @@ func (r *Runner) runBackend(ctx context.Context, name, label string, sweep bool,
 		bed, err := r.openBed()
 		if err != nil {
 			r.capf(name, pods, true, "", "%s needs the testbed's node namespace: %v", name, err)
-			return
+			return nil
 		}
 		if inNode, err = b.OpenInNode(bed, env); err != nil {
 			r.capf(name, pods, true, "", "open %s: %v", name, err)
-			return
+			return nil
 		}
 		be = inNode.Backend()
 		defer r.takeOut(name, inNode)
 	} else {
 		if be, err = b.Open(env); err != nil {
 			r.capf(name, pods, true, "", "open %s: %v", name, err)
-			return
+			return nil
 		}
 		defer be.Close()
 	}
@@ -279,7 +293,7 @@ func (r *Runner) runBackend(ctx context.Context, name, label string, sweep bool,
 		if err != nil {
 			cancel()
 			r.capf(name, pods, true, "", "full sync: %v", err)
-			return
+			return nil
 		}
 		last = s
 		ns = append(ns, float64(d))
@@ -304,7 +318,13 @@ func (r *Runner) runBackend(ctx context.Context, name, label string, sweep bool,
 
 	if !sweep {
 		r.sizes[name] = append(r.sizes[name], pt)
-		return
+		return nil
+	}
+	// Per-packet cost on the state as compiled, before churn changes it.
+	if r.Kernel && b.CanEnforce() && flows != nil {
+		if err := r.packets(ctx, b, pods, st, flows, inNode); err != nil {
+			return err
+		}
 	}
 	decider, _ := be.(policy.Decider)
 	if decider == nil && inNode != nil && r.Kernel {
@@ -321,6 +341,7 @@ func (r *Runner) runBackend(ctx context.Context, name, label string, sweep bool,
 	}
 	r.sizes[name] = append(r.sizes[name], pt)
 	r.run.PeakRSSBytes = max(r.run.PeakRSSBytes, peakRSS())
+	return nil
 }
 
 // perIPEstimate is how many per-IP rules (or ipset members) the state expands to: every

@@ -55,7 +55,7 @@ func newIptables(v iptables.Variant, mode iptables.Mode, apply iptables.ApplyPat
 		if err != nil {
 			return nil, errors.Join(err, km.Close(), ns.Close())
 		}
-		return &iptBackend{Backend: b, name: env.name, ns: ns, kmem: km}, nil
+		return &iptBackend{Backend: b, name: env.name, ns: ns, kmem: km, hookSwitch: hookSwitch{hook: b.Hook, unhook: b.Unhook}}, nil
 	}
 }
 
@@ -67,6 +67,8 @@ type iptBackend struct {
 	ns   *netns.NS
 	kmem *kernelMeter     // runs the binaries
 	full policy.SyncStats // the last full sync's counts
+	// hookSwitch takes the rules out of the packet path and back (Switch).
+	hookSwitch
 }
 
 func (b *iptBackend) Name() string { return b.name }
@@ -74,7 +76,9 @@ func (b *iptBackend) Name() string { return b.name }
 func (b *iptBackend) Sync(s *policy.State) (policy.SyncStats, error) {
 	st, err := b.Backend.Sync(s)
 	if err == nil {
+		// A full sync puts the jump and the conntrack rule back.
 		b.full = st
+		b.synced()
 	}
 	return st, err
 }
@@ -96,6 +100,8 @@ func (b *iptBackend) Size() (results.Size, error) {
 	b.kmem.fill(&sz)
 	return sz, nil
 }
+
+var _ Switch = (*iptBackend)(nil)
 
 func (b *iptBackend) Close() error {
 	return errors.Join(b.Backend.Close(), b.kmem.Close(), b.ns.Close())

@@ -31,7 +31,7 @@ func newNftables(env Env) (policy.Backend, error) {
 	if err != nil {
 		return nil, errors.Join(err, km.Close(), ns.Close())
 	}
-	return &nftBackend{Backend: b, name: env.name, ns: ns, kmem: km}, nil
+	return &nftBackend{Backend: b, name: env.name, ns: ns, kmem: km, hookSwitch: hookSwitch{hook: b.Hook, unhook: b.Unhook}}, nil
 }
 
 // nftBackend is the nftables backend in a namespace of the suite's own.
@@ -41,14 +41,20 @@ type nftBackend struct {
 	ns   *netns.NS
 	kmem *kernelMeter
 	full nftables.Counts // the last full sync's
+	// hookSwitch takes the base chain out of the packet path and back (Switch).
+	hookSwitch
 }
 
 func (b *nftBackend) Name() string { return b.name }
 
+var _ Switch = (*nftBackend)(nil)
+
+// Sync replaces the table; a full sync puts the base chain back too.
 func (b *nftBackend) Sync(s *policy.State) (policy.SyncStats, error) {
 	st, err := b.Backend.Sync(s)
 	if err == nil {
 		b.full = nftables.CountsOf(st)
+		b.synced()
 	}
 	return st, err
 }

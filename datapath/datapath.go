@@ -326,11 +326,17 @@ func (c closers) Close() error {
 // node-side veth ifindex) and to_container to its TCX egress (packets entering them). The
 // caller is in the interface's network namespace. Needs Linux 6.6. Close the result to detach.
 func (d *Datapath) AttachTCX(ifindex int) (io.Closer, error) {
-	in, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: d.objs.FromContainer, Attach: ebpf.AttachTCXIngress})
+	return d.AttachTCXAt(ifindex, nil, nil)
+}
+
+// AttachTCXAt is AttachTCX at given places of the ingress and egress chains (nil: the end),
+// e.g. just before a program that must run after the datapath.
+func (d *Datapath) AttachTCXAt(ifindex int, ingress, egress link.Anchor) (io.Closer, error) {
+	in, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: d.objs.FromContainer, Attach: ebpf.AttachTCXIngress, Anchor: ingress})
 	if err != nil {
 		return nil, fmt.Errorf("attach from_container to tcx ingress of ifindex %d: %w (is the kernel older than 6.6?)", ifindex, err)
 	}
-	out, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: d.objs.ToContainer, Attach: ebpf.AttachTCXEgress})
+	out, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: d.objs.ToContainer, Attach: ebpf.AttachTCXEgress, Anchor: egress})
 	if err != nil {
 		in.Close()
 		return nil, fmt.Errorf("attach to_container to tcx egress of ifindex %d: %w", ifindex, err)

@@ -72,9 +72,10 @@ type Backend struct {
 	m        *mirror
 	stale    map[string]bool // chains and sets a previous run left, found by discover
 	staleSet map[string]bool
-	// discovered is set once the table was read; synced after a successful full sync.
-	discovered, synced, needFull bool
-	last                         Counts
+	// discovered is set once the table was read; synced after a successful full sync;
+	// unhooked while Unhook has the base chain out of the packet path.
+	discovered, synced, needFull, unhooked bool
+	last                                   Counts
 	// mutate, when set by a test, changes each transaction before it is run.
 	mutate func(*knftables.Transaction)
 }
@@ -162,7 +163,7 @@ func (b *Backend) Sync(s *policy.State) (policy.SyncStats, error) {
 	}
 	b.m = nm
 	b.stale, b.staleSet = map[string]bool{}, map[string]bool{}
-	b.synced, b.needFull = true, false
+	b.synced, b.needFull, b.unhooked = true, false, false
 	return b.finish(t, start), nil
 }
 

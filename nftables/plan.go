@@ -162,9 +162,7 @@ func (b *Backend) fullPlan(s *policy.State) (*txb, *mirror, error) {
 	nm := newMirror()
 	nm.base = true
 	t.object(verbAdd, &knftables.Table{})
-	t.object(verbAdd, &knftables.Chain{Name: chainForward, Type: knftables.PtrTo(knftables.FilterType),
-		Hook: knftables.PtrTo(knftables.ForwardHook), Priority: knftables.PtrTo(knftables.FilterPriority),
-		Policy: knftables.PtrTo(knftables.AcceptPolicy)})
+	t.object(verbAdd, baseChain())
 	t.object(verbFlush, &knftables.Chain{Name: chainForward})
 	t.st.ChainsWritten++
 	for _, dir := range []policy.Direction{policy.Egress, policy.Ingress} {
