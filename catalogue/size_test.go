@@ -25,11 +25,7 @@ func mustState(t *testing.T, preset string, pods int) *policy.State {
 	if err != nil {
 		t.Fatal(err)
 	}
-	comp, err := policy.Compile(g.Cluster, policy.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return comp.State()
+	return mustCompile(t, g.Cluster).State()
 }
 
 // TestNftablesSizeFromCountsIsWhatItsPlanSays: the nftables family sizes a backend from its
