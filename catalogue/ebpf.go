@@ -112,6 +112,22 @@ func installEBPF(layout datapath.Layout) func(*testbed.Testbed, Env) (Installed,
 	}
 }
 
+// planEBPF is the datapath's map plan for a full sync of the layout.
+func planEBPF(layout datapath.Layout) func(*policy.State) (results.Size, error) {
+	return func(s *policy.State) (results.Size, error) {
+		maps, err := datapath.PlannedMaps(s, layout)
+		if err != nil {
+			return results.Size{}, err
+		}
+		var out results.Size
+		for _, m := range maps {
+			out.Maps = append(out.Maps, results.MapSize{Name: m.Name, Type: m.Type, Entries: uint64(m.Entries), MaxEntries: uint64(m.MaxEntries),
+				KeyBytes: m.KeyBytes, ValueBytes: m.ValueBytes})
+		}
+		return out, nil
+	}
+}
+
 // ebpfBackend is the datapath with what the benchmark measures besides sync and churn: exact
 // sizes from the kernel and BPF_PROG_TEST_RUN batch means.
 type ebpfBackend struct {
