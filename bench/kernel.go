@@ -181,38 +181,6 @@ func (r *Runner) stamped(ctx context.Context, bed *testbed.Testbed, backend, att
 	return nil
 }
 
-// kernelPhases enforces with the backend in the testbed and measures real packets: stamped
-// per-packet cost, round trips, throughput and churn under load. inNode is the enforcement a
-// backend of a family InNode already is (its sync put it in force); other backends are put in
-// force here, around the stamps, and taken out afterwards.
-func (r *Runner) kernelPhases(ctx context.Context, b *catalogue.Backend, pods int, st *policy.State, comp *policy.Compiler, inNode *testbed.Enforcement) {
-	name := b.Name
-	bed, err := r.openBed()
-	if err != nil {
-		r.capf(name, pods, true, "", "real-packet phases: %v", err)
-		return
-	}
-	e := inNode
-	if e == nil {
-		if e, _, err = b.Enforce(bed, catalogue.Env{State: st, Stamped: true}); err != nil {
-			r.capf(name, pods, true, "", "enforce in the testbed: %v", err)
-			return
-		}
-		defer r.takeOut(name, e)
-	}
-	attach := b.Family.Stamp
-	r.Progress.Note(fmt.Sprintf("pods=%d backend=%s stamped packets (%s)", pods, name, attach))
-	if err := r.stamped(ctx, bed, name, attach, pods, st, false); err != nil {
-		r.capf(name, pods, false, "", "stamped per-packet cost: %v", err)
-	} else {
-		r.recordPacketCost(name, attach, pods)
-	}
-	r.Progress.Note(fmt.Sprintf("pods=%d backend=%s round trips", pods, name))
-	r.roundTrips(ctx, bed, name, pods, st)
-	r.Progress.Note(fmt.Sprintf("pods=%d backend=%s churn under load", pods, name))
-	r.churnUnderLoad(ctx, bed, name, pods, comp, e.Backend())
-}
-
 // takeOut closes an enforcement, which checks that nothing of the backend is left in the
 // testbed; a leftover is logged, and the next backend's Enforce refuses to start over it.
 func (r *Runner) takeOut(name string, e *testbed.Enforcement) {
