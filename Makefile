@@ -21,11 +21,19 @@ BPF_HEADERS := /usr/include/bpf/bpf_helpers.h:libbpf-dev \
 	/usr/include/x86_64-linux-gnu/asm/types.h:linux-libc-dev
 # What only the tests need: Chromium renders the HTML report in the browser test.
 TEST_DEPS := chromium:chromium
+# The embedded control plane: etcd from Debian (3.4) and kube-apiserver built once from the
+# pinned k8s.io/kubernetes release (tools/kube-apiserver, its own module) into a cache
+# directory; the version is in the file name, so a present binary is never rebuilt.
+K8S_VERSION := v1.37.2
+NPB_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/netpolbench
+KUBE_APISERVER := $(NPB_CACHE)/kube-apiserver-$(K8S_VERSION)
+CONTROLPLANE_DEPS := etcd:etcd-server
+export NETPOLBENCH_KUBE_APISERVER := $(KUBE_APISERVER)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BENCH_FLAGS ?=
 TEST_FLAGS ?=
 
-.PHONY: all build deps test-deps bpf-deps bench test generate check-generate lint cleanup
+.PHONY: all build deps test-deps controlplane bpf-deps bench test generate check-generate lint cleanup
 
 all: build
 
@@ -48,13 +56,30 @@ bench: deps
 
 FUZZTIME ?= 15s
 
-test-deps: deps
+test-deps: deps controlplane
 	@$(MAKE) --no-print-directory deps DEPS="$(TEST_DEPS)"
+
+controlplane: $(KUBE_APISERVER)
+	@$(MAKE) --no-print-directory deps DEPS="$(CONTROLPLANE_DEPS)"
+
+# About 4 minutes on 2 cores, once per machine. -trimpath and the version variables make the
+# binary report the release it was built from (kube-apiserver --version, /version).
+$(KUBE_APISERVER):
+	@mkdir -p $(@D)
+	@echo "controlplane: building kube-apiserver $(K8S_VERSION) into $@ (once)"
+	cd tools/kube-apiserver && $(GO) build -trimpath -o $@.tmp -ldflags "-s -w \
+		-X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
+		-X k8s.io/component-base/version.gitMajor=$(word 1,$(subst ., ,$(K8S_VERSION:v%=%))) \
+		-X k8s.io/component-base/version.gitMinor=$(word 2,$(subst ., ,$(K8S_VERSION:v%=%))) \
+		-X k8s.io/component-base/version.gitTreeState=clean" \
+		k8s.io/kubernetes/cmd/kube-apiserver
+	mv $@.tmp $@
 
 test: test-deps
 	$(GO) vet ./...
 	$(GO) test -count=1 $(TEST_FLAGS) ./...
 	$(GO) test -run='^$$' -fuzz=FuzzCompiledMatchesReference -fuzztime=$(FUZZTIME) ./policy/
+	$(GO) test -run='^$$' -fuzz=FuzzLoadCluster -fuzztime=$(FUZZTIME) ./policy/
 
 bpf-deps: deps
 	@missing=(); \

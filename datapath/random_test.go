@@ -247,59 +247,14 @@ func (w *world) event(c *policy.Cluster, seq int) policy.Event {
 	}
 }
 
-// dump renders what a datapath's kernel maps hold, read back from the kernel, with named-port
-// ids replaced by names so two datapaths compare whatever order they numbered names in.
+// dump is Datapath.Dump, failing the test when the maps cannot be read.
 func dump(tb testing.TB, d *Datapath) string {
 	tb.Helper()
-	var lines []string
-	var ip uint32
-	var ep bpfEndpoint
-	it := d.objs.Lxc.Iterate()
-	for it.Next(&ip, &ep) {
-		lines = append(lines, fmt.Sprintf("lxc %s %+v", ipOfKey(ip), ep))
+	out, err := d.Dump()
+	if err != nil {
+		tb.Fatal(err)
 	}
-	var ik bpfIpcacheKey
-	var iv bpfIpcacheValue
-	it2 := d.objs.Ipcache.Iterate()
-	for it2.Next(&ik, &iv) {
-		lines = append(lines, fmt.Sprintf("ipcache %s/%d %+v", ipOfKey(ik.Addr), ik.Prefixlen, iv))
-	}
-	var sk bpfSummaryKey
-	var sv bpfSummary
-	it3 := d.objs.PolicySummary.Iterate()
-	for it3.Next(&sk, &sv) {
-		lines = append(lines, fmt.Sprintf("summary %+v %+v", sk, sv))
-	}
-	var pk bpfPolicyKey
-	var pv uint8
-	it4 := d.objs.Policy.Iterate()
-	for it4.Next(&pk, &pv) {
-		port := fmt.Sprint(pk.Port)
-		if pk.Kind == 1 {
-			port = d.names.name(pk.Port)
-		}
-		lines = append(lines, fmt.Sprintf("policy rs=%d peer=%d proto=%d kind=%d port=%s", pk.Rs, pk.Peer, pk.Proto, pk.Kind, port))
-	}
-	var nk bpfNamedPortKey
-	var nv bpfNamedPortValue
-	it5 := d.objs.NamedPorts.Iterate()
-	for it5.Next(&nk, &nv) {
-		var names []string
-		for _, id := range nv.Names {
-			if id != 0 {
-				names = append(names, d.names.name(id))
-			}
-		}
-		sort.Strings(names)
-		lines = append(lines, fmt.Sprintf("named %+v %v", nk, names))
-	}
-	for _, err := range []error{it.Err(), it2.Err(), it3.Err(), it4.Err(), it5.Err()} {
-		if err != nil {
-			tb.Fatalf("dump maps: %v", err)
-		}
-	}
-	sort.Strings(lines)
-	return strings.Join(lines, "\n")
+	return out
 }
 
 // TestRandomClustersUnderChurnAgreeWithReference is the differential test: a random cluster

@@ -183,6 +183,8 @@ func (c *Compiler) Apply(ev Event) (*Delta, error) {
 		c.putPolicy(cp)
 	case PolicyRemove:
 		c.removePolicy(ev.PolicyKey)
+	case NamespaceRelabel:
+		c.relabelNamespace(ev.Namespace, ev.Labels)
 	}
 	added, removed := c.finish()
 	d := c.d.build(c)
@@ -246,6 +248,8 @@ func (c *Compiler) check(ev Event) error {
 		if _, ok := c.cluster.compiled[ev.PolicyKey]; !ok {
 			return fmt.Errorf("networkpolicy %s: not found", ev.PolicyKey)
 		}
+	case NamespaceRelabel:
+		return c.checkNamespaceRelabel(ev.Namespace)
 	default:
 		return fmt.Errorf("unknown event kind %d", ev.Kind)
 	}

@@ -14,9 +14,11 @@ const (
 	PolicyAdd
 	PolicyUpdate
 	PolicyRemove
+	NamespaceRelabel
 )
 
-var eventKindNames = [...]string{"pod-add", "pod-delete", "pod-relabel", "policy-add", "policy-update", "policy-remove"}
+var eventKindNames = [...]string{"pod-add", "pod-delete", "pod-relabel", "policy-add", "policy-update", "policy-remove",
+	"namespace-relabel"}
 
 func (k EventKind) String() string {
 	if int(k) < len(eventKindNames) {
@@ -27,7 +29,9 @@ func (k EventKind) String() string {
 
 // Event is one churn event. Which fields are used depends on Kind:
 // PodAdd: Pod. PodDelete: PodKey. PodRelabel: PodKey and Labels (the pod's new, complete label
-// set). PolicyAdd and PolicyUpdate: Policy. PolicyRemove: PolicyKey.
+// set). PolicyAdd and PolicyUpdate: Policy. PolicyRemove: PolicyKey. NamespaceRelabel:
+// Namespace and Labels (the namespace's new, complete label set; NamespaceNameLabel is always
+// added), creating the namespace if the cluster has none of that name.
 type Event struct {
 	Kind      EventKind
 	Pod       *Pod
@@ -35,4 +39,5 @@ type Event struct {
 	Labels    map[string]string
 	Policy    *networkingv1.NetworkPolicy
 	PolicyKey string
+	Namespace string
 }

@@ -21,7 +21,7 @@ type selectorCache struct {
 	ipBlocks map[*compiledPeer]peerRef
 	nsPeers  map[*compiledPeer]peerRef
 	// nsPeersIn caches, per namespace, the peers of nsPeers whose namespace selector matches
-	// its labels (namespaces do not change once compiled), filled on first use.
+	// its labels, filled on first use and dropped when the namespace is relabelled.
 	nsPeersIn map[string]map[*compiledPeer]peerRef
 }
 

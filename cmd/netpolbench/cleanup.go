@@ -1,10 +1,12 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
 
+	"netpolbench/controlplane"
 	"netpolbench/testbed"
 )
 
@@ -12,16 +14,29 @@ func init() {
 	var all bool
 	cmd := &cobra.Command{
 		Use:   "cleanup",
-		Short: "Remove the network namespaces a killed run left behind",
+		Short: "Remove the network namespaces and control planes a killed run left behind",
 		Long: `cleanup removes the network namespaces under /run/netns whose names start with
 ` + testbed.Prefix + ` and whose run's process no longer exists; their veths, routes, rules, ipsets and
-firewall state go with them. Nothing else is touched, the root namespace least of all.
-With --all it also removes the namespaces of runs that are still alive.`,
+firewall state go with them. Likewise the control planes of dead runs: their etcd and
+kube-apiserver processes, if any survived, and their run directories (` + controlplane.Prefix + `* in the temporary
+directory). Nothing else is touched, the root namespace least of all.
+With --all it also removes the namespaces and control planes of runs that are still alive.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			left, err := testbed.Leftovers()
+			cpLeft, err := controlplane.Leftovers()
 			if err != nil {
 				return err
+			}
+			cpRemoved, cpErr := controlplane.Cleanup(all)
+			for _, d := range cpRemoved {
+				fmt.Fprintln(cmd.OutOrStdout(), "removed control plane", d)
+			}
+			if kept := len(cpLeft) - len(cpRemoved); kept > 0 && cpErr == nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "kept %d control plane(s) of live runs (--all removes them)\n", kept)
+			}
+			left, err := testbed.Leftovers()
+			if err != nil {
+				return errors.Join(cpErr, err)
 			}
 			removed, err := testbed.Cleanup(all)
 			gone := map[string]bool{}
@@ -47,10 +62,10 @@ With --all it also removes the namespaces of runs that are still alive.`,
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "kept %d namespace(s) (%s; --all removes them)\n", kept[pid], why)
 			}
-			if len(left) == 0 {
+			if len(left) == 0 && len(cpLeft) == 0 {
 				fmt.Fprintln(cmd.OutOrStdout(), "nothing to clean up")
 			}
-			return err
+			return errors.Join(cpErr, err)
 		},
 	}
 	cmd.Flags().BoolVar(&all, "all", false, "also remove the namespaces of live runs")

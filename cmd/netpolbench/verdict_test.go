@@ -30,6 +30,13 @@ func (allowAll) Close() error                                { return nil }
 // run executes the CLI in-process and returns stdout and the exit code main would use.
 func run(t *testing.T, args ...string) (string, int) {
 	t.Helper()
+	out, code, _ := runErr(t, args...)
+	return out, code
+}
+
+// runErr is run that also returns the error main would print.
+func runErr(t *testing.T, args ...string) (string, int, error) {
+	t.Helper()
 	resetFlags(rootCmd)
 	var out, errOut bytes.Buffer
 	rootCmd.SetOut(&out)
@@ -45,7 +52,7 @@ func run(t *testing.T, args ...string) (string, int) {
 		}
 		t.Logf("error: %v", err)
 	}
-	return out.String(), code
+	return out.String(), code, err
 }
 
 func init() {

@@ -1,0 +1,193 @@
+package driver_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+	"k8s.io/client-go/kubernetes"
+
+	"netpolbench/agent"
+	"netpolbench/catalogue"
+	"netpolbench/controlplane/controlplanetest"
+	"netpolbench/driver"
+	"netpolbench/internal/needs"
+	"netpolbench/policy"
+	"netpolbench/workloads"
+)
+
+// rig is a control plane holding a generated cluster, with an agent enforcing it.
+type rig struct {
+	g      *workloads.Generated
+	churn  *workloads.Churn // continues from what earlier runs wrote
+	m      *driver.Matcher
+	client kubernetes.Interface
+	ctx    context.Context
+}
+
+// setup writes a generated cluster through a fresh control plane and starts an agent on it
+// with the catalogue's backend of that name, its observations going to the rig's matcher.
+func setup(tb testing.TB, spec workloads.Spec, backend string) rig {
+	tb.Helper()
+	cp := controlplanetest.Start(tb)
+	admin := controlplanetest.AdminClient(cp)
+	g, err := workloads.Generate(spec)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &driver.Writer{Client: admin}
+	start := time.Now()
+	if err := w.WriteCluster(ctx, g, 16); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Logf("wrote %d pods and %d policies in %s", len(g.Pods), len(g.Policies), time.Since(start).Round(time.Millisecond))
+	m := driver.NewMatcher()
+	a, err := agent.New(admin, agent.Options{Observe: m.Observe, Open: func(s *policy.State) (policy.Backend, error) {
+		return catalogue.MustGet(backend).Open(catalogue.Env{State: s})
+	}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	tb.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			tb.Error(err)
+		}
+	})
+	if err := a.Started(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	churn, err := workloads.NewChurn(workloads.ChurnSpec{Mix: workloads.DefaultChurn().Mix, Count: 1 << 30, BurstSize: 5}, g, 3)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return rig{g, churn, m, admin, ctx}
+}
+
+// events draws the next n events (whole batches) of the rig's default churn mix.
+func (r rig) events(n int) []policy.Event {
+	var evs []policy.Event
+	for len(evs) < n {
+		b, ok := r.churn.Next()
+		if !ok {
+			break
+		}
+		evs = append(evs, b...)
+	}
+	return evs
+}
+
+// TestRunPairsEveryWriteWithItsEnforcement: a paced churn run through a real API server yields
+// one sample per write that changed something, with stages in the order they happen, and the
+// API server's counters show the writes and the watch events they caused.
+func TestRunPairsEveryWriteWithItsEnforcement(t *testing.T) {
+	r := setup(t, mustPreset(t, "small"), "compiled")
+	evs := r.events(60)
+	res, err := driver.Run(r.ctx, driver.Config{Client: r.client, Events: evs, QPS: 100, Settle: 10 * time.Second}, r.m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d writes in %s (lag %s), %d samples, %d unmatched, %d failed; load %s", res.Writes, res.Duration.Round(time.Millisecond), res.Lag.Round(time.Millisecond), len(res.Samples), res.Unmatched, res.Failed, res.Load)
+	if res.Failed > 0 || res.Writes != len(evs) {
+		t.Fatalf("%d of %d events written, %d failed", res.Writes, len(evs), res.Failed)
+	}
+	// A relabel to the label set a pod has, or an update to the spec a policy has, changes
+	// no object: no watch event, nothing to pair. Everything else must pair.
+	if len(res.Samples)+res.Unmatched != res.Writes || res.Unmatched > res.Writes/10 {
+		t.Errorf("%d samples and %d unmatched of %d writes", len(res.Samples), res.Unmatched, res.Writes)
+	}
+	for _, s := range res.Samples {
+		at := s.At
+		if at[driver.StageAck] <= 0 || at[driver.StageWatch] <= 0 || at[driver.StageDequeue] < at[driver.StageWatch] ||
+			at[driver.StageCompute] < at[driver.StageDequeue] || at[driver.StageApply] < at[driver.StageCompute] {
+			t.Errorf("%s %s: stages out of order: %v", s.Event, s.Key, at)
+		}
+	}
+	adds := 0
+	for _, ev := range evs {
+		if ev.Kind == policy.PodAdd {
+			adds++
+		}
+	}
+	if got := res.Load.Requests["POST pods"]; got < int64(adds) {
+		t.Errorf("API server counted %d pod creations, the run wrote %d", got, adds)
+	}
+	if res.Load.WatchEvents["pods"] == 0 {
+		t.Errorf("API server counted no pod watch events: %v", res.Load.WatchEvents)
+	}
+}
+
+func mustPreset(tb testing.TB, name string) workloads.Spec {
+	s, err := workloads.Preset(name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+// BenchmarkEnforcementLatency measures, per scale, backend and write rate, how long churn
+// written through the API server takes to be enforced, stage by stage (time since the write
+// started): API acknowledgement, watch event at the agent, dequeue, delta computed, backend
+// applied. One iteration is one run of the events; run it with -benchtime=1x.
+//
+//	go test -run '^$' -bench EnforcementLatency -benchtime=1x ./driver/
+func BenchmarkEnforcementLatency(b *testing.B) {
+	backends := []string{"compiled"}
+	if needs.Check(catalogue.MustGet("ebpf").Needs...) == nil {
+		backends = append(backends, "ebpf")
+	}
+	for _, pods := range []int{1000, 10000} {
+		for _, be := range backends {
+			b.Run(fmt.Sprintf("backend=%s/pods=%d", be, pods), func(b *testing.B) {
+				r := setup(b, workloads.Default().WithPods(pods), be)
+				for _, qps := range []float64{20, 100} {
+					b.Run(fmt.Sprintf("qps=%g", qps), func(b *testing.B) {
+						for range b.N {
+							evs := r.events(int(qps * 5))
+							res, err := driver.Run(r.ctx, driver.Config{Client: r.client, Events: evs, QPS: qps, Settle: 20 * time.Second}, r.m)
+							if err != nil {
+								b.Fatal(err)
+							}
+							if res.Failed > 0 {
+								b.Fatalf("%d of %d writes failed", res.Failed, len(evs))
+							}
+							report(b, res)
+						}
+					})
+				}
+			})
+		}
+	}
+}
+
+// report logs each stage's percentiles, and those of the agent's share (watch event to
+// applied), and reports the medians and 99th percentiles of the acknowledgement, the whole
+// and the agent's share.
+func report(b *testing.B, res *driver.Result) {
+	b.Helper()
+	pct := func(name string, v func(driver.Sample) time.Duration, metric bool) {
+		h := hdrhistogram.New(1, 60_000_000_000, 3)
+		for _, s := range res.Samples {
+			if err := h.RecordValue(max(int64(v(s)), 1)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		ms := func(q float64) float64 { return float64(h.ValueAtQuantile(q)) / 1e6 }
+		b.Logf("%-8s p50 %8.3f ms  p90 %8.3f ms  p99 %8.3f ms  max %8.3f ms", name, ms(50), ms(90), ms(99), float64(h.Max())/1e6)
+		if metric {
+			b.ReportMetric(ms(50), name+"-p50-ms")
+			b.ReportMetric(ms(99), name+"-p99-ms")
+		}
+	}
+	for st := driver.StageAck; st <= driver.StageApply; st++ {
+		pct(st.String(), func(s driver.Sample) time.Duration { return s.At[st] }, st == driver.StageAck || st == driver.StageApply)
+	}
+	pct("agent", func(s driver.Sample) time.Duration { return s.At[driver.StageApply] - s.At[driver.StageWatch] }, true)
+	b.Logf("%d writes in %s (lag %s), %d samples, %d unmatched; load %s", res.Writes, res.Duration.Round(time.Millisecond), res.Lag.Round(time.Millisecond), len(res.Samples), res.Unmatched, res.Load)
+	b.ReportMetric(float64(res.Writes)/res.Duration.Seconds(), "events/s")
+}
