@@ -416,6 +416,16 @@ func (u *unit) churnPhase(ctx context.Context) {
 	defer func() {
 		for _, up := range ups {
 			r.addUpdate(*up, s.label)
+			if up.Event != results.EventPodAdd || up.Capped || len(up.ApplyNS) == 0 {
+				continue
+			}
+			// The pod-add series of the fits: this scale's point, from its sync phase.
+			for i := len(r.sizes[name]) - 1; i >= 0; i-- {
+				if p := &r.sizes[name][i]; p.pods == s.pods && p.labelSets == 0 {
+					p.podAddNS = median(up.ApplyNS)
+					break
+				}
+			}
 		}
 	}()
 	for i, step := range l.steps {
@@ -428,6 +438,7 @@ func (u *unit) churnPhase(ctx context.Context) {
 		}
 		if pctx.Err() != nil {
 			if ctx.Err() == nil {
+				up.Capped = true
 				u.capChurn(fmt.Sprintf("%s per phase", time.Duration(r.Spec.Budget.MaxPhase)),
 					"churn stopped at %s event %d (step %d of the list's %d)", kind, len(up.ApplyNS)+1, i+1, len(l.steps))
 			}
@@ -443,6 +454,7 @@ func (u *unit) churnPhase(ctx context.Context) {
 		for _, ev := range step.Events {
 			d, err := u.comp.Apply(ev)
 			if err != nil {
+				up.Capped = true
 				u.capChurn("", "%s: compile: %v", kind, err)
 				return
 			}
@@ -459,6 +471,7 @@ func (u *unit) churnPhase(ctx context.Context) {
 			}
 			applyNS += took
 			if uerr != nil {
+				up.Capped = true
 				u.capChurn("", "update %s: %v", kind, uerr)
 				return
 			}
@@ -484,14 +497,6 @@ func (u *unit) churnPhase(ctx context.Context) {
 				chk.measured = true
 				chk.policyEntriesBefore += sizeBefore
 				chk.policyEntriesAfter += after
-			}
-		}
-	}
-	if up := byKind[results.EventPodAdd]; up != nil {
-		for i := len(r.sizes[name]) - 1; i >= 0; i-- {
-			if p := &r.sizes[name][i]; p.pods == s.pods && p.labelSets == 0 {
-				p.podAddNS = median(up.ApplyNS)
-				break
 			}
 		}
 	}

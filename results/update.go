@@ -40,6 +40,10 @@ type Update struct {
 	// backend at a scale replays the same list, so equal digests say they applied the same
 	// events. "" for full syncs.
 	EventsDigest string `json:"events_digest,omitempty"`
+	// Capped is set when the backend stopped within this kind's events (a churn cap,
+	// Cap.Phase PhaseChurn): the samples are of fewer events than the other backends' and are
+	// left out of comparisons.
+	Capped bool `json:"capped,omitempty"`
 }
 
 // ChurnTimeline is a steady, bounded packet stream between pods that stay allowed, measured in
