@@ -87,8 +87,9 @@ func (r *Runner) Results() (*results.Run, error) {
 	return r.run, nil
 }
 
-// latency is the run's latency summaries: those of the phases a resumed run had finished, as
-// they were, and those measured since, whose .hgrm files are written into dir ("" for none).
+// latency is the run's latency summaries: those set aside (finished scales, and the phases a
+// resumed run had finished), as they were, and those measured since, whose .hgrm files are
+// written into dir ("" for none).
 func (r *Runner) latency(dir string) ([]results.Histogram, error) {
 	lat, err := r.hists.Results(dir)
 	if err != nil {
@@ -96,28 +97,6 @@ func (r *Runner) latency(dir string) ([]results.Histogram, error) {
 	}
 	if len(r.restored) == 0 {
 		return lat, nil
-	}
-	// A stamp histogram measured after a resume may have its floor among the restored ones
-	// (the floor phase of its scale finished before the run stopped): the same scale and
-	// attach point, allowed packets of the same flow state where there is one.
-	for i := range lat {
-		h := &lat[i]
-		if h.Kind != results.KindStampDelta || h.Backend == results.BackendFloorName || h.Floor != "" {
-			continue
-		}
-		var floor *results.Histogram
-		for j := range r.restored {
-			f := &r.restored[j]
-			if f.Kind != h.Kind || f.Backend != results.BackendFloorName || f.Pods != h.Pods || f.Labels["attach"] != h.Labels["attach"] {
-				continue
-			}
-			if floor == nil || (f.Verdict == results.VerdictAllow && f.Flow == h.Flow) {
-				floor = f
-			}
-		}
-		if floor != nil {
-			h.SetFloor(floor)
-		}
 	}
 	return append(append([]results.Histogram(nil), r.restored...), lat...), nil
 }

@@ -52,7 +52,7 @@ type Runner struct {
 
 	run      *results.Run
 	hists    *Histograms
-	restored []results.Histogram    // latency of the phases a resumed run had finished
+	restored []results.Histogram    // latency summarized for good: finished scales, and phases a resumed run had finished
 	sizes    map[string][]sizePoint // backend → sizes over the sweep
 	pkt      map[string][]sizePoint // backend → per-packet p50 cost over the sweep (ns)
 	podAdd   map[string]*podAddCheck
@@ -351,6 +351,9 @@ func (r *Runner) runScale(ctx context.Context, sp scalePlan) error {
 	st := comp.State()
 	s := &scale{plan: sp, sweep: sweep, pods: st.NumEndpoints(), idents: len(st.Identities()), sc: sc, base: base, frozen: st}
 	s.label = sp.label(s.pods)
+	if err := r.reviveFloors(s.pods); err != nil {
+		return err
+	}
 	err = r.phase(ctx, s.label+"/workload", func() {
 		r.run.Benchmarks = append(r.run.Benchmarks,
 			results.Benchmark{Name: "BenchmarkGenerate/" + s.label, Iters: 1, Metrics: []results.Metric{{Unit: "ns/op", Samples: []float64{float64(genNS)}}}},
@@ -380,6 +383,48 @@ func (r *Runner) runScale(ctx context.Context, sp scalePlan) error {
 			return err
 		}
 	}
+	return r.freeze()
+}
+
+// reviveFloors makes the stamp floors of a scale whose floor phase finished before a resume
+// live histograms again: the backends still to be stamped there are measured against them.
+func (r *Runner) reviveFloors(pods int) error {
+	kept := r.restored[:0:0]
+	for _, h := range r.restored {
+		if h.Kind != results.KindStampDelta || h.Backend != results.BackendFloorName || h.Pods != pods {
+			kept = append(kept, h)
+			continue
+		}
+		hd, err := h.Decode()
+		if err != nil {
+			return err
+		}
+		k := HistKey{Kind: h.Kind, Backend: h.Backend, Pods: h.Pods, Verdict: h.Verdict, Flow: h.Flow, Attach: h.Labels["attach"]}
+		for _, bar := range hd.Distribution() {
+			for range bar.Count {
+				if err := r.hists.Record(k, bar.From); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	r.restored = kept
+	return nil
+}
+
+// freeze sets the latency of a finished scale aside as summarized, so later checkpoints do not
+// summarize and encode it again (every phase would otherwise pay for every histogram of the
+// run so far). Without a run directory the histograms stay live, for Write to write their
+// .hgrm files.
+func (r *Runner) freeze() error {
+	if r.Dir == "" {
+		return nil
+	}
+	lat, err := r.latency(r.Dir)
+	if err != nil {
+		return err
+	}
+	r.restored, r.hists = lat, NewHistograms()
 	return nil
 }
 

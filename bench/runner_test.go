@@ -436,3 +436,53 @@ func TestResumeRefusesAnotherSweepOrACompleteRun(t *testing.T) {
 		t.Errorf("resume with another binary: %v", err)
 	}
 }
+
+// TestAResumedScaleStampsAgainstTheFloorMeasuredBeforeTheStop: the floors of a scale whose
+// floor phase finished before a resume become live again, once, and the backends stamped
+// after the resume get them as their floor.
+func TestAResumedScaleStampsAgainstTheFloorMeasuredBeforeTheStop(t *testing.T) {
+	floor := HistKey{Kind: results.KindStampDelta, Backend: results.BackendFloorName, Pods: 1000, Attach: "tcx", Verdict: results.VerdictAllow, Flow: results.FlowNew}
+	other := HistKey{Kind: results.KindStampDelta, Backend: results.BackendFloorName, Pods: 100, Attach: "tcx", Verdict: results.VerdictAllow, Flow: results.FlowNew}
+	before := NewHistograms()
+	for i := int64(0); i < 500; i++ {
+		before.Record(floor, 90+i%20)
+		before.Record(other, 50)
+	}
+	lat, err := before.Results("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Runner{hists: NewHistograms(), restored: lat}
+	if err := r.reviveFloors(1000); err != nil {
+		t.Fatal(err)
+	}
+	k := HistKey{Kind: results.KindStampDelta, Backend: "ebpf", Pods: 1000, Attach: "tcx", Verdict: results.VerdictAllow, Flow: results.FlowNew}
+	for i := int64(0); i < 500; i++ {
+		r.hists.Record(k, 400+i%50)
+	}
+	got, err := r.latency("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]int{}
+	var stamped, revived results.Histogram
+	for _, h := range got {
+		names[h.Name]++
+		switch h.Name {
+		case k.Name():
+			stamped = h
+		case floor.Name():
+			revived = h
+		}
+	}
+	if len(got) != 3 || names[floor.Name()] != 1 || names[other.Name()] != 1 {
+		t.Fatalf("histograms after the resume: %v", names)
+	}
+	if stamped.Floor != floor.Name() || stamped.AboveFloor == nil {
+		t.Fatalf("the stamped histogram's floor: %q", stamped.Floor)
+	}
+	orig := lat[slices.IndexFunc(lat, func(h results.Histogram) bool { return h.Name == floor.Name() })]
+	if revived.Count != orig.Count || revived.Percentiles != orig.Percentiles || revived.Min != orig.Min || revived.Max != orig.Max {
+		t.Errorf("the revived floor differs: %+v, was %+v", revived.Percentiles, orig.Percentiles)
+	}
+}
