@@ -165,136 +165,177 @@ func TestInterruptedBenchKeepsItsResultsLeavesNothingAndResumes(t *testing.T) {
 	out := filepath.Join(dir, "results")
 	before := rootState(t)
 
-	// Twenty-seven signals, nine of each, in a seeded order: a signal that arrives after its
-	// run completed starts the next run instead of stopping one, so over twenty stop a run.
+	// Three runs, each stopped at ten seeded phases in the order they run, with thirty signals,
+	// ten of each kind, in a seeded order; every stop is resumed, and the last resume of a run
+	// completes it.
+	const runs, perRun = 3, 10
 	rng := rand.New(rand.NewPCG(15, 12))
 	var sigs []syscall.Signal
-	for range 9 {
+	for range runs * perRun / 3 {
 		sigs = append(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGKILL)
 	}
 	rng.Shuffle(len(sigs), func(i, j int) { sigs[i], sigs[j] = sigs[j], sigs[i] })
+	order := interruptPhases(false)
 
-	var runDir, runOut string
-	var lastPhases, chains, kills int
-	stopped := map[string]int{}
+	stopped := map[string]int{} // the phase each stop came in, as the process last printed it
 	var stops []time.Duration
-	for i, sig := range sigs {
-		args := []string{"--resume", runDir}
-		if runDir == "" {
-			// A new run, in a directory of its own (run directories are named by the second).
-			chains++
-			runOut = filepath.Join(out, fmt.Sprint(chains))
-			args = []string{"--spec", spec, "--out", runOut}
-			lastPhases = 0
-		}
-		p := startBench(t, args...)
-		// Stop it in its first to third phase, at a seeded moment within it.
-		nth, delay := 1+rng.IntN(3), time.Duration(rng.IntN(400))*time.Millisecond
-		var in string
-		for n := 0; n < nth; n++ {
-			ph, ok := <-p.phases
-			if !ok {
-				break
+	var kills, skipped int
+	for n := range runs {
+		runOut := filepath.Join(out, fmt.Sprint(n))
+		var runDir string
+		lastPhases := 0
+		targets := rng.Perm(len(order))[:perRun]
+		slices.Sort(targets)
+		for k, ti := range targets {
+			i := n*perRun + k
+			sig, target := sigs[i], order[ti]
+			args := []string{"--spec", spec, "--out", runOut}
+			if runDir != "" {
+				run, err := results.Load(filepath.Join(runDir, "results.json"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if run.PhaseDone(target) {
+					// The last stop came after this phase had finished.
+					skipped++
+					continue
+				}
+				args = []string{"--resume", runDir}
 			}
-			in = ph
-		}
-		time.Sleep(delay)
-		sent := time.Now()
-		p.cmd.Process.Signal(sig)
-		code, took := p.wait(t, sent)
-		if runDir == "" {
-			ents, _ := os.ReadDir(runOut)
-			if len(ents) != 1 {
-				t.Fatalf("stop %d: %d run directories in %s, want 1:\n%s", i, len(ents), runOut, p.output())
-			}
-			runDir = filepath.Join(runOut, ents[0].Name())
-		}
-		pid := p.cmd.Process.Pid
-		run, err := results.Load(filepath.Join(runDir, "results.json"))
-		if err != nil {
-			t.Fatalf("stop %d (%s in %s): %v\n%s", i, sig, in, err, p.output())
-		}
-		if err := run.Validate(); err != nil {
-			t.Fatalf("stop %d (%s in %s): invalid results: %v", i, sig, in, err)
-		}
-		if code == 0 && run.Complete {
-			t.Logf("stop %d: the run completed before %s arrived; the next stop starts a new run", i, sig)
-			checkCompleteRun(t, runDir)
-			runDir = ""
-			continue
-		}
-		if len(run.Progress.Phases) < lastPhases {
-			t.Fatalf("stop %d: the file lost phases: %d, had %d", i, len(run.Progress.Phases), lastPhases)
-		}
-		lastPhases = len(run.Progress.Phases)
-		t.Logf("stop %d: %s in %s after %s: exit %d after %s, %d phases on file", i, sig, in, delay, code, took.Round(time.Millisecond), lastPhases)
-		switch sig {
-		case syscall.SIGINT, syscall.SIGTERM:
-			stops = append(stops, took)
-			if want := 128 + int(sig); code != want {
-				t.Fatalf("stop %d: %s: exit %d, want %d\n%s", i, sig, code, want, p.output())
-			}
-			st := run.Progress.Stopped
-			if !run.Partial() || st == nil || st.Reason != "interrupted by "+strings.ToUpper(sigName(sig)) {
-				t.Fatalf("stop %d: %s: partial %v, stopped %+v", i, sig, run.Partial(), st)
-			}
-			if st.Phase != "" && run.PhaseDone(st.Phase) {
-				t.Errorf("stop %d: the phase it stopped in (%s) is recorded as done", i, st.Phase)
-			}
-			for _, l := range *p.lines {
-				for _, bad := range []string{"capped", "skipped", "take enforcement out", "close testbed"} {
-					if strings.Contains(l, bad) {
-						t.Errorf("stop %d: the teardown was reported as a failure: %s", i, l)
-					}
+			// Stop it at a seeded moment after the target phase starts (a phase shorter than
+			// that is passed, and the stop comes in a later one).
+			delay := time.Duration(rng.IntN(250)) * time.Millisecond
+			p := startBench(t, args...)
+			for ph := range p.phases {
+				if ph == target {
+					break
 				}
 			}
-			if left := namespacesOf(t, pid); len(left) > 0 {
-				t.Fatalf("stop %d: %s left namespaces %v", i, sig, left)
+			time.Sleep(delay)
+			sent := time.Now()
+			p.cmd.Process.Signal(sig)
+			code, took := p.wait(t, sent)
+			if runDir == "" {
+				ents, _ := os.ReadDir(runOut)
+				if len(ents) != 1 {
+					t.Fatalf("stop %d: %d run directories in %s, want 1:\n%s", i, len(ents), runOut, p.output())
+				}
+				runDir = filepath.Join(runOut, ents[0].Name())
 			}
-			stopped[st.Phase]++
-		case syscall.SIGKILL:
-			kills++
-			if code != -1 {
-				t.Fatalf("stop %d: SIGKILL: exit %d", i, code)
+			pid := p.cmd.Process.Pid
+			run, err := results.Load(filepath.Join(runDir, "results.json"))
+			if err != nil {
+				t.Fatalf("stop %d (%s in %s): %v\n%s", i, sig, target, err, p.output())
 			}
-			if !run.Partial() || run.Progress.Stopped != nil {
-				t.Fatalf("stop %d: after SIGKILL the file should be the last phase's: partial %v, stopped %+v", i, run.Partial(), run.Progress.Stopped)
+			if err := run.Validate(); err != nil {
+				t.Fatalf("stop %d (%s in %s): invalid results: %v", i, sig, target, err)
 			}
-			c := exec.Command(os.Args[0], "cleanup")
-			c.Env = append(os.Environ(), "NPB_RUN_MAIN=1")
-			if b, err := c.CombinedOutput(); err != nil {
-				t.Fatalf("cleanup after SIGKILL: %v\n%s", err, b)
+			if code == 0 && run.Complete {
+				t.Logf("stop %d: the run completed before %s arrived", i, sig)
+				break
 			}
-			if left := namespacesOf(t, pid); len(left) > 0 {
-				t.Fatalf("stop %d: cleanup left namespaces %v", i, left)
+			if len(run.Progress.Phases) < lastPhases {
+				t.Fatalf("stop %d: the file lost phases: %d, had %d", i, len(run.Progress.Phases), lastPhases)
+			}
+			lastPhases = len(run.Progress.Phases)
+			in := ""
+			for _, l := range slices.Backward(*p.lines) {
+				if m := phaseLine.FindStringSubmatch(l); m != nil {
+					in = m[1]
+					break
+				}
+			}
+			stopped[in]++
+			t.Logf("stop %d: %s %s after the start of %s, in %s: exit %d after %s, %d phases on file", i, sig, delay, target, in, code, took.Round(time.Millisecond), lastPhases)
+			switch sig {
+			case syscall.SIGINT, syscall.SIGTERM:
+				stops = append(stops, took)
+				if want := 128 + int(sig); code != want {
+					t.Fatalf("stop %d: %s: exit %d, want %d\n%s", i, sig, code, want, p.output())
+				}
+				st := run.Progress.Stopped
+				if !run.Partial() || st == nil || st.Reason != "interrupted by "+strings.ToUpper(sigName(sig)) {
+					t.Fatalf("stop %d: %s: partial %v, stopped %+v", i, sig, run.Partial(), st)
+				}
+				if st.Phase != "" && run.PhaseDone(st.Phase) {
+					t.Errorf("stop %d: the phase it stopped in (%s) is recorded as done", i, st.Phase)
+				}
+				for _, l := range *p.lines {
+					for _, bad := range []string{"capped", "skipped", "take enforcement out", "close testbed"} {
+						if strings.Contains(l, bad) {
+							t.Errorf("stop %d: the teardown was reported as a failure: %s", i, l)
+						}
+					}
+				}
+				if left := namespacesOf(t, pid); len(left) > 0 {
+					t.Fatalf("stop %d: %s left namespaces %v", i, sig, left)
+				}
+			case syscall.SIGKILL:
+				kills++
+				if code != -1 {
+					t.Fatalf("stop %d: SIGKILL: exit %d", i, code)
+				}
+				if !run.Partial() || run.Progress.Stopped != nil {
+					t.Fatalf("stop %d: after SIGKILL the file should be the last phase's: partial %v, stopped %+v", i, run.Partial(), run.Progress.Stopped)
+				}
+				c := exec.Command(os.Args[0], "cleanup")
+				c.Env = append(os.Environ(), "NPB_RUN_MAIN=1")
+				if b, err := c.CombinedOutput(); err != nil {
+					t.Fatalf("cleanup after SIGKILL: %v\n%s", err, b)
+				}
+				if left := namespacesOf(t, pid); len(left) > 0 {
+					t.Fatalf("stop %d: cleanup left namespaces %v", i, left)
+				}
 			}
 		}
+		if run, err := results.Load(filepath.Join(runDir, "results.json")); err != nil || !run.Complete {
+			p := startBench(t, "--resume", runDir)
+			if code, _ := p.wait(t, time.Now()); code != 0 {
+				t.Fatalf("final resume of run %d: exit %d\n%s", n, code, p.output())
+			}
+		}
+		checkCompleteRun(t, runDir)
 	}
+	t.Logf("%d stops (%d SIGKILL, %d targets passed before their stop) in %d distinct phases over %d runs: %v",
+		len(stops)+kills, kills, skipped, len(stopped), runs, stopped)
 	if n := len(stops) + kills; n < 20 {
 		t.Errorf("%d stops, want at least 20", n)
 	}
-	if len(stopped) < 4 {
-		t.Errorf("stopped in %d distinct phases (%v): the points do not spread across phases", len(stopped), stopped)
-	}
-	if runDir != "" {
-		p := startBench(t, "--resume", runDir)
-		if code, _ := p.wait(t, time.Now()); code != 0 {
-			t.Fatalf("final resume: exit %d\n%s", code, p.output())
-		}
-		checkCompleteRun(t, runDir)
+	if len(stopped) < len(order)/2 {
+		t.Errorf("stopped in %d distinct phases of %d: the points do not spread across phases", len(stopped), len(order))
 	}
 	if after := rootState(t); !slices.Equal(before, after) {
 		t.Errorf("the root namespace changed: before %v, after %v", before, after)
 	}
 	slices.Sort(stops)
 	if len(stops) > 0 {
-		t.Logf("SIGINT/SIGTERM to exit: median %s, max %s over %d stops in %d runs", stops[len(stops)/2].Round(time.Millisecond),
-			stops[len(stops)-1].Round(time.Millisecond), len(stops), chains)
+		t.Logf("SIGINT/SIGTERM to exit: median %s, max %s over %d stops", stops[len(stops)/2].Round(time.Millisecond),
+			stops[len(stops)-1].Round(time.Millisecond), len(stops))
 		// A hang, not a speed target: the figure above is what the README quotes.
 		if stops[len(stops)-1] > 15*time.Second {
 			t.Errorf("a stop took %s", stops[len(stops)-1])
 		}
 	}
+}
+
+// interruptPhases are the phases of a run of interruptSpec, in the order they run, or sorted.
+func interruptPhases(sorted bool) []string {
+	var out []string
+	for _, id := range []string{"workload", "floor", "backend=compiled/sync", "backend=compiled/churn"} {
+		out = append(out, "pods=30/"+id)
+	}
+	for _, b := range []string{"ebpf", "iptables"} {
+		for _, ph := range []string{"sync", "testrun", "packets", "roundtrips", "churn", "churn-under-load"} {
+			if b == "iptables" && ph == "testrun" {
+				continue // no programs to test-run
+			}
+			out = append(out, fmt.Sprintf("pods=30/backend=%s/%s", b, ph))
+		}
+	}
+	if sorted {
+		sort.Strings(out)
+	}
+	return out
 }
 
 // checkCompleteRun checks that the run in dir is complete, valid, without caps, and recorded
@@ -313,17 +354,7 @@ func checkCompleteRun(t *testing.T, dir string) {
 		ids = append(ids, ph.ID)
 	}
 	sort.Strings(ids)
-	var want []string
-	for _, id := range []string{"workload", "floor", "backend=compiled/sync", "backend=compiled/churn", "backend=ebpf/testrun"} {
-		want = append(want, "pods=30/"+id)
-	}
-	for _, b := range []string{"ebpf", "iptables"} {
-		for _, ph := range []string{"sync", "packets", "roundtrips", "churn", "churn-under-load"} {
-			want = append(want, fmt.Sprintf("pods=30/backend=%s/%s", b, ph))
-		}
-	}
-	sort.Strings(want)
-	if !slices.Equal(ids, want) {
+	if want := interruptPhases(true); !slices.Equal(ids, want) {
 		t.Errorf("%s: phases\n%v\nwant\n%v", dir, ids, want)
 	}
 	for _, c := range run.Caps {
