@@ -11,6 +11,7 @@ import (
 	"netpolbench/datapath"
 	"netpolbench/internal/needs"
 	"netpolbench/iptables"
+	"netpolbench/nftables"
 	"netpolbench/policy"
 	"netpolbench/results"
 	"netpolbench/testbed"
@@ -57,6 +58,10 @@ var list = []*Backend{
 		MaxPods: 1000, CapReason: "one iptables exec per rule copies the whole table each time (O(rules²)): hopeless beyond 1,000 pods",
 		Help: "per-IP iptables rules applied one iptables command at a time (the naive baseline)",
 		New:  newIptables(iptables.VariantIPTables, "", iptables.ApplyPerRule, false), Plan: planIptables(iptables.VariantIPTables)},
+
+	{Name: "nftables", Family: Nftables, Path: "partial-transaction", Needs: nftables.Needs,
+		Help: "an nftables table of verdict maps and shared peer sets (traced on knftables' Fake, no kernel; --real-packets for the kernel)",
+		New:  newNftables, Decide: decideNftables},
 }
 
 // Where the benchmark's stamps bracket a family's enforcement point in the testbed.
@@ -96,6 +101,10 @@ var (
 	// Iptables is per-IP iptables rules and their ipset variant, in the node's FORWARD path.
 	Iptables = &Family{Name: "iptables", OpsUnit: "restore lines", Stamp: StampNetfilter, InNode: true, PerIP: true,
 		SizeFromCounts: iptablesSizeFromCounts}
+	// Nftables is one inet table of verdict maps and peer sets in the node's forward hook,
+	// each sync one nft transaction. Its sets hold pod addresses, but its rules do not grow per
+	// IP: the per-IP budget does not apply (nftables.Plan counts a sync's elements first).
+	Nftables = &Family{Name: "nftables", OpsUnit: "nft commands", Stamp: StampNetfilter, InNode: true}
 )
 
 // Backend is one backend of the catalogue.

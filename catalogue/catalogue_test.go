@@ -32,6 +32,7 @@ func TestWhatResultsRecordPerBackend(t *testing.T) {
 		"ipset-legacy":      {"partial-restore", "restore lines", "netfilter", true, true, 0},
 		"iptables-fullsync": {"full-restore", "restore lines", "netfilter", true, true, 0},
 		"iptables-perrule":  {"per-rule", "restore lines", "netfilter", true, true, 1000},
+		"nftables":          {"partial-transaction", "nft commands", "netfilter", false, true, 0},
 	}
 	names := Names(nil)
 	for n, w := range want {
@@ -74,13 +75,14 @@ func TestEveryBackendIsComplete(t *testing.T) {
 			t.Errorf("%s: a family in the node namespace is in force once synced; Install is never used", n)
 		}
 	}
-	if got := Names((*Backend).CanDecide); !slices.Equal(got, []string{"compiled", "ebpf", "ebpf-cilium", "ipset", "iptables", "reference"}) {
+	if got := Names((*Backend).CanDecide); !slices.Equal(got, []string{"compiled", "ebpf", "ebpf-cilium", "ipset", "iptables", "nftables", "reference"}) {
 		t.Errorf("deciders %v", got)
 	}
 }
 
 // TestDecidersWithoutAKernelAgreeWithTheReference runs the e2e model's cases through every
-// backend that decides without a kernel (the compiled lookup and the iptables tracer).
+// backend that decides without a kernel (the compiled lookup and the iptables and nftables
+// tracers).
 func TestDecidersWithoutAKernelAgreeWithTheReference(t *testing.T) {
 	for _, c := range policytest.Cases[:8] {
 		cl, err := c.Cluster()
@@ -91,7 +93,7 @@ func TestDecidersWithoutAKernelAgreeWithTheReference(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, n := range []string{"reference", "compiled", "iptables", "ipset"} {
+		for _, n := range []string{"reference", "compiled", "iptables", "ipset", "nftables"} {
 			b := MustGet(n)
 			if len(b.DecideNeeds) > 0 {
 				t.Fatalf("%s needs %s to decide", n, needs.Names(b.DecideNeeds))

@@ -9,12 +9,11 @@ import (
 	"netpolbench/workloads"
 )
 
-// TestEveryBackendThatScalesPlansItsSize: each backend the benchmark can run at scale has a
-// plan, so its caps are decided from what it would write.
-func TestEveryBackendThatScalesPlansItsSize(t *testing.T) {
+// TestEveryPerIPBackendPlansItsSize: the benchmark caps per-IP backends on what their plan
+// says a sync writes, so each of them has one.
+func TestEveryPerIPBackendPlansItsSize(t *testing.T) {
 	for _, n := range Names((*Backend).CanBench) {
-		b := MustGet(n)
-		if b.Family != InProcess && b.Plan == nil {
+		if b := MustGet(n); b.Family.PerIP && b.Plan == nil {
 			t.Errorf("%s has no Plan", n)
 		}
 	}

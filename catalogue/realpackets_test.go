@@ -105,7 +105,7 @@ func runSemanticCase(t *testing.T, c policytest.Case, grid []policytest.Probe) {
 	for i, p := range ps {
 		flows[i] = p.Flow()
 	}
-	for _, b := range []string{"ebpf", "iptables", "ipset"} {
+	for _, b := range []string{"ebpf", "iptables", "ipset", "nftables"} {
 		t.Run(b, func(t *testing.T) {
 			e := mustEnforce(t, tb, b, s, Env{})
 			got, err := tb.ProbeVerdicts(context.Background(), s, flows, realProbeOpts)
@@ -214,6 +214,7 @@ var generatedRuns = []struct {
 	{"ebpf-cilium-layout", "ebpf", Env{Layout: datapath.LayoutCilium}},
 	{"iptables-legacy", "iptables-legacy", Env{}},
 	{"ipset", "ipset", Env{}},
+	{"nftables", "nftables", Env{}},
 }
 
 // newPodFlows returns flows to and from the pods churn added (at most 50 of them): from an
@@ -357,12 +358,14 @@ func TestEnforceRefusesWhileAnotherBackendIsInForce(t *testing.T) {
 	if err := first.Close(); err != nil {
 		t.Fatalf("remove ebpf: %v", err)
 	}
-	second := mustEnforce(t, tb, "ipset", s, Env{})
-	if err := tb.VerifyNoEnforcement(); err == nil {
-		t.Error("VerifyNoEnforcement with ipset in force found nothing")
-	}
-	if err := second.Close(); err != nil {
-		t.Fatalf("remove ipset: %v", err)
+	for _, b := range []string{"ipset", "nftables"} {
+		second := mustEnforce(t, tb, b, s, Env{})
+		if err := tb.VerifyNoEnforcement(); err == nil {
+			t.Errorf("VerifyNoEnforcement with %s in force found nothing", b)
+		}
+		if err := second.Close(); err != nil {
+			t.Fatalf("remove %s: %v", b, err)
+		}
 	}
 	if err := tb.VerifyNoEnforcement(); err != nil {
 		t.Errorf("after removing every backend: %v", err)

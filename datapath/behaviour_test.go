@@ -283,13 +283,13 @@ func TestIncrementalUpdateLeavesTheMapsAFullSyncWould(t *testing.T) {
 	needBPF(t)
 	for seed := range 16 {
 		w := newWorld(uint64(100 + seed))
-		c := w.cluster(t, 30, 5)
+		c := w.Cluster(30, 5)
 		comp := mustCompile(t, c)
 		s := comp.State()
 		opts := Options{Layout: []Layout{LayoutHash, LayoutCilium}[seed%2], Sizes: Sizes{Summaries: 8192, Policy: 65536}}
 		d := mustSynced(t, s, opts)
 		for step := range 40 {
-			ev := w.event(c, step)
+			ev := w.Event(c, step)
 			delta, err := comp.Apply(ev)
 			if err != nil {
 				continue
@@ -303,7 +303,7 @@ func TestIncrementalUpdateLeavesTheMapsAFullSyncWould(t *testing.T) {
 			}
 			keys := c.PodKeys()
 			for range 150 {
-				f := w.flow(c, keys)
+				f := w.Flow(c, keys)
 				want, ex := c.Evaluate(f)
 				got, err := d.Verdict(f)
 				if err != nil {

@@ -96,7 +96,7 @@ func TestFullSyncOfAChangedStateLeavesTheMapsAFreshSyncWould(t *testing.T) {
 	needBPF(t)
 	for seed := range 6 {
 		w := newWorld(uint64(200 + seed))
-		c := w.cluster(t, 40, 6)
+		c := w.Cluster(40, 6)
 		comp := mustCompile(t, c)
 		s := comp.State()
 		opts := Options{Layout: []Layout{LayoutHash, LayoutCilium}[seed%2], Sizes: Sizes{Summaries: 8192, Policy: 65536}}
@@ -104,7 +104,7 @@ func TestFullSyncOfAChangedStateLeavesTheMapsAFreshSyncWould(t *testing.T) {
 		step := 0
 		churn := func(n int, update bool) {
 			for range n {
-				delta, err := comp.Apply(w.event(c, step))
+				delta, err := comp.Apply(w.Event(c, step))
 				step++
 				if err != nil || !update {
 					continue
@@ -153,11 +153,11 @@ func TestFullSyncInPartsWritesWhatOnePartWould(t *testing.T) {
 		t.Skip("needs GOMAXPROCS ≥ 2 to plan in parts")
 	}
 	w := newWorld(300)
-	c := w.cluster(t, 300, 30)
+	c := w.Cluster(300, 30)
 	comp := mustCompile(t, c)
 	s := comp.State()
 	for _, layout := range []Layout{LayoutHash, LayoutCilium} {
-		opts := Options{Layout: layout, Sizes: Sizes{Summaries: 8192, Policy: 65536}}
+		opts := Options{Layout: layout, Sizes: Sizes{Summaries: 16384, Policy: 65536}}
 		one := mustSynced(t, s, opts)
 		old := minPart
 		minPart = 4
@@ -174,7 +174,7 @@ func TestFullSyncInPartsWritesWhatOnePartWould(t *testing.T) {
 			t.Fatalf("%s: maps differ:\n%s", layout, diffLines(got, want))
 		}
 		for step := range 20 {
-			delta, err := comp.Apply(w.event(c, 1000+step))
+			delta, err := comp.Apply(w.Event(c, 1000+step))
 			if err != nil {
 				continue
 			}

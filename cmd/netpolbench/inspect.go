@@ -36,6 +36,7 @@ func init() {
 	var files []string
 	var pod, output string
 	var endpoint uint32
+	var withNft bool
 	policyCmd := &cobra.Command{Use: "policy", Short: "Inspect the compiled policy"}
 	get := &cobra.Command{
 		Use:   "get -f cluster.yaml [--pod ns/name | --endpoint ID]",
@@ -43,7 +44,10 @@ func init() {
 		Long: `policy get prints, per endpoint and direction, the rule set in force: whether the
 direction is isolated, the policies that select the endpoint, and every allow entry with the
 peer's identity and labels, protocol and ports, as the datapath's maps hold them (in the spirit
-of cilium policy get). Endpoints with the same selecting policies share one rule set.`,
+of cilium policy get). Endpoints with the same selecting policies share one rule set.
+
+With --nftables each endpoint also shows the part of the nftables backend's table its traffic
+walks, as ` + "`nft list table`" + ` prints it (what a sync of the cluster writes; see nft show).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if output != "table" && output != "json" {
@@ -69,10 +73,20 @@ of cilium policy get). Endpoints with the same selecting policies share one rule
 				}
 				eps = []*policy.Endpoint{ep}
 			}
-			if output == "json" {
-				return writeJSON(cmd.OutOrStdout(), endpointViews(s, eps))
+			views := endpointViews(s, eps)
+			if withNft {
+				tab, err := nftTable(s)
+				if err != nil {
+					return fmt.Errorf("policy get: %w", err)
+				}
+				for i, ep := range eps {
+					views[i].Nftables = tab.ListFor(ep.Pod.IP)
+				}
 			}
-			writeEndpointPolicies(cmd.OutOrStdout(), s, eps)
+			if output == "json" {
+				return writeJSON(cmd.OutOrStdout(), views)
+			}
+			writeEndpointPolicies(cmd.OutOrStdout(), views)
 			return nil
 		},
 	}
@@ -80,6 +94,7 @@ of cilium policy get). Endpoints with the same selecting policies share one rule
 	get.Flags().StringVar(&pod, "pod", "", "only this pod (namespace/name)")
 	get.Flags().Uint32Var(&endpoint, "endpoint", 0, "only this endpoint id")
 	get.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	get.Flags().BoolVar(&withNft, "nftables", false, "also show the nftables table each endpoint's traffic walks")
 	policyCmd.AddCommand(get)
 	rootCmd.AddCommand(policyCmd)
 
@@ -147,6 +162,8 @@ type endpointView struct {
 	Identity policy.Identity `json:"identity"`
 	Ingress  directionView   `json:"ingress"`
 	Egress   directionView   `json:"egress"`
+	// Nftables is the part of the nftables table the endpoint's traffic walks (--nftables).
+	Nftables string `json:"nftables,omitempty"`
 }
 
 func endpointViews(s *policy.State, eps []*policy.Endpoint) []endpointView {
@@ -185,8 +202,8 @@ func portString(e policy.Entry) string {
 	return fmt.Sprint(e.Port)
 }
 
-func writeEndpointPolicies(w io.Writer, s *policy.State, eps []*policy.Endpoint) {
-	for _, v := range endpointViews(s, eps) {
+func writeEndpointPolicies(w io.Writer, views []endpointView) {
+	for _, v := range views {
 		fmt.Fprintf(w, "Endpoint %d  %s  %s  identity %d\n", v.ID, v.Pod, v.IP, v.Identity)
 		for _, d := range []struct {
 			name string
@@ -203,6 +220,12 @@ func writeEndpointPolicies(w io.Writer, s *policy.State, eps []*policy.Endpoint)
 				fmt.Fprintf(tw, "    %s\t%s\t%s\t%s\n", e.Peer, e.Protocol, e.Port, strings.Join(e.PeerLabels, " "))
 			}
 			tw.Flush()
+		}
+		if v.Nftables != "" {
+			fmt.Fprintln(w, "  nftables (what its traffic walks):")
+			for _, l := range strings.Split(strings.TrimSuffix(v.Nftables, "\n"), "\n") {
+				fmt.Fprintln(w, "    "+l)
+			}
 		}
 		fmt.Fprintln(w)
 	}

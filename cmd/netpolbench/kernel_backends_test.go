@@ -13,12 +13,12 @@ import (
 
 // TestVerdictKernelBackendsAgreeWithReference runs the verdict command with every backend that
 // decides without real packets: the eBPF programs through BPF_PROG_TEST_RUN in both layouts,
-// and the iptables and ipset rules through the tracer.
+// and the iptables, ipset and nftables rules through their tracers.
 func TestVerdictKernelBackendsAgreeWithReference(t *testing.T) {
-	testenv.NeedKernel(t, catalogue.NeedsOf(true, "ebpf", "iptables", "ipset")...)
+	testenv.NeedKernel(t, catalogue.NeedsOf(true, "ebpf", "iptables", "ipset", "nftables")...)
 	cluster, probes := modelFiles(t)
 	for _, layout := range []string{"hash", "cilium"} {
-		out, code := run(t, "verdict", "-f", cluster, "--probes", probes, "--backends", "reference,compiled,ebpf,iptables,ipset", "--layout", layout, "-o", "json")
+		out, code := run(t, "verdict", "-f", cluster, "--probes", probes, "--backends", "reference,compiled,ebpf,iptables,ipset,nftables", "--layout", layout, "-o", "json")
 		if code != 0 {
 			t.Fatalf("layout %s: exit %d:\n%s", layout, code, out)
 		}
@@ -27,7 +27,7 @@ func TestVerdictKernelBackendsAgreeWithReference(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, p := range got.Probes {
-			if len(p.Verdicts) != 5 {
+			if len(p.Verdicts) != 6 {
 				t.Fatalf("probe %+v lacks a backend's verdict", p)
 			}
 		}
@@ -54,7 +54,7 @@ func TestMonitorPrintsPolicyDrops(t *testing.T) {
 // TestVerdictRealPacketsSkipsSCTPAndAgrees sends the probes as real packets through the
 // testbed, once per kernel backend; the SCTP probe is left out with a warning.
 func TestVerdictRealPacketsSkipsSCTPAndAgrees(t *testing.T) {
-	testenv.NeedKernel(t, catalogue.NeedsOf(false, "ebpf", "iptables", "ipset")...)
+	testenv.NeedKernel(t, catalogue.NeedsOf(false, "ebpf", "iptables", "ipset", "nftables")...)
 	cluster, probes := modelFiles(t)
 	b, err := os.ReadFile(probes)
 	if err != nil {
@@ -64,7 +64,7 @@ func TestVerdictRealPacketsSkipsSCTPAndAgrees(t *testing.T) {
 	if err := os.WriteFile(withSCTP, append(b, []byte("  - {from: x/b, to: x/a, port: 80, protocol: SCTP}\n")...), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, code := run(t, "verdict", "-f", cluster, "--probes", withSCTP, "--backends", "reference,ebpf,iptables,ipset", "--real-packets", "-o", "json")
+	out, code := run(t, "verdict", "-f", cluster, "--probes", withSCTP, "--backends", "reference,ebpf,iptables,ipset,nftables", "--real-packets", "-o", "json")
 	if code != 0 {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}

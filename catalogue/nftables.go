@@ -1,0 +1,66 @@
+package catalogue
+
+import (
+	"errors"
+	"fmt"
+
+	"netpolbench/internal/netns"
+	"netpolbench/nftables"
+	"netpolbench/policy"
+)
+
+// newNftables opens the nftables backend on a table in the namespace env.Node: its sets and
+// verdict maps are in force from the first Sync.
+func newNftables(env Env) (policy.Backend, error) {
+	ns, err := netns.OpenIsolated(env.Node)
+	if err != nil {
+		return nil, err
+	}
+	nft, err := nftables.NewKernel(ns, nftables.KernelOptions{})
+	if err != nil {
+		ns.Close()
+		return nil, err
+	}
+	b, err := nftables.New(nftables.Config{NFT: nft})
+	if err != nil {
+		ns.Close()
+		return nil, err
+	}
+	return &nftBackend{Backend: b, name: env.name, ns: ns}, nil
+}
+
+// nftBackend is the nftables backend in a namespace of the suite's own.
+type nftBackend struct {
+	*nftables.Backend
+	name string
+	ns   *netns.NS
+}
+
+func (b *nftBackend) Name() string { return b.name }
+
+func (b *nftBackend) Close() error {
+	return errors.Join(b.Backend.Close(), b.ns.Close())
+}
+
+// tracedNftables decides flows by tracing them through the table the backend wrote into its
+// Fake (knftables' Fake with the kernel's checks): no kernel.
+type tracedNftables struct {
+	fake *nftables.Fake
+	b    *nftables.Backend
+}
+
+func decideNftables(env Env) (Decider, error) {
+	fake := nftables.NewFake()
+	b, err := nftables.New(nftables.Config{NFT: fake})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := b.Sync(env.State); err != nil {
+		return nil, fmt.Errorf("open nftables (traced): %w", err)
+	}
+	return &tracedNftables{fake: fake, b: b}, nil
+}
+
+func (t *tracedNftables) Verdict(f policy.Flow) (policy.Verdict, error) { return t.fake.Verdict(f) }
+
+func (t *tracedNftables) Close() error { return t.b.Close() }
