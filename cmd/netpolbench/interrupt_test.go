@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"netpolbench/catalogue"
 	"netpolbench/internal/testenv"
 	"netpolbench/results"
@@ -254,7 +256,7 @@ func TestInterruptedBenchKeepsItsResultsLeavesNothingAndResumes(t *testing.T) {
 					t.Fatalf("stop %d: %s: exit %d, want %d\n%s", i, sig, code, want, p.output())
 				}
 				st := run.Progress.Stopped
-				if !run.Partial() || st == nil || st.Reason != "interrupted by "+strings.ToUpper(sigName(sig)) {
+				if !run.Partial() || st == nil || st.Reason != "interrupted by "+unix.SignalName(sig) {
 					t.Fatalf("stop %d: %s: partial %v, stopped %+v", i, sig, run.Partial(), st)
 				}
 				if st.Phase != "" && run.PhaseDone(st.Phase) {
@@ -363,14 +365,4 @@ func checkCompleteRun(t *testing.T, dir string) {
 	if len(run.Claims) != 3 || run.Find("BenchmarkSync/backend=iptables/pods=30") == nil || len(run.Churn) != 2 {
 		t.Errorf("%s: %d claims, %d churn timelines", dir, len(run.Claims), len(run.Churn))
 	}
-}
-
-func sigName(s syscall.Signal) string {
-	switch s {
-	case syscall.SIGINT:
-		return "sigint"
-	case syscall.SIGTERM:
-		return "sigterm"
-	}
-	return s.String()
 }
