@@ -265,12 +265,10 @@ func (r *Runner) phase(ctx context.Context, id string, fn func()) error {
 
 // scale is one point of the sweep while the runner measures there.
 type scale struct {
-	plan  scalePlan
 	label string
 	// sweep is set for a point of the pods sweep; label-set points measure sizes only.
 	sweep        bool
 	pods, idents int
-	sc           *Scenario
 	// base is the cluster as built: every backend compiles its own copy.
 	base *policy.Cluster
 	// frozen is the compiled state every per-packet phase and size is measured on. Nothing
@@ -349,10 +347,12 @@ func (r *Runner) runScale(ctx context.Context, sp scalePlan) error {
 	}
 	compileNS := time.Since(t1)
 	st := comp.State()
-	s := &scale{plan: sp, sweep: sweep, pods: st.NumEndpoints(), idents: len(st.Identities()), sc: sc, base: base, frozen: st}
+	s := &scale{sweep: sweep, pods: st.NumEndpoints(), idents: len(st.Identities()), base: base, frozen: st}
 	s.label = sp.label(s.pods)
-	if err := r.reviveFloors(s.pods); err != nil {
-		return err
+	if sweep {
+		if err := r.reviveFloors(s.pods); err != nil {
+			return err
+		}
 	}
 	err = r.phase(ctx, s.label+"/workload", func() {
 		r.run.Benchmarks = append(r.run.Benchmarks,
