@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 	"math"
 	"net/netip"
 	"os"
@@ -129,12 +130,17 @@ func TestHistogramsClampOutOfRangeValuesAndCountThem(t *testing.T) {
 	}
 }
 
-func TestHistogramsLinkStampDeltasToTheirFloorAndWriteHgrm(t *testing.T) {
+// TestHistogramsTakeAboveFloorFromTheSubtractedDistribution records stamp deltas and links one
+// to its floor with the distribution of its values minus the floor's median: its percentiles
+// above the floor are that distribution's, not its own percentiles minus the floor's; nothing
+// else gets a floor by name or place alone.
+func TestHistogramsTakeAboveFloorFromTheSubtractedDistribution(t *testing.T) {
 	h := NewHistograms()
-	floor := HistKey{Kind: results.KindStampDelta, Backend: results.BackendFloorName, Pods: 1000, Verdict: results.VerdictAllow, Flow: results.FlowNew, Attach: "netfilter"}
+	floor := HistKey{Kind: results.KindStampDelta, Backend: results.BackendFloorName, Pods: 1000, Verdict: results.VerdictDeny, Attach: "netfilter", Extra: "for=iptables/span=nf-path/path=drop"}
 	ipt := HistKey{Kind: results.KindStampDelta, Backend: "iptables", Pods: 1000, Verdict: results.VerdictDeny, Flow: results.FlowNew, Attach: "netfilter"}
-	other := HistKey{Kind: results.KindStampDelta, Backend: "ebpf", Pods: 1000, Verdict: results.VerdictDeny, Flow: results.FlowNew, Attach: "tcx"}
+	other := HistKey{Kind: results.KindStampDelta, Backend: "ebpf", Pods: 1000, Verdict: results.VerdictDeny, Flow: results.FlowNew, Attach: "netfilter"}
 	tr := HistKey{Kind: results.KindTestRunBatchMeans, Backend: "ebpf", Pods: 1000, Verdict: results.VerdictDeny, Flow: results.FlowNew}
+	above := hdrhistogram.New(histMin, histMax, histDigits)
 	for i := int64(1); i <= 1000; i++ {
 		for _, c := range []struct {
 			k HistKey
@@ -144,7 +150,12 @@ func TestHistogramsLinkStampDeltasToTheirFloorAndWriteHgrm(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		if err := above.RecordValue(5000 + i - 105); err != nil {
+			t.Fatal(err)
+		}
 	}
+	h.SetAbove(ipt, floor, above, 7)
+	h.SetDigests(ipt, "s", "f")
 	dir := t.TempDir()
 	out, err := h.Results(dir)
 	if err != nil {
@@ -163,15 +174,17 @@ func TestHistogramsLinkStampDeltasToTheirFloorAndWriteHgrm(t *testing.T) {
 		}
 	}
 	got := byName[ipt.Name()]
-	if got.Floor != floor.Name() || got.AboveFloor == nil {
-		t.Fatalf("iptables histogram floor = %q, want %q", got.Floor, floor.Name())
+	if got.Floor != floor.Name() || got.AboveFloor == nil || got.AboveFloorClamped != 7 || got.StateDigest != "s" || got.FlowDigest != "f" {
+		t.Fatalf("iptables histogram: floor %q above %+v clamped %d digests %q %q", got.Floor, got.AboveFloor, got.AboveFloorClamped, got.StateDigest, got.FlowDigest)
 	}
-	wantP50 := got.Percentiles.P50 - byName[floor.Name()].Percentiles.P50
-	if math.Abs(got.AboveFloor.P50-wantP50) > 1 {
-		t.Errorf("above-floor p50 = %v, want %v", got.AboveFloor.P50, wantP50)
+	if want := float64(above.ValueAtQuantile(99)); got.AboveFloor.P99 != want {
+		t.Errorf("above-floor p99 = %v, want the subtracted distribution's %v", got.AboveFloor.P99, want)
+	}
+	if math.Abs(got.Percentiles.P50-5500) > 10 {
+		t.Errorf("stamped p50 = %v, want about 5500", got.Percentiles.P50)
 	}
 	if byName[other.Name()].Floor != "" {
-		t.Errorf("a tcx histogram got the netfilter floor %q", byName[other.Name()].Floor)
+		t.Errorf("a histogram never linked got the floor %q", byName[other.Name()].Floor)
 	}
 	if r := byName[tr.Name()]; r.Floor != "" || r.Kind != results.KindTestRunBatchMeans {
 		t.Errorf("test-run histogram: floor %q kind %q, want no floor and kind batch means", r.Floor, r.Kind)
@@ -363,6 +376,7 @@ func TestLoadSpecRejectsUnknownFieldsAndBadValues(t *testing.T) {
 		{"bad backend", "pods: [100]\nbackends: [nosuch]\n", "unknown backend"},
 		{"pods out of range", "pods: [0, 200000]\n", "out of range"},
 		{"bad duration", "pods: [100]\nduration: soon\n", "duration"},
+		{"map headroom below 1", "pods: [100]\nmapHeadroom: 0.5\n", "mapHeadroom"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			p := filepath.Join(dir, strings.ReplaceAll(c.name, " ", "_")+".yaml")

@@ -397,12 +397,12 @@ func (r *Runner) churnList(s *scale) (*churnList, error) {
 // Update, timing each step's apply and, with a decider, the convergence to the new verdict.
 // A backend that does not apply the whole list within the phase budget is capped in this
 // phase (results.PhaseChurn): it measures nothing after it.
-func (u *unit) churnPhase(ctx context.Context) {
+func (u *unit) churnPhase(ctx context.Context) error {
 	r, s, name := u.r, u.s, u.name
 	l, err := r.churnList(s)
 	if err != nil {
 		u.capChurn("", "churn list: %v", err)
-		return
+		return nil
 	}
 	decider, _ := u.be.(policy.Decider)
 	if decider == nil && u.inNode != nil && r.Kernel {
@@ -442,7 +442,7 @@ func (u *unit) churnPhase(ctx context.Context) {
 				u.capChurn(fmt.Sprintf("%s per phase", time.Duration(r.Spec.Budget.MaxPhase)),
 					"churn stopped at %s event %d (step %d of the list's %d)", kind, len(up.ApplyNS)+1, i+1, len(l.steps))
 			}
-			return
+			return nil
 		}
 		var sizeBefore uint64
 		if kind == results.EventPodAdd {
@@ -456,7 +456,7 @@ func (u *unit) churnPhase(ctx context.Context) {
 			if err != nil {
 				up.Capped = true
 				u.capChurn("", "%s: compile: %v", kind, err)
-				return
+				return nil
 			}
 			entriesChanged += len(d.EntriesAdded) + len(d.EntriesRemoved)
 			var st policy.SyncStats
@@ -467,13 +467,13 @@ func (u *unit) churnPhase(ctx context.Context) {
 				st, uerr = u.be.Update(u.comp.State(), d)
 				took = time.Since(t)
 			}) {
-				return
+				return nil
 			}
 			applyNS += took
 			if uerr != nil {
 				up.Capped = true
 				u.capChurn("", "update %s: %v", kind, uerr)
-				return
+				return nil
 			}
 			ops += st.Ops
 		}
@@ -501,6 +501,7 @@ func (u *unit) churnPhase(ctx context.Context) {
 		}
 	}
 	u.churned = true
+	return nil
 }
 
 // capChurn records that the backend did not apply the whole churn list.
@@ -538,29 +539,30 @@ func (u *unit) replayChurn(ctx context.Context) {
 // underLoadPhase streams packets between two pods that stay allowed while the scale's
 // churn-under-load list is applied to the backend in force, which holds the state after the
 // churn list.
-func (u *unit) underLoadPhase(ctx context.Context) {
+func (u *unit) underLoadPhase(ctx context.Context) error {
 	r, s, name := u.r, u.s, u.name
 	if !u.churned {
 		r.addCap(results.Cap{Backend: name, Pods: s.pods, Skipped: true, Phase: phaseUnderLoad,
 			Reason: "left out: the backend did not apply the whole churn list, so its state is not the other backends'"})
-		return
+		return nil
 	}
 	if _, err := r.churnList(s); err != nil {
 		r.capf(name, s.pods, true, "", "churn under load: %v", err)
-		return
+		return nil
 	}
 	if !s.streamOK {
 		r.capf(name, s.pods, true, "", "churn under load: no allowed UDP flow between two pods")
-		return
+		return nil
 	}
 	l, f := s.underLoad, s.stream
 	e, ok := u.enforcement(ctx, u.comp.State())
 	if !ok {
-		return
+		return nil
 	}
 	if err := r.streamWithChurn(ctx, u, e.Backend(), l, f); err != nil {
 		r.capf(name, s.pods, false, "", "churn under load: %v", err)
 	}
+	return nil
 }
 
 // converge polls the decider on the first probe whose verdict the step changed, until it gives

@@ -9,14 +9,19 @@
 //     bytes and ipset members) and the suite's own peak memory;
 //   - BPF_PROG_TEST_RUN distributions of the eBPF programs (histograms of batch means) with the
 //     empty program as their floor;
-//   - in a namespace testbed (package testbed): the per-packet enforcement cost stamped in the
-//     kernel by the programs of bench/stamp around the enforcement point, by verdict and flow
-//     state, above a floor measured with an empty step in the same run; TCP request/response
-//     latency; UDP throughput; and a steady packet stream between pods that stay allowed while
-//     churn runs (loss and latency per interval).
+//   - in a namespace testbed of the backend's own (package testbed), on the state as compiled
+//     and before churn: the per-packet enforcement cost stamped in the kernel by the programs
+//     of bench/stamp, per path above that path's floor, in rounds that alternate floor and
+//     backend (MeasurePackets; the method's design is bench/stamp's package doc), at the
+//     sparse rate too at Spec.SparsePods, with the eBPF datapath's map operations per verdict
+//     path;
+//   - after churn, in the same testbed: TCP request/response latency, UDP throughput, and a
+//     steady packet stream between pods that stay allowed while churn runs (loss and latency
+//     per interval).
 //
 // From the sweep it fits growth exponents (log cost against log pods or identities) and checks
 // the seed claims. Everything is written through package results: results.json, .hgrm files
 // and Go benchmark format for benchstat. A backend or phase that cannot run here (no root, a
-// budget exceeded) is recorded as a cap with its reason; it never fails the run.
+// budget exceeded) is recorded as a cap with its reason; the run fails only when a stamped
+// packet's fate disagrees with the reference.
 package bench

@@ -62,13 +62,24 @@ func TestQuickSweepEndToEnd(t *testing.T) {
 			want[HistKey{Kind: results.KindStampDelta, Backend: b, Pods: 100, Attach: attach, Verdict: v, Flow: results.FlowNew}.Name()] = true
 		}
 	}
+	digests := map[string]bool{}
 	for _, h := range loaded.Latency {
 		if want[h.Name] {
 			delete(want, h.Name)
 			if h.Count == 0 || h.Floor == "" || h.AboveFloor == nil || h.HgrmPath == "" {
 				t.Errorf("%s: count %d floor %q hgrm %q", h.Name, h.Count, h.Floor, h.HgrmPath)
 			}
+			if loaded.FindLatency(h.Floor) == nil {
+				t.Errorf("%s: floor %s not in the run", h.Name, h.Floor)
+			}
 		}
+		if h.Kind == results.KindStampDelta {
+			digests[h.StateDigest+" "+h.FlowDigest] = true
+		}
+	}
+	// Every backend was stamped on the same state and the same flow list.
+	if len(digests) != 1 {
+		t.Errorf("stamped histograms carry %d state and flow digest pairs, want 1: %v", len(digests), digests)
 	}
 	for name := range want {
 		t.Errorf("no stamped histogram %s", name)

@@ -70,22 +70,70 @@ type Histograms struct {
 	order []HistKey
 	// clamped counts values outside the range, recorded at the nearest bound.
 	clamped int64
+	extra   map[HistKey]*histExtra
+}
+
+// histExtra is what a per-packet histogram carries beyond its values.
+type histExtra struct {
+	// above is the distribution of the values each minus its path's floor median; floor names
+	// that floor's histogram; clamped counts values at or below the floor.
+	above   *hdrhistogram.Histogram
+	floor   HistKey
+	clamped int64
+	// stateDigest and flowDigest identify what the values were measured on.
+	stateDigest, flowDigest string
 }
 
 // NewHistograms returns an empty collection.
 func NewHistograms() *Histograms {
-	return &Histograms{m: map[HistKey]*hdrhistogram.Histogram{}}
+	return &Histograms{m: map[HistKey]*hdrhistogram.Histogram{}, extra: map[HistKey]*histExtra{}}
 }
 
-// Record adds one value in ns. Values outside 1 ns..60 s are clamped and counted, so a
-// distribution never silently loses a sample; any other RecordValue error is returned.
-func (h *Histograms) Record(k HistKey, ns int64) error {
+func (h *Histograms) get(k HistKey) *hdrhistogram.Histogram {
 	hist, ok := h.m[k]
 	if !ok {
 		hist = hdrhistogram.New(histMin, histMax, histDigits)
 		h.m[k] = hist
 		h.order = append(h.order, k)
 	}
+	return hist
+}
+
+// Merge adds every value of from (recorded in the same range) to k.
+func (h *Histograms) Merge(k HistKey, from *hdrhistogram.Histogram) error {
+	if dropped := h.get(k).Merge(from); dropped > 0 {
+		return fmt.Errorf("merge into %s: %d values out of range", k.Name(), dropped)
+	}
+	return nil
+}
+
+// SetAbove links k to its floor's histogram and to above, the distribution of k's values each
+// minus the floor's median (clamped of them at or below it): Results then reports the
+// percentiles of above as k's cost above the floor.
+func (h *Histograms) SetAbove(k, floor HistKey, above *hdrhistogram.Histogram, clamped int64) {
+	x := h.extraOf(k)
+	x.above, x.floor, x.clamped = above, floor, clamped
+}
+
+// SetDigests records the state and flow-list digests k was measured on.
+func (h *Histograms) SetDigests(k HistKey, state, flows string) {
+	x := h.extraOf(k)
+	x.stateDigest, x.flowDigest = state, flows
+}
+
+func (h *Histograms) extraOf(k HistKey) *histExtra {
+	x := h.extra[k]
+	if x == nil {
+		x = &histExtra{}
+		h.extra[k] = x
+	}
+	return x
+}
+
+// Record adds one value in ns. Values outside 1 ns..60 s are clamped and counted, so a
+// distribution never silently loses a sample; any other RecordValue error is returned.
+func (h *Histograms) Record(k HistKey, ns int64) error {
+	hist := h.get(k)
 	if ns < histMin {
 		ns = histMin
 		h.clamped++
@@ -116,26 +164,9 @@ func (h *Histograms) Clamped() int64 { return h.clamped }
 // Keys returns the keys in first-recorded order.
 func (h *Histograms) Keys() []HistKey { return append([]HistKey(nil), h.order...) }
 
-// floorFor finds the floor of a stamp histogram: same kind, scale and attach point, backend
-// "floor", allowed packets, the same flow state when the floor has it.
-func (h *Histograms) floorFor(k HistKey) (HistKey, bool) {
-	if k.Kind != results.KindStampDelta || k.Backend == results.BackendFloorName {
-		return HistKey{}, false
-	}
-	f := HistKey{Kind: k.Kind, Backend: results.BackendFloorName, Pods: k.Pods, Attach: k.Attach, Verdict: results.VerdictAllow, Flow: k.Flow}
-	if _, ok := h.m[f]; ok {
-		return f, true
-	}
-	for _, c := range h.order {
-		if c.Kind == k.Kind && c.Backend == results.BackendFloorName && c.Pods == k.Pods && c.Attach == k.Attach {
-			return c, true
-		}
-	}
-	return HistKey{}, false
-}
-
 // Results summarises every histogram for results.json, writes each one's .hgrm percentile
-// file into dir (when dir is not ""), and links stamp histograms to their floor.
+// file into dir (when dir is not ""), and links per-packet histograms to their floor as
+// SetAbove told.
 func (h *Histograms) Results(dir string) ([]results.Histogram, error) {
 	keys := h.Keys()
 	sort.SliceStable(keys, func(i, j int) bool { return keys[i].Name() < keys[j].Name() })
@@ -175,8 +206,11 @@ func (h *Histograms) Results(dir string) ([]results.Histogram, error) {
 		byName[out[i].Name] = &out[i]
 	}
 	for i, k := range keys {
-		if f, ok := h.floorFor(k); ok {
-			out[i].SetFloor(byName[f.Name()])
+		if x := h.extra[k]; x != nil {
+			out[i].StateDigest, out[i].FlowDigest = x.stateDigest, x.flowDigest
+			if x.above != nil {
+				out[i].SetAbove(x.floor.Name(), x.above, x.clamped)
+			}
 		}
 	}
 	return out, nil

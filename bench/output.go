@@ -138,6 +138,24 @@ func (r *Runner) checkpoint(id string, took time.Duration) error {
 // interrupted rolls the run back to its last finished phase, records where and why it
 // stopped, writes that into Dir and returns the run with an error wrapping ErrInterrupted.
 func (r *Runner) interrupted(ctx context.Context) (*results.Run, error) {
+	why := "interrupted"
+	if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
+		why = c.Error()
+	}
+	where := "between phases"
+	if r.current != "" {
+		where = "in " + r.current
+	}
+	run, err := r.stop(why)
+	if err != nil {
+		return run, err
+	}
+	return run, fmt.Errorf("%w %s: %s", ErrInterrupted, where, why)
+}
+
+// stop rolls the run back to its last finished phase, records that it stopped in the phase
+// under way and why, and writes that into Dir.
+func (r *Runner) stop(why string) (*results.Run, error) {
 	total := r.prior + time.Since(r.segStart)
 	run, err := results.Decode(r.last)
 	if err != nil {
@@ -145,10 +163,6 @@ func (r *Runner) interrupted(ctx context.Context) (*results.Run, error) {
 	}
 	if err := r.restore(run); err != nil {
 		return nil, err
-	}
-	why := "interrupted"
-	if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
-		why = c.Error()
 	}
 	run.Complete = false
 	run.Progress.Stopped = &results.Stop{Phase: r.current, Reason: why, At: time.Now().UTC()}
@@ -164,9 +178,5 @@ func (r *Runner) interrupted(ctx context.Context) (*results.Run, error) {
 			return run, err
 		}
 	}
-	where := "between phases"
-	if r.current != "" {
-		where = "in " + r.current
-	}
-	return run, fmt.Errorf("%w %s: %s", ErrInterrupted, where, why)
+	return run, nil
 }

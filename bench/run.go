@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"netpolbench/bench/stamp"
 	"netpolbench/catalogue"
 	"netpolbench/policy"
 	"netpolbench/results"
@@ -21,9 +22,9 @@ import (
 
 // Runner runs a sweep and returns its results.
 //
-// The sweep is a sequence of phases: per scale the workload (generate and compile) and the
-// floor, then per backend its full syncs and size, BPF_PROG_TEST_RUN, real-packet stamps, round
-// trips, churn and churn under load. Every per-packet phase of every backend runs on the scale's
+// The sweep is a sequence of phases: per scale the workload (generate and compile), then per
+// backend its full syncs and size, BPF_PROG_TEST_RUN, real-packet stamps (in a testbed of the
+// backend's own), round trips, churn and churn under load. Every per-packet phase of every backend runs on the scale's
 // frozen state (the compiled cluster before any churn), and churn replays one event list per
 // scale on every backend. After each phase the run is checkpointed: with Dir set, results.json,
 // bench.txt and the .hgrm files there hold every finished phase. When the context ends, the
@@ -151,9 +152,10 @@ func (sp scalePlan) label(pods int) string {
 var errStopped = errors.New("stopped")
 
 // Run runs the sweep, or continues the one Resume loaded. It returns an error only for a failure
-// of the run itself (bad spec, a workload that cannot be built, results that cannot be written)
-// and, wrapping ErrInterrupted with the run as it stood after its last finished phase, when ctx
-// ends first; a backend that fails or is missing becomes a cap.
+// of the run itself (bad spec, a workload that cannot be built, results that cannot be written,
+// a stamped packet that disagrees with the reference: then with the run as it stood after its
+// last finished phase, its stop recorded) and, wrapping ErrInterrupted, when ctx ends first; a
+// backend that fails or is missing becomes a cap.
 func (r *Runner) Run(ctx context.Context) (*results.Run, error) {
 	if err := r.Spec.Validate(); err != nil {
 		return nil, err
@@ -181,11 +183,13 @@ func (r *Runner) Run(ctx context.Context) (*results.Run, error) {
 			err = r.runScale(ctx, sp)
 		}
 		if err != nil {
+			r.closeBed()
 			if ctx.Err() != nil {
-				r.closeBed()
 				return r.interrupted(ctx)
 			}
-			return nil, err
+			// A failure of the run: the file says where, with what it measured before.
+			run, werr := r.stop(err.Error())
+			return run, errors.Join(err, werr)
 		}
 	}
 	r.finish()
@@ -220,10 +224,11 @@ func (r *Runner) start() error {
 	r.out = map[string]bool{}
 	if r.Kernel {
 		r.run.Notes = append(r.run.Notes,
-			"eBPF stamps: TCX programs at the head and the tail of the TCX ingress and egress chains of every pod veth, around the datapath loaded with its TCX_NEXT-on-allow switch (datapath.Options.TCXNext); a pod-to-pod packet's sample is the sum of the source veth's ingress part and the destination veth's egress part.",
-			"iptables stamps: netfilter BPF programs on NF_INET_FORWARD of the node namespace at priorities -1 and +1, around the filter table (priority 0).",
-			"Dropped packets are closed on the kfree_skb tracepoint (tp_btf) with their drop reason; the floor is the same stamps around an empty step (TCX) or an empty filter table (netfilter), measured in the same run at each scale.",
-			"Per-packet growth (the ebpf-flat claim) uses the p50 of denied new flows above the floor: the path that walks a destination's whole rule set.")
+			"Per-packet cost (bench/stamp's package doc has the method): each backend at each scale is measured in a testbed of its own, on the compiled state before churn and a frozen flow list (state_digest and flow_digest on every latency entry), in three floor rounds alternating with three backend rounds; new flows are raw packets with a 5-tuple each (dense: back to back; rate=sparse: a millisecond apart), established packets are data segments on real connections. Every stamped packet is checked against the reference; a disagreement fails the run.",
+			"eBPF stamps: TCX programs at the head and the tail of the TCX chains of every pod veth, around the datapath (TCX_NEXT on allow); a pod-to-pod sample adds the source veth's ingress part and the destination veth's egress part, the datapath's own conntrack included.",
+			"iptables stamps: span nf-path from PREROUTING at priority -500 (before defragmentation and conntrack) to the outgoing veth's TCX egress (after conntrack's confirmation), the headline, compared with eBPF; span nf-filter from FORWARD -2 to +2, the filter table alone.",
+			"Floors match the path: per span, per path (allowed through both enforcement points or one, dropped at the source's or the destination's point, closed on kfree_skb as real drops), the same stamps around step programs that pass or drop the packets the reference denies there. A floor round unhooks iptables' rules (the jump and the conntrack rule) so nf_conntrack does not run; the filter table's empty built-in chains stay.",
+			"Above the floor: every sample minus one constant, its path's floor median from the same measurement's floor rounds; percentiles are of those differences (clamped at 1 ns and counted). Per-packet growth (the ebpf-flat claim) uses the p50 of denied new flows above their floors.")
 	}
 	r.run.Notes = append(r.run.Notes,
 		"Every backend's per-packet figures at a scale (BPF_PROG_TEST_RUN and real packets) and its sizes are measured on the same compiled state, before churn; churn then replays one event list per scale on every backend, and a backend that does not finish it measures nothing after it.")
@@ -243,9 +248,10 @@ func (r *Runner) finish() {
 }
 
 // phase runs fn as the phase id, unless the run finished it before it was resumed, and then
-// checkpoints the run. When ctx ends first it returns errStopped and the phase is not recorded:
-// Run rolls its figures back.
-func (r *Runner) phase(ctx context.Context, id string, fn func()) error {
+// checkpoints the run. When ctx ends first it returns errStopped, and when fn fails the run
+// (an error, not a cap) that error; either way the phase is not recorded: Run rolls its
+// figures back.
+func (r *Runner) phase(ctx context.Context, id string, fn func() error) error {
 	if r.run.PhaseDone(id) {
 		return nil
 	}
@@ -255,7 +261,9 @@ func (r *Runner) phase(ctx context.Context, id string, fn func()) error {
 	r.current = id
 	r.Progress.Note("phase " + id)
 	t := time.Now()
-	fn()
+	if err := fn(); err != nil {
+		return err
+	}
 	if ctx.Err() != nil {
 		return errStopped
 	}
@@ -272,8 +280,9 @@ type scale struct {
 	// base is the cluster as built: every backend compiles its own copy.
 	base *policy.Cluster
 	// frozen is the compiled state every per-packet phase and size is measured on. Nothing
-	// churns it.
+	// churns it. flows is the frozen flow list of the real-packet phases (nil without them).
 	frozen *policy.State
+	flows  *stamp.FlowList
 	// churn and underLoad are the event lists every backend replays, built on first use.
 	churn, underLoad *churnList
 	// stream is the allowed UDP flow of churn under load (ok false when there is none).
@@ -349,12 +358,7 @@ func (r *Runner) runScale(ctx context.Context, sp scalePlan) error {
 	st := comp.State()
 	s := &scale{sweep: sweep, pods: st.NumEndpoints(), idents: len(st.Identities()), base: base, frozen: st}
 	s.label = sp.label(s.pods)
-	if sweep {
-		if err := r.reviveFloors(s.pods); err != nil {
-			return err
-		}
-	}
-	err = r.phase(ctx, s.label+"/workload", func() {
+	err = r.phase(ctx, s.label+"/workload", func() error {
 		r.run.Benchmarks = append(r.run.Benchmarks,
 			results.Benchmark{Name: "BenchmarkGenerate/" + s.label, Iters: 1, Metrics: []results.Metric{{Unit: "ns/op", Samples: []float64{float64(genNS)}}}},
 			results.Benchmark{Name: "BenchmarkCompile/" + s.label, Iters: 1, Metrics: []results.Metric{
@@ -362,13 +366,17 @@ func (r *Runner) runScale(ctx context.Context, sp scalePlan) error {
 				{Unit: "identities", Exact: true, Samples: []float64{float64(s.idents)}},
 				{Unit: "rule-entries", Exact: true, Samples: []float64{float64(st.NumEntries())}},
 			}})
+		return nil
 	})
 	if err != nil {
 		return err
 	}
+	// One flow list per scale, frozen before any backend runs: every backend's stamped packets
+	// belong to it. It depends on the cluster and the seed alone, so a resumed run draws the
+	// same one.
 	if r.Kernel && sweep && r.anyKernelBackend() {
-		if err := r.phase(ctx, s.label+"/floor", func() { r.floors(ctx, s.pods, st) }); err != nil {
-			return err
+		if s.flows, err = freezeFlows(st, r.Spec.Seed); err != nil {
+			r.logf("bench: %s: no per-packet measurement: %v", s.label, err)
 		}
 	}
 	for _, name := range r.Spec.Backends {
@@ -384,32 +392,6 @@ func (r *Runner) runScale(ctx context.Context, sp scalePlan) error {
 		}
 	}
 	return r.freeze()
-}
-
-// reviveFloors makes the stamp floors of a scale whose floor phase finished before a resume
-// live histograms again: the backends still to be stamped there are measured against them.
-func (r *Runner) reviveFloors(pods int) error {
-	kept := r.restored[:0:0]
-	for _, h := range r.restored {
-		if h.Kind != results.KindStampDelta || h.Backend != results.BackendFloorName || h.Pods != pods {
-			kept = append(kept, h)
-			continue
-		}
-		hd, err := h.Decode()
-		if err != nil {
-			return err
-		}
-		k := HistKey{Kind: h.Kind, Backend: h.Backend, Pods: h.Pods, Verdict: h.Verdict, Flow: h.Flow, Attach: h.Labels["attach"]}
-		for _, bar := range hd.Distribution() {
-			for range bar.Count {
-				if err := r.hists.Record(k, bar.From); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	r.restored = kept
-	return nil
 }
 
 // freeze sets the latency of a finished scale aside as summarized, so later checkpoints do not
@@ -459,14 +441,20 @@ type unit struct {
 
 func (u *unit) phaseID(name string) string { return u.id + "/" + name }
 
+// runBackend measures one backend at one scale. Its real-packet phases run in a testbed of its
+// own, built on first use and removed at the end. It returns an error for a failure of the run:
+// results that cannot be written, or a stamped packet that disagreed with the reference.
 func (r *Runner) runBackend(ctx context.Context, s *scale, name string) error {
 	u := &unit{r: r, s: s, name: name, id: s.label + "/backend=" + name}
+	r.closeBed()
+	defer r.closeBed()
 	defer u.close()
 	b, err := catalogue.Get(name)
 	if err != nil {
-		return r.phase(ctx, u.phaseID(phaseSync), func() {
+		return r.phase(ctx, u.phaseID(phaseSync), func() error {
 			r.out[u.id] = true
 			r.capf(name, s.pods, true, "", "%v", err)
+			return nil
 		})
 	}
 	u.b = b
@@ -478,16 +466,16 @@ func (r *Runner) runBackend(ctx context.Context, s *scale, name string) error {
 	if r.run.PhaseDone(u.phaseID(phaseSync)) {
 		// A resumed run: open and sync again, untimed, to measure what is left.
 		if err := u.open(); err != nil {
-			return r.phase(ctx, u.nextPhase(), func() { u.capSkipped("resume: open %s: %v", name, err) })
+			return r.phase(ctx, u.nextPhase(), func() error { u.capSkipped("resume: open %s: %v", name, err); return nil })
 		}
 		var serr error
 		if !u.call(ctx, func() { _, serr = u.be.Sync(u.comp.State()) }) {
 			return errStopped
 		}
 		if serr != nil {
-			return r.phase(ctx, u.nextPhase(), func() { u.capSkipped("resume: sync %s: %v", name, serr) })
+			return r.phase(ctx, u.nextPhase(), func() error { u.capSkipped("resume: sync %s: %v", name, serr); return nil })
 		}
-	} else if err := r.phase(ctx, u.phaseID(phaseSync), func() { u.syncPhase(ctx) }); err != nil {
+	} else if err := r.phase(ctx, u.phaseID(phaseSync), func() error { u.syncPhase(ctx); return nil }); err != nil {
 		return err
 	}
 	if r.out[u.id] || !s.sweep {
@@ -495,7 +483,7 @@ func (r *Runner) runBackend(ctx context.Context, s *scale, name string) error {
 	}
 	steps := []struct {
 		name string
-		run  func(context.Context)
+		run  func(context.Context) error
 		want bool
 	}{
 		{phaseTestRun, u.testRunPhase, true},
@@ -506,6 +494,9 @@ func (r *Runner) runBackend(ctx context.Context, s *scale, name string) error {
 	}
 	for _, st := range steps {
 		if !st.want {
+			continue
+		}
+		if st.name == phasePackets && s.flows == nil {
 			continue
 		}
 		id := u.phaseID(st.name)
@@ -520,7 +511,7 @@ func (r *Runner) runBackend(ctx context.Context, s *scale, name string) error {
 				continue
 			}
 		}
-		if err := r.phase(ctx, id, func() { st.run(ctx) }); err != nil {
+		if err := r.phase(ctx, id, func() error { return st.run(ctx) }); err != nil {
 			return err
 		}
 	}
@@ -636,7 +627,7 @@ func (u *unit) admit() bool {
 // open opens the backend, in the testbed's node namespace when its family keeps its state
 // there.
 func (u *unit) open() error {
-	env := catalogue.Env{State: u.comp.State()}
+	env := catalogue.Env{State: u.comp.State(), MapHeadroom: u.r.Spec.MapHeadroom}
 	if u.b.Family.InNode {
 		bed, err := u.r.openBed()
 		if err != nil {
@@ -728,10 +719,11 @@ func (u *unit) syncPhase(ctx context.Context) {
 
 // testRunPhase records BPF_PROG_TEST_RUN batch means of the backend's programs, synced to the
 // frozen state.
-func (u *unit) testRunPhase(ctx context.Context) {
+func (u *unit) testRunPhase(ctx context.Context) error {
 	if tr, ok := u.be.(catalogue.TestRunner); ok {
 		u.r.testRuns(ctx, u.name, u.s.pods, u.s.frozen, tr)
 	}
+	return nil
 }
 
 // enforcement is the backend in force in the testbed for the real-packet phases, synced to
@@ -754,7 +746,9 @@ func (u *unit) enforcement(ctx context.Context, st *policy.State) (*testbed.Enfo
 		return nil, false
 	}
 	var e *testbed.Enforcement
-	if !u.call(ctx, func() { e, _, err = u.b.Enforce(bed, catalogue.Env{State: st, Stamped: true}) }) {
+	if !u.call(ctx, func() {
+		e, _, err = u.b.Enforce(bed, catalogue.Env{State: st, Stamped: true, MapHeadroom: u.r.Spec.MapHeadroom})
+	}) {
 		return nil, false
 	}
 	if err != nil {
@@ -765,28 +759,20 @@ func (u *unit) enforcement(ctx context.Context, st *policy.State) (*testbed.Enfo
 	return e, true
 }
 
-// packetsPhase stamps real packets through the backend in force, synced to the frozen state.
-func (u *unit) packetsPhase(ctx context.Context) {
-	r, s, name := u.r, u.s, u.name
-	if _, ok := u.enforcement(ctx, s.frozen); !ok {
-		return
-	}
-	attach := u.b.Family.Stamp
-	r.Progress.Note(fmt.Sprintf("%s backend=%s stamped packets (%s)", s.label, name, attach))
-	if err := r.stamped(ctx, r.bed, name, attach, s.pods, s.frozen, false); err != nil {
-		r.capf(name, s.pods, false, "", "stamped per-packet cost: %v", err)
-	} else {
-		r.recordPacketCost(name, attach, s.pods)
-	}
+// packetsPhase measures the backend's per-packet cost on the frozen state and flow list, in the
+// unit's own testbed (package bench's per-packet method, Runner.packets). A stamped packet that
+// disagrees with the reference fails the run.
+func (u *unit) packetsPhase(ctx context.Context) error {
+	return u.r.packets(ctx, u.b, u.s.pods, u.s.frozen, u.s.flows, u.inNode)
 }
 
 // roundTripPhase measures TCP round trips and UDP throughput through the backend in force,
 // synced to the frozen state.
-func (u *unit) roundTripPhase(ctx context.Context) {
-	if _, ok := u.enforcement(ctx, u.s.frozen); !ok {
-		return
+func (u *unit) roundTripPhase(ctx context.Context) error {
+	if _, ok := u.enforcement(ctx, u.s.frozen); ok {
+		u.r.roundTrips(ctx, u.r.bed, u.name, u.s.pods, u.s.frozen)
 	}
-	u.r.roundTrips(ctx, u.r.bed, u.name, u.s.pods, u.s.frozen)
+	return nil
 }
 
 func (r *Runner) anyKernelBackend() bool {

@@ -38,15 +38,24 @@ type Spec struct {
 	Samples int `json:"samples,omitempty"`
 	// Duration bounds each traffic phase (round trips, throughput, churn under load; default 2s).
 	Duration Duration `json:"duration,omitempty"`
-	// Packets sizes the stamped traffic (about Packets/6 allowed flows of six packets and
-	// Packets/4 denied SYNs) and bounds the round trips (default 1000).
+	// Packets is the number of stamped samples each per-packet point of a backend and scale
+	// (verdict and flow state: allowed new, denied new, established) gets at least, over the
+	// rounds of its backend; it also bounds the round trips (default 10000).
 	Packets int `json:"packets,omitempty"`
+	// SparsePods are the scales whose per-packet measurement is repeated with new flows
+	// spaced a millisecond apart (rate=sparse, a fifth of the samples): warm against cold
+	// caches. None by default; `make bench` runs it at 1,000 pods.
+	SparsePods []int `json:"sparsePods,omitempty"`
 	// ChurnEvents is the number of events applied per event type (default 3).
 	ChurnEvents int `json:"churnEvents,omitempty"`
 	// ScaleBurst is the number of pods in a scale-up or scale-down burst (default 10).
 	ScaleBurst int `json:"scaleBurst,omitempty"`
 	// Budget caps the backends that do not scale.
 	Budget Budget `json:"budget,omitempty"`
+	// MapHeadroom sizes the eBPF maps at this many times the entries of the state a backend is
+	// opened for, so churn that grows the state finds room (0: datapath.DefaultHeadroom, 2; at
+	// least 1 otherwise). A full map names it.
+	MapHeadroom float64 `json:"mapHeadroom,omitempty"`
 }
 
 // Budget caps backends that become impractical at scale; a capped combination is recorded as a
@@ -104,6 +113,7 @@ func DefaultSpec() Spec {
 		LabelSets:    []int{10, 50, 200},
 		LabelSetPods: 1000,
 		Backends:     []string{"compiled", "ebpf", "ebpf-cilium", "iptables", "ipset"},
+		SparsePods:   []int{1000},
 	}.withDefaults()
 }
 
@@ -142,7 +152,7 @@ func (s Spec) withDefaults() Spec {
 		s.Duration = Duration(2 * time.Second)
 	}
 	if s.Packets == 0 {
-		s.Packets = 1000
+		s.Packets = 10000
 	}
 	if s.ChurnEvents == 0 {
 		s.ChurnEvents = 3
@@ -196,6 +206,9 @@ func (s *Spec) Validate() error {
 	}
 	if time.Duration(s.Duration) <= 0 {
 		errs = append(errs, "duration: must be positive")
+	}
+	if s.MapHeadroom != 0 && (s.MapHeadroom < 1 || s.MapHeadroom > 1000) {
+		errs = append(errs, fmt.Sprintf("mapHeadroom: %g out of range 1..1000", s.MapHeadroom))
 	}
 	if len(errs) > 0 {
 		return errors.New("invalid sweep: " + strings.Join(errs, "; "))

@@ -114,6 +114,7 @@ struct pkt {
 	__u8 tcp_flags;
 	__u8 icmp_reply; /* an ICMP echo reply: the only ICMP packet that may answer a flow */
 	__u32 len;
+	__u64 lk; /* map operations so far, LK_BITS a map (datapath.h) */
 };
 
 /* A peer as policy sees it: its identity, the CIDR fall-back identity, and its endpoint id
@@ -124,26 +125,29 @@ struct peer {
 	__u32 ep_id;
 };
 
-static __always_inline void count(__u32 reason, __u32 dir, __u32 len)
+static __always_inline void count(__u32 reason, __u32 dir, struct pkt *p)
 {
 	__u32 idx = reason * 2 + dir;
 	struct metrics_value *m = bpf_map_lookup_elem(&metrics, &idx);
 	if (m) {
 		m->packets++;
-		m->bytes += len;
+		m->bytes += p->len;
+#pragma unroll
+		for (int i = 0; i < LK_MAX; i++)
+			m->lookups[i] += (p->lk >> (LK_BITS * i)) & ((1 << LK_BITS) - 1);
 	}
 }
 
 static __always_inline int allow(__u32 reason, __u32 dir, struct pkt *p)
 {
-	count(reason, dir, p->len);
+	count(reason, dir, p);
 	return cfg_allow_ret;
 }
 
 static __always_inline int drop(__u32 reason, __u32 dir, struct pkt *p, __u32 ep_id,
 				__u32 src_id, __u32 dst_id)
 {
-	count(reason, dir, p->len);
+	count(reason, dir, p);
 	if (cfg_drop_events) {
 		struct drop_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 		if (e) {
@@ -296,15 +300,16 @@ static __always_inline void cache_fill(struct flow_cache_slot *fc, struct ct_key
 	fc->valid = 1;
 }
 
-static __always_inline __u32 current_epoch(void)
+static __always_inline __u32 current_epoch(struct pkt *p)
 {
 	__u32 zero = 0;
 	__u32 *e = bpf_map_lookup_elem(&epoch, &zero);
+	LK_COUNT(&p->lk, LK_EPOCH);
 	return e ? *e : 0;
 }
 
 /* remote_peer resolves the identity of the address at the other end of the flow. */
-static __always_inline void remote_peer(__u32 addr, struct peer *r)
+static __always_inline void remote_peer(__u32 addr, struct peer *r, struct pkt *p)
 {
 	struct ipcache_key k = { .prefixlen = 32, .addr = addr };
 	struct ipcache_value *v;
@@ -312,6 +317,7 @@ static __always_inline void remote_peer(__u32 addr, struct peer *r)
 	r->ep_id = 0;
 	if (!cfg_layout_cilium) {
 		struct endpoint *ep = bpf_map_lookup_elem(&lxc, &addr);
+		LK_COUNT(&p->lk, LK_LXC);
 		if (ep) {
 			r->identity = ep->identity;
 			r->cidr_identity = ep->cidr_identity;
@@ -320,6 +326,7 @@ static __always_inline void remote_peer(__u32 addr, struct peer *r)
 		}
 	}
 	v = bpf_map_lookup_elem(&ipcache, &k);
+	LK_COUNT(&p->lk, LK_IPCACHE);
 	if (v) {
 		r->identity = v->identity;
 		r->cidr_identity = v->cidr_identity;
@@ -342,6 +349,7 @@ static __always_inline int check_peer(__u32 rs, __u32 id, struct pkt *p, int egr
 	struct summary *s = bpf_map_lookup_elem(&policy_summary, &sk);
 	__u16 port;
 
+	LK_COUNT(&p->lk, LK_SUMMARY);
 	if (!s)
 		return 0;
 	if (s->any_proto)
@@ -360,6 +368,7 @@ static __always_inline int check_peer(__u32 rs, __u32 id, struct pkt *p, int egr
 	if (s->exact & p->pbit) {
 		struct policy_key k = { .rs = rs, .peer = id, .proto = p->proto,
 					.kind = POLICY_KIND_PORT, .port = port };
+		LK_COUNT(&p->lk, LK_POLICY);
 		if (bpf_map_lookup_elem(&policy, &k))
 			return 1;
 	}
@@ -370,12 +379,14 @@ static __always_inline int check_peer(__u32 rs, __u32 id, struct pkt *p, int egr
 		if (!r->ep_id) {
 			/* Cilium layout: the remote pod's endpoint id is only needed here. */
 			struct endpoint *ep = bpf_map_lookup_elem(&lxc, &remote_addr);
+			LK_COUNT(&p->lk, LK_LXC);
 			if (!ep)
 				return 0;
 			r->ep_id = ep->ep_id;
 		}
 		nk.ep_id = r->ep_id;
 		nv = bpf_map_lookup_elem(&named_ports, &nk);
+		LK_COUNT(&p->lk, LK_NAMED_PORTS);
 		if (!nv)
 			return 0;
 #pragma unroll
@@ -384,6 +395,7 @@ static __always_inline int check_peer(__u32 rs, __u32 id, struct pkt *p, int egr
 						.kind = POLICY_KIND_NAMED, .port = nv->names[i] };
 			if (!nv->names[i])
 				break;
+			LK_COUNT(&p->lk, LK_POLICY);
 			if (bpf_map_lookup_elem(&policy, &k))
 				return 1;
 		}
@@ -439,14 +451,16 @@ static __always_inline int enforce(struct __sk_buff *skb, int egress)
 	use_ct = cfg_ct_mode != 0 && (p.has_ports || p.proto == PROTO_ICMP);
 	if (use_ct) {
 		ct_key_of(&p, &ck, &src_is_a);
-		ep_now = current_epoch();
+		ep_now = current_epoch(&p);
 		if (!(p.proto == PROTO_TCP && (p.tcp_flags & 0x12) == 0x02)) {
 			__u32 slot = flow_slot(&ck);
 
 			/* The per-CPU cache answers most established packets without the ~30 ns
 			 * hash lookup of `ct`; a stale or foreign slot falls through to `ct`. */
-			if (cfg_flow_cache)
+			if (cfg_flow_cache) {
 				fc = bpf_map_lookup_elem(&flow_cache, &slot);
+				LK_COUNT(&p.lk, LK_FLOW_CACHE);
+			}
 			if (fc && fc->valid && fc->epoch == ep_now && same_key(&fc->key, &ck)) {
 				if (fc->val.origin_a != src_is_a) {
 					if (may_answer(&p))
@@ -456,6 +470,7 @@ static __always_inline int enforce(struct __sk_buff *skb, int egress)
 				}
 			}
 			cv = bpf_map_lookup_elem(&ct, &ck);
+			LK_COUNT(&p.lk, LK_CT);
 		}
 		if (cv) {
 			if (cv->origin_a != src_is_a) {
@@ -476,6 +491,7 @@ static __always_inline int enforce(struct __sk_buff *skb, int egress)
 	local_addr = egress ? p.saddr : p.daddr;
 	remote_addr = egress ? p.daddr : p.saddr;
 	ep = bpf_map_lookup_elem(&lxc, &local_addr);
+	LK_COUNT(&p.lk, LK_LXC);
 	if (!ep)
 		return allow(REASON_ALLOW_NOT_ENFORCED, dir, &p);
 	if (p.saddr == p.daddr)
@@ -485,10 +501,11 @@ static __always_inline int enforce(struct __sk_buff *skb, int egress)
 	flags = egress ? ep->egress_flags : ep->ingress_flags;
 	if (rs == 0 && !cv && cfg_ct_mode != 2)
 		return allow(REASON_ALLOW_NOT_ENFORCED, dir, &p);
-	remote_peer(remote_addr, &r);
+	remote_peer(remote_addr, &r, &p);
 	if (rs != 0 && !policy_allows(rs, flags, &p, egress, remote_addr, &r)) {
 		if (cv) {
 			bpf_map_delete_elem(&ct, &ck);
+			LK_COUNT(&p.lk, LK_CT_DELETE);
 			if (fc && same_key(&fc->key, &ck))
 				fc->valid = 0;
 		}
@@ -513,11 +530,13 @@ static __always_inline int enforce(struct __sk_buff *skb, int egress)
 	if (use_ct && cfg_ct_mode == 2 && (!egress || !is_pod_identity(r.identity))) {
 		struct ct_value nv = { .origin_a = src_is_a };
 		nv.egress_epoch = nv.ingress_epoch = ep_now;
+		LK_COUNT(&p.lk, LK_CT_UPDATE);
 		if (bpf_map_update_elem(&ct, &ck, &nv, BPF_NOEXIST) == 0) {
 			/* A SYN skipped the cache lookup: find its slot now. */
 			if (!fc && cfg_flow_cache) {
 				__u32 slot = flow_slot(&ck);
 				fc = bpf_map_lookup_elem(&flow_cache, &slot);
+				LK_COUNT(&p.lk, LK_FLOW_CACHE);
 			}
 			cache_fill(fc, &ck, &nv, ep_now);
 		}

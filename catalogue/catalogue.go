@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cilium/ebpf/link"
+
 	"netpolbench/datapath"
 	"netpolbench/internal/needs"
 	"netpolbench/iptables"
@@ -142,6 +144,19 @@ type Backend struct {
 	Plan func(s *policy.State) (results.Size, error)
 }
 
+// Switch is implemented by a backend in force (testbed.Enforcement.Backend) that can step out
+// of the packet path and back in without losing its state: the benchmark measures a
+// per-packet floor in the backend's own testbed this way, in rounds between rounds with the
+// backend in force, at the cost of a few attachments instead of a sync.
+type Switch interface {
+	// Out takes every part of the enforcement a packet could meet out of the path (for a
+	// netfilter backend, the rules that hold nf_conntrack too).
+	Out() error
+	// In puts it back. TCX programs go at the given places of each pod veth's ingress and
+	// egress chains (nil: the end), so programs that must run around them stay where they are.
+	In(ingress, egress link.Anchor) error
+}
+
 // Installed is a backend Install put in force.
 type Installed struct {
 	// Backend is what enforces; churn goes through its Update.
@@ -158,6 +173,9 @@ type Env struct {
 	State *policy.State
 	// Layout is the eBPF map layout of backends that do not fix their own; "" means hash.
 	Layout datapath.Layout
+	// MapHeadroom sizes eBPF maps at this many times State's entries (0: the datapath's
+	// default; see datapath.SizesWithHeadroom).
+	MapHeadroom float64
 	// IptablesMode is the iptables binary flavour of backends that do not fix their own; ""
 	// means nft.
 	IptablesMode iptables.Mode
@@ -165,8 +183,8 @@ type Env struct {
 	// (set by OpenInNode and Enforce).
 	Node string
 	// Stamped makes Install leave room for the benchmark's stamps around the enforcement: eBPF
-	// allows with TCX_NEXT so the stamps behind it run, attaches with TCX only and sends no
-	// drop events.
+	// allows with TCX_NEXT so the stamps behind it run, attaches with TCX only, sends no drop
+	// events and sizes conntrack at Cilium's default at every scale.
 	Stamped bool
 
 	// name is the backend's catalogue name, set by the methods before a way in is called.

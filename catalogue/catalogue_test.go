@@ -6,9 +6,12 @@ import (
 	"strings"
 	"testing"
 
+	"netpolbench/datapath"
 	"netpolbench/internal/needs"
+	"netpolbench/internal/testenv"
 	"netpolbench/policy"
 	"netpolbench/policy/policytest"
+	"netpolbench/workloads"
 )
 
 // TestWhatResultsRecordPerBackend pins what the benchmark records for each backend: the apply
@@ -143,5 +146,38 @@ func TestMissingNeedsMakeABackendUnavailable(t *testing.T) {
 	}
 	if _, err := Get("nosuch"); err == nil || !strings.Contains(err.Error(), "ebpf-cilium") {
 		t.Errorf("Get(nosuch) = %v, want an error listing the backends", err)
+	}
+}
+
+// TestMapHeadroomSizesTheEBPFMaps: the benchmark's --map-headroom reaches the maps an eBPF
+// backend is opened with, and without it they hold twice the state.
+func TestMapHeadroomSizesTheEBPFMaps(t *testing.T) {
+	testenv.NeedKernel(t, MustGet("ebpf").Needs...)
+	g, err := workloads.Generate(workloads.Default().WithPods(1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	comp, err := policy.Compile(g.Cluster, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := comp.State()
+	for _, headroom := range []float64{0, 4} {
+		be, err := MustGet("ebpf").Open(Env{State: st, MapHeadroom: headroom})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := be.(*ebpfBackend).Sizes()
+		be.Close()
+		want := datapath.SizesWithHeadroom(st, datapath.LayoutHash, headroom)
+		if got != want {
+			t.Errorf("headroom %g: maps sized %+v, want %+v", headroom, got, want)
+		}
+		if headroom == 0 && got != datapath.SizesFor(st, datapath.LayoutHash) {
+			t.Errorf("no headroom given: maps sized %+v, want SizesFor's", got)
+		}
+		if headroom == 4 && got.Endpoints < 4*uint32(len(st.Endpoints())) {
+			t.Errorf("headroom 4: lxc holds %d entries for %d endpoints", got.Endpoints, len(st.Endpoints()))
+		}
 	}
 }

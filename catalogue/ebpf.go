@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 
 	"netpolbench/datapath"
 	"netpolbench/policy"
@@ -32,7 +33,7 @@ func newEBPF(layout datapath.Layout, perKey bool) func(Env) (policy.Backend, err
 		l := layoutOf(layout, env)
 		// CTLookup keeps test-run probes independent of each other (no entry is created) while
 		// paying the lookup a real new flow pays.
-		dp, err := datapath.Open(datapath.Options{Layout: l, CT: datapath.CTLookup, NoDropEvents: true, PerKey: perKey, Sizes: datapath.SizesFor(env.State, l)})
+		dp, err := datapath.Open(datapath.Options{Layout: l, CT: datapath.CTLookup, NoDropEvents: true, PerKey: perKey, Sizes: datapath.SizesWithHeadroom(env.State, l, env.MapHeadroom)})
 		if err != nil {
 			return nil, err
 		}
@@ -46,7 +47,7 @@ func newEBPF(layout datapath.Layout, perKey bool) func(Env) (policy.Backend, err
 func decideEBPF(layout datapath.Layout) func(Env) (Decider, error) {
 	return func(env Env) (Decider, error) {
 		l := layoutOf(layout, env)
-		d, err := datapath.Open(datapath.Options{Layout: l, CT: datapath.CTLookup, Sizes: datapath.SizesFor(env.State, l)})
+		d, err := datapath.Open(datapath.Options{Layout: l, CT: datapath.CTLookup, Sizes: datapath.SizesWithHeadroom(env.State, l, env.MapHeadroom)})
 		if err != nil {
 			return nil, fmt.Errorf("open ebpf: %w", err)
 		}
@@ -58,6 +59,12 @@ func decideEBPF(layout datapath.Layout) func(Env) (Decider, error) {
 	}
 }
 
+// stampedCTEntries sizes conntrack of a stamped install at Cilium's default (512k TCP
+// entries) at every scale: a per-packet measurement opens tens of thousands of flows, and a
+// table sized by pod count would evict at small scales and not at large ones, which would be
+// measured as a cost of scale.
+const stampedCTEntries = 512 * 1024
+
 // installEBPF loads a datapath synced to the state and attaches it to the node side of every
 // pod veth (TCX ingress and egress; clsact filters on kernels before 6.6). Real traffic needs
 // full conntrack: a SYN-ACK leaving the destination pod is judged as that pod's egress unless
@@ -65,50 +72,29 @@ func decideEBPF(layout datapath.Layout) func(Env) (Decider, error) {
 func installEBPF(layout datapath.Layout) func(*testbed.Testbed, Env) (Installed, error) {
 	return func(tb *testbed.Testbed, env Env) (Installed, error) {
 		l := layoutOf(layout, env)
-		opts := datapath.Options{Layout: l, CT: datapath.CTFull, Sizes: datapath.SizesFor(env.State, l)}
-		attach := (*datapath.Datapath).Attach
+		opts := datapath.Options{Layout: l, CT: datapath.CTFull, Sizes: datapath.SizesWithHeadroom(env.State, l, env.MapHeadroom)}
+		e := &installedEBPF{tb: tb, attach: (*datapath.Datapath).Attach}
 		if env.Stamped {
 			opts.TCXNext, opts.NoDropEvents = true, true
-			attach = (*datapath.Datapath).AttachTCX
+			opts.Sizes.CT = max(opts.Sizes.CT, stampedCTEntries)
+			e.attach = (*datapath.Datapath).AttachTCX
 		}
 		dp, err := datapath.Open(opts)
 		if err != nil {
 			return Installed{}, fmt.Errorf("enforce ebpf: %w", err)
 		}
+		e.Datapath = dp
 		st, err := dp.Sync(env.State)
 		if err != nil {
 			dp.Close()
 			return Installed{Stats: st}, fmt.Errorf("enforce ebpf: sync: %w", err)
 		}
-		var links []io.Closer
-		remove := func() error {
-			var errs []error
-			// tc filters (the fallback where TCX is missing) are deleted through netlink in the
-			// calling thread's namespace.
-			err := tb.InNode(func() error {
-				for i := len(links) - 1; i >= 0; i-- {
-					errs = append(errs, links[i].Close())
-				}
-				return nil
-			})
-			links = nil
-			return errors.Join(append(errs, err, dp.Close())...)
-		}
+		remove := func() error { return errors.Join(e.Out(), dp.Close()) }
 		// Attach only after the maps are filled, so no packet meets a half-synced datapath.
-		err = tb.InNode(func() error {
-			for _, v := range tb.PodVeths() {
-				c, err := attach(dp, v.Index)
-				if err != nil {
-					return fmt.Errorf("%s: %w", v.Name, err)
-				}
-				links = append(links, c)
-			}
-			return nil
-		})
-		if err != nil {
+		if err := e.put(func(ifindex int) (io.Closer, error) { return e.attach(dp, ifindex) }); err != nil {
 			return Installed{Stats: st}, errors.Join(fmt.Errorf("enforce ebpf: attach: %w", err), remove())
 		}
-		return Installed{Backend: dp, Remove: remove, Stats: st}, nil
+		return Installed{Backend: e, Remove: remove, Stats: st}, nil
 	}
 }
 
@@ -126,6 +112,58 @@ func planEBPF(layout datapath.Layout) func(*policy.State) (results.Size, error) 
 		}
 		return out, nil
 	}
+}
+
+// installedEBPF is the datapath in force in a testbed, with the links that put it there; it
+// can step out of the path and back in (Switch).
+type installedEBPF struct {
+	*datapath.Datapath
+	tb     *testbed.Testbed
+	attach func(*datapath.Datapath, int) (io.Closer, error)
+	links  []io.Closer
+}
+
+var _ Switch = (*installedEBPF)(nil)
+
+// put attaches the programs to every pod veth with attach, in the node namespace.
+func (e *installedEBPF) put(attach func(ifindex int) (io.Closer, error)) error {
+	return e.tb.InNode(func() error {
+		for _, v := range e.tb.PodVeths() {
+			c, err := attach(v.Index)
+			if err != nil {
+				return fmt.Errorf("%s: %w", v.Name, err)
+			}
+			e.links = append(e.links, c)
+		}
+		return nil
+	})
+}
+
+// Out detaches the programs from every pod veth; the maps keep their entries.
+func (e *installedEBPF) Out() error {
+	var errs []error
+	// tc filters (the fallback where TCX is missing) are deleted through netlink in the
+	// calling thread's namespace.
+	err := e.tb.InNode(func() error {
+		for i := len(e.links) - 1; i >= 0; i-- {
+			errs = append(errs, e.links[i].Close())
+		}
+		return nil
+	})
+	e.links = nil
+	return errors.Join(append(errs, err)...)
+}
+
+// In attaches the programs again with TCX, at the given places of each chain.
+func (e *installedEBPF) In(ingress, egress link.Anchor) error {
+	if len(e.links) > 0 {
+		return nil
+	}
+	err := e.put(func(ifindex int) (io.Closer, error) { return e.Datapath.AttachTCXAt(ifindex, ingress, egress) })
+	if err != nil {
+		return errors.Join(fmt.Errorf("put ebpf back: %w", err), e.Out())
+	}
+	return nil
 }
 
 // ebpfBackend is the datapath with what the benchmark measures besides sync and churn: exact

@@ -41,7 +41,7 @@ func newIptables(v iptables.Variant, mode iptables.Mode, apply iptables.ApplyPat
 			r.Close()
 			return nil, err
 		}
-		return &iptBackend{Backend: b, name: env.name, runner: r}, nil
+		return &iptBackend{Backend: b, name: env.name, runner: r, hookSwitch: hookSwitch{hook: b.Hook, unhook: b.Unhook}}, nil
 	}
 }
 
@@ -52,6 +52,8 @@ type iptBackend struct {
 	name   string
 	runner *iptables.NetnsRunner
 	full   policy.SyncStats // the last full sync's counts
+	// hookSwitch takes the rules out of the packet path and back (Switch).
+	hookSwitch
 }
 
 func (b *iptBackend) Name() string { return b.name }
@@ -59,7 +61,9 @@ func (b *iptBackend) Name() string { return b.name }
 func (b *iptBackend) Sync(s *policy.State) (policy.SyncStats, error) {
 	st, err := b.Backend.Sync(s)
 	if err == nil {
+		// A full sync puts the jump and the conntrack rule back.
 		b.full = st
+		b.synced()
 	}
 	return st, err
 }
@@ -78,6 +82,8 @@ func (b *iptBackend) Size() (results.Size, error) {
 		IpsetMembers: uint64(d.SetMembers),
 	}}, nil
 }
+
+var _ Switch = (*iptBackend)(nil)
 
 func (b *iptBackend) Close() error {
 	return errors.Join(b.Backend.Close(), b.runner.Close())

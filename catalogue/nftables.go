@@ -26,7 +26,7 @@ func newNftables(env Env) (policy.Backend, error) {
 		ns.Close()
 		return nil, err
 	}
-	return &nftBackend{Backend: b, name: env.name, ns: ns}, nil
+	return &nftBackend{Backend: b, name: env.name, ns: ns, hookSwitch: hookSwitch{hook: b.Hook, unhook: b.Unhook}}, nil
 }
 
 // nftBackend is the nftables backend in a namespace of the suite's own.
@@ -34,9 +34,22 @@ type nftBackend struct {
 	*nftables.Backend
 	name string
 	ns   *netns.NS
+	// hookSwitch takes the base chain out of the packet path and back (Switch).
+	hookSwitch
 }
 
 func (b *nftBackend) Name() string { return b.name }
+
+var _ Switch = (*nftBackend)(nil)
+
+// Sync replaces the table; a full sync puts the base chain back too.
+func (b *nftBackend) Sync(s *policy.State) (policy.SyncStats, error) {
+	st, err := b.Backend.Sync(s)
+	if err == nil {
+		b.synced()
+	}
+	return st, err
+}
 
 func (b *nftBackend) Close() error {
 	return errors.Join(b.Backend.Close(), b.ns.Close())

@@ -85,6 +85,7 @@ type bpfMetricsValue struct {
 	_       structs.HostLayout
 	Packets uint64
 	Bytes   uint64
+	Lookups [10]uint64
 }
 
 type bpfNamedPortKey struct {

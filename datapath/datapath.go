@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"os"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -64,15 +66,32 @@ type Sizes struct {
 
 const minEntries = 1024
 
-// SizesFor sizes the maps for s with room to double under churn.
+// DefaultHeadroom is the room SizesFor leaves for churn: each map holds twice the entries of
+// the state it is sized for.
+const DefaultHeadroom = 2.0
+
+// HeadroomHint is how a user of the command line raises the maps' sizes; errors about a full
+// map or a map the kernel would not create quote it.
+const HeadroomHint = "netpolbench bench and agent size the maps at --map-headroom times the synced state"
+
+// SizesFor sizes the maps for s with room to double under churn (DefaultHeadroom).
 func SizesFor(s *policy.State, layout Layout) Sizes {
+	return SizesWithHeadroom(s, layout, DefaultHeadroom)
+}
+
+// SizesWithHeadroom sizes the maps for headroom times the entries s needs (headroom ≥ 1; below
+// it, DefaultHeadroom), none below 1,024 entries.
+func SizesWithHeadroom(s *policy.State, layout Layout, headroom float64) Sizes {
+	if headroom < 1 {
+		headroom = DefaultHeadroom
+	}
 	c := countState(s, layout, maxInline)
 	grow := func(n int) uint32 {
-		v := uint32(2 * n)
+		v := math.Ceil(headroom * float64(n))
 		if v < minEntries {
-			v = minEntries
+			return minEntries
 		}
-		return v
+		return uint32(min(v, math.MaxUint32))
 	}
 	return Sizes{
 		Endpoints:  grow(c.endpoints),
@@ -83,6 +102,29 @@ func SizesFor(s *policy.State, layout Layout) Sizes {
 		// Cilium's default TCP CT size; an LRU evicts beyond it.
 		CT: min(grow(4*c.endpoints), 512*1024),
 	}
+}
+
+// sizedMap is a map whose max_entries a Sizes field sets.
+type sizedMap struct {
+	name, field string
+	entries     *uint32
+}
+
+// maps pairs every sized map with its field, for Open and for messages.
+func (s *Sizes) maps() []sizedMap {
+	return []sizedMap{{"lxc", "Endpoints", &s.Endpoints}, {"ipcache", "IPCache", &s.IPCache},
+		{"policy_summary", "Summaries", &s.Summaries}, {"policy", "Policy", &s.Policy},
+		{"named_ports", "NamedPorts", &s.NamedPorts}, {"ct", "CT", &s.CT}}
+}
+
+// sized returns the sized map called name; it panics on a map Sizes does not size.
+func (s *Sizes) sized(name string) sizedMap {
+	for _, m := range s.maps() {
+		if m.name == name {
+			return m
+		}
+	}
+	panic("datapath: no size for map " + name)
 }
 
 // Options configure Open. The zero value loads the hash layout with minimum map sizes,
@@ -123,7 +165,12 @@ type Datapath struct {
 	// needFull is set after a failed Update: the next Update does a full sync.
 	needFull bool
 	epoch    uint32
-	events   *ringbuf.Reader
+	// epochMap is where the epoch is written: the map, or a test's wrapper that injects faults.
+	epochMap mapWriter
+	// epochStale is set when the kernel's epoch lags epoch (its write failed): the next flush
+	// writes it even when it changes nothing else.
+	epochStale bool
+	events     *ringbuf.Reader
 }
 
 var _ policy.Backend = (*Datapath)(nil)
@@ -149,17 +196,12 @@ func Open(opts Options) (*Datapath, error) {
 		return nil, fmt.Errorf("load bpf spec: %w", err)
 	}
 	sz := opts.Sizes
-	for _, f := range []*uint32{&sz.Endpoints, &sz.IPCache, &sz.Summaries, &sz.Policy, &sz.NamedPorts, &sz.CT} {
-		if *f == 0 {
-			*f = minEntries
+	for _, m := range sz.maps() {
+		if *m.entries == 0 {
+			*m.entries = minEntries
 		}
+		spec.Maps[m.name].MaxEntries = *m.entries
 	}
-	spec.Maps["lxc"].MaxEntries = sz.Endpoints
-	spec.Maps["ipcache"].MaxEntries = sz.IPCache
-	spec.Maps["policy_summary"].MaxEntries = sz.Summaries
-	spec.Maps["policy"].MaxEntries = sz.Policy
-	spec.Maps["named_ports"].MaxEntries = sz.NamedPorts
-	spec.Maps["ct"].MaxEntries = sz.CT
 
 	// The flow cache only ever holds entries with full conntrack; otherwise one slot keeps the
 	// per-CPU allocation (16384 slots × 40 bytes per CPU) out of probe and test loads.
@@ -192,11 +234,39 @@ func Open(opts Options) (*Datapath, error) {
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("load programs: %w (verifier log tail: %s)", err, tail(ve.Log, 20))
 		}
+		if m, ok := refusedMap(err, &sz, spec); ok {
+			return nil, fmt.Errorf("load programs: %w (%s)", err, m)
+		}
 		return nil, fmt.Errorf("load programs: %w (needs root: CAP_BPF and CAP_NET_ADMIN)", err)
 	}
+	d.epochMap = d.objs.Epoch
 	d.tabs = newTables(d)
 	return d, nil
 }
+
+// refusedMap explains a map the kernel would not create for want of memory (RLIMIT_MEMLOCK
+// before Linux 5.11, the memory cgroup after) or because it is too large: which map, its
+// max_entries and the Sizes field and flag that set them.
+func refusedMap(err error, sz *Sizes, spec *ebpf.CollectionSpec) (string, bool) {
+	// Without root, EPERM means no privilege, not too little memory.
+	memlock := errors.Is(err, unix.EPERM) && os.Geteuid() == 0
+	if !memlock && !errors.Is(err, unix.ENOMEM) && !errors.Is(err, unix.E2BIG) {
+		return "", false
+	}
+	for _, m := range sz.maps() {
+		if !strings.Contains(err.Error(), "map "+m.name+":") {
+			continue
+		}
+		ms := spec.Maps[m.name]
+		bytes := uint64(*m.entries) * uint64(ms.KeySize+ms.ValueSize)
+		return fmt.Sprintf("map %s with max_entries %d (Options.Sizes.%s; %d B keys and values, at least %s) was refused: "+
+			"lower it (%s), or raise the memory limit (ulimit -l before Linux 5.11, the memory cgroup's memory.max after)",
+			m.name, *m.entries, m.field, ms.KeySize+ms.ValueSize, mib(bytes), HeadroomHint), true
+	}
+	return "", false
+}
+
+func mib(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 func tail(lines []string, n int) string {
 	if len(lines) > n {
@@ -256,11 +326,17 @@ func (c closers) Close() error {
 // node-side veth ifindex) and to_container to its TCX egress (packets entering them). The
 // caller is in the interface's network namespace. Needs Linux 6.6. Close the result to detach.
 func (d *Datapath) AttachTCX(ifindex int) (io.Closer, error) {
-	in, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: d.objs.FromContainer, Attach: ebpf.AttachTCXIngress})
+	return d.AttachTCXAt(ifindex, nil, nil)
+}
+
+// AttachTCXAt is AttachTCX at given places of the ingress and egress chains (nil: the end),
+// e.g. just before a program that must run after the datapath.
+func (d *Datapath) AttachTCXAt(ifindex int, ingress, egress link.Anchor) (io.Closer, error) {
+	in, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: d.objs.FromContainer, Attach: ebpf.AttachTCXIngress, Anchor: ingress})
 	if err != nil {
 		return nil, fmt.Errorf("attach from_container to tcx ingress of ifindex %d: %w (is the kernel older than 6.6?)", ifindex, err)
 	}
-	out, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: d.objs.ToContainer, Attach: ebpf.AttachTCXEgress})
+	out, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: d.objs.ToContainer, Attach: ebpf.AttachTCXEgress, Anchor: egress})
 	if err != nil {
 		in.Close()
 		return nil, fmt.Errorf("attach to_container to tcx egress of ifindex %d: %w", ifindex, err)

@@ -75,7 +75,13 @@
 // Go keeps a mirror of every map. Sync plans the whole state and Update only the units a delta
 // names (endpoints, CIDRs, rule-set groups); both diff the plan against the mirror and apply
 // only the difference, with batch map operations unless Options.PerKey. Map sizes come from
-// SizesFor; a full map is ErrMapFull naming the map and its size. After a failed Update the
-// next one is a full sync. Planning is pure and lives in plan.go (tested without a kernel);
-// sync.go diffs, writes and keeps the mirror, as iptables/ splits translate, plan and apply.
+// SizesFor (twice the synced state; SizesWithHeadroom for more); a full map is ErrMapFull
+// naming the map, its size, the Sizes field and the flag that raise it, and so is a map the
+// kernel refuses to create. After a failed call the next one is a full sync, and the error
+// wraps policy.ErrNextSyncFull. The mirror follows what the kernel reports written, also when a
+// batch stops part way, so that full sync writes exactly what is missing; an epoch whose write
+// failed is written by the next flush even if nothing else changed. Planning is pure and lives
+// in plan.go (tested without a kernel); sync.go diffs, writes and keeps the mirror, as
+// iptables/ splits translate, plan and apply. Every write goes through a mapWriter, where the
+// tests inject faults (full maps, batches cut part way, failed deletes and epoch writes).
 package datapath

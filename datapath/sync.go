@@ -29,16 +29,16 @@ type tables struct {
 
 func newTables(d *Datapath) *tables {
 	return &tables{
-		lxc: newTable[uint32, bpfEndpoint]("lxc", func(c *MapCounts) *int { return &c.Lxc },
-			d.objs.Lxc, d.sizes.Endpoints),
-		ipcache: newTable[bpfIpcacheKey, bpfIpcacheValue]("ipcache", func(c *MapCounts) *int { return &c.IPCache },
-			d.objs.Ipcache, d.sizes.IPCache),
-		summary: newTable[bpfSummaryKey, bpfSummary]("policy_summary", func(c *MapCounts) *int { return &c.PolicySummary },
-			d.objs.PolicySummary, d.sizes.Summaries),
-		policy: newTable[bpfPolicyKey, uint8]("policy", func(c *MapCounts) *int { return &c.Policy },
-			d.objs.Policy, d.sizes.Policy),
-		named: newTable[bpfNamedPortKey, bpfNamedPortValue]("named_ports", func(c *MapCounts) *int { return &c.NamedPorts },
-			d.objs.NamedPorts, d.sizes.NamedPorts),
+		lxc: newTable[uint32, bpfEndpoint](d.sizes.sized("lxc"),
+			func(c *MapCounts) *int { return &c.Lxc }, d.objs.Lxc),
+		ipcache: newTable[bpfIpcacheKey, bpfIpcacheValue](d.sizes.sized("ipcache"),
+			func(c *MapCounts) *int { return &c.IPCache }, d.objs.Ipcache),
+		summary: newTable[bpfSummaryKey, bpfSummary](d.sizes.sized("policy_summary"),
+			func(c *MapCounts) *int { return &c.PolicySummary }, d.objs.PolicySummary),
+		policy: newTable[bpfPolicyKey, uint8](d.sizes.sized("policy"),
+			func(c *MapCounts) *int { return &c.Policy }, d.objs.Policy),
+		named: newTable[bpfNamedPortKey, bpfNamedPortValue](d.sizes.sized("named_ports"),
+			func(c *MapCounts) *int { return &c.NamedPorts }, d.objs.NamedPorts),
 		epNamed:    map[uint32][]bpfNamedPortKey{},
 		epIP:       map[uint32]netip.Addr{},
 		groupKeys:  map[bpfSummaryKey][]bpfPolicyKey{},
@@ -161,7 +161,7 @@ func (d *Datapath) Sync(s *policy.State) (policy.SyncStats, error) {
 	st.Duration = time.Since(start)
 	if err != nil {
 		d.needFull = true
-		return st, err
+		return st, fmt.Errorf("%w (%w)", err, policy.ErrNextSyncFull)
 	}
 	d.needFull = false
 	d.synced = true
@@ -280,16 +280,20 @@ func (d *Datapath) flushFull(p *fullPlan, side func()) (policy.SyncStats, error)
 // difference. After a failure the next Update is a full sync.
 func (d *Datapath) Update(s *policy.State, delta *policy.Delta) (policy.SyncStats, error) {
 	if !d.synced || d.needFull {
+		retry := d.needFull
 		st, err := d.Sync(s)
-		if err != nil {
+		if c, ok := st.Detail.(*Counts); ok {
+			c.Fallback = retry
+		}
+		if err != nil && retry {
 			return st, fmt.Errorf("update fell back to a full sync after an earlier failure: %w", err)
 		}
-		return st, nil
+		return st, err
 	}
 	start := time.Now()
 	fail := func(err error) (policy.SyncStats, error) {
 		d.needFull = true
-		return policy.SyncStats{Duration: time.Since(start)}, fmt.Errorf("incremental update (the next update resyncs in full): %w", err)
+		return policy.SyncStats{Duration: time.Since(start)}, fmt.Errorf("incremental update: %w (%w)", err, policy.ErrNextSyncFull)
 	}
 	t := d.tabs
 	// CIDR changes alter the cached fall-back identity of every pod inside the prefix.
@@ -384,7 +388,7 @@ func (d *Datapath) Update(s *policy.State, delta *policy.Delta) (policy.SyncStat
 	st.Duration = time.Since(start)
 	if err != nil {
 		d.needFull = true
-		return st, fmt.Errorf("incremental update (the next update resyncs in full): %w", err)
+		return st, fmt.Errorf("incremental update: %w (%w)", err, policy.ErrNextSyncFull)
 	}
 	return st, nil
 }
@@ -417,14 +421,18 @@ func (d *Datapath) flush() (policy.SyncStats, error) {
 }
 
 // finishFlush moves the policy epoch after a change, so established flows are checked again
-// at their next forward packet, and counts the entries held.
+// at their next forward packet, and counts the entries held. An epoch that failed to reach the
+// kernel is written by the next flush even when that flush changes nothing else: the change
+// it marks is in the maps, and flows allowed before it must still be checked again.
 func (d *Datapath) finishFlush(st *opStats) (policy.SyncStats, error) {
 	t := d.tabs
-	if st.ops > 0 {
+	if st.ops > 0 || d.epochStale {
 		d.epoch++
-		if err := d.objs.Epoch.Put(uint32(0), d.epoch); err != nil {
+		if err := d.epochMap.Put(uint32(0), d.epoch); err != nil {
+			d.epochStale = true
 			return st.stats(), fmt.Errorf("update map epoch: %w", err)
 		}
+		d.epochStale = false
 		st.add(func(c *MapCounts) *int { return &c.Epoch }, 1, 8)
 	}
 	out := st.stats()
@@ -436,6 +444,8 @@ func (d *Datapath) finishFlush(st *opStats) (policy.SyncStats, error) {
 // Counts are the exact per-map counts of one sync or update, carried in
 // policy.SyncStats.Detail (read them with CountsOf).
 type Counts struct {
+	// Fallback is set for a full sync that replaced an Update after a failed call.
+	Fallback bool
 	// Ops are the map updates and deletes sent to the kernel, per map.
 	Ops MapCounts
 	// Entries are the entries each map holds afterwards (Epoch unused).

@@ -11,21 +11,34 @@ import (
 	"netpolbench/policy"
 )
 
+// mapWriter is what a sync writes a map through: the *ebpf.Map itself, or a test's wrapper
+// that injects faults. Batch operations return how many entries the kernel processed, also
+// when they fail part way (the kernel applies a batch in order and stops at the first error).
+type mapWriter interface {
+	BatchUpdate(keys, values any, opts *ebpf.BatchOptions) (int, error)
+	BatchDelete(keys any, opts *ebpf.BatchOptions) (int, error)
+	Put(key, value any) error
+	Delete(key any) error
+}
+
 // table mirrors one BPF map: cur is what the kernel holds (every change goes through flush),
 // up and del are the pending changes of the plan being built.
 type table[K comparable, V comparable] struct {
 	name string
+	// field is the Sizes field that sets the map's max_entries, for messages.
+	field string
 	// count picks the map's count in a MapCounts.
 	count func(*MapCounts) *int
-	m     *ebpf.Map
+	m     mapWriter
 	max   uint32
 	cur   map[K]V
 	up    map[K]V
 	del   map[K]struct{}
 }
 
-func newTable[K comparable, V comparable](name string, count func(*MapCounts) *int, m *ebpf.Map, max uint32) *table[K, V] {
-	return &table[K, V]{name: name, count: count, m: m, max: max, cur: map[K]V{}, up: map[K]V{}, del: map[K]struct{}{}}
+func newTable[K comparable, V comparable](sm sizedMap, count func(*MapCounts) *int, m mapWriter) *table[K, V] {
+	return &table[K, V]{name: sm.name, field: sm.field, count: count, m: m, max: *sm.entries,
+		cur: map[K]V{}, up: map[K]V{}, del: map[K]struct{}{}}
 }
 
 // set plans k = v; a no-op when the kernel already holds it.
@@ -159,11 +172,13 @@ func (t *table[K, V]) flushDeletes(perKey bool, st *opStats) error {
 	return nil
 }
 
-// wrap names the map; a full map is reported as such, never as a silent miss.
+// wrap names the map; a full map is reported as such, never as a silent miss, with its size
+// and what sets it. (A preallocated hash map that is full refuses a new key with E2BIG, an
+// LPM trie with ENOSPC.)
 func (t *table[K, V]) wrap(verb string, err error) error {
-	if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOSPC) {
-		return fmt.Errorf("%s map %s: %w: %d entries held, max_entries %d: %w (size the maps with datapath.SizesFor)",
-			verb, t.name, ErrMapFull, len(t.cur), t.max, err)
+	if verb == "update" && (errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOSPC)) {
+		return fmt.Errorf("%s map %s: %w: %d entries held, max_entries %d: %w (raise Options.Sizes.%s; %s)",
+			verb, t.name, ErrMapFull, len(t.cur), t.max, err, t.field, HeadroomHint)
 	}
 	return fmt.Errorf("%s map %s: %w", verb, t.name, err)
 }

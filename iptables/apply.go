@@ -74,13 +74,21 @@ func (b *Backend) apply(p *plan) (policy.SyncStats, error) {
 		det.Capped = true
 		return b.finish(st), fmt.Errorf("%w: %d rules, over the limit of %d; nothing applied", ErrCapped, rules, p.maxRules)
 	}
+	// After a failure the backend cannot know what the kernel holds (an ipset restore applies
+	// the lines before the one that failed; a command may fail after its commit): it forgets
+	// its view, and the next full sync reads the kernel back before it plans.
+	fail := func(err error) (policy.SyncStats, error) {
+		st := b.finish(st)
+		b.forget()
+		return st, err
+	}
 
 	if len(p.setLines) > 0 {
 		t0 := time.Now()
 		err := b.ipsetRestore(p.setLines, det)
 		det.IpsetTime += time.Since(t0)
 		if err != nil {
-			return b.finish(st), err
+			return fail(err)
 		}
 	}
 	if len(p.declare)+len(p.ops)+len(p.remove) > 0 {
@@ -111,21 +119,18 @@ func (b *Backend) apply(p *plan) (policy.SyncStats, error) {
 		}
 		det.RulesTime = time.Since(t0)
 		if err != nil {
-			if len(p.tmpSets) > 0 {
-				lines := make([]string, 0, len(p.tmpSets))
-				for _, t := range p.tmpSets {
+			// No committed rule uses the sets this sync created: remove them, so a rejected
+			// restore leaves the kernel as it was.
+			if created := append(append([]string(nil), p.tmpSets...), p.newSets...); len(created) > 0 {
+				lines := make([]string, 0, len(created))
+				for _, t := range created {
 					lines = append(lines, "destroy "+t)
 				}
 				if derr := b.ipsetRestore(lines, det); derr != nil {
-					err = fmt.Errorf("%w (and removing temporary sets: %v)", err, derr)
+					err = fmt.Errorf("%w (and removing the sets it created: %v)", err, derr)
 				}
 			}
-			if b.exec != nil {
-				// Per-rule commands before the failing one stay applied: forget what we knew.
-				b.discovered = false
-				b.reset()
-			}
-			return b.finish(st), err
+			return fail(err)
 		}
 		for _, c := range p.declare {
 			b.chains[c] = 0
@@ -151,7 +156,7 @@ func (b *Backend) apply(p *plan) (policy.SyncStats, error) {
 		err := b.ipsetRestore(post, det)
 		det.IpsetTime += time.Since(t0)
 		if err != nil {
-			return b.finish(st), err
+			return fail(err)
 		}
 	}
 	for _, c := range p.setCounts {

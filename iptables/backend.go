@@ -125,6 +125,14 @@ func New(cfg Config) (*Backend, error) {
 	return b, nil
 }
 
+// forget drops the backend's view of the kernel after a failure: the next sync is full and
+// reads the chains and sets back first (discover).
+func (b *Backend) forget() {
+	b.needFull, b.discovered = true, false
+	b.jump = false
+	b.reset()
+}
+
 func (b *Backend) reset() {
 	b.chains = map[string]int{}
 	b.sets = map[string]int{}
@@ -195,13 +203,13 @@ func (b *Backend) Sync(s *policy.State) (policy.SyncStats, error) {
 	if !b.discovered {
 		if err := b.discover(); err != nil {
 			b.needFull = true
-			return policy.SyncStats{Duration: time.Since(start)}, err
+			return policy.SyncStats{Duration: time.Since(start)}, fmt.Errorf("full sync: %w (%w)", err, policy.ErrNextSyncFull)
 		}
 	}
 	p, err := b.fullPlan(s)
 	if err != nil {
 		b.needFull = true
-		return policy.SyncStats{Duration: time.Since(start)}, err
+		return policy.SyncStats{Duration: time.Since(start)}, fmt.Errorf("full sync: %w (%w)", err, policy.ErrNextSyncFull)
 	}
 	planned := time.Since(start)
 	st, err := b.apply(p)
@@ -209,7 +217,7 @@ func (b *Backend) Sync(s *policy.State) (policy.SyncStats, error) {
 	st.Duration = time.Since(start)
 	if err != nil {
 		b.needFull = true
-		return st, fmt.Errorf("full sync: %w", err)
+		return st, fmt.Errorf("full sync: %w (%w)", err, policy.ErrNextSyncFull)
 	}
 	b.synced, b.needFull = true, false
 	return st, nil
@@ -235,7 +243,7 @@ func (b *Backend) Update(s *policy.State, d *policy.Delta) (policy.SyncStats, er
 	p, err := b.partialPlan(s, d)
 	if err != nil {
 		b.needFull = true
-		return policy.SyncStats{Duration: time.Since(start)}, fmt.Errorf("partial sync (the next sync is full): %w", err)
+		return policy.SyncStats{Duration: time.Since(start)}, fmt.Errorf("partial sync: %w (%w)", err, policy.ErrNextSyncFull)
 	}
 	planned := time.Since(start)
 	st, err := b.apply(p)
@@ -243,7 +251,7 @@ func (b *Backend) Update(s *policy.State, d *policy.Delta) (policy.SyncStats, er
 	st.Duration = time.Since(start)
 	if err != nil {
 		b.needFull = true
-		return st, fmt.Errorf("partial sync (the next sync is full): %w", err)
+		return st, fmt.Errorf("partial sync: %w (%w)", err, policy.ErrNextSyncFull)
 	}
 	return st, nil
 }
@@ -425,10 +433,19 @@ func (b *Backend) fillSet(p *plan, ss setSpec) {
 		p.setLines = append(p.setLines, ss.lines()...)
 		p.setMembers += len(ss.members)
 		p.setCounts = append(p.setCounts, setCount{ss.name, len(ss.members)})
+		p.newSets = append(p.newSets, ss.name)
 		return
 	}
-	b.tmpSeq++
-	tmp := fmt.Sprintf("%st-%d", setPrefix, b.tmpSeq)
+	// A temporary name the kernel already holds (left by a failed sync or an earlier run)
+	// would be filled on top of its old members: take the next free one.
+	var tmp string
+	for {
+		b.tmpSeq++
+		tmp = fmt.Sprintf("%st-%d", setPrefix, b.tmpSeq)
+		if _, taken := b.sets[tmp]; !taken {
+			break
+		}
+	}
 	t := ss
 	t.name = tmp
 	p.setLines = append(p.setLines, t.lines()...)

@@ -33,8 +33,15 @@
 // start of Update, rewrites only the chains of rule sets whose entries changed (or, on an
 // ipBlock change, every rule set with a CIDR or world peer), edits the per-IP rules or set
 // members of peers that gained or lost pods in place, and adds or deletes the dispatch rules and
-// chains of changed endpoints; after any failure the next call is a full sync. The per-rule path
-// sends the same changes as one go-iptables command each.
+// chains of changed endpoints. The per-rule path sends the same changes as one go-iptables
+// command each.
+//
+// A rejected iptables-restore leaves the rules as they were (a table commits whole), and the
+// sets the sync created are destroyed again, so the kernel is as before. Any other failure (an
+// ipset restore applies the lines before the one that fails; a command may fail after its
+// commit; per-rule commands stay applied) leaves the backend unsure of the kernel: it forgets
+// its view, its error wraps policy.ErrNextSyncFull, and the next call is a full sync that reads
+// the chains and sets back first. Temporary sets never reuse a name the kernel holds.
 //
 // Everything is applied through a Runner inside a network namespace the caller owns; the Fake
 // Runner parses the same payloads, and Trace walks its rules to decide flows without a kernel.

@@ -66,8 +66,9 @@ type plan struct {
 	// postLines are ipset restore lines applied after the rules committed: swaps of
 	// temporary sets into place and member edits.
 	postLines []string
-	// tmpSets are destroyed when the rules fail, so nothing of the sync remains.
-	tmpSets []string
+	// tmpSets and newSets (sets created under their own name) are destroyed when the rules
+	// fail, so nothing of the sync remains.
+	tmpSets, newSets []string
 	// setMembers counts members written.
 	setMembers int
 	// setCounts are the member counts of refilled sets; setDelta member edits.

@@ -71,9 +71,10 @@ type Backend struct {
 	m        *mirror
 	stale    map[string]bool // chains and sets a previous run left, found by discover
 	staleSet map[string]bool
-	// discovered is set once the table was read; synced after a successful full sync.
-	discovered, synced, needFull bool
-	last                         Counts
+	// discovered is set once the table was read; synced after a successful full sync;
+	// unhooked while Unhook has the base chain out of the packet path.
+	discovered, synced, needFull, unhooked bool
+	last                                   Counts
 	// mutate, when set by a test, changes each transaction before it is run.
 	mutate func(*knftables.Transaction)
 }
@@ -144,23 +145,24 @@ func (b *Backend) Sync(s *policy.State) (policy.SyncStats, error) {
 	if !b.discovered {
 		if err := b.discover(); err != nil {
 			b.needFull = true
-			return policy.SyncStats{Duration: time.Since(start)}, err
+			return policy.SyncStats{Duration: time.Since(start)}, fmt.Errorf("full sync: %w (%w)", err, policy.ErrNextSyncFull)
 		}
 	}
 	t, nm, err := b.fullPlan(s)
 	if err != nil {
 		b.needFull = true
-		return policy.SyncStats{Duration: time.Since(start)}, err
+		return policy.SyncStats{Duration: time.Since(start)}, fmt.Errorf("full sync: %w (%w)", err, policy.ErrNextSyncFull)
 	}
 	t.st.Fallback = b.needFull && b.synced
 	err = b.run(t, start)
 	if err != nil {
-		b.needFull = true
-		return b.finish(t, start), fmt.Errorf("full sync: %w", err)
+		st := b.finish(t, start)
+		b.forget()
+		return st, fmt.Errorf("full sync: %w (%w)", err, policy.ErrNextSyncFull)
 	}
 	b.m = nm
 	b.stale, b.staleSet = map[string]bool{}, map[string]bool{}
-	b.synced, b.needFull = true, false
+	b.synced, b.needFull, b.unhooked = true, false, false
 	return b.finish(t, start), nil
 }
 
@@ -180,14 +182,24 @@ func (b *Backend) Update(s *policy.State, d *policy.Delta) (policy.SyncStats, er
 	t, commit, err := b.partialPlan(s, d)
 	if err != nil {
 		b.needFull = true
-		return policy.SyncStats{Duration: time.Since(start)}, fmt.Errorf("partial sync (the next sync is full): %w", err)
+		return policy.SyncStats{Duration: time.Since(start)}, fmt.Errorf("partial sync: %w (%w)", err, policy.ErrNextSyncFull)
 	}
 	if err := b.run(t, start); err != nil {
-		b.needFull = true
-		return b.finish(t, start), fmt.Errorf("partial sync (the next sync is full): %w", err)
+		st := b.finish(t, start)
+		b.forget()
+		return st, fmt.Errorf("partial sync: %w (%w)", err, policy.ErrNextSyncFull)
 	}
 	commit()
 	return b.finish(t, start), nil
+}
+
+// forget drops the mirror after a failed transaction: nft may have committed it before the
+// failure was reported (an nft killed after the commit), so the table may hold what the mirror
+// does not know, or lack what it does. The next call is a full sync that lists the table
+// first, as on a table a previous run left.
+func (b *Backend) forget() {
+	b.m = newMirror()
+	b.discovered, b.needFull = false, true
 }
 
 func (b *Backend) finish(t *txb, start time.Time) policy.SyncStats {

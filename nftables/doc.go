@@ -53,8 +53,11 @@
 // identities gained or lost pods, named-port elements of the pods that changed, nets sets
 // refilled when ipBlock prefixes changed, and only the chains of rule sets whose entries or
 // policies changed flushed and rewritten; new sets are created and filled, sets no chain uses
-// any more deleted. The backend diffs against a mirror of what it wrote (as kube-proxy does);
-// after any failure the next call is a full sync. Counts say what each sync wrote (commands,
+// any more deleted. The backend diffs against a mirror of what it wrote (as kube-proxy does).
+// After any failure the error wraps policy.ErrNextSyncFull and the backend drops its mirror: a
+// transaction reported failed may have committed (an nft killed after the commit), so the next
+// call is a full sync that lists the table first, as it does a table a previous run left.
+// Counts say what each sync wrote (commands,
 // bytes, chains, rules, elements added and deleted) and what the table holds; Plan counts the
 // table a full sync would write without building it, for a caller's budget.
 //

@@ -1,12 +1,11 @@
 package nftables
 
 import (
-	"fmt"
 	"net/netip"
-	"sort"
 	"strings"
 	"testing"
 
+	"netpolbench/internal/faults"
 	"netpolbench/policy"
 	"netpolbench/policy/policytest"
 	"netpolbench/workloads"
@@ -111,30 +110,5 @@ func checkTraced(t *testing.T, label string, tr func(policy.Flow) (policy.Verdic
 	}
 }
 
-// diffLines lists the lines only one side has.
-func diffLines(want, got string) string {
-	in := func(s string) map[string]int {
-		m := map[string]int{}
-		for _, l := range strings.Split(s, "\n") {
-			m[l]++
-		}
-		return m
-	}
-	w, g := in(want), in(got)
-	var out []string
-	for l, n := range w {
-		if g[l] < n {
-			out = append(out, "- "+l)
-		}
-	}
-	for l, n := range g {
-		if w[l] < n {
-			out = append(out, "+ "+l)
-		}
-	}
-	sort.Strings(out)
-	if len(out) > 30 {
-		out = append(out[:30], fmt.Sprintf("... %d more", len(out)-30))
-	}
-	return strings.Join(out, "\n")
-}
+// diffLines lists the lines only one side has (faults.Diff).
+func diffLines(want, got string) string { return faults.Diff(want, got) }

@@ -121,9 +121,7 @@ func (b *Backend) fullPlan(s *policy.State) (*txb, *mirror, error) {
 	nm := newMirror()
 	nm.base = true
 	t.tx.Add(&knftables.Table{})
-	t.tx.Add(&knftables.Chain{Name: chainForward, Type: knftables.PtrTo(knftables.FilterType),
-		Hook: knftables.PtrTo(knftables.ForwardHook), Priority: knftables.PtrTo(knftables.FilterPriority),
-		Policy: knftables.PtrTo(knftables.AcceptPolicy)})
+	t.tx.Add(baseChain())
 	t.tx.Flush(&knftables.Chain{Name: chainForward})
 	t.st.ChainsWritten++
 	for _, dir := range []policy.Direction{policy.Egress, policy.Ingress} {

@@ -1,6 +1,9 @@
 package policy
 
-import "time"
+import (
+	"errors"
+	"time"
+)
 
 // Backend is an enforcement backend: it translates the compiled State into kernel state (or a
 // fake of it) and reports what that cost. Backends never change the State.
@@ -14,6 +17,11 @@ type Backend interface {
 	Update(s *State, d *Delta) (SyncStats, error)
 	Close() error
 }
+
+// ErrNextSyncFull is wrapped by the errors of a Backend's Sync and Update: the call failed,
+// the backend no longer trusts its view of the kernel, and its next call is a full sync that
+// reads or rewrites whatever the failed call may have left.
+var ErrNextSyncFull = errors.New("the next call resyncs in full")
 
 // Decider decides the verdict a flow gets. How is the implementation's business: a lookup in
 // the compiled State, the real programs run with BPF_PROG_TEST_RUN (the eBPF datapath), a trace

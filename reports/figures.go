@@ -79,7 +79,7 @@ func collectFigures(run *results.Run) *figures {
 		// Allowed new flows: the first packet of a connection the policy lets through, which
 		// every allowed connection pays, and whose floor (the allowed path's) matches it.
 		if h.Backend == results.BackendFloorName || h.Kind != results.KindStampDelta || h.Flow != results.FlowNew ||
-			h.Verdict != results.VerdictAllow || h.AboveFloor == nil || h.Count == 0 {
+			h.Verdict != results.VerdictAllow || h.AboveFloor == nil || h.Count == 0 || detail(h) {
 			continue
 		}
 		k := scaleKey{h.Backend, h.Pods}

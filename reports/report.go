@@ -252,6 +252,13 @@ func (b *builder) claims() (Section, error) {
 }
 
 // latencyOrder sorts histograms by backend, pods, verdict, flow, kind.
+// detail reports whether a histogram is a breakdown of a headline one (one path of a span,
+// labelled path=) or a variant of the sweep's measurement (rate=sparse): it is listed in the
+// tables, but the summary figures and the plots take the headline.
+func detail(h results.Histogram) bool {
+	return h.Labels["path"] != "" || h.Labels["rate"] != ""
+}
+
 func latencyOrder(hs []results.Histogram) []results.Histogram {
 	out := append([]results.Histogram(nil), hs...)
 	sort.SliceStable(out, func(i, j int) bool {
@@ -314,7 +321,7 @@ func (b *builder) latencyDistributions() (Section, error) {
 	groups := map[group][]results.Histogram{}
 	var keys []group
 	for _, h := range latencyOrder(b.run.Latency) {
-		if h.Count == 0 || h.Backend == results.BackendFloorName && h.Kind == results.KindStampDelta {
+		if h.Count == 0 || h.Backend == results.BackendFloorName && h.Kind == results.KindStampDelta || detail(h) {
 			continue // stamp floors are drawn with the curves measured against them
 		}
 		k := group{h.Kind, h.Pods}
@@ -439,7 +446,7 @@ func (b *builder) latencyBoxes() (Section, error) {
 	groups := map[string][]results.Histogram{}
 	var keys []string
 	for _, h := range latencyOrder(b.run.Latency) {
-		if h.Count == 0 || h.Encoded == "" {
+		if h.Count == 0 || h.Encoded == "" || detail(h) {
 			continue
 		}
 		k := groupKey(h)

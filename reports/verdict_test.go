@@ -247,3 +247,22 @@ func TestAKindCutShortByAChurnCapIsNotCompared(t *testing.T) {
 		t.Errorf("%s %s at %d pods, cut short by a churn cap, is still compared", target.Backend, target.Event, target.Pods)
 	}
 }
+
+func TestPacketFigureIsTheHeadlineNotAPathOrASparsePass(t *testing.T) {
+	run := results.New()
+	mk := func(name string, labels map[string]string, p50 float64) results.Histogram {
+		return results.Histogram{Name: name, Backend: "iptables", Pods: 1000, Kind: results.KindStampDelta, Verdict: results.VerdictAllow,
+			Flow: results.FlowNew, Count: 100, Labels: labels, AboveFloor: &results.Percentiles{P50: p50, P99: 2 * p50}}
+	}
+	// In name order, as results.json lists them: the filter table alone and a sparse pass come
+	// before the headline (the whole netfilter path).
+	run.Latency = []results.Histogram{
+		mk("Latency/backend=iptables/pods=1000/attach=netfilter/rate=sparse/verdict=allow/flow=new", map[string]string{"attach": "netfilter", "rate": "sparse"}, 9000),
+		mk("Latency/backend=iptables/pods=1000/attach=netfilter/span=nf-filter/path=pass/verdict=allow/flow=new", map[string]string{"attach": "netfilter", "span": "nf-filter", "path": "pass"}, 4000),
+		mk("Latency/backend=iptables/pods=1000/attach=netfilter/verdict=allow/flow=new", map[string]string{"attach": "netfilter"}, 5000),
+	}
+	f := collectFigures(run)
+	if got := f.packet[scaleKey{"iptables", 1000}]; got.P50 != 5000 {
+		t.Errorf("per-packet figure p50 %g, want the headline's 5000", got.P50)
+	}
+}

@@ -26,6 +26,7 @@ const (
 	VerdictDeny      = "deny"
 	FlowNew          = "new"
 	FlowEstablished  = "established"
+	FlowReply        = "reply" // a packet from a flow's destination back to its source
 	BackendFloorName = "floor" // Backend of a histogram that measures the stamping cost alone.
 )
 
@@ -61,9 +62,19 @@ type Histogram struct {
 	// Floor names the histogram (same run, same scale) that measured the stamping cost with an empty
 	// enforcement step; "" when none applies (e.g. BPF_PROG_TEST_RUN).
 	Floor string `json:"floor,omitempty"`
-	// AboveFloor is each percentile minus the floor's same percentile, in ns (clamped at 0); nil
-	// without a floor. Reports show this as the enforcement cost.
+	// AboveFloor are the percentiles of the per-packet costs above the floor, in ns: with
+	// SetAbove, of every value minus one constant, its path's floor median (the per-packet
+	// method); with SetFloor, each percentile minus the floor's same percentile (clamped at 0).
+	// nil without a floor. Reports show this as the enforcement cost.
 	AboveFloor *Percentiles `json:"above_floor,omitempty"`
+	// AboveFloorClamped counts the values at or below their floor, recorded at the histogram's
+	// minimum (1 ns) in AboveFloor.
+	AboveFloorClamped int64 `json:"above_floor_clamped,omitempty"`
+	// StateDigest and FlowDigest identify the compiled state and the frozen flow list a
+	// per-packet histogram was measured on (policy.State.Digest, stamp.FlowList.Digest):
+	// backends compared at a scale must show equal digests.
+	StateDigest string `json:"state_digest,omitempty"`
+	FlowDigest  string `json:"flow_digest,omitempty"`
 	// HgrmPath is the raw percentile file (WriteHgrm), relative to the directory of results.json.
 	HgrmPath string `json:"hgrm_path,omitempty"`
 	// Encoded is the histogram itself in HdrHistogram's base64 V2 compressed encoding, so reports can
@@ -110,6 +121,19 @@ func (h *Histogram) SetFloor(floor *Histogram) {
 		P99:  sub(h.Percentiles.P99, floor.Percentiles.P99),
 		P999: sub(h.Percentiles.P999, floor.Percentiles.P999),
 	}
+}
+
+// SetAbove records floor as h's floor and AboveFloor as the percentiles of above, the
+// distribution of h's values each minus its floor constant, clamped values counted.
+func (h *Histogram) SetAbove(floor string, above *hdrhistogram.Histogram, clamped int64) {
+	h.Floor = floor
+	h.AboveFloor = &Percentiles{
+		P50:  float64(above.ValueAtQuantile(50)),
+		P90:  float64(above.ValueAtQuantile(90)),
+		P99:  float64(above.ValueAtQuantile(99)),
+		P999: float64(above.ValueAtQuantile(99.9)),
+	}
+	h.AboveFloorClamped = clamped
 }
 
 // Decode returns the HdrHistogram behind h, or an error when h has no encoding.

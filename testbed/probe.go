@@ -11,6 +11,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -248,9 +249,26 @@ func dialTCP(ctx context.Context, sns *nsInfo, src, dst netip.Addr, port uint16,
 	if err != nil {
 		return false, fmt.Errorf("probe socket: %w", err)
 	}
-	var connected bool
-	var soErr error
-	werr := rc.Write(func(fd uintptr) bool {
+	connected, soErr, werr := awaitConnect(rc)
+	switch {
+	case connected:
+		return true, nil
+	case soErr != nil:
+		return false, fmt.Errorf("testbed fault: connect to %s:%d: %w (a drop shows as a timeout, not as an error)", dst, port, soErr)
+	case errors.Is(werr, os.ErrDeadlineExceeded):
+		if ctx.Err() != nil {
+			return false, context.Cause(ctx)
+		}
+		return false, nil
+	}
+	return false, fmt.Errorf("wait for connect to %s:%d: %w", dst, port, werr)
+}
+
+// awaitConnect waits on the poller until a non-blocking connect of rc's socket finishes or its
+// write deadline passes: connected, or the socket's error, or the wait's (a deadline shows as
+// os.ErrDeadlineExceeded).
+func awaitConnect(rc syscall.RawConn) (connected bool, soErr, werr error) {
+	werr = rc.Write(func(fd uintptr) bool {
 		v, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
 		switch {
 		case err != nil:
@@ -266,18 +284,7 @@ func dialTCP(ctx context.Context, sns *nsInfo, src, dst netip.Addr, port uint16,
 		}
 		return false // still in progress: wait for writability
 	})
-	switch {
-	case connected:
-		return true, nil
-	case soErr != nil:
-		return false, fmt.Errorf("testbed fault: connect to %s:%d: %w (a drop shows as a timeout, not as an error)", dst, port, soErr)
-	case errors.Is(werr, os.ErrDeadlineExceeded):
-		if ctx.Err() != nil {
-			return false, context.Cause(ctx)
-		}
-		return false, nil
-	}
-	return false, fmt.Errorf("wait for connect to %s:%d: %w", dst, port, werr)
+	return connected, soErr, werr
 }
 
 // socketIn creates a socket inside ns; its namespace is fixed at creation, so it may then be

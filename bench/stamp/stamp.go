@@ -23,6 +23,8 @@ const (
 	HookNetfilterForward Hook = 1
 	HookTCXIngress       Hook = 2
 	HookTCXEgress        Hook = 3
+	// HookNetfilterPath closes the nf-path span (PREROUTING to the outgoing veth's TCX egress).
+	HookNetfilterPath Hook = 4
 )
 
 func (h Hook) String() string {
@@ -33,15 +35,23 @@ func (h Hook) String() string {
 		return "tcx-ingress"
 	case HookTCXEgress:
 		return "tcx-egress"
+	case HookNetfilterPath:
+		return "nf-path"
 	}
 	return fmt.Sprintf("hook-%d", uint8(h))
 }
 
 // Netfilter priorities of the stamps around the filter table (NF_IP_PRI_FILTER = 0), where
-// iptables (legacy and nft flavours) registers its FORWARD chain.
+// iptables (legacy and nft flavours) registers its FORWARD chain, of the netfilter step that
+// stands in for it in a floor, and of the stamp that opens the nf-path span: before
+// NF_IP_PRI_RAW_BEFORE_DEFRAG (-450), so defragmentation (-400), the raw table (-300) and
+// conntrack (-200) all run inside the span. The kernel refuses a BPF hook at a priority
+// another hook holds (EBUSY), so the step cannot take the filter table's own priority.
 const (
-	PriorityBeforeFilter int32 = -1
-	PriorityAfterFilter  int32 = 1
+	PriorityBeforeFilter    int32 = -2
+	PriorityStep            int32 = -1
+	PriorityAfterFilter     int32 = 2
+	PriorityBeforeConntrack int32 = -500
 )
 
 // Sample is one packet's enforcement time as the stamps saw it.
@@ -110,15 +120,35 @@ type Options struct {
 	// PodRange is the pod address range (required): a tcx-ingress packet to it is carried to
 	// the destination veth's egress stamp instead of being emitted.
 	PodRange netip.Prefix
-	// StepDropPort makes the trivial step program drop TCP and UDP to this port; 0 makes it
-	// the empty step whose cost is the floor.
+	// StepDropPort makes the TCX ingress step drop TCP and UDP to this port (tests); 0 drops
+	// nothing by port.
 	StepDropPort uint16
+	// StepDropSource and StepDropDest make the step programs drop packets of these IP total
+	// lengths, bytes (0: none): the TCX ingress step (the source's enforcement point) drops
+	// StepDropSource, the TCX egress step (the destination's) StepDropDest, the netfilter step
+	// both. The traffic generator marks a floor packet's drop point by its length.
+	StepDropSource, StepDropDest uint16
+}
+
+// ethHeaderLen is what a TCX context's len counts beyond the IP packet.
+const ethHeaderLen = 14
+
+// lenOrZero converts an IP length marker into a context length (0 stays 0: no marker).
+func lenOrZero(ipLen uint16, extra uint32) uint32 {
+	if ipLen == 0 {
+		return 0
+	}
+	return uint32(ipLen) + extra
 }
 
 // Stamps is a loaded set of stamp programs and their attachments.
 type Stamps struct {
-	objs  stampObjects
+	objs stampObjects
+	// tp is the kfree_skb tracepoint, attached for the life of the Stamps; links are the
+	// attachments Detach removes, steps those of the step programs (DetachSteps).
+	tp    link.Link
 	links []link.Link
+	steps []link.Link
 	rd    *ringbuf.Reader
 	// tcx holds the ifindexes the TCX stamps are attached to.
 	tcx map[int]bool
@@ -145,9 +175,13 @@ func Load(opts Options) (*Stamps, error) {
 	}
 	// The C side compares raw network-order words; hand them over as the kernel reads them.
 	for name, v := range map[string]any{
-		"pod_net":        binary.LittleEndian.Uint32(net4[:]),
-		"pod_mask":       binary.LittleEndian.Uint32(mask[:]),
-		"step_drop_port": opts.StepDropPort,
+		"pod_net":            binary.LittleEndian.Uint32(net4[:]),
+		"pod_mask":           binary.LittleEndian.Uint32(mask[:]),
+		"step_drop_port":     opts.StepDropPort,
+		"step_drop_len_in":   lenOrZero(opts.StepDropSource, ethHeaderLen),
+		"step_drop_len_out":  lenOrZero(opts.StepDropDest, ethHeaderLen),
+		"step_drop_len_nf_a": lenOrZero(opts.StepDropSource, 0),
+		"step_drop_len_nf_b": lenOrZero(opts.StepDropDest, 0),
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return nil, fmt.Errorf("load stamps: set %s: %w", name, err)
@@ -166,7 +200,7 @@ func Load(opts Options) (*Stamps, error) {
 		s.objs.Close()
 		return nil, fmt.Errorf("attach kfree_skb tracepoint: %w (needs tp_btf and kernel BTF)", err)
 	}
-	s.links = append(s.links, tp)
+	s.tp = tp
 	s.rd, err = ringbuf.NewReader(s.objs.Samples)
 	if err != nil {
 		s.Close()
@@ -225,20 +259,108 @@ func (s *Stamps) AttachTCX(ifindex int) error {
 	return nil
 }
 
-// AttachStep attaches the trivial step program on ifindex's TCX ingress, just before the
-// ingress after-stamp when the stamps are on that device: the empty step for the floor, or a
-// port drop for tests.
+// AttachStep attaches the trivial step programs on ifindex's TCX ingress and egress, each just
+// before its chain's after-stamp when the stamps are on that device: the empty step for the
+// floor (dropping the packets Options.StepDropSource and StepDropDest mark), or a port drop
+// for tests.
 func (s *Stamps) AttachStep(ifindex int) error {
-	anchor := link.Tail()
-	if s.tcx[ifindex] {
-		anchor = link.BeforeProgram(s.objs.TcxIngressAfter)
+	for _, a := range []struct {
+		prog, after *ebpf.Program
+		attach      ebpf.AttachType
+	}{
+		{s.objs.Step, s.objs.TcxIngressAfter, ebpf.AttachTCXIngress},
+		{s.objs.StepOut, s.objs.TcxEgressAfter, ebpf.AttachTCXEgress},
+	} {
+		anchor := link.Tail()
+		if s.tcx[ifindex] {
+			anchor = link.BeforeProgram(a.after)
+		}
+		l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: a.prog, Attach: a.attach, Anchor: anchor})
+		if err != nil {
+			return fmt.Errorf("attach step on ifindex %d: %w", ifindex, err)
+		}
+		s.steps = append(s.steps, l)
 	}
-	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: s.objs.Step, Attach: ebpf.AttachTCXIngress, Anchor: anchor})
+	return nil
+}
+
+// TCXAnchors are where an enforcement program goes so that the TCX stamps of a device
+// surround it: just before the after-stamp of the ingress and of the egress chain.
+func (s *Stamps) TCXAnchors() (ingress, egress link.Anchor) {
+	return link.BeforeProgram(s.objs.TcxIngressAfter), link.BeforeProgram(s.objs.TcxEgressAfter)
+}
+
+// AttachNetfilterPath opens the nf-path span on IPv4 PREROUTING ahead of conntrack
+// (PriorityBeforeConntrack) and closes it at the head of the TCX egress chain of every
+// outgoing device in ifindexes, in the network namespace of the calling thread (as
+// AttachNetfilter). Needs kernel ≥ 6.4 (netfilter links) and ≥ 6.6 (TCX).
+func (s *Stamps) AttachNetfilterPath(ifindexes ...int) error {
+	l, err := link.AttachNetfilter(link.NetfilterOptions{
+		Program:        s.objs.NfPathBefore,
+		ProtocolFamily: link.NetfilterProtoIPv4,
+		Hook:           link.NetfilterInetPreRouting,
+		Priority:       PriorityBeforeConntrack,
+	})
 	if err != nil {
-		return fmt.Errorf("attach step on ifindex %d: %w", ifindex, err)
+		return fmt.Errorf("attach netfilter path stamp at priority %d: %w (needs kernel ≥ 6.4)", PriorityBeforeConntrack, err)
 	}
 	s.links = append(s.links, l)
+	for _, ifindex := range ifindexes {
+		l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: s.objs.NfPathAfter, Attach: ebpf.AttachTCXEgress, Anchor: link.Head()})
+		if err != nil {
+			return fmt.Errorf("attach netfilter path end on ifindex %d: %w (needs kernel ≥ 6.6)", ifindex, err)
+		}
+		s.links = append(s.links, l)
+	}
 	return nil
+}
+
+// AttachNetfilterStep attaches the netfilter step on IPv4 FORWARD next to the filter table
+// (PriorityStep), in the network namespace of the calling thread: it stands in for the filter
+// table when the floor is measured.
+func (s *Stamps) AttachNetfilterStep() error {
+	l, err := link.AttachNetfilter(link.NetfilterOptions{
+		Program:        s.objs.NfStep,
+		ProtocolFamily: link.NetfilterProtoIPv4,
+		Hook:           link.NetfilterInetForward,
+		Priority:       PriorityStep,
+	})
+	if err != nil {
+		return fmt.Errorf("attach netfilter step: %w (needs kernel ≥ 6.4)", err)
+	}
+	s.steps = append(s.steps, l)
+	return nil
+}
+
+// Detach removes every attachment but the kfree_skb tracepoint, steps included, so the stamps
+// can be attached again. Samples already in the ring buffer stay there for Drain.
+func (s *Stamps) Detach() error {
+	err := errors.Join(s.DetachSteps(), detachAll(s.links))
+	s.links = nil
+	s.tcx = nil
+	return err
+}
+
+// DetachSteps removes the step programs and leaves the stamps where they are.
+func (s *Stamps) DetachSteps() error {
+	err := detachAll(s.steps)
+	s.steps = nil
+	return err
+}
+
+// detachAll detaches and closes links, last first.
+func detachAll(links []link.Link) error {
+	var errs []error
+	for i := len(links) - 1; i >= 0; i-- {
+		// Detach first: closing alone releases a TCX link a moment later (from a kernel work
+		// queue), and a program attached again, or a check that nothing is attached any more,
+		// would still see it.
+		if err := links[i].Detach(); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, ebpf.ErrNotSupported) {
+			errs = append(errs, fmt.Errorf("detach stamp: %w", err))
+		}
+		errs = append(errs, links[i].Close())
+	}
+	return errors.Join(errs...)
 }
 
 // Drain reads every sample the ring buffer holds now, waiting at most wait for the first.
@@ -302,19 +424,13 @@ func (s *Stamps) ReasonName(r uint32) string {
 	return fmt.Sprintf("reason-%d", r)
 }
 
-// Close detaches every stamp and releases the programs and maps. Links are detached before
-// they are closed: closing alone releases a TCX link a moment later (from a kernel work
-// queue), and a check that nothing is attached any more could still see it.
+// Close detaches every stamp (see detachAll) and releases the programs and maps.
 func (s *Stamps) Close() error {
-	var errs []error
-	for i := len(s.links) - 1; i >= 0; i-- {
-		l := s.links[i]
-		if err := l.Detach(); err != nil && !errors.Is(err, ebpf.ErrNotSupported) && !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EINVAL) {
-			errs = append(errs, fmt.Errorf("detach stamp: %w", err))
-		}
-		errs = append(errs, l.Close())
+	errs := []error{s.Detach()}
+	if s.tp != nil {
+		errs = append(errs, s.tp.Close())
+		s.tp = nil
 	}
-	s.links = nil
 	if s.rd != nil {
 		errs = append(errs, s.rd.Close())
 	}

@@ -13,12 +13,15 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type stampSlot struct {
-	_    structs.HostLayout
-	Skb  uint64
-	Ts   uint64
-	Hook uint32
-	Pad  uint32
+type stampSlots struct {
+	_ structs.HostLayout
+	S [4]struct {
+		_    structs.HostLayout
+		Skb  uint64
+		Ts   uint64
+		Hook uint32
+		Pad  uint32
+	}
 }
 
 // Names of all BPF objects in the ELF.
@@ -32,13 +35,21 @@ const (
 	stampProgDrop             = "drop"
 	stampProgNfAfter          = "nf_after"
 	stampProgNfBefore         = "nf_before"
+	stampProgNfPathAfter      = "nf_path_after"
+	stampProgNfPathBefore     = "nf_path_before"
+	stampProgNfStep           = "nf_step"
 	stampProgStep             = "step"
+	stampProgStepOut          = "step_out"
 	stampProgTcxEgressAfter   = "tcx_egress_after"
 	stampProgTcxEgressBefore  = "tcx_egress_before"
 	stampProgTcxIngressAfter  = "tcx_ingress_after"
 	stampProgTcxIngressBefore = "tcx_ingress_before"
 	stampVarPodMask           = "pod_mask"
 	stampVarPodNet            = "pod_net"
+	stampVarStepDropLenIn     = "step_drop_len_in"
+	stampVarStepDropLenNfA    = "step_drop_len_nf_a"
+	stampVarStepDropLenNfB    = "step_drop_len_nf_b"
+	stampVarStepDropLenOut    = "step_drop_len_out"
 	stampVarStepDropPort      = "step_drop_port"
 )
 
@@ -87,7 +98,11 @@ type stampProgramSpecs struct {
 	Drop             *ebpf.ProgramSpec `ebpf:"drop"`
 	NfAfter          *ebpf.ProgramSpec `ebpf:"nf_after"`
 	NfBefore         *ebpf.ProgramSpec `ebpf:"nf_before"`
+	NfPathAfter      *ebpf.ProgramSpec `ebpf:"nf_path_after"`
+	NfPathBefore     *ebpf.ProgramSpec `ebpf:"nf_path_before"`
+	NfStep           *ebpf.ProgramSpec `ebpf:"nf_step"`
 	Step             *ebpf.ProgramSpec `ebpf:"step"`
+	StepOut          *ebpf.ProgramSpec `ebpf:"step_out"`
 	TcxEgressAfter   *ebpf.ProgramSpec `ebpf:"tcx_egress_after"`
 	TcxEgressBefore  *ebpf.ProgramSpec `ebpf:"tcx_egress_before"`
 	TcxIngressAfter  *ebpf.ProgramSpec `ebpf:"tcx_ingress_after"`
@@ -108,9 +123,13 @@ type stampMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type stampVariableSpecs struct {
-	PodMask      *ebpf.VariableSpec `ebpf:"pod_mask"`
-	PodNet       *ebpf.VariableSpec `ebpf:"pod_net"`
-	StepDropPort *ebpf.VariableSpec `ebpf:"step_drop_port"`
+	PodMask        *ebpf.VariableSpec `ebpf:"pod_mask"`
+	PodNet         *ebpf.VariableSpec `ebpf:"pod_net"`
+	StepDropLenIn  *ebpf.VariableSpec `ebpf:"step_drop_len_in"`
+	StepDropLenNfA *ebpf.VariableSpec `ebpf:"step_drop_len_nf_a"`
+	StepDropLenNfB *ebpf.VariableSpec `ebpf:"step_drop_len_nf_b"`
+	StepDropLenOut *ebpf.VariableSpec `ebpf:"step_drop_len_out"`
+	StepDropPort   *ebpf.VariableSpec `ebpf:"step_drop_port"`
 }
 
 // stampObjects contains all objects after they have been loaded into the kernel.
@@ -152,9 +171,13 @@ func (m *stampMaps) Close() error {
 //
 // It can be passed to loadStampObjects or ebpf.CollectionSpec.LoadAndAssign.
 type stampVariables struct {
-	PodMask      *ebpf.Variable `ebpf:"pod_mask"`
-	PodNet       *ebpf.Variable `ebpf:"pod_net"`
-	StepDropPort *ebpf.Variable `ebpf:"step_drop_port"`
+	PodMask        *ebpf.Variable `ebpf:"pod_mask"`
+	PodNet         *ebpf.Variable `ebpf:"pod_net"`
+	StepDropLenIn  *ebpf.Variable `ebpf:"step_drop_len_in"`
+	StepDropLenNfA *ebpf.Variable `ebpf:"step_drop_len_nf_a"`
+	StepDropLenNfB *ebpf.Variable `ebpf:"step_drop_len_nf_b"`
+	StepDropLenOut *ebpf.Variable `ebpf:"step_drop_len_out"`
+	StepDropPort   *ebpf.Variable `ebpf:"step_drop_port"`
 }
 
 // stampPrograms contains all programs after they have been loaded into the kernel.
@@ -164,7 +187,11 @@ type stampPrograms struct {
 	Drop             *ebpf.Program `ebpf:"drop"`
 	NfAfter          *ebpf.Program `ebpf:"nf_after"`
 	NfBefore         *ebpf.Program `ebpf:"nf_before"`
+	NfPathAfter      *ebpf.Program `ebpf:"nf_path_after"`
+	NfPathBefore     *ebpf.Program `ebpf:"nf_path_before"`
+	NfStep           *ebpf.Program `ebpf:"nf_step"`
 	Step             *ebpf.Program `ebpf:"step"`
+	StepOut          *ebpf.Program `ebpf:"step_out"`
 	TcxEgressAfter   *ebpf.Program `ebpf:"tcx_egress_after"`
 	TcxEgressBefore  *ebpf.Program `ebpf:"tcx_egress_before"`
 	TcxIngressAfter  *ebpf.Program `ebpf:"tcx_ingress_after"`
@@ -176,7 +203,11 @@ func (p *stampPrograms) Close() error {
 		p.Drop,
 		p.NfAfter,
 		p.NfBefore,
+		p.NfPathAfter,
+		p.NfPathBefore,
+		p.NfStep,
 		p.Step,
+		p.StepOut,
 		p.TcxEgressAfter,
 		p.TcxEgressBefore,
 		p.TcxIngressAfter,

@@ -164,9 +164,30 @@ struct flow_cache_slot {
 	__u32 valid;
 };
 
+/* Maps whose operations the programs count per verdict path, for the question which lookups
+ * a verdict costs. While a packet is decided its operations accumulate in a register, six
+ * bits a map (LK_COUNT); its metrics slot adds them up at the end, so counting costs no map
+ * access of its own. The metrics lookup itself (one a packet) is not counted. */
+enum lookup_map {
+	LK_FLOW_CACHE = 0,
+	LK_CT,
+	LK_EPOCH,
+	LK_LXC,
+	LK_IPCACHE,
+	LK_SUMMARY,
+	LK_POLICY,
+	LK_NAMED_PORTS,
+	LK_CT_UPDATE, /* conntrack inserts tried */
+	LK_CT_DELETE, /* conntrack entries removed after a denial */
+	LK_MAX,
+};
+#define LK_BITS 6
+#define LK_COUNT(lk, m) (*(lk) += 1ULL << (LK_BITS * (m)))
+
 struct metrics_value {
 	__u64 packets;
 	__u64 bytes;
+	__u64 lookups[LK_MAX]; /* operations by enum lookup_map */
 };
 
 /* Record on the `events` ring buffer for every dropped packet. */

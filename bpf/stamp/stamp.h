@@ -44,6 +44,7 @@ struct __sk_buff {
 };
 
 struct sk_buff {
+	unsigned int len;
 	unsigned char *head;
 	__u16 network_header;
 } __attribute__((preserve_access_index));
@@ -55,5 +56,6 @@ struct bpf_nf_ctx {
 
 #define TCX_NEXT -1
 #define TCX_DROP 2
+#define NF_DROP 0
 #define NF_ACCEPT 1
 #define ETH_P_IP_BE 0x0008 /* htons(0x0800) on little-endian targets */

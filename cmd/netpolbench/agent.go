@@ -30,6 +30,7 @@ func init() {
 	var (
 		kubeconfig, backend string
 		resync, every       time.Duration
+		mapHeadroom         float64
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -59,6 +60,9 @@ Backends: ` + strings.Join(catalogue.Names((*catalogue.Backend).CanBench), ", ")
 				return usageErr(fmt.Errorf("agent: %s cannot apply updates (have %s)", backend,
 					strings.Join(catalogue.Names((*catalogue.Backend).CanBench), ", ")))
 			}
+			if mapHeadroom != 0 && mapHeadroom < 1 {
+				return usageErr(fmt.Errorf("agent: --map-headroom %g: want at least 1", mapHeadroom))
+			}
 			cfg, err := agentRESTConfig(kubeconfig)
 			if err != nil {
 				return usageErr(fmt.Errorf("agent: %w", err))
@@ -79,7 +83,7 @@ Backends: ` + strings.Join(catalogue.Names((*catalogue.Backend).CanBench), ", ")
 			rep := newAgentReport(cmd.OutOrStdout(), backend)
 			a, err := agent.New(client, agent.Options{
 				Open: func(s *policy.State) (policy.Backend, error) {
-					return b.Open(catalogue.Env{State: s, Node: nsName})
+					return b.Open(catalogue.Env{State: s, Node: nsName, MapHeadroom: mapHeadroom})
 				},
 				Resync:  resync,
 				Observe: rep.observe,
@@ -116,6 +120,7 @@ Backends: ` + strings.Join(catalogue.Names((*catalogue.Backend).CanBench), ", ")
 	fl.StringVar(&backend, "backend", "ebpf", "the backend to enforce with")
 	fl.DurationVar(&resync, "resync", 10*time.Minute, "how often every cached object is checked again (0: never)")
 	fl.DurationVar(&every, "report", 30*time.Second, "how often to print what was applied")
+	fl.Float64Var(&mapHeadroom, "map-headroom", 0, "size eBPF maps at this many times the first synced state's entries, for a cluster that grows (default 2)")
 	rootCmd.AddCommand(cmd)
 }
 

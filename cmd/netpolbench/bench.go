@@ -29,6 +29,7 @@ func init() {
 		quick, noKernel                                           bool
 		seed                                                      uint64
 		samples                                                   int
+		mapHeadroom                                               float64
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -100,6 +101,9 @@ against a committed baseline.`,
 			if f.Changed("samples") {
 				spec.Samples = samples
 			}
+			if f.Changed("map-headroom") {
+				spec.MapHeadroom = mapHeadroom
+			}
 			if err := spec.Validate(); err != nil {
 				return usageErr(err)
 			}
@@ -146,9 +150,11 @@ against a committed baseline.`,
 			ctx, stop := interruptible()
 			defer stop()
 			run, err := r.Run(ctx)
-			if errors.Is(err, bench.ErrInterrupted) && run != nil {
+			if err != nil && run != nil && run.Progress != nil {
 				fmt.Fprintf(os.Stderr, "\nnetpolbench: wrote %s: a partial run of %d phases; continue it with\n  netpolbench bench --resume %s\n",
 					r.Dir, len(run.Progress.Phases), r.Dir)
+			}
+			if errors.Is(err, bench.ErrInterrupted) {
 				return &exitError{code: exitCodeOf(context.Cause(ctx)), err: err}
 			}
 			if err != nil {
@@ -163,7 +169,7 @@ against a committed baseline.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&specFile, "spec", "", "sweep file (YAML): pods, labelSets, backends, samples, duration, packets, budget, workload")
+	f.StringVar(&specFile, "spec", "", "sweep file (YAML): pods, labelSets, backends, samples, duration, packets, budget, mapHeadroom, workload")
 	f.StringVar(&pods, "pods", "", "pod-count sweep, comma-separated (e.g. 100,1000,10000)")
 	f.StringVar(&labelSets, "label-sets", "", "distinct label-set sweep at a fixed pod count, comma-separated")
 	f.StringVar(&backends, "backends", "", "backends, comma-separated (have "+strings.Join(catalogue.Names((*catalogue.Backend).CanBench), ", ")+")")
@@ -174,6 +180,7 @@ against a committed baseline.`,
 	f.BoolVar(&noKernel, "no-packets", false, "skip the phases that send real packets through the testbed")
 	f.Uint64Var(&seed, "seed", 0, "seed of the workload and every random choice (default: the spec's, 1)")
 	f.IntVar(&samples, "samples", 0, "repetitions of each timing (default 5)")
+	f.Float64Var(&mapHeadroom, "map-headroom", 0, "size eBPF maps at this many times the synced state's entries, for churn that grows it (default 2)")
 	f.StringVar(&resume, "resume", "", "continue the partial run in this directory (results/<timestamp>), skipping the phases it finished")
 	rootCmd.AddCommand(cmd)
 }

@@ -323,7 +323,7 @@ func TestInterruptedBenchKeepsItsResultsLeavesNothingAndResumes(t *testing.T) {
 // interruptPhases are the phases of a run of interruptSpec, in the order they run, or sorted.
 func interruptPhases(sorted bool) []string {
 	var out []string
-	for _, id := range []string{"workload", "floor", "backend=compiled/sync", "backend=compiled/churn"} {
+	for _, id := range []string{"workload", "backend=compiled/sync", "backend=compiled/churn"} {
 		out = append(out, "pods=30/"+id)
 	}
 	for _, b := range []string{"ebpf", "iptables"} {
