@@ -280,9 +280,13 @@ type scale struct {
 	// base is the cluster as built: every backend compiles its own copy.
 	base *policy.Cluster
 	// frozen is the compiled state every per-packet phase and size is measured on. Nothing
-	// churns it. flows is the frozen flow list of the real-packet phases (nil without them).
+	// churns it. flows is the frozen flow list of the per-packet phases (nil when the cluster
+	// has none the testbed can send).
 	frozen *policy.State
 	flows  *stamp.FlowList
+	// digest is frozen's digest (stateDigest); testRun the flows of BPF_PROG_TEST_RUN.
+	digest  string
+	testRun *testRunFlows
 	// churn and underLoad are the event lists every backend replays, built on first use.
 	churn, underLoad *churnList
 	// stream is the allowed UDP flow of churn under load (ok false when there is none).
@@ -372,9 +376,9 @@ func (r *Runner) runScale(ctx context.Context, sp scalePlan) error {
 		return err
 	}
 	// One flow list per scale, frozen before any backend runs: every backend's stamped packets
-	// belong to it. It depends on the cluster and the seed alone, so a resumed run draws the
-	// same one.
-	if r.Kernel && sweep && r.anyKernelBackend() {
+	// and test runs belong to it. It depends on the cluster and the seed alone, so a resumed run
+	// draws the same one.
+	if sweep {
 		if s.flows, err = freezeFlows(st, r.Spec.Seed); err != nil {
 			r.logf("bench: %s: no per-packet measurement: %v", s.label, err)
 		}
@@ -721,9 +725,63 @@ func (u *unit) syncPhase(ctx context.Context) {
 // frozen state.
 func (u *unit) testRunPhase(ctx context.Context) error {
 	if tr, ok := u.be.(catalogue.TestRunner); ok {
-		u.r.testRuns(ctx, u.name, u.s.pods, u.s.frozen, tr)
+		u.r.testRuns(ctx, u.name, u.s, tr)
 	}
 	return nil
+}
+
+// stateDigest is the digest of the scale's frozen state, computed once.
+func (s *scale) stateDigest() string {
+	if s.digest == "" {
+		s.digest = s.frozen.Digest()
+	}
+	return s.digest
+}
+
+// testRunFlows are the flows BPF_PROG_TEST_RUN runs at a scale.
+type testRunFlows struct {
+	allow, deny []policy.Flow
+	// digest is the digest of both together; floor the digest of no flow at all (the empty
+	// program's batches run a fixed packet of no flow).
+	digest, floor string
+}
+
+// testRunFlowsOf takes the test runs' flows from the scale's frozen flow list: those between
+// two pods, whose first packet meets both programs, as it does in the testbed. Every backend
+// at the scale runs the same ones.
+func (s *scale) testRunFlowsOf() (*testRunFlows, error) {
+	if s.testRun != nil {
+		return s.testRun, nil
+	}
+	if s.flows == nil {
+		return nil, errors.New("no frozen flow list at this scale")
+	}
+	var kept []stamp.ExpectedFlow
+	t := &testRunFlows{}
+	for _, f := range s.flows.Flows() {
+		_, src := s.frozen.EndpointByIP(f.Src)
+		_, dst := s.frozen.EndpointByIP(f.Dst)
+		if !src || !dst {
+			continue
+		}
+		kept = append(kept, f)
+		if f.Verdict == policy.Allow {
+			t.allow = append(t.allow, f.Flow)
+		} else {
+			t.deny = append(t.deny, f.Flow)
+		}
+	}
+	all, err := stamp.NewFlowList(kept)
+	if err != nil {
+		return nil, err
+	}
+	none, err := stamp.NewFlowList(nil)
+	if err != nil {
+		return nil, err
+	}
+	t.digest, t.floor = all.Digest(), none.Digest()
+	s.testRun = t
+	return t, nil
 }
 
 // enforcement is the backend in force in the testbed for the real-packet phases, synced to
@@ -770,7 +828,7 @@ func (u *unit) packetsPhase(ctx context.Context) error {
 // synced to the frozen state.
 func (u *unit) roundTripPhase(ctx context.Context) error {
 	if _, ok := u.enforcement(ctx, u.s.frozen); ok {
-		u.r.roundTrips(ctx, u.r.bed, u.name, u.s.pods, u.s.frozen)
+		u.r.roundTrips(ctx, u.r.bed, u.name, u.s.pods, u.s.frozen, u.s.stateDigest())
 	}
 	return nil
 }
@@ -928,44 +986,18 @@ func (p *packetDecider) Verdict(f policy.Flow) (policy.Verdict, error) {
 	return policy.Deny, nil
 }
 
-// flowClasses samples pod-to-pod flows the state allows and denies.
-func flowClasses(st *policy.State, rng *rand.Rand, n int) (allow, deny []policy.Flow) {
-	cl := st.Cluster()
-	keys := cl.PodKeys()
-	if len(keys) < 2 {
-		return nil, nil
-	}
-	for tries := 0; tries < 200*n && (len(allow) < n || len(deny) < n); tries++ {
-		src := cl.Pods[keys[rng.IntN(len(keys))]]
-		dst := cl.Pods[keys[rng.IntN(len(keys))]]
-		if src.IP == dst.IP {
-			continue
-		}
-		port := uint16(80)
-		if len(dst.Ports) > 0 {
-			cp := dst.Ports[rng.IntN(len(dst.Ports))]
-			if cp.Protocol != policy.ProtoTCP {
-				continue
-			}
-			port = cp.Port
-		}
-		f := policy.Flow{Src: src.IP, Dst: dst.IP, Proto: policy.ProtoTCP, Port: port}
-		if st.Verdict(f) == policy.Allow {
-			if len(allow) < n {
-				allow = append(allow, f)
-			}
-		} else if len(deny) < n {
-			deny = append(deny, f)
-		}
-	}
-	return allow, deny
-}
-
-// testRuns records BPF_PROG_TEST_RUN batch means of the backend's programs per verdict.
-func (r *Runner) testRuns(ctx context.Context, name string, pods int, st *policy.State, tr catalogue.TestRunner) {
+// testRuns records BPF_PROG_TEST_RUN batch means of the backend's programs per verdict, over
+// the scale's test-run flows, each histogram labelled with the frozen state's digest and that
+// flow list's.
+func (r *Runner) testRuns(ctx context.Context, name string, s *scale, tr catalogue.TestRunner) {
 	const repeat = 200
-	rng := rand.New(rand.NewPCG(r.Spec.Seed, 0x7465))
-	allow, deny := flowClasses(st, rng, 32)
+	pods := s.pods
+	flows, err := s.testRunFlowsOf()
+	if err != nil {
+		r.capf(name, pods, false, "", "BPF_PROG_TEST_RUN: %v", err)
+		return
+	}
+	allow, deny := flows.allow, flows.deny
 	pctx, cancel := r.phaseCtx(ctx)
 	defer cancel()
 	batches := max(20, r.Spec.Samples*10)
@@ -988,6 +1020,7 @@ func (r *Runner) testRuns(ctx context.Context, name string, pods int, st *policy
 		}
 		means = append(means, float64(d))
 	}
+	r.hists.SetDigests(k, s.stateDigest(), flows.floor)
 	if len(means) > 0 {
 		floorName = fmt.Sprintf("BenchmarkTestRun/backend=%s/pods=%d/path=floor", name, pods)
 		r.run.Benchmarks = append(r.run.Benchmarks, results.Benchmark{Name: floorName, Iters: repeat,
@@ -1001,6 +1034,7 @@ func (r *Runner) testRuns(ctx context.Context, name string, pods int, st *policy
 			continue
 		}
 		k := HistKey{Kind: results.KindTestRunBatchMeans, Backend: name, Pods: pods, Verdict: c.verdict, Flow: results.FlowNew}
+		r.hists.SetDigests(k, s.stateDigest(), flows.digest)
 		// Warm-up batches, not recorded: the first runs after a sync meet cold maps.
 		for i := 0; i < 5; i++ {
 			if _, err := tr.TestRun(c.flows[i%len(c.flows)], repeat); err != nil {

@@ -144,6 +144,29 @@ func TestCappedChurnDoesNotChangeWhatIsMeasured(t *testing.T) {
 			t.Errorf("%s: %d test runs, updates %v: nothing to compare", name, testRuns, sawUpdate)
 		}
 	}
+	// Every test-run histogram says what it was measured on, and the two backends' say the same.
+	digests := map[string]map[string]bool{}
+	for _, h := range run.Latency {
+		if h.StateDigest == "" || h.FlowDigest == "" {
+			t.Errorf("%s: state digest %q, flow digest %q", h.Name, h.StateDigest, h.FlowDigest)
+		}
+		key := h.Kind + " " + h.Verdict + " " + h.Backend
+		if h.Backend != results.BackendFloorName {
+			key = h.Kind + " " + h.Verdict
+		}
+		if digests[key] == nil {
+			digests[key] = map[string]bool{}
+		}
+		digests[key][h.StateDigest+" "+h.FlowDigest] = true
+	}
+	if len(run.Latency) < 4 {
+		t.Errorf("%d latency histograms, want the test runs of both backends", len(run.Latency))
+	}
+	for key, d := range digests {
+		if len(d) != 1 {
+			t.Errorf("%s: %d digest pairs across backends, want 1", key, len(d))
+		}
+	}
 	// The capped backend's figures before churn are all there and equal in kind to the other's.
 	for _, name := range []string{"BenchmarkTestRun/backend=test-rec-capped/pods=60/path=new-allow", "BenchmarkSync/backend=test-rec-capped/pods=60"} {
 		if run.Find(name) == nil {

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"netpolbench/bench/stamp"
 	"netpolbench/policy"
 	"netpolbench/results"
 	"netpolbench/testbed"
@@ -53,11 +54,11 @@ const rrMessage = 64 // bytes per request and per response
 
 // roundTrips measures TCP request/response latency (TCP_RR-like: one connection, one 64-byte
 // request and response at a time) and UDP throughput through the enforcement point.
-func (r *Runner) roundTrips(ctx context.Context, bed *testbed.Testbed, name string, pods int, st *policy.State) {
+func (r *Runner) roundTrips(ctx context.Context, bed *testbed.Testbed, name string, pods int, st *policy.State, stateDigest string) {
 	f, ok := allowedFlow(st, r.Spec.Seed, policy.ProtoTCP)
 	if !ok {
 		r.capf(name, pods, false, "", "round trips: no allowed TCP flow between two pods")
-	} else if err := r.tcpRR(ctx, bed, name, pods, f); err != nil {
+	} else if err := r.tcpRR(ctx, bed, name, pods, f, stateDigest); err != nil {
 		r.capf(name, pods, false, "", "round trips: %v", err)
 	}
 	uf, ok := allowedFlow(st, r.Spec.Seed+1, policy.ProtoUDP)
@@ -70,7 +71,7 @@ func (r *Runner) roundTrips(ctx context.Context, bed *testbed.Testbed, name stri
 	}
 }
 
-func (r *Runner) tcpRR(ctx context.Context, bed *testbed.Testbed, name string, pods int, f policy.Flow) error {
+func (r *Runner) tcpRR(ctx context.Context, bed *testbed.Testbed, name string, pods int, f policy.Flow, stateDigest string) error {
 	var ln net.Listener
 	if err := bed.InNamespaceOf(f.Dst, func() error {
 		var err error
@@ -110,6 +111,9 @@ func (r *Runner) tcpRR(ctx context.Context, bed *testbed.Testbed, name string, p
 	deadline := time.Now().Add(time.Duration(r.Spec.Duration))
 	conn.SetDeadline(deadline.Add(2 * time.Second))
 	k := HistKey{Kind: results.KindRoundTrip, Backend: name, Pods: pods, Verdict: results.VerdictAllow, Flow: results.FlowEstablished, Extra: "test=tcp_rr"}
+	if err := setFlowDigests(r.hists, k, stateDigest, f); err != nil {
+		return err
+	}
 	buf := make([]byte, rrMessage)
 	per := max(1, n/r.Spec.Samples)
 	var samples []float64
@@ -232,6 +236,7 @@ const (
 // apply every step within the budget is capped and its timeline marked.
 func (r *Runner) streamWithChurn(ctx context.Context, u *unit, be policy.Backend, l *churnList, f policy.Flow) error {
 	name, pods, comp := u.name, u.s.pods, u.comp
+	startDigest := comp.State().Digest()
 	srv, cli, err := udpPair(r.bed, f)
 	if err != nil {
 		return err
@@ -367,6 +372,11 @@ func (r *Runner) streamWithChurn(ctx context.Context, u *unit, be policy.Backend
 	lost := make([]int64, n)
 	sentN := make([]int64, n)
 	k := HistKey{Kind: results.KindRoundTrip, Backend: name, Pods: pods, Verdict: results.VerdictAllow, Flow: results.FlowEstablished, Extra: "test=udp_stream_under_churn"}
+	// The state the stream started on: the one after the churn list, every backend's that
+	// applied it.
+	if err := setFlowDigests(r.hists, k, startDigest, f); err != nil {
+		return err
+	}
 	var totalLost int64
 	for i := range nSent {
 		b := min(int(sent[i]/streamInterval), n-1)
@@ -412,6 +422,16 @@ func (r *Runner) streamWithChurn(ctx context.Context, u *unit, be policy.Backend
 			{Unit: "churn-events", Samples: []float64{float64(len(marks))}},
 		},
 	})
+	return nil
+}
+
+// setFlowDigests labels k with the state it was measured on and the one allowed flow it sent.
+func setFlowDigests(h *Histograms, k HistKey, stateDigest string, f policy.Flow) error {
+	l, err := stamp.NewFlowList([]stamp.ExpectedFlow{{Flow: f, Verdict: policy.Allow}})
+	if err != nil {
+		return err
+	}
+	h.SetDigests(k, stateDigest, l.Digest())
 	return nil
 }
 
