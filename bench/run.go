@@ -617,13 +617,15 @@ func (u *unit) admit() bool {
 		return true
 	}
 	rules, members := planned.Iptables.Rules, planned.Iptables.IpsetMembers
+	plan := fmt.Sprintf("its plan writes %d rules", rules)
+	if members > 0 {
+		plan += fmt.Sprintf(" and %d set members", members)
+	}
 	if max := r.Spec.Budget.IptablesMaxRules; max > 0 && rules > uint64(max) {
-		return capped(fmt.Sprintf("max %d rules", max),
-			"its plan writes %d rules and %d set members: a restore of more than %d rules exceeds the run's time budget", rules, members, max)
+		return capped(fmt.Sprintf("max %d rules", max), "%s: a restore of more than %d rules exceeds the run's time budget", plan, max)
 	}
 	if max := r.Spec.Budget.IpsetMaxMembers; max > 0 && members > uint64(max) {
-		return capped(fmt.Sprintf("max %d set members", max),
-			"its plan writes %d set members and %d rules: more than %d exceeds the run's time and memory budget", members, rules, max)
+		return capped(fmt.Sprintf("max %d set members", max), "%s: more than %d set members exceed the run's time and memory budget", plan, max)
 	}
 	return true
 }

@@ -229,7 +229,7 @@ func TestPlannedSizeCapsABackendBeforeItOpens(t *testing.T) {
 		want    string
 	}{
 		{"rules", results.IptablesSize{Rules: 900, IpsetMembers: 10}, "plan writes 900 rules"},
-		{"members", results.IptablesSize{Rules: 10, IpsetMembers: 900}, "plan writes 900 set members"},
+		{"members", results.IptablesSize{Rules: 10, IpsetMembers: 900}, "plan writes 10 rules and 900 set members: more than 500 set members"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			name := "test-planned-" + c.name
