@@ -451,7 +451,16 @@ func (u *unit) churnPhase(ctx context.Context) error {
 		var applyNS time.Duration
 		var ops, entriesChanged int
 		start := time.Now()
-		for _, ev := range step.Events {
+		for j, ev := range step.Events {
+			if j > 0 && pctx.Err() != nil {
+				// A burst of slow events may outlast the budget by itself: stop within it.
+				if ctx.Err() == nil {
+					up.Capped = true
+					u.capChurn(fmt.Sprintf("%s per phase", time.Duration(r.Spec.Budget.MaxPhase)),
+						"churn stopped within %s event %d, after %d of its %d pods (step %d of the list's %d)", kind, len(up.ApplyNS)+1, j, len(step.Events), i+1, len(l.steps))
+				}
+				return nil
+			}
 			d, err := u.comp.Apply(ev)
 			if err != nil {
 				up.Capped = true
