@@ -604,7 +604,7 @@ func (u *unit) admit() bool {
 	if !b.Family.PerIP {
 		return true
 	}
-	if p, ok, err := b.PlannedSize(u.s.frozen); err != nil {
+	if p, ok, err := b.PlannedSize(catalogue.Env{State: u.s.frozen, MapHeadroom: r.Spec.MapHeadroom}); err != nil {
 		r.logf("bench: %s at %d pods: %v", u.name, pods, err)
 	} else if ok {
 		planned = &p
@@ -833,15 +833,6 @@ func (u *unit) roundTripPhase(ctx context.Context) error {
 		u.r.roundTrips(ctx, u.r.bed, u.name, u.s.pods, u.s.frozen, u.s.stateDigest())
 	}
 	return nil
-}
-
-func (r *Runner) anyKernelBackend() bool {
-	for _, n := range r.Spec.Backends {
-		if b, err := catalogue.Get(n); err == nil && b.CanEnforce() {
-			return true
-		}
-	}
-	return false
 }
 
 // size asks the backend for its exact state, falling back to the counts its last full sync

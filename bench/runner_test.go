@@ -236,7 +236,7 @@ func TestPlannedSizeCapsABackendBeforeItOpens(t *testing.T) {
 			var planned int
 			defer catalogue.Register(&catalogue.Backend{Name: name, Help: "test only: plans a large state", Family: catalogue.Iptables,
 				New: func(catalogue.Env) (policy.Backend, error) { panic("opened over its budget") },
-				Plan: func(s *policy.State) (results.Size, error) {
+				Plan: func(catalogue.Env) (results.Size, error) {
 					planned++
 					sz := c.planned
 					return results.Size{Iptables: &sz}, nil

@@ -137,11 +137,11 @@ type Backend struct {
 	// the function that takes it out. nil: it cannot, unless its family is InNode (then New in
 	// the node namespace and a Sync put it in force).
 	Install func(tb *testbed.Testbed, env Env) (Installed, error)
-	// Plan is the state a full sync of s would write (rules, set members, map entries), from
-	// the backend's own translation, computed without opening or applying anything: the
+	// Plan is the state a full sync of env.State would write (rules, set members, map entries),
+	// from the backend's own translation, computed without opening or applying anything: the
 	// benchmark caps on it before a sync that would not fit the run's budget starts. Exact
 	// counts; fields the kernel decides (memlock, restore bytes) are left 0. nil: no plan.
-	Plan func(s *policy.State) (results.Size, error)
+	Plan func(env Env) (results.Size, error)
 }
 
 // Switch is implemented by a backend in force (testbed.Enforcement.Backend) that can step out
@@ -300,18 +300,19 @@ func NeedsOf(decide bool, names ...string) []needs.Need {
 	return out
 }
 
-// PlannedSize is what the backend's plan says a full sync of s would write (see Plan); ok is
-// false when the backend has no plan.
-func (b *Backend) PlannedSize(s *policy.State) (size results.Size, ok bool, err error) {
+// PlannedSize is what the backend's plan says a full sync of env.State would write (see
+// Plan); ok is false when the backend has no plan.
+func (b *Backend) PlannedSize(env Env) (size results.Size, ok bool, err error) {
 	if b.Plan == nil {
 		return results.Size{}, false, nil
 	}
-	size, err = b.Plan(s)
+	env.name = b.Name
+	size, err = b.Plan(env)
 	if err != nil {
 		return results.Size{}, false, fmt.Errorf("plan %s: %w", b.Name, err)
 	}
 	size.Backend = b.Name
-	size.Pods = s.NumEndpoints()
+	size.Pods = env.State.NumEndpoints()
 	return size, true, nil
 }
 

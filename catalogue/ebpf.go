@@ -98,10 +98,11 @@ func installEBPF(layout datapath.Layout) func(*testbed.Testbed, Env) (Installed,
 	}
 }
 
-// planEBPF is the datapath's map plan for a full sync of the layout.
-func planEBPF(layout datapath.Layout) func(*policy.State) (results.Size, error) {
-	return func(s *policy.State) (results.Size, error) {
-		maps, err := datapath.PlannedMaps(s, layout)
+// planEBPF is the datapath's map plan for a full sync of the layout, with the maps sized as New
+// sizes them.
+func planEBPF(layout datapath.Layout) func(Env) (results.Size, error) {
+	return func(env Env) (results.Size, error) {
+		maps, err := datapath.PlannedMaps(env.State, layoutOf(layout, env), env.MapHeadroom)
 		if err != nil {
 			return results.Size{}, err
 		}

@@ -90,9 +90,9 @@ func (b *iptBackend) Close() error {
 }
 
 // planIptables counts what a full sync of the variant writes (iptables.Plan).
-func planIptables(v iptables.Variant) func(*policy.State) (results.Size, error) {
-	return func(s *policy.State) (results.Size, error) {
-		p, err := iptables.Plan(s, v)
+func planIptables(v iptables.Variant) func(Env) (results.Size, error) {
+	return func(env Env) (results.Size, error) {
+		p, err := iptables.Plan(env.State, v)
 		if err != nil {
 			return results.Size{}, err
 		}

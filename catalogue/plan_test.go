@@ -20,7 +20,8 @@ func TestEveryPerIPBackendPlansItsSize(t *testing.T) {
 }
 
 // TestEBPFPlanIsWhatItsSyncWrites: the map plan of both layouts, computed without the kernel,
-// is what the kernel reports after a full sync: entries, capacity and key and value sizes.
+// is what the kernel reports after a full sync: entries, capacity (with the headroom the
+// backend was opened with) and key and value sizes.
 func TestEBPFPlanIsWhatItsSyncWrites(t *testing.T) {
 	testenv.NeedKernel(t, NeedsOf(false, "ebpf")...)
 	spec, err := workloads.Preset("default")
@@ -38,11 +39,11 @@ func TestEBPFPlanIsWhatItsSyncWrites(t *testing.T) {
 	st := comp.State()
 	for _, name := range []string{"ebpf", "ebpf-cilium"} {
 		b := MustGet(name)
-		planned, ok, err := b.PlannedSize(st)
+		planned, ok, err := b.PlannedSize(Env{State: st, MapHeadroom: 3})
 		if err != nil || !ok {
 			t.Fatalf("%s: plan %v, ok %v", name, err, ok)
 		}
-		be, err := b.Open(Env{State: st})
+		be, err := b.Open(Env{State: st, MapHeadroom: 3})
 		if err != nil {
 			t.Fatal(err)
 		}

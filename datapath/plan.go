@@ -536,10 +536,10 @@ func planState(s *policy.State, cilium bool, inline int, names *nameTable, parts
 
 // PlannedMaps is what a full sync of s into a fresh datapath of layout writes, planned without
 // the kernel: per policy-state map (lxc, ipcache, policy_summary, policy, named_ports), the
-// entries it will hold, the capacity SizesFor gives it, and its key and value sizes from the
-// programs' own map definitions. Memlock is left 0: the kernel's charge is known only once the
-// map exists.
-func PlannedMaps(s *policy.State, layout Layout) ([]MapFacts, error) {
+// entries it will hold, the capacity SizesWithHeadroom gives it, and its key and value sizes
+// from the programs' own map definitions. Memlock is left 0: the kernel's charge is known only
+// once the map exists.
+func PlannedMaps(s *policy.State, layout Layout, headroom float64) ([]MapFacts, error) {
 	if layout == "" {
 		layout = LayoutHash
 	}
@@ -548,7 +548,7 @@ func PlannedMaps(s *policy.State, layout Layout) ([]MapFacts, error) {
 		return nil, fmt.Errorf("load bpf spec: %w", err)
 	}
 	c := countState(s, layout, maxInline)
-	sz := SizesFor(s, layout)
+	sz := SizesWithHeadroom(s, layout, headroom)
 	var out []MapFacts
 	for _, m := range []struct {
 		name    string
