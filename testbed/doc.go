@@ -13,8 +13,9 @@
 //	                pod address there can send and receive without per-pod setup.
 //	<run>-out       203.0.113.0/24 hosts (AnyIP) for ipBlock and world flows.
 //
-// <run> is "npb-<pid>-<random>". Close removes the namespaces, and so does SIGINT or SIGTERM;
-// Cleanup (the `netpolbench cleanup` command) removes those of runs that were killed.
+// <run> is "npb-<pid>-<random>". Close removes the namespaces, and so does SIGINT or SIGTERM
+// (unless the program handles those itself and said so with KeepOnSignal); Cleanup (the
+// `netpolbench cleanup` command) removes those of runs that were killed.
 //
 // Pod addresses map to namespaces by block: block = (ip - 198.18.0.0) >> (32 - BlockBits),
 // namespace = block mod PodNamespaces. Traffic between two pods always crosses the node, even

@@ -563,16 +563,37 @@ func (tb *Testbed) Close() error {
 // Live testbeds are removed when the process gets SIGINT or SIGTERM; the signal is then
 // delivered again with its default action, so the exit status still says what happened.
 var (
-	liveMu  sync.Mutex
-	live    = map[*Testbed]struct{}{}
-	sigOnce sync.Once
+	liveMu    sync.Mutex
+	live      = map[*Testbed]struct{}{}
+	sigCh     chan os.Signal
+	sigOff    bool
+	sigNotify sync.Once
 )
 
+// KeepOnSignal turns off the removal of live testbeds on SIGINT and SIGTERM, for a program
+// that handles those signals itself and closes its testbeds as it stops (the benchmark, which
+// writes what it measured first). Without it, the namespaces would vanish under the phases
+// still running, and the signal's default action would end the process before it could write.
+func KeepOnSignal() {
+	liveMu.Lock()
+	defer liveMu.Unlock()
+	sigOff = true
+	if sigCh != nil {
+		signal.Stop(sigCh)
+	}
+}
+
 func register(tb *Testbed) {
-	sigOnce.Do(func() {
-		ch := make(chan os.Signal, 1)
-		signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
-		go func() {
+	liveMu.Lock()
+	defer liveMu.Unlock()
+	live[tb] = struct{}{}
+	if sigOff {
+		return
+	}
+	sigNotify.Do(func() {
+		sigCh = make(chan os.Signal, 1)
+		signal.Notify(sigCh, syscall.SIGINT, syscall.SIGTERM)
+		go func(ch chan os.Signal) {
 			sig := <-ch
 			liveMu.Lock()
 			all := make([]*Testbed, 0, len(live))
@@ -587,11 +608,8 @@ func register(tb *Testbed) {
 			}
 			signal.Reset(sig)
 			_ = unix.Kill(os.Getpid(), sig.(syscall.Signal))
-		}()
+		}(sigCh)
 	})
-	liveMu.Lock()
-	live[tb] = struct{}{}
-	liveMu.Unlock()
 }
 
 func unregister(tb *Testbed) {
