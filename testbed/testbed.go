@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -148,6 +149,11 @@ func New(opts Options) (tb *Testbed, err error) {
 	}
 	if err := tb.build(step); err != nil {
 		return nil, err
+	}
+	// A packet sent before a veth's queueing discipline is in place is dropped: no probe or
+	// generator may meet a testbed in that state.
+	if err := tb.WaitLinksUp(5 * time.Second); err != nil {
+		return nil, fmt.Errorf("new testbed: %w", err)
 	}
 	return tb, nil
 }
