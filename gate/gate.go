@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
@@ -136,7 +137,32 @@ func Load(basePath, curPath string) (base, cur *results.Run, err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: current run: %w", ErrNoBaseline, err)
 	}
+	// A partial run lacks the figures of the phases it did not reach, which would read as
+	// missing gated figures: say what it is instead.
+	for _, r := range []struct {
+		what, path string
+		run        *results.Run
+	}{{"baseline", basePath, base}, {"current run", curPath, cur}} {
+		if r.run.Partial() {
+			return nil, nil, fmt.Errorf("%w: %s %s is partial (%s): gate a complete run (finish it with `netpolbench bench --resume %s`)",
+				ErrNoBaseline, r.what, r.path, stoppedAt(r.run), filepath.Dir(r.path))
+		}
+	}
 	return base, cur, nil
+}
+
+// stoppedAt says where a partial run stopped, as far as its file knows.
+func stoppedAt(run *results.Run) string {
+	p := run.Progress
+	switch {
+	case p.Stopped != nil && p.Stopped.Phase != "":
+		return fmt.Sprintf("stopped in %s: %s", p.Stopped.Phase, p.Stopped.Reason)
+	case p.Stopped != nil:
+		return "stopped: " + p.Stopped.Reason
+	case len(p.Phases) > 0:
+		return "last finished phase " + p.Phases[len(p.Phases)-1].ID
+	}
+	return "no phase finished"
 }
 
 // Compare gates cur against base. A comparison with nothing in common has Verdict VerdictUnusable.

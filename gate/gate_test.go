@@ -118,10 +118,20 @@ func TestGateLoadFailsWithoutUsableBaseline(t *testing.T) {
 	if err := os.WriteFile(old, []byte(`{"schema":"netpolbench.results/v0","benchmarks":[]}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	partialRun := synth(nil)
+	partialRun.Complete = false
+	partialRun.Progress = &results.Progress{Phases: []results.Phase{{ID: "pods=100/workload"}},
+		Stopped: &results.Stop{Phase: "pods=100/backend=ebpf/sync", Reason: "interrupted by SIGINT"}}
+	partial := filepath.Join(dir, "partial.json")
+	if err := results.Save(partial, partialRun); err != nil {
+		t.Fatal(err)
+	}
 	cases := map[string]struct{ base, cur string }{
 		"missing baseline file":      {filepath.Join(dir, "absent.json"), good},
 		"baseline of another schema": {old, good},
 		"current of another schema":  {good, old},
+		"partial current run":        {good, partial},
+		"partial baseline":           {partial, good},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

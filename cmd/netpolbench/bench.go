@@ -13,21 +13,23 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"netpolbench/bench"
 	"netpolbench/catalogue"
 	"netpolbench/reports"
 	"netpolbench/results"
+	"netpolbench/testbed"
 )
 
 func init() {
 	var (
-		specFile, cluster, out, pods, backends, labelSets string
-		duration                                          time.Duration
-		quick, noKernel                                   bool
-		seed                                              uint64
-		samples                                           int
-		mapHeadroom                                       float64
+		specFile, cluster, out, pods, backends, labelSets, resume string
+		duration                                                  time.Duration
+		quick, noKernel                                           bool
+		seed                                                      uint64
+		samples                                                   int
+		mapHeadroom                                               float64
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -39,14 +41,29 @@ enforcement cost stamped in the kernel, round trips, throughput and churn under 
 
 It writes results/<timestamp>/results.json (the results schema), one .hgrm percentile file per
 latency distribution, bench.txt in Go benchmark format (benchstat reads it) and report.html.
+results.json is written after every phase, marked complete only at the end: a run stopped by
+SIGINT or SIGTERM records the phase it was in, removes everything it created and exits 130 or
+143; a killed run leaves the file of its last phase (netpolbench cleanup then removes its
+namespaces). --resume results/<timestamp> continues such a run with the same binary, sweep
+and seed, skipping the phases it finished.
 
 Without flags it runs the default sweep: 100, 1,000, 3,000, 10,000 and 100,000 pods, plus 10,
 50 and 200 label sets at 1,000 pods; compiled, ebpf, ebpf-cilium, iptables and ipset, the
-iptables family capped where its per-IP rules exceed the run's budget (the cap and its reason
-are recorded). --quick runs the small sweep CI gates against a committed baseline.`,
+iptables family capped where its own plan of rules and set members exceeds the run's budget
+(the cap, its reason and the planned size are recorded). --quick runs the small sweep CI gates
+against a committed baseline.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			spec := bench.DefaultSpec()
+			if resume != "" {
+				run, err := results.Load(resultsPath(resume))
+				if err != nil {
+					return usageErr(fmt.Errorf("--resume: %w", err))
+				}
+				if spec, err = bench.RecordedSpec(run); err != nil {
+					return usageErr(fmt.Errorf("--resume %s: %w", resume, err))
+				}
+			}
 			if quick {
 				spec = bench.QuickSpec()
 			}
@@ -109,24 +126,41 @@ are recorded). --quick runs the small sweep CI gates against a committed baselin
 				}
 				src = ws
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			r := &bench.Runner{Spec: spec, Source: src, Progress: bench.NewProgress(os.Stderr), Log: os.Stderr, Kernel: !noKernel,
+				Describe: func(run *results.Run) {
+					bench.DescribeHost(run)
+					if cluster != "" {
+						run.Config.Extra["cluster"] = cluster
+					}
+					if quick {
+						run.Config.Extra["quick"] = "true"
+					}
+				}}
+			if resume != "" {
+				dir := resume
+				if st, err := os.Stat(dir); err == nil && !st.IsDir() {
+					dir = filepath.Dir(dir)
+				}
+				if err := r.Resume(dir); err != nil {
+					return usageErr(err)
+				}
+			} else {
+				r.Dir = bench.RunDir(out, time.Now())
+			}
+			ctx, stop := interruptible()
 			defer stop()
-			r := &bench.Runner{Spec: spec, Source: src, Progress: bench.NewProgress(os.Stderr), Log: os.Stderr, Kernel: !noKernel}
 			run, err := r.Run(ctx)
+			if err != nil && run != nil && run.Progress != nil {
+				fmt.Fprintf(os.Stderr, "\nnetpolbench: wrote %s: a partial run of %d phases; continue it with\n  netpolbench bench --resume %s\n",
+					r.Dir, len(run.Progress.Phases), r.Dir)
+			}
+			if errors.Is(err, bench.ErrInterrupted) {
+				return &exitError{code: exitCodeOf(context.Cause(ctx)), err: err}
+			}
 			if err != nil {
 				return err
 			}
-			bench.DescribeHost(run)
-			if cluster != "" {
-				run.Config.Extra["cluster"] = cluster
-			}
-			if quick {
-				run.Config.Extra["quick"] = "true"
-			}
-			dir := bench.RunDir(out, run.Start)
-			if err := r.Write(dir); err != nil {
-				return err
-			}
+			dir := r.Dir
 			if err := writeBenchReport(filepath.Join(dir, bench.ReportFile)); err != nil {
 				return err
 			}
@@ -147,7 +181,54 @@ are recorded). --quick runs the small sweep CI gates against a committed baselin
 	f.Uint64Var(&seed, "seed", 0, "seed of the workload and every random choice (default: the spec's, 1)")
 	f.IntVar(&samples, "samples", 0, "repetitions of each timing (default 5)")
 	f.Float64Var(&mapHeadroom, "map-headroom", 0, "size eBPF maps at this many times the synced state's entries, for churn that grows it (default 2)")
+	f.StringVar(&resume, "resume", "", "continue the partial run in this directory (results/<timestamp>), skipping the phases it finished")
 	rootCmd.AddCommand(cmd)
+}
+
+// signalled is why a run was stopped: a signal, whose number sets the exit status.
+type signalled struct{ sig syscall.Signal }
+
+func (s signalled) Error() string { return "interrupted by " + unix.SignalName(s.sig) }
+
+// exitCodeOf is the status a shell expects of a process stopped by the signal: 128 + its
+// number (130 for SIGINT, 143 for SIGTERM).
+func exitCodeOf(cause error) int {
+	var s signalled
+	if errors.As(cause, &s) {
+		return 128 + int(s.sig)
+	}
+	return 130
+}
+
+// interruptible returns a context that SIGINT or SIGTERM cancels with the signal as its cause.
+// The testbed's own handler is turned off: the runner stops its phases, writes what it
+// measured and removes its namespaces itself. A second signal exits at once, leaving whatever
+// is left to netpolbench cleanup.
+func interruptible() (context.Context, func()) {
+	testbed.KeepOnSignal()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		first, ok := <-sigs
+		if !ok {
+			return
+		}
+		sig := first.(syscall.Signal)
+		fmt.Fprintf(os.Stderr, "\nnetpolbench: %s: stopping (again to exit at once)\n", unix.SignalName(sig))
+		cancel(signalled{sig})
+		second, ok := <-sigs
+		if !ok {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "netpolbench: %s again: exiting now; netpolbench cleanup removes what is left\n", unix.SignalName(second.(syscall.Signal)))
+		os.Exit(128 + int(second.(syscall.Signal)))
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		close(sigs)
+		cancel(nil)
+	}
 }
 
 // writeBenchReport renders report.html from the results.json written beside it.
