@@ -84,6 +84,16 @@ func nftablesSizeFromCounts(st policy.SyncStats) (results.Size, bool) {
 	return results.Size{Nftables: sz}, true
 }
 
+// planNftables counts the table a full sync writes (nftables.Plan): the benchmark caps the
+// backend on its set elements before a sync that would not fit the run's budget.
+func planNftables(env Env) (results.Size, error) {
+	z, err := nftables.Plan(env.State)
+	if err != nil {
+		return results.Size{}, err
+	}
+	return results.Size{Nftables: nftablesSize(z)}, nil
+}
+
 // nftablesSize is the results form of a table's size.
 func nftablesSize(z nftables.Size) *results.NftablesSize {
 	return &results.NftablesSize{Rules: uint64(z.Rules), Chains: uint64(z.Chains), Sets: uint64(z.Sets), Elements: uint64(z.Elements),

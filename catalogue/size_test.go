@@ -29,8 +29,8 @@ func mustState(t *testing.T, preset string, pods int) *policy.State {
 }
 
 // TestNftablesSizeFromCountsIsWhatItsPlanSays: the nftables family sizes a backend from its
-// full sync's counts (the benchmark's fallback), and those are the table nftables.Plan counts
-// without a sync, plus the transaction's commands and bytes.
+// full sync's counts (the benchmark's fallback), and those are the table its plan (what the
+// benchmark caps on) counts without a sync, plus the transaction's commands and bytes.
 func TestNftablesSizeFromCountsIsWhatItsPlanSays(t *testing.T) {
 	s := mustState(t, "default", 1000)
 	b, err := nftables.New(nftables.Config{NFT: nftables.NewFake()})
@@ -45,11 +45,11 @@ func TestNftablesSizeFromCountsIsWhatItsPlanSays(t *testing.T) {
 	if !ok || sz.Nftables == nil {
 		t.Fatalf("no size from the counts of a full sync: %+v", st.Detail)
 	}
-	plan, err := nftables.Plan(s)
-	if err != nil {
-		t.Fatal(err)
+	plan, ok, err := MustGet("nftables").PlannedSize(Env{State: s})
+	if err != nil || !ok || plan.Nftables == nil || plan.Backend != "nftables" || plan.Pods != s.NumEndpoints() {
+		t.Fatalf("nftables plan %+v, %v, %v", plan, ok, err)
 	}
-	want := *nftablesSize(plan)
+	want := *plan.Nftables
 	c := nftables.CountsOf(st)
 	want.Commands, want.Bytes = uint64(c.Commands), uint64(c.Bytes)
 	if *sz.Nftables != want || want.Elements == 0 || want.Bytes == 0 {
