@@ -107,7 +107,7 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 }
 
 // DefaultSpec is `make bench`: 100 to 100,000 pods; eBPF in both map layouts, iptables and
-// ipset capped by their per-IP rule budget.
+// ipset capped by their per-IP rule budget, nftables by its set elements.
 func DefaultSpec() Spec {
 	return Spec{
 		Seed:   1,
@@ -117,7 +117,7 @@ func DefaultSpec() Spec {
 		// Identities at a fixed pod count: policy entries against label sets alone.
 		LabelSets:    []int{10, 50, 200},
 		LabelSetPods: 1000,
-		Backends:     []string{"compiled", "ebpf", "ebpf-cilium", "iptables", "ipset"},
+		Backends:     []string{"compiled", "ebpf", "ebpf-cilium", "iptables", "ipset", "nftables"},
 		SparsePods:   []int{1000},
 	}.withDefaults()
 }
