@@ -11,7 +11,6 @@ import (
 	"netpolbench/internal/testenv"
 	"netpolbench/policy"
 	"netpolbench/policy/policytest"
-	"netpolbench/workloads"
 )
 
 // TestWhatResultsRecordPerBackend pins what the benchmark records for each backend: the apply
@@ -154,15 +153,7 @@ func TestMissingNeedsMakeABackendUnavailable(t *testing.T) {
 // backend is opened with, and without it they hold twice the state.
 func TestMapHeadroomSizesTheEBPFMaps(t *testing.T) {
 	testenv.NeedKernel(t, MustGet("ebpf").Needs...)
-	g, err := workloads.Generate(workloads.Default().WithPods(1000))
-	if err != nil {
-		t.Fatal(err)
-	}
-	comp, err := policy.Compile(g.Cluster, policy.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := comp.State()
+	st := mustState(t, "default", 1000)
 	for _, headroom := range []float64{0, 4} {
 		be, err := MustGet("ebpf").Open(Env{State: st, MapHeadroom: headroom})
 		if err != nil {

@@ -4,9 +4,7 @@ import (
 	"testing"
 
 	"netpolbench/internal/testenv"
-	"netpolbench/policy"
 	"netpolbench/results"
-	"netpolbench/workloads"
 )
 
 // TestEveryKernelBackendPlansItsSize: the benchmark caps backends on what their plan says a
@@ -25,19 +23,7 @@ func TestEveryKernelBackendPlansItsSize(t *testing.T) {
 // backend was opened with) and key and value sizes.
 func TestEBPFPlanIsWhatItsSyncWrites(t *testing.T) {
 	testenv.NeedKernel(t, NeedsOf(false, "ebpf")...)
-	spec, err := workloads.Preset("default")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := workloads.Generate(spec.WithPods(400))
-	if err != nil {
-		t.Fatal(err)
-	}
-	comp, err := policy.Compile(g.Cluster, policy.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := comp.State()
+	st := mustState(t, "default", 400)
 	for _, name := range []string{"ebpf", "ebpf-cilium"} {
 		b := MustGet(name)
 		planned, ok, err := b.PlannedSize(Env{State: st, MapHeadroom: 3})
