@@ -245,6 +245,7 @@ func (r *Runner) finish() {
 	r.run.Fits, r.run.Claims = nil, nil
 	r.fits()
 	r.claims()
+	r.declareBackendRatios()
 }
 
 // phase runs fn as the phase id, unless the run finished it before it was resumed, and then

@@ -52,6 +52,10 @@ const (
 	StatusImproved  = "improved"  // better, significantly and by at least MinEffect
 	StatusMissing   = "missing"   // in the baseline, absent from the current run
 	StatusNew       = "new"       // in the current run only
+	// StatusOtherMachine marks a ratio measured on another kind of machine than the baseline's:
+	// a timing over its floor moves with the CPU (an empty BPF program took 28 ns on one model
+	// and 5 ns on another), so it is shown but neither passes nor fails the gate.
+	StatusOtherMachine = "other machine"
 )
 
 // Kinds of row.
@@ -323,6 +327,7 @@ func compareRatios(base, cur *results.Run, opt Options) ([]Row, []string) {
 	}
 	var rows []Row
 	underpowered := 0
+	other := !SameMachine(base, cur)
 	for _, name := range names {
 		br := decl[name]
 		cr, ok := curDecl[name]
@@ -348,6 +353,11 @@ func compareRatios(base, cur *results.Run, opt Options) ([]Row, []string) {
 		row.CurSamples = cs
 		row.Cur = medianSummary(cs, thr)
 		row.Delta = delta(row.Base.Center, row.Cur.Center)
+		if other {
+			row.Status = StatusOtherMachine
+			rows = append(rows, row)
+			continue
+		}
 		cmp := benchmath.AssumeNothing.Compare(
 			benchmath.NewSample(append([]float64(nil), bs...), thr),
 			benchmath.NewSample(append([]float64(nil), cs...), thr))
@@ -386,6 +396,10 @@ func compareRatios(base, cur *results.Run, opt Options) ([]Row, []string) {
 		rows = append(rows, row)
 	}
 	var warn []string
+	if other && len(names) > 0 {
+		warn = append(warn, fmt.Sprintf("the baseline was measured on %s and this run on %s: its %d ratios are shown, not gated (gate against a baseline of this machine kind: see testdata/baseline/README.md)",
+			machineKind(base), machineKind(cur), len(names)))
+	}
 	if underpowered > 0 {
 		warn = append(warn, fmt.Sprintf("%d ratio(s) have too few samples to ever reach significance at α=%v: collect more samples (see each row)", underpowered, opt.Alpha))
 	}
@@ -422,9 +436,23 @@ func countUngated(run *results.Run) int {
 	return n
 }
 
+// SameMachine reports whether two runs were measured on the same kind of machine (CPU model and
+// cores), so that their same-run ratios of timings can be compared. A run that does not say
+// (an old file) counts as the same.
+func SameMachine(a, b *results.Run) bool {
+	if a.Machine.CPUModel == "" || b.Machine.CPUModel == "" {
+		return true
+	}
+	return a.Machine.CPUModel == b.Machine.CPUModel && a.Machine.Cores == b.Machine.Cores
+}
+
+func machineKind(run *results.Run) string {
+	return fmt.Sprintf("%q with %d cores", run.Machine.CPUModel, run.Machine.Cores)
+}
+
 // SortRows orders rows worst first (regressed, improved, missing, new, same), then by name.
 func SortRows(rows []Row) {
-	rank := map[string]int{StatusRegressed: 0, StatusImproved: 1, StatusMissing: 2, StatusNew: 3, StatusSame: 4}
+	rank := map[string]int{StatusRegressed: 0, StatusImproved: 1, StatusMissing: 2, StatusNew: 3, StatusOtherMachine: 4, StatusSame: 5}
 	sort.SliceStable(rows, func(i, j int) bool {
 		if rank[rows[i].Status] != rank[rows[j].Status] {
 			return rank[rows[i].Status] < rank[rows[j].Status]
