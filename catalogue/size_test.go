@@ -1,17 +1,17 @@
 package catalogue
 
 import (
-	"fmt"
 	"os"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"netpolbench/internal/memcg"
 	"netpolbench/internal/netns"
+	"netpolbench/internal/owner"
 	"netpolbench/internal/testenv"
 	"netpolbench/nftables"
 	"netpolbench/policy"
+	"netpolbench/testbed"
 	"netpolbench/workloads"
 )
 
@@ -70,7 +70,10 @@ func TestNftablesSizeFromCountsIsWhatItsPlanSays(t *testing.T) {
 // newTestNode creates a network namespace of the test's own for a backend's node state.
 func newTestNode(t *testing.T) string {
 	t.Helper()
-	name := fmt.Sprintf("npb-catsize-%d-%d", os.Getpid(), nodeSeq.Add(1))
+	name, err := owner.Name(testbed.Prefix, "catsize")
+	if err != nil {
+		t.Fatal(err)
+	}
 	ns, err := netns.Create(name)
 	if err != nil {
 		t.Fatal(err)
@@ -83,8 +86,6 @@ func newTestNode(t *testing.T) string {
 	})
 	return name
 }
-
-var nodeSeq atomic.Int64
 
 // ourGroups lists the memory cgroups this process created and has not removed.
 func ourGroups(t *testing.T) []string {

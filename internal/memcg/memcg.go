@@ -34,15 +34,16 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"netpolbench/internal/owner"
 )
 
 // Prefix starts the name of every group the suite creates, followed by the pid of the
-// process that created it.
+// process that created it (package owner).
 const Prefix = "netpolbench-"
 
 // ErrUnavailable marks a machine where the suite cannot charge kernel memory to a cgroup of
@@ -55,8 +56,6 @@ type Group struct {
 	dir string
 }
 
-var seq atomic.Int64
-
 // New creates a group under the suite's own memory cgroup, named after the process and label
 // (a word saying what it measures, e.g. a backend's name). It fails with an error wrapping
 // ErrUnavailable where the suite cannot have one.
@@ -65,7 +64,10 @@ func New(label string) (*Group, error) {
 	if err != nil {
 		return nil, err
 	}
-	name := fmt.Sprintf("%s%d-%d-%s", Prefix, os.Getpid(), seq.Add(1), sanitize(label))
+	name, err := owner.Name(Prefix, sanitize(label))
+	if err != nil {
+		return nil, err
+	}
 	dir := filepath.Join(parent, name)
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		if errors.Is(err, os.ErrPermission) || errors.Is(err, syscall.EROFS) {
@@ -166,10 +168,8 @@ func Leftovers() ([]Leftover, error) {
 			continue
 		}
 		l := Leftover{Path: filepath.Join(parent, e.Name())}
-		pid, _, _ := strings.Cut(strings.TrimPrefix(e.Name(), Prefix), "-")
-		if n, err := strconv.Atoi(pid); err == nil && n > 0 {
-			l.PID = n
-			l.Live = unix.Kill(n, 0) != unix.ESRCH
+		if pid, ok := owner.PID(e.Name(), Prefix); ok {
+			l.PID, l.Live = pid, owner.Alive(pid)
 		}
 		out = append(out, l)
 	}
