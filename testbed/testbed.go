@@ -101,6 +101,9 @@ type Testbed struct {
 	mu        sync.Mutex
 	closed    bool
 	pendingNS []string // every namespace created so far, for Close
+
+	// ports are the source ports generated new-flow packets have used (Generator).
+	ports sourcePorts
 }
 
 // New builds a testbed. It needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN).
