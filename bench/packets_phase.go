@@ -19,16 +19,18 @@ const packetFlowsPerVerdict = 512
 // between packets, long enough for other work to push the maps' lines out of the caches.
 const sparseRate = 1000
 
-// freezeFlows draws a scale's flow list from the cluster of st before any backend runs.
-func freezeFlows(st *policy.State, seed uint64) (*stamp.FlowList, error) {
-	fl, err := stamp.NewFlowList(packetFlows(st.Cluster(), seed, packetFlowsPerVerdict, packetFlowsPerVerdict))
-	if err != nil {
-		return nil, err
+// freezeFlows draws a scale's flow list of n allowed and n denied flows from the cluster of st
+// before any backend runs. short names the classes of flows the cluster had too few of (""
+// when every quota is full): the list then holds another mix of paths than other scales'.
+func freezeFlows(st *policy.State, seed uint64, n int) (fl *stamp.FlowList, short string, err error) {
+	flows := packetFlows(st.Cluster(), seed, n, n)
+	if fl, err = stamp.NewFlowList(flows); err != nil {
+		return nil, "", err
 	}
 	if fl.Len() == 0 {
-		return nil, errors.New("freeze flows: the cluster has no flow the testbed can send")
+		return nil, "", errors.New("freeze flows: the cluster has no flow the testbed can send")
 	}
-	return fl, nil
+	return fl, flowMixShort(flows, n, n), nil
 }
 
 // errVerdict marks a per-packet measurement whose packets disagreed with the reference: the

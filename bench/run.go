@@ -380,8 +380,17 @@ func (r *Runner) runScale(ctx context.Context, sp scalePlan) error {
 	// and test runs belong to it. It depends on the cluster and the seed alone, so a resumed run
 	// draws the same one.
 	if sweep {
-		if s.flows, err = freezeFlows(st, r.Spec.Seed); err != nil {
+		var short string
+		if s.flows, short, err = freezeFlows(st, r.Spec.Seed, packetFlowsPerVerdict); err != nil {
 			r.logf("bench: %s: no per-packet measurement: %v", s.label, err)
+		} else if short != "" {
+			// The run says so (once, a resumed run draws the same list): pooled figures of this
+			// scale then weigh the paths otherwise.
+			note := fmt.Sprintf("%s: the frozen flow list lacks flows of some classes, so its mix of paths differs from other scales': %s.", s.label, short)
+			if !slices.Contains(r.run.Notes, note) {
+				r.run.Notes = append(r.run.Notes, note)
+			}
+			r.logf("bench: %s", note)
 		}
 	}
 	for _, name := range r.Spec.Backends {
