@@ -316,3 +316,33 @@ func TestDeclareRatiosPairsSiblingsByBackend(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestTailPercentilesNeedTenSamplesBeyondThem(t *testing.T) {
+	for _, c := range []struct {
+		count          int64
+		p90, p99, p999 bool
+	}{
+		{99, false, false, false},
+		{100, true, false, false},
+		{999, true, false, false},
+		{1000, true, true, false},
+		{10000, true, true, true},
+	} {
+		h := hdrhistogram.New(1, 1_000_000, 3)
+		for v := int64(1); v <= c.count; v++ {
+			if err := h.RecordValue(v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p := results.PercentilesOf(h)
+		if !p.Has(50) || p.Has(90) != c.p90 || p.Has(99) != c.p99 || p.Has(99.9) != c.p999 {
+			t.Errorf("%d values: %+v, want p90 %v p99 %v p99.9 %v", c.count, p, c.p90, c.p99, c.p999)
+		}
+	}
+	// Above a floor, a percentile either side lacks is left out, not read as the other's value.
+	h := results.Histogram{Percentiles: results.Percentiles{P50: 500, P90: 900, P99: 990}}
+	h.SetFloor(&results.Histogram{Name: "floor", Percentiles: results.Percentiles{P50: 100, P90: 200}})
+	if got := *h.AboveFloor; got != (results.Percentiles{P50: 400, P90: 700}) {
+		t.Errorf("above floor %+v, want p50 400 and p90 700 only", got)
+	}
+}
