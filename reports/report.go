@@ -213,7 +213,7 @@ func (b *builder) figPanels(title, caption string, w, h vg.Length, cs ...*chart)
 }
 
 func (b *builder) claims() (Section, error) {
-	s := Section{ID: "claims", Title: "Claims", Intro: "The seed claims, each confirmed or refuted by this run's own figures."}
+	s := Section{ID: "claims", Title: "Claims", Intro: "The seed claims, each confirmed or refuted by this run's own figures (inconclusive where their intervals straddle the claim's thresholds)."}
 	if len(b.run.Claims) == 0 {
 		s.Empty = "No claims were evaluated in this run."
 		return s, nil
@@ -242,7 +242,7 @@ func (b *builder) claims() (Section, error) {
 		counts[c.Status]++
 	}
 	var parts []string
-	for _, st := range []string{results.ClaimConfirmed, results.ClaimRefuted, results.ClaimNotMeasured} {
+	for _, st := range []string{results.ClaimConfirmed, results.ClaimRefuted, results.ClaimInconclusive, results.ClaimNotMeasured} {
 		if counts[st] > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", counts[st], st))
 		}
@@ -519,7 +519,7 @@ func (b *builder) latencyBoxes() (Section, error) {
 
 func (b *builder) scaling() (Section, error) {
 	s := Section{ID: "scaling", Title: "Growth with scale",
-		Intro: "Log-log scaling curves with least-squares fits of log y on log x: the fitted exponent a in y ∝ x^a is the growth order (1 linear, 2 quadratic, 0 flat)."}
+		Intro: "Log-log scaling curves with least-squares fits of log y on log x: the fitted exponent a in y ∝ x^a is the growth order (1 linear, 2 quadratic, 0 flat); per-packet fits give its 95% interval in brackets, from resampling each scale's rounds."}
 	if len(b.run.Fits) == 0 {
 		s.Empty = "No scaling fits in this run (a fit needs at least two scales)."
 		return s, nil
@@ -550,7 +550,11 @@ func (b *builder) scaling() (Section, error) {
 					xy = append(xy, plotter.XY{X: pt.X, Y: pt.Y})
 				}
 			}
-			t.Rows = append(t.Rows, []Cell{txt(f.Backend), txt(f.Metric), txt(f.XLabel), num(trim(f.Exponent, 2)), num(r2Text(f)), num(fmt.Sprint(len(f.Points)))})
+			exp := trim(f.Exponent, 2)
+			if f.HasInterval() {
+				exp += fmt.Sprintf(" [%s, %s]", trim(f.ExponentLo, 2), trim(f.ExponentHi, 2))
+			}
+			t.Rows = append(t.Rows, []Cell{txt(f.Backend), txt(f.Metric), txt(f.XLabel), num(exp), num(r2Text(f)), num(fmt.Sprint(len(f.Points)))})
 			if len(xy) == 0 {
 				continue
 			}

@@ -346,3 +346,17 @@ func TestTailPercentilesNeedTenSamplesBeyondThem(t *testing.T) {
 		t.Errorf("above floor %+v, want p50 400 and p90 700 only", got)
 	}
 }
+
+func TestFitGrowthIsTheRangeOfXToTheExponent(t *testing.T) {
+	f := results.Fit{Points: []results.Point{{X: 100, Y: 1}, {X: 1000, Y: 2}, {X: 100000, Y: 3}, {X: 0, Y: 5}}}
+	if g := f.Growth(0.1); math.Abs(g-math.Pow(1000, 0.1)) > 1e-9 {
+		t.Errorf("growth %g, want %g (1,000× the x at exponent 0.1)", g, math.Pow(1000, 0.1))
+	}
+	if f.HasInterval() {
+		t.Error("a fit without bounds says it has an interval")
+	}
+	f.ExponentLo, f.ExponentHi = -0.1, 0.2
+	if !f.HasInterval() {
+		t.Error("a fit with bounds says it has none")
+	}
+}
