@@ -55,7 +55,7 @@ type Runner struct {
 	hists    *Histograms
 	restored []results.Histogram    // latency summarized for good: finished scales, and phases a resumed run had finished
 	sizes    map[string][]sizePoint // backend → sizes over the sweep
-	pkt      map[string][]sizePoint // backend → per-packet p50 cost over the sweep (ns)
+	pkt      map[string][]sizePoint // "backend/testrun" → test-run new-deny batch mean over the sweep (ns)
 	podAdd   map[string]*podAddCheck
 	// out are the backend units ("pods=100/backend=ipset") capped before or at their sync:
 	// nothing more is measured for them.
@@ -285,6 +285,8 @@ type scale struct {
 	// has none the testbed can send).
 	frozen *policy.State
 	flows  *stamp.FlowList
+	// wide is the wide flow list of the cache experiments (wideFlows), drawn on first use.
+	wide *stamp.FlowList
 	// digest is frozen's digest (stateDigest); testRun the flows of BPF_PROG_TEST_RUN.
 	digest  string
 	testRun *testRunFlows
@@ -842,7 +844,7 @@ func (u *unit) enforcement(ctx context.Context, st *policy.State) (*testbed.Enfo
 // unit's own testbed (package bench's per-packet method, Runner.packets). A stamped packet that
 // disagrees with the reference fails the run.
 func (u *unit) packetsPhase(ctx context.Context) error {
-	return u.r.packets(ctx, u.b, u.s.pods, u.s.frozen, u.s.flows, u.inNode)
+	return u.r.packets(ctx, u.b, u.s, u.inNode)
 }
 
 // roundTripPhase measures TCP round trips and UDP throughput through the backend in force,
