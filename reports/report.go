@@ -282,7 +282,7 @@ func latencyOrder(hs []results.Histogram) []results.Histogram {
 
 func (b *builder) latencyTables() (Section, error) {
 	s := Section{ID: "latency", Title: "Per-packet cost: percentiles",
-		Intro: "Each row is one distribution. Stamp deltas are per packet, measured in the kernel between a stamp just before and one just after the enforcement point; the floor is the same stamping around an empty enforcement step, and 'above floor' subtracts the floor's same percentile. BPF_PROG_TEST_RUN rows are distributions of batch means, narrower than per-packet spread."}
+		Intro: "Each row is one distribution. Stamp deltas are per packet, measured in the kernel between a stamp just before and one just after the enforcement point; the floor is the same stamping around an empty enforcement step, and 'above floor' subtracts the floor's same percentile. BPF_PROG_TEST_RUN rows are distributions of batch means, narrower than per-packet spread. A tail percentile is shown only when at least " + fmt.Sprint(results.MinTailSamples) + " values lie beyond it ('–' otherwise): from fewer it is one or two samples, whatever the tail looks like."}
 	if len(b.run.Latency) == 0 {
 		s.Empty = "No latency distributions were measured in this run."
 		return s, nil
@@ -300,11 +300,11 @@ func (b *builder) latencyTables() (Section, error) {
 		for _, h := range byKind[k] {
 			above50, above99 := "–", "–"
 			if h.AboveFloor != nil {
-				above50, above99 = fmtNS(h.AboveFloor.P50), fmtNS(h.AboveFloor.P99)
+				above50, above99 = fmtNS(h.AboveFloor.P50), fmtTail(h.Count, 99, h.AboveFloor.P99)
 			}
 			t.Rows = append(t.Rows, []Cell{txt(h.Backend), num(fmtCount(float64(h.Pods))), txt(h.Verdict), txt(h.Flow),
-				num(fmtCount(float64(h.Count))), num(fmtNS(h.Percentiles.P50)), num(fmtNS(h.Percentiles.P90)), num(fmtNS(h.Percentiles.P99)),
-				num(fmtNS(h.Percentiles.P999)), num(fmtNS(float64(h.Max))), num(above50), num(above99), txt(labelText(h)), cls(h.HgrmPath, "path")})
+				num(fmtCount(float64(h.Count))), num(fmtNS(h.Percentiles.P50)), num(fmtTail(h.Count, 90, h.Percentiles.P90)), num(fmtTail(h.Count, 99, h.Percentiles.P99)),
+				num(fmtTail(h.Count, 99.9, h.Percentiles.P999)), num(fmtNS(float64(h.Max))), num(above50), num(above99), txt(labelText(h)), cls(h.HgrmPath, "path")})
 		}
 		s.Tables = append(s.Tables, t)
 	}
@@ -371,7 +371,7 @@ func (b *builder) latencyDistributions() (Section, error) {
 			l.Width = vg.Points(1.5)
 			l.Dashes = dashPatterns[styles[variant(h, fields)]%len(dashPatterns)]
 			c.Add(l)
-			c.key(strings.TrimSpace(h.Backend+" "+variant(h, fields)), "p99 "+fmtNS(h.Percentiles.P99), lineSwatch(l.LineStyle))
+			c.key(strings.TrimSpace(h.Backend+" "+variant(h, fields)), "p99 "+fmtTail(h.Count, 99, h.Percentiles.P99), lineSwatch(l.LineStyle))
 		}
 		// The floors these distributions are measured against, thin and grey (a shade per
 		// attach point), so the cost above the stamping floor is the gap between the curves.
@@ -399,7 +399,7 @@ func (b *builder) latencyDistributions() (Section, error) {
 			l.Width = vg.Points(1)
 			l.Dashes = dashPatterns[styles[variant(*fh, fields)]%len(dashPatterns)]
 			c.Add(l)
-			c.key(strings.TrimSpace("floor "+attach+" "+variant(*fh, fields)), "p99 "+fmtNS(fh.Percentiles.P99), lineSwatch(l.LineStyle))
+			c.key(strings.TrimSpace("floor "+attach+" "+variant(*fh, fields)), "p99 "+fmtTail(fh.Count, 99, fh.Percentiles.P99), lineSwatch(l.LineStyle))
 		}
 		c.X.Min, c.X.Max = 1, 10000
 		fixLogRange(&c.Y)
