@@ -11,6 +11,7 @@ import (
 	"netpolbench/bench/stamp"
 	"netpolbench/catalogue"
 	"netpolbench/policy"
+	"netpolbench/results"
 	"netpolbench/testbed"
 )
 
@@ -100,14 +101,14 @@ func (r *Runner) packets(ctx context.Context, b *catalogue.Backend, s *scale, in
 	if slices.Contains(r.Spec.SparsePods, pods) {
 		// At a millisecond a packet, a tenth of the headline's samples keeps the pass to
 		// seconds; the sparse pass is about new flows, so it sends no established traffic.
-		passes = append(passes, packetPass{variant: "rate=sparse", flows: s.flows, rate: sparseRate, samples: max(r.Spec.Packets/10, 100)})
+		passes = append(passes, packetPass{variant: results.LabelRate + "=sparse", flows: s.flows, rate: sparseRate, samples: max(r.Spec.Packets/10, 100)})
 	}
 	cache := name == cacheBackend && slices.Contains(r.Spec.CachePods, pods)
 	if cache {
 		if wide, err := s.wideFlows(r.Spec.Seed); err != nil {
 			r.capf(name, pods, false, "", "per-packet cost (flows=%d): %v", 2*wideFlowsPerVerdict, err)
 		} else {
-			passes = append(passes, packetPass{variant: fmt.Sprintf("flows=%d", wide.Len()), flows: wide, rate: r.Spec.PacketRate, samples: r.Spec.Packets})
+			passes = append(passes, packetPass{variant: fmt.Sprintf("%s=%d", results.LabelFlows, wide.Len()), flows: wide, rate: r.Spec.PacketRate, samples: r.Spec.Packets})
 		}
 	}
 	if err := r.packetPasses(ctx, b, s, inNode, r.Spec.MapHeadroom, passes); err != nil {
@@ -117,7 +118,7 @@ func (r *Runner) packets(ctx context.Context, b *catalogue.Backend, s *scale, in
 		return nil
 	}
 	for _, h := range cacheHeadrooms {
-		p := packetPass{variant: fmt.Sprintf("headroom=%g", h), flows: s.flows, rate: r.Spec.PacketRate, samples: r.Spec.Packets}
+		p := packetPass{variant: fmt.Sprintf("%s=%g", results.LabelHeadroom, h), flows: s.flows, rate: r.Spec.PacketRate, samples: r.Spec.Packets}
 		if err := r.packetPasses(ctx, b, s, nil, h, []packetPass{p}); err != nil {
 			return err
 		}

@@ -253,10 +253,10 @@ func (b *builder) claims() (Section, error) {
 
 // latencyOrder sorts histograms by backend, pods, verdict, flow, kind.
 // detail reports whether a histogram is a breakdown of a headline one (one path of a span,
-// labelled path=) or a variant of the sweep's measurement (rate=sparse): it is listed in the
-// tables, but the summary figures and the plots take the headline.
+// labelled path=) or a variant of the sweep's measurement (rate=sparse, flows=N, headroom=H):
+// it is listed in the tables, but the summary figures and the plots take the headline.
 func detail(h results.Histogram) bool {
-	return h.Labels["path"] != "" || h.Labels["rate"] != ""
+	return h.Labels["path"] != "" || h.Variant()
 }
 
 func latencyOrder(hs []results.Histogram) []results.Histogram {

@@ -93,6 +93,21 @@ type Histogram struct {
 	Encoded string `json:"encoded,omitempty"`
 }
 
+// Labels of a per-packet histogram measured on a variant of the sweep's headline
+// measurement: rate=sparse (new flows a millisecond apart), flows=N (a working set of N flows),
+// headroom=H (maps sized at H times the state's entries).
+const (
+	LabelRate     = "rate"
+	LabelFlows    = "flows"
+	LabelHeadroom = "headroom"
+)
+
+// Variant reports whether h was measured on a variant of the headline measurement (it carries
+// one of the variant labels).
+func (h Histogram) Variant() bool {
+	return h.Labels[LabelRate] != "" || h.Labels[LabelFlows] != "" || h.Labels[LabelHeadroom] != ""
+}
+
 // Percentiles in ns. A tail percentile q is given only when at least MinTailSamples values lie
 // beyond it (count·(1−q) ≥ MinTailSamples): from fewer, a p99.9 is one or two samples, whatever
 // the tail looks like. One without enough samples is 0 and left out of the JSON (every
