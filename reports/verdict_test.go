@@ -297,9 +297,10 @@ func TestPacketFigureIsTheHeadlineNotAPathOrASparsePass(t *testing.T) {
 	}
 }
 
-// TestVerdictTakesTheHeadlinePacketFigure: a variant of the measurement (a wider working set,
-// other map sizes, sparse packets) is not the headline, whatever its order in the run.
-func TestVerdictTakesTheHeadlinePacketFigure(t *testing.T) {
+// TestVerdictTakesTheHeadlinePacketFigureAndSaysItsSpan: a variant of the measurement (a wider
+// working set, other map sizes, sparse packets) is not the headline, whatever its order in the
+// run; the verdict names the span each backend's figure was stamped over.
+func TestVerdictTakesTheHeadlinePacketFigureAndSaysItsSpan(t *testing.T) {
 	run := results.New()
 	hist := func(backend, attach, variant string, p50 float64) results.Histogram {
 		labels := map[string]string{"attach": attach}
@@ -323,5 +324,11 @@ func TestVerdictTakesTheHeadlinePacketFigure(t *testing.T) {
 	cell := v.Rows[0].Cells[0]
 	if cell.Best() != "ebpf" || cell.Ranked[0].Value != 900 || cell.Ranked[1].Ratio != 3 {
 		t.Errorf("per-packet cell %+v, want ebpf's headline 900 ns and nftables at 3×", cell.Ranked)
+	}
+	if !strings.Contains(v.Spans, "ebpf over the TCX programs") || !strings.Contains(v.Spans, "nftables over the whole netfilter path") {
+		t.Errorf("spans %q, want each backend with its span", v.Spans)
+	}
+	if foot := verdictView(v, []string{"ebpf", "nftables"}).Footnotes; !slices.Contains(foot, v.Spans) {
+		t.Errorf("footnotes %q lack the spans", foot)
 	}
 }
