@@ -23,6 +23,7 @@ type rig struct {
 	g      *workloads.Generated
 	churn  *workloads.Churn // continues from what earlier runs wrote
 	m      *driver.Matcher
+	a      *agent.Agent
 	client kubernetes.Interface
 	ctx    context.Context
 }
@@ -66,7 +67,7 @@ func setup(tb testing.TB, spec workloads.Spec, backend string) rig {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return rig{g, churn, m, admin, ctx}
+	return rig{g, churn, m, a, admin, ctx}
 }
 
 // events draws the next n events (whole batches) of the rig's default churn mix.
@@ -82,17 +83,58 @@ func (r rig) events(n int) []policy.Event {
 	return evs
 }
 
+// endpointProber probes pod adds without packets: the flow is the pod's own address, and its
+// verdict counts as in force once the agent's compiled state has the pod as an endpoint.
+type endpointProber struct {
+	a *agent.Agent
+	// prepared counts Prepare calls, which must see every event.
+	prepared int
+}
+
+func (p *endpointProber) Prepare(ev policy.Event) (policy.Flow, policy.Verdict, bool) {
+	p.prepared++
+	if ev.Kind != policy.PodAdd {
+		return policy.Flow{}, 0, false
+	}
+	return policy.Flow{Src: ev.Pod.IP, Dst: ev.Pod.IP, Proto: policy.ProtoTCP, Port: 80}, policy.Allow, true
+}
+
+func (p *endpointProber) FirstVerdict(ctx context.Context, f policy.Flow, _ policy.Verdict) (time.Time, error) {
+	for ctx.Err() == nil {
+		found := false
+		if err := p.a.Inspect(func(s *policy.State, _ policy.Backend) error {
+			_, found = s.Cluster().PodByIP(f.Dst)
+			return nil
+		}); err != nil {
+			return time.Time{}, err
+		}
+		if found {
+			return time.Now(), nil
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return time.Time{}, ctx.Err()
+}
+
 // TestRunPairsEveryWriteWithItsEnforcement: a paced churn run through a real API server yields
-// one sample per write that changed something, with stages in the order they happen, and the
-// API server's counters show the writes and the watch events they caused.
+// one sample per write that changed something, with stages in the order they happen; a
+// Prober sees every event in order and its probe stage lands in the samples of the events it
+// probed; and the API server's counters show the writes and the watch events they caused.
 func TestRunPairsEveryWriteWithItsEnforcement(t *testing.T) {
 	r := setup(t, mustPreset(t, "small"), "compiled")
 	evs := r.events(60)
-	res, err := driver.Run(r.ctx, driver.Config{Client: r.client, Events: evs, QPS: 100, Settle: 10 * time.Second}, r.m)
+	p := &endpointProber{a: r.a}
+	res, err := driver.Run(r.ctx, driver.Config{Client: r.client, Events: evs, QPS: 100, Settle: 10 * time.Second, Prober: p, Probes: 64}, r.m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%d writes in %s (lag %s), %d samples, %d unmatched, %d failed; load %s", res.Writes, res.Duration.Round(time.Millisecond), res.Lag.Round(time.Millisecond), len(res.Samples), res.Unmatched, res.Failed, res.Load)
+	t.Logf("%d writes in %s (lag %s), %d samples, %d unmatched, %d failed, %d probed; load %s", res.Writes, res.Duration.Round(time.Millisecond), res.Lag.Round(time.Millisecond), len(res.Samples), res.Unmatched, res.Failed, res.Probed, res.Load)
+	if p.prepared != len(evs) {
+		t.Errorf("Prepare saw %d of %d events", p.prepared, len(evs))
+	}
+	if res.ProbesFailed > 0 || res.ProbesSkipped > 0 {
+		t.Errorf("%d probes failed (%v), %d skipped", res.ProbesFailed, res.ProbeErr, res.ProbesSkipped)
+	}
 	if res.Failed > 0 || res.Writes != len(evs) {
 		t.Fatalf("%d of %d events written, %d failed", res.Writes, len(evs), res.Failed)
 	}
@@ -108,11 +150,27 @@ func TestRunPairsEveryWriteWithItsEnforcement(t *testing.T) {
 			t.Errorf("%s %s: stages out of order: %v", s.Event, s.Key, at)
 		}
 	}
-	adds := 0
+	adds, probed := 0, 0
 	for _, ev := range evs {
 		if ev.Kind == policy.PodAdd {
 			adds++
 		}
+	}
+	for _, s := range res.Samples {
+		if evs[s.Seq].Kind != s.Event {
+			t.Errorf("sample %s %s has the seq of a %s", s.Event, s.Key, evs[s.Seq].Kind)
+		}
+		switch {
+		case s.Event == policy.PodAdd && s.At[driver.StageProbe] < s.At[driver.StageAck]:
+			t.Errorf("pod add %s: probed at %s, before the write was acknowledged at %s", s.Key, s.At[driver.StageProbe], s.At[driver.StageAck])
+		case s.Event == policy.PodAdd:
+			probed++
+		case s.At[driver.StageProbe] != 0:
+			t.Errorf("%s %s: a probe stage, but only pod adds were probed", s.Event, s.Key)
+		}
+	}
+	if adds == 0 || probed != res.Probed {
+		t.Errorf("%d pod adds, %d probed, %d samples with a probe stage", adds, res.Probed, probed)
 	}
 	if got := res.Load.Requests["POST pods"]; got < int64(adds) {
 		t.Errorf("API server counted %d pod creations, the run wrote %d", got, adds)

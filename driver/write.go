@@ -35,6 +35,8 @@ type Write struct {
 	// Requests is how many API requests the event took (a pod add is a create and a status
 	// update).
 	Requests int
+	// Seq is the event's index in its run (Run sets it).
+	Seq int
 }
 
 // Writer writes the suite's objects through an API server as users and kubelets would: pods
