@@ -3,10 +3,13 @@ package driver_test
 import (
 	"context"
 	"fmt"
+	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"netpolbench/agent"
@@ -20,8 +23,10 @@ import (
 
 // rig is a control plane holding a generated cluster, with an agent enforcing it.
 type rig struct {
-	g      *workloads.Generated
-	churn  *workloads.Churn // continues from what earlier runs wrote
+	g     *workloads.Generated
+	churn *workloads.Churn // continues from what earlier runs wrote
+	// model is the cluster as the events drawn so far leave it.
+	model  *policy.Compiler
 	m      *driver.Matcher
 	a      *agent.Agent
 	client kubernetes.Interface
@@ -67,20 +72,35 @@ func setup(tb testing.TB, spec workloads.Spec, backend string) rig {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return rig{g, churn, m, a, admin, ctx}
+	model, err := policy.Compile(g.Cluster.Clone(), policy.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return rig{g, churn, model, m, a, admin, ctx}
 }
 
-// events draws the next n events (whole batches) of the rig's default churn mix.
-func (r rig) events(n int) []policy.Event {
-	var evs []policy.Event
+// events draws the next n events (whole batches) of the rig's default churn mix, and the
+// inverse of each (policy.Cluster.Inverse), in the order that undoes them.
+func (r rig) events(n int) (evs, inverses []policy.Event) {
 	for len(evs) < n {
 		b, ok := r.churn.Next()
 		if !ok {
 			break
 		}
+		for _, ev := range b {
+			inv, err := r.model.Cluster().Inverse(ev)
+			if err != nil {
+				panic(err) // the churn stream follows the cluster: every event has one
+			}
+			if _, err := r.model.Apply(ev); err != nil {
+				panic(err)
+			}
+			inverses = append(inverses, inv)
+		}
 		evs = append(evs, b...)
 	}
-	return evs
+	slices.Reverse(inverses)
+	return evs, inverses
 }
 
 // endpointProber probes pod adds without packets: the flow is the pod's own address, and its
@@ -120,9 +140,11 @@ func (p *endpointProber) FirstVerdict(ctx context.Context, f policy.Flow, _ poli
 // one sample per write that changed something, with stages in the order they happen; a
 // Prober sees every event in order and its probe stage lands in the samples of the events it
 // probed; and the API server's counters show the writes and the watch events they caused.
+// Then ApplyAll writes the events' inverses and the agent comes back to where it started.
 func TestRunPairsEveryWriteWithItsEnforcement(t *testing.T) {
 	r := setup(t, mustPreset(t, "small"), "compiled")
-	evs := r.events(60)
+	start := r.canonical(t)
+	evs, inverses := r.events(60)
 	p := &endpointProber{a: r.a}
 	res, err := driver.Run(r.ctx, driver.Config{Client: r.client, Events: evs, QPS: 100, Settle: 10 * time.Second, Prober: p, Probes: 64}, r.m)
 	if err != nil {
@@ -178,6 +200,56 @@ func TestRunPairsEveryWriteWithItsEnforcement(t *testing.T) {
 	if res.Load.WatchEvents["pods"] == 0 {
 		t.Errorf("API server counted no pod watch events: %v", res.Load.WatchEvents)
 	}
+
+	// The inverses of the events, written with ApplyAll, put the cluster back: the agent
+	// comes back to the state it started from.
+	w := &driver.Writer{Client: r.client}
+	if err := w.ApplyAll(r.ctx, inverses, 8); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitCanonical(func() string { return r.canonical(t) }, start, 10*time.Second); err != nil {
+		t.Fatalf("after the inverses: %v", err)
+	}
+
+	// A Writer with a scheduler name writes it into its pods, so no scheduler of a real
+	// cluster places them.
+	pod := &policy.Pod{Namespace: r.g.Namespaces[0].Name, Name: "unscheduled", IP: netip.MustParseAddr("198.19.255.200")}
+	w.SchedulerName = "netpolbench-none"
+	if _, err := w.Apply(r.ctx, policy.Event{Kind: policy.PodAdd, Pod: pod}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := r.client.CoreV1().Pods(pod.Namespace).Get(r.ctx, pod.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Spec.SchedulerName != "netpolbench-none" || got.Status.PodIP != pod.IP.String() {
+		t.Errorf("pod written with scheduler %q and address %q", got.Spec.SchedulerName, got.Status.PodIP)
+	}
+}
+
+// canonical is the agent's compiled state, rendered.
+func (r rig) canonical(t *testing.T) string {
+	t.Helper()
+	var c string
+	if err := r.a.Inspect(func(s *policy.State, _ policy.Backend) error { c = s.Canonical(); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// waitCanonical polls got until it renders as want.
+func waitCanonical(got func() string, want string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		g := got()
+		if g == want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the agent's state differs from the expected one (%d against %d bytes)", len(g), len(want))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func mustPreset(tb testing.TB, name string) workloads.Spec {
@@ -206,7 +278,7 @@ func BenchmarkEnforcementLatency(b *testing.B) {
 				for _, qps := range []float64{20, 100} {
 					b.Run(fmt.Sprintf("qps=%g", qps), func(b *testing.B) {
 						for range b.N {
-							evs := r.events(int(qps * 5))
+							evs, _ := r.events(int(qps * 5))
 							res, err := driver.Run(r.ctx, driver.Config{Client: r.client, Events: evs, QPS: qps, Settle: 20 * time.Second}, r.m)
 							if err != nil {
 								b.Fatal(err)
