@@ -439,74 +439,92 @@ func (rx *receivers) err() error {
 	return rx.fault
 }
 
-// openReceivers opens, in each destination namespace, a TCP listener and a UDP socket on every
-// port the flows use there, and a raw ICMP socket where ICMP flows arrive. All are bound to
-// the wildcard address: the AnyIP routes make every address of the namespace's blocks local.
-func (tb *Testbed) openReceivers(flows []policy.Flow) (*receivers, error) {
+// receiverKey is one receiving socket: a destination namespace, a protocol and a port (0 for
+// ICMP).
+type receiverKey struct {
+	ns    *nsInfo
+	proto policy.Protocol
+	port  uint16
+}
+
+func (tb *Testbed) receiverKeyOf(f policy.Flow) receiverKey {
+	dns, _ := tb.nsFor(f.Dst)
+	k := receiverKey{dns, f.Proto, f.Port}
+	if f.Proto == policy.ProtoICMP {
+		k.port = 0
+	}
+	return k
+}
+
+func newReceivers() (*receivers, error) {
 	rx := &receivers{wait: map[uint64]*waiter{}}
 	if _, err := rand.Read(rx.nonce[:]); err != nil {
 		return nil, fmt.Errorf("make probe nonce: %w", err)
 	}
-	type want struct {
-		ns    *nsInfo
-		proto policy.Protocol
-		port  uint16
+	return rx, nil
+}
+
+// openReceivers opens, in each destination namespace, a TCP listener and a UDP socket on every
+// port the flows use there, and a raw ICMP socket where ICMP flows arrive. All are bound to
+// the wildcard address: the AnyIP routes make every address of the namespace's blocks local.
+func (tb *Testbed) openReceivers(flows []policy.Flow) (*receivers, error) {
+	rx, err := newReceivers()
+	if err != nil {
+		return nil, err
 	}
-	seen := map[want]bool{}
-	var wants []want
-	for _, f := range flows {
-		dns, _ := tb.nsFor(f.Dst)
-		w := want{dns, f.Proto, f.Port}
-		if f.Proto == policy.ProtoICMP {
-			w.port = 0
-		}
-		if !seen[w] {
-			seen[w] = true
-			wants = append(wants, w)
-		}
-	}
-	var closers []func() error
-	var wg sync.WaitGroup
+	seen := map[receiverKey]bool{}
+	var closers []func()
 	rx.close = func() {
 		for _, c := range closers {
 			c()
 		}
-		wg.Wait()
 	}
-	for _, w := range wants {
-		var err error
-		switch w.proto {
-		case policy.ProtoTCP:
-			var ln net.Listener
-			ln, err = listenTCP(w.ns, w.port)
-			if err == nil {
-				closers = append(closers, ln.Close)
-				wg.Add(1)
-				go func() { defer wg.Done(); acceptLoop(ln) }()
-			}
-		case policy.ProtoUDP:
-			var pc *net.UDPConn
-			pc, err = listenUDP(w.ns, w.port)
-			if err == nil {
-				closers = append(closers, pc.Close)
-				wg.Add(1)
-				go func() { defer wg.Done(); rx.readUDP(pc) }()
-			}
-		case policy.ProtoICMP:
-			var ic *net.IPConn
-			ic, err = listenICMP(w.ns)
-			if err == nil {
-				closers = append(closers, ic.Close)
-				wg.Add(1)
-				go func() { defer wg.Done(); rx.readICMP(ic) }()
-			}
+	for _, f := range flows {
+		k := tb.receiverKeyOf(f)
+		if seen[k] {
+			continue
 		}
+		seen[k] = true
+		c, err := rx.open(k)
 		if err != nil {
 			rx.close()
 			return nil, fmt.Errorf("open receivers: %w", err)
 		}
+		closers = append(closers, c)
 	}
 	return rx, nil
+}
+
+// open opens one receiving socket delivering to rx, and returns what closes it (and waits for
+// its reader).
+func (rx *receivers) open(k receiverKey) (func(), error) {
+	var closer func() error
+	var read func()
+	switch k.proto {
+	case policy.ProtoTCP:
+		ln, err := listenTCP(k.ns, k.port)
+		if err != nil {
+			return nil, err
+		}
+		closer, read = ln.Close, func() { acceptLoop(ln) }
+	case policy.ProtoUDP:
+		pc, err := listenUDP(k.ns, k.port)
+		if err != nil {
+			return nil, err
+		}
+		closer, read = pc.Close, func() { rx.readUDP(pc) }
+	case policy.ProtoICMP:
+		ic, err := listenICMP(k.ns)
+		if err != nil {
+			return nil, err
+		}
+		closer, read = ic.Close, func() { rx.readICMP(ic) }
+	default:
+		return nil, fmt.Errorf("no receiver for protocol %s", k.proto)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); read() }()
+	return func() { closer(); <-done }, nil
 }
 
 func fileFD(fd int, name string) *os.File { return os.NewFile(uintptr(fd), name) }

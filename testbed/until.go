@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"sync"
 	"time"
 
 	"netpolbench/policy"
@@ -22,6 +23,51 @@ type UntilOptions struct {
 	Confirm time.Duration
 	// Limit bounds the whole call; 0 means 10 s.
 	Limit time.Duration
+}
+
+// sharedReceivers are the receiving sockets of SendUntil calls, shared by calls to the same
+// destination namespace, protocol and port (two sockets could not bind one port), and closed
+// when the last call using one returns. Tokens carry each packet's own sequence number, so a
+// call sees its own packets only.
+type sharedReceivers struct {
+	mu    sync.Mutex
+	rx    *receivers
+	socks map[receiverKey]*sharedSocket
+}
+
+type sharedSocket struct {
+	close func()
+	refs  int
+}
+
+func (s *sharedReceivers) acquire(k receiverKey) (*receivers, func(), error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rx == nil {
+		rx, err := newReceivers()
+		if err != nil {
+			return nil, nil, err
+		}
+		s.rx, s.socks = rx, map[receiverKey]*sharedSocket{}
+	}
+	sock := s.socks[k]
+	if sock == nil {
+		c, err := s.rx.open(k)
+		if err != nil {
+			return nil, nil, fmt.Errorf("open receiver: %w", err)
+		}
+		sock = &sharedSocket{close: c}
+		s.socks[k] = sock
+	}
+	sock.refs++
+	return s.rx, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if sock.refs--; sock.refs == 0 {
+			sock.close()
+			delete(s.socks, k)
+		}
+	}, nil
 }
 
 // attempt is one packet of a SendUntil call.
@@ -62,11 +108,11 @@ func (tb *Testbed) SendUntil(ctx context.Context, f policy.Flow, delivered bool,
 			return time.Time{}, fmt.Errorf("send %s until: %w: %w", f, ErrUnsupported, err)
 		}
 	}
-	rx, err := tb.openReceivers([]policy.Flow{f})
+	rx, release, err := tb.until.acquire(tb.receiverKeyOf(f))
 	if err != nil {
 		return time.Time{}, err
 	}
-	defer rx.close()
+	defer release()
 	ctx, cancel := context.WithTimeout(ctx, opts.Limit)
 	defer cancel()
 

@@ -2,6 +2,7 @@ package testbed
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -89,6 +90,23 @@ func TestSendUntilSeesTheVerdictChange(t *testing.T) {
 	if _, err := tb.SendUntil(context.Background(), flow(podA, podB, policy.ProtoTCP, 80), false, UntilOptions{Limit: 300 * time.Millisecond}); err == nil {
 		t.Error("until dropped with nothing dropping: no error")
 	}
+	// Concurrent calls to one destination port share its receiver, and each sees its own
+	// packets.
+	var wg sync.WaitGroup
+	for i := range 8 {
+		f := flow(podA, podB, policy.ProtoUDP, 53)
+		if i%2 == 1 {
+			f.Proto, f.Port = policy.ProtoTCP, 80
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := tb.SendUntil(context.Background(), f, true, UntilOptions{Limit: 2 * time.Second}); err != nil {
+				t.Errorf("concurrent %s: %v", f, err)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // checkNear fails unless the first packet with the new fate was sent while nft made the
