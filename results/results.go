@@ -66,6 +66,9 @@ type Run struct {
 	Updates []Update `json:"updates,omitempty"`
 	// Churn holds churn-under-load timelines.
 	Churn []ChurnTimeline `json:"churn,omitempty"`
+	// EndToEnd holds churn runs written through a Kubernetes API server and enforced by the
+	// agent; their latencies are the KindEnforcement histograms.
+	EndToEnd []EndToEnd `json:"end_to_end,omitempty"`
 	// Fits holds growth exponents fitted over the scale sweep.
 	Fits []Fit `json:"fits,omitempty"`
 	// Claims are the seed claims, each confirmed, refuted or not measured by this run's figures.
