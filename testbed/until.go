@@ -12,7 +12,9 @@ import (
 
 // UntilOptions bound a SendUntil call.
 type UntilOptions struct {
-	// Interval is the time between two packets of the flow; 0 means 1 ms.
+	// Interval is the time between the first packets of the flow; 0 means 1 ms. It grows to a
+	// fiftieth of the time waited so far, so a change that takes seconds costs few packets and
+	// is still timed to 2%.
 	Interval time.Duration
 	// Timeout is how long one packet waits for delivery before it counts as dropped; 0 means
 	// 50 ms (delivery inside the testbed takes well under a millisecond).
@@ -77,7 +79,7 @@ type attempt struct {
 	delivered bool
 }
 
-// SendUntil sends f as a new flow every Interval (a TCP SYN, UDP datagram or ICMP echo request
+// SendUntil sends f as a new flow every Interval, or less often as it waits longer (a TCP SYN, UDP datagram or ICMP echo request
 // from a socket of its own, so no packet rides on another's conntrack entry) until its packets
 // get the fate asked for, and returns when the first packet with that fate was sent: with
 // delivered, the earliest-sent packet that was delivered; without, the earliest-sent packet
@@ -142,7 +144,8 @@ func (tb *Testbed) SendUntil(ctx context.Context, f policy.Flow, delivered bool,
 			results <- outcome{i, ok, err}
 		}()
 	}
-	tick := time.NewTicker(opts.Interval)
+	start := time.Now()
+	tick := time.NewTimer(opts.Interval)
 	defer tick.Stop()
 	send()
 	// from is the first attempt that could still be the answer: every earlier one was resolved
@@ -152,6 +155,7 @@ func (tb *Testbed) SendUntil(ctx context.Context, f policy.Flow, delivered bool,
 		select {
 		case <-tick.C:
 			send()
+			tick.Reset(max(opts.Interval, time.Since(start)/50))
 		case o := <-results:
 			inFlight--
 			if o.err != nil {
