@@ -63,12 +63,19 @@ type EndToEnd struct {
 	// was not.
 	Probe string `json:"probe"`
 	// Probed counts the events whose probe saw the new verdict; ProbesFailed those whose probe
-	// did not within the settle time (ProbeError is the last reason); ProbesSkipped those
-	// left unprobed because enough probes were running already.
+	// did not within the settle time; ProbesSkipped those left unprobed because enough probes
+	// were running already. ProbeError is the last probe's failure, or says that the prober's
+	// own model of the writes, on which it picked its flows, did not match what the agent
+	// enforced at the end.
 	Probed        int    `json:"probed"`
 	ProbesFailed  int    `json:"probes_failed,omitempty"`
 	ProbesSkipped int    `json:"probes_skipped,omitempty"`
 	ProbeError    string `json:"probe_error,omitempty"`
+	// ProbesEarly counts probed events whose first packet with the new verdict was sent
+	// before the agent had computed the event's delta, so before the backend could change:
+	// the flow had that verdict from another event, which the prober avoids but cannot rule
+	// out. Their probe stage is recorded all the same.
+	ProbesEarly int `json:"probes_early,omitempty"`
 	// DurationNS is from the first write to the last acknowledgement; LagNS the most a write
 	// started after it was due (the writers fell behind the rate).
 	DurationNS int64 `json:"duration_ns"`
