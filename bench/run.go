@@ -126,7 +126,11 @@ func (r *Runner) Run(ctx context.Context) (*results.Run, error) {
 			"Above the floor: every sample minus one constant, its path's floor median from the same measurement's floor rounds; percentiles are of those differences (clamped at 1 ns and counted). Per-packet growth (the ebpf-flat claim) uses the p50 of denied new flows above their floors.")
 	}
 	plans := r.plan()
-	r.Progress.Total(len(plans) * len(r.Spec.Backends))
+	steps := len(plans) * len(r.Spec.Backends)
+	if a := r.Spec.APIServer; a != nil {
+		steps += len(a.Pods) * len(a.Backends)
+	}
+	r.Progress.Total(steps)
 	for _, sp := range plans {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -134,6 +138,10 @@ func (r *Runner) Run(ctx context.Context) (*results.Run, error) {
 		if err := r.runScale(ctx, sp); err != nil {
 			return nil, err
 		}
+	}
+	r.closeBed()
+	if err := r.apiServerSweep(ctx); err != nil {
+		return nil, err
 	}
 	r.finish()
 	r.run.Duration = time.Since(start)
