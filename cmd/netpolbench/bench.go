@@ -23,8 +23,9 @@ import (
 func init() {
 	var (
 		specFile, cluster, out, pods, backends, labelSets string
+		apiPods, apiQPS, kubeconfig                       string
 		duration                                          time.Duration
-		quick, noKernel                                   bool
+		quick, noKernel, apiOnly, noAPI                   bool
 		seed                                              uint64
 		samples                                           int
 		mapHeadroom                                       float64
@@ -43,7 +44,16 @@ latency distribution, bench.txt in Go benchmark format (benchstat reads it) and 
 Without flags it runs the default sweep: 100, 1,000, 3,000, 10,000 and 100,000 pods, plus 10,
 50 and 200 label sets at 1,000 pods; compiled, ebpf, ebpf-cilium, iptables and ipset, the
 iptables family capped where its per-IP rules exceed the run's budget (the cap and its reason
-are recorded). --quick runs the small sweep CI gates against a committed baseline.`,
+are recorded). --quick runs the small sweep CI gates against a committed baseline.
+
+The default sweep ends with the end-to-end phase: at 1,000 and 10,000 pods a generated cluster
+is written through an embedded etcd and kube-apiserver (make controlplane builds them), and
+for each backend the agent enforces it in the testbed while churn is written at 20 and 100
+events a second; every event is timed from its API write to the first packet sent with its
+new verdict, stage by stage. --apiserver runs that phase alone; --kubeconfig runs it alone
+against a real cluster, in namespaces of its own that it deletes at the end, with pods no
+scheduler places (the credentials need to create namespaces, pods, pods/status and
+networkpolicies, and get on /metrics).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			spec := bench.DefaultSpec()
@@ -87,6 +97,48 @@ are recorded). --quick runs the small sweep CI gates against a committed baselin
 			if f.Changed("map-headroom") {
 				spec.MapHeadroom = mapHeadroom
 			}
+			if kubeconfig != "" {
+				apiOnly = true
+			}
+			switch {
+			case noAPI && (apiOnly || f.Changed("apiserver-pods") || f.Changed("apiserver-qps")):
+				return usageErr(errors.New("--no-apiserver leaves out what --apiserver, --kubeconfig, --apiserver-pods and --apiserver-qps ask for"))
+			case noAPI:
+				spec.APIServer = nil
+			case apiOnly || f.Changed("apiserver-pods") || f.Changed("apiserver-qps"):
+				if spec.APIServer == nil {
+					spec.APIServer = bench.DefaultAPIServer()
+				}
+			}
+			if apiOnly {
+				// The end-to-end phase alone: no scale of the other phases.
+				spec.Pods, spec.LabelSets, spec.SparsePods = nil, nil, nil
+			}
+			if a := spec.APIServer; a != nil {
+				if f.Changed("apiserver-pods") {
+					v, err := parseBenchInts(apiPods)
+					if err != nil {
+						return usageErr(fmt.Errorf("--apiserver-pods: %w", err))
+					}
+					a.Pods = v
+				}
+				if f.Changed("apiserver-qps") {
+					var qs []float64
+					for _, p := range splitBenchList(apiQPS) {
+						q, err := strconv.ParseFloat(p, 64)
+						if err != nil {
+							return usageErr(fmt.Errorf("--apiserver-qps: %q is not a number", p))
+						}
+						qs = append(qs, q)
+					}
+					a.QPS = qs
+				}
+				a.Kubeconfig = kubeconfig
+				if f.Changed("backends") {
+					a.Backends = spec.Backends
+				}
+				spec = spec.WithDefaults()
+			}
 			if err := spec.Validate(); err != nil {
 				return usageErr(err)
 			}
@@ -106,6 +158,9 @@ are recorded). --quick runs the small sweep CI gates against a committed baselin
 				ws, err := bench.NewWorkloadSource(spec)
 				if err != nil {
 					return usageErr(err)
+				}
+				if kubeconfig != "" {
+					ws.NamespacePrefix = bench.NamespacePrefix()
 				}
 				src = ws
 			}
@@ -147,6 +202,11 @@ are recorded). --quick runs the small sweep CI gates against a committed baselin
 	f.Uint64Var(&seed, "seed", 0, "seed of the workload and every random choice (default: the spec's, 1)")
 	f.IntVar(&samples, "samples", 0, "repetitions of each timing (default 5)")
 	f.Float64Var(&mapHeadroom, "map-headroom", 0, "size eBPF maps at this many times the synced state's entries, for churn that grows it (default 2)")
+	f.BoolVar(&apiOnly, "apiserver", false, "run the end-to-end phase alone: churn through an embedded kube-apiserver, enforced by the agent")
+	f.BoolVar(&noAPI, "no-apiserver", false, "leave the end-to-end phase out of the sweep")
+	f.StringVar(&kubeconfig, "kubeconfig", "", "run the end-to-end phase alone against the cluster of this kubeconfig")
+	f.StringVar(&apiPods, "apiserver-pods", "", "scales of the end-to-end phase, comma-separated (default 1000,10000)")
+	f.StringVar(&apiQPS, "apiserver-qps", "", "write rates of the end-to-end phase, events per second, comma-separated (default 20,100)")
 	rootCmd.AddCommand(cmd)
 }
 
