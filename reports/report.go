@@ -130,7 +130,7 @@ func Render(w io.Writer, run *results.Run) error {
 		Fold:     true,
 	}
 	for _, f := range []func() (Section, error){b.claims, b.latencyTables, b.latencyDistributions, b.latencyBoxes,
-		b.scaling, b.updates, b.churn, b.sizes, b.benchmarks, b.environment} {
+		b.scaling, b.updates, b.churn, b.endToEnd, b.sizes, b.benchmarks, b.environment} {
 		s, err := f()
 		if err != nil {
 			return err
@@ -259,8 +259,15 @@ func detail(h results.Histogram) bool {
 	return h.Labels["path"] != "" || h.Labels["rate"] != ""
 }
 
+// latencyOrder orders the per-packet distributions for the latency sections; the end-to-end
+// runs' enforcement histograms have a section of their own.
 func latencyOrder(hs []results.Histogram) []results.Histogram {
-	out := append([]results.Histogram(nil), hs...)
+	var out []results.Histogram
+	for _, h := range hs {
+		if h.Kind != results.KindEnforcement {
+			out = append(out, h)
+		}
+	}
 	sort.SliceStable(out, func(i, j int) bool {
 		a, c := out[i], out[j]
 		if a.Kind != c.Kind {
@@ -283,7 +290,7 @@ func latencyOrder(hs []results.Histogram) []results.Histogram {
 func (b *builder) latencyTables() (Section, error) {
 	s := Section{ID: "latency", Title: "Per-packet cost: percentiles",
 		Intro: "Each row is one distribution. Stamp deltas are per packet, measured in the kernel between a stamp just before and one just after the enforcement point; the floor is the same stamping around an empty enforcement step, and 'above floor' subtracts the floor's same percentile. BPF_PROG_TEST_RUN rows are distributions of batch means, narrower than per-packet spread."}
-	if len(b.run.Latency) == 0 {
+	if len(latencyOrder(b.run.Latency)) == 0 {
 		s.Empty = "No latency distributions were measured in this run."
 		return s, nil
 	}
