@@ -292,15 +292,26 @@ func NamespacePrefix() string {
 	return "npb-" + hex.EncodeToString(b[:])
 }
 
-// apiServerSweep runs the end-to-end phase at every scale of Spec.APIServer.
+// Phases of the end-to-end phase, under "apiserver/pods=N/": the cluster written (its timing),
+// then one per backend (its agent through every rate's churn, and the churn taken back).
+const (
+	phaseAPICluster = "cluster"
+	phaseAPIBackend = "backend="
+)
+
+func apiPhaseID(pods int, what string) string { return fmt.Sprintf("apiserver/pods=%d/%s", pods, what) }
+
+// apiServerSweep runs the end-to-end phase at every scale of Spec.APIServer, each of its parts
+// a checkpointed phase. A scale a resumed run finished is skipped; one it stopped within gets a
+// fresh API server, the cluster written again, and the backends it had not finished.
 func (r *Runner) apiServerSweep(ctx context.Context) error {
 	as := r.Spec.APIServer
 	if as == nil {
 		return nil
 	}
 	for _, pods := range as.Pods {
-		if err := ctx.Err(); err != nil {
-			return err
+		if ctx.Err() != nil {
+			return errStopped
 		}
 		if err := r.apiServerScale(ctx, pods); err != nil {
 			return err
@@ -309,50 +320,79 @@ func (r *Runner) apiServerSweep(ctx context.Context) error {
 	return nil
 }
 
-// apiServerScale measures every backend of the phase at one scale, with one API server.
+// apiServerScale measures every backend of the phase at one scale, with one API server (a new
+// one after a backend left the cluster other than as written).
 func (r *Runner) apiServerScale(ctx context.Context, pods int) error {
 	as := r.Spec.APIServer
-	s, err := r.newAPIScale(pods)
-	if err != nil {
-		for _, name := range as.Backends {
-			r.capf(name, pods, true, "", "end to end: %v", err)
+	var todo []string
+	for _, name := range as.Backends {
+		if !r.run.PhaseDone(apiPhaseID(pods, phaseAPIBackend+name)) {
+			todo = append(todo, name)
+		} else {
+			r.Progress.Step(fmt.Sprintf("pods=%d backend=%s end to end (done before)", pods, name))
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	// capAll records that the rest of the scale's backends cannot be measured, and why.
+	capAll := func(names []string, format string, a ...any) error {
+		for _, name := range names {
+			err := r.phase(ctx, apiPhaseID(pods, phaseAPIBackend+name), func() error {
+				r.addCap(results.Cap{Backend: name, Pods: pods, Skipped: true, Phase: results.PhaseEndToEnd, Reason: fmt.Sprintf(format, a...)})
+				return nil
+			})
+			if err != nil {
+				return err
+			}
 		}
 		return nil
 	}
+	s, err := r.newAPIScale(pods)
+	if err != nil {
+		return capAll(todo, "%v", err)
+	}
 	defer func() {
-		if err := s.close(); err != nil {
+		if err := s.close(); err != nil && !r.interrupting() {
 			r.logf("bench: end to end at %s: %v", s.label, err)
 		}
 	}()
-	for i, name := range as.Backends {
-		if err := ctx.Err(); err != nil {
-			return err
+	opened := false
+	for i, name := range todo {
+		if ctx.Err() != nil {
+			return errStopped
 		}
 		r.Progress.Step(fmt.Sprintf("%s backend=%s end to end", s.label, name))
-		if i == 0 || s.dirty {
+		if !opened || s.dirty {
 			if err := s.close(); err != nil {
 				r.logf("bench: end to end at %s: %v", s.label, err)
 			}
 			r.Progress.Note(fmt.Sprintf("%s: starting the API server and writing the cluster", s.label))
 			took, err := s.open(ctx)
-			if err != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				for _, n := range as.Backends[i:] {
-					r.capf(n, s.pods, true, "", "end to end: %v", err)
-				}
-				return nil
+			if ctx.Err() != nil {
+				return errStopped
 			}
-			r.run.Benchmarks = append(r.run.Benchmarks, results.Benchmark{Name: "BenchmarkAPIWriteCluster/" + s.label, Iters: 1,
-				Metrics: []results.Metric{{Unit: "ns/op", Samples: []float64{float64(took)}},
-					{Unit: "objects", Exact: true, Samples: []float64{float64(len(s.g.Namespaces) + len(s.g.Pods) + len(s.g.Policies))}}}})
+			if err != nil {
+				return capAll(todo[i:], "%v", err)
+			}
+			opened = true
+			// The write is timed once per scale: a resumed run writes the cluster again
+			// without recording it.
+			err = r.phase(ctx, apiPhaseID(pods, phaseAPICluster), func() error {
+				r.run.Benchmarks = append(r.run.Benchmarks, results.Benchmark{Name: "BenchmarkAPIWriteCluster/" + s.label, Iters: 1,
+					Metrics: []results.Metric{{Unit: "ns/op", Samples: []float64{float64(took)}},
+						{Unit: "objects", Exact: true, Samples: []float64{float64(len(s.g.Namespaces) + len(s.g.Pods) + len(s.g.Policies))}}}})
+				return nil
+			})
+			if err != nil {
+				return err
+			}
 		}
-		if err := r.apiServerBackend(ctx, s, name); err != nil {
+		if err := r.phase(ctx, apiPhaseID(pods, phaseAPIBackend+name), func() error { return r.apiServerBackend(ctx, s, name) }); err != nil {
 			return err
 		}
 	}
-	return nil
+	return r.freeze()
 }
 
 // enforcedBackend is a backend in force in the testbed, as the agent holds it: closing it
@@ -365,21 +405,30 @@ type enforcedBackend struct {
 func (b *enforcedBackend) Close() error { return b.e.Close() }
 
 // apiServerBackend runs one backend's agent through every rate's churn, then takes the churn
-// back. Failures are caps; only the context's end is returned.
+// back. Failures are caps; the context's end is errStopped, and the run then stops within
+// about stopGrace of it (an agent still starting, as a backend's first sync, is left behind
+// with the testbed it syncs into).
 func (r *Runner) apiServerBackend(ctx context.Context, s *apiScale, name string) error {
 	as := r.Spec.APIServer
+	capf := func(skipped bool, format string, a ...any) {
+		r.addCap(results.Cap{Backend: name, Pods: s.pods, Skipped: skipped, Phase: results.PhaseEndToEnd, Reason: fmt.Sprintf(format, a...)})
+	}
 	b, err := catalogue.Get(name)
 	if err != nil {
-		r.capf(name, s.pods, true, "", "%v", err)
+		capf(true, "%v", err)
 		return nil
 	}
-	if max := b.MaxPods; max > 0 && s.pods > max {
-		r.capf(name, s.pods, true, fmt.Sprintf("max %d pods", max), "%s", b.CapReason)
-		return nil
+	// The sweep's own admission (pod limits, the per-IP families' planned size), on the
+	// cluster as generated.
+	frozen, err := policy.Compile(s.base.Clone(), policy.Options{})
+	if err != nil {
+		return fmt.Errorf("compile workload of %d pods: %w", s.pods, err)
 	}
-	if max := r.Spec.Budget.IptablesMaxPods; b.Family.PerIP && max > 0 && s.pods > max {
-		r.capf(name, s.pods, true, fmt.Sprintf("max %d pods", max),
-			"per-IP rules grow as pods²: one iptables-restore above %d pods exceeds the run's time budget", max)
+	u := &unit{r: r, s: &scale{pods: s.pods, frozen: frozen.State()}, b: b, name: name, id: apiPhaseID(s.pods, phaseAPIBackend+name)}
+	if caps := len(r.run.Caps); !u.admit() {
+		if len(r.run.Caps) > caps {
+			r.run.Caps[caps].Phase = results.PhaseEndToEnd
+		}
 		return nil
 	}
 	// A testbed of its own, so nothing another backend left meets its probes.
@@ -392,18 +441,17 @@ func (r *Runner) apiServerBackend(ctx context.Context, s *apiScale, name string)
 	probe := "not measured: the run sends no real packets (--no-packets)"
 	switch {
 	case !r.Kernel && b.Family.InNode:
-		r.capf(name, s.pods, true, "", "end to end: %s keeps its state in the testbed's node namespace, and the run builds no testbed (--no-packets)", name)
+		capf(true, "%s keeps its state in the testbed's node namespace, and the run builds no testbed (--no-packets)", name)
 		return nil
 	case !r.Kernel:
 	case !b.CanEnforce():
 		probe = fmt.Sprintf("not measured: %s carries no real packets", name)
 	default:
 		if bed, err = r.openBed(); err != nil {
-			r.capf(name, s.pods, true, "", "end to end: %s needs the testbed: %v", name, err)
+			capf(true, "%s needs the testbed: %v", name, err)
 			return nil
 		}
-		probe = "real packets in the testbed"
-		synced = true
+		probe, synced = "real packets in the testbed", true
 		open = func(st *policy.State) (policy.Backend, error) {
 			env.State = st
 			e, _, err := b.Enforce(bed, env)
@@ -420,20 +468,31 @@ func (r *Runner) apiServerBackend(ctx context.Context, s *apiScale, name string)
 		}
 	}
 	m := driver.NewMatcher()
-	actx, stop := context.WithCancel(ctx)
+	actx, cancel := context.WithCancel(ctx)
 	a, err := agent.New(s.client, agent.Options{Open: open, OpenSynced: synced, Observe: m.Observe,
 		Logf: func(format string, args ...any) { r.logf("bench: %s agent: "+format, append([]any{name}, args...)...) }})
 	if err != nil {
-		stop()
-		r.capf(name, s.pods, true, "", "end to end: %v", err)
+		cancel()
+		capf(true, "%v", err)
 		return nil
 	}
 	done := make(chan error, 1)
 	go func() { done <- a.Run(actx) }()
+	// stopAgent stops the agent and takes its backend out; on a stop of the run it waits
+	// stopGrace at most, and the cluster is not taken back.
 	stopAgent := func() {
-		stop()
-		if err := <-done; err != nil && ctx.Err() == nil {
-			r.logf("bench: %s agent: %v", name, err)
+		cancel()
+		wait := time.After(stopGrace)
+		if ctx.Err() == nil {
+			wait = nil
+		}
+		select {
+		case err := <-done:
+			if err != nil && ctx.Err() == nil {
+				r.logf("bench: %s agent: %v", name, err)
+			}
+		case <-wait:
+			s.dirty = true
 		}
 	}
 	r.Progress.Note(fmt.Sprintf("%s backend=%s: agent starting", s.label, name))
@@ -441,9 +500,9 @@ func (r *Runner) apiServerBackend(ctx context.Context, s *apiScale, name string)
 	if err := a.Started(ctx); err != nil {
 		stopAgent()
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return errStopped
 		}
-		r.capf(name, s.pods, true, "", "end to end: %v", err)
+		capf(true, "%v", err)
 		return nil
 	}
 	started := time.Since(t)
@@ -464,10 +523,10 @@ func (r *Runner) apiServerBackend(ctx context.Context, s *apiScale, name string)
 		if err != nil {
 			stopAgent()
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return errStopped
 			}
 			s.dirty = true
-			r.capf(name, s.pods, false, "", "end to end at %g events/s: %v", qps, err)
+			capf(false, "at %g events/s: %v", qps, err)
 			return nil
 		}
 		if res.Failed > 0 {
@@ -501,13 +560,16 @@ func (r *Runner) apiServerBackend(ctx context.Context, s *apiScale, name string)
 		}
 	}
 	stopAgent()
+	if ctx.Err() != nil {
+		return errStopped
+	}
 	// Take the churn back for the next backend. A cluster that may not be as generated is
 	// written again into a fresh API server instead.
 	if !s.dirty {
 		r.Progress.Note(fmt.Sprintf("%s: taking the churn back", s.label))
 		if err := s.writer.ApplyAll(ctx, s.inverses, apiWriters); err != nil {
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return errStopped
 			}
 			r.logf("bench: end to end at %s: take the churn back: %v (the next backend gets a fresh API server)", s.label, err)
 			s.dirty = true

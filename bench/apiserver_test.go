@@ -2,7 +2,11 @@ package bench
 
 import (
 	"context"
+	"errors"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -10,15 +14,38 @@ import (
 	"netpolbench/controlplane"
 	"netpolbench/internal/testenv"
 	"netpolbench/results"
+	"netpolbench/testbed"
 )
 
-// TestAPIServerPhaseTimesEveryStage runs the end-to-end phase alone at 100 pods through the
-// embedded control plane: the compiled state (no packets), the eBPF datapath (TCX) and ipset
-// (the node's FORWARD path), one after another on the same API server. Every write must be
-// paired with its enforcement, every backend must meet the same events (the churn is taken
-// back between backends), and the kernel backends' probes must see each probed event's new
-// verdict on real packets, never before the agent had the event's watch event.
-func TestAPIServerPhaseTimesEveryStage(t *testing.T) {
+// stopWriter watches the progress lines and cancels the run a little after a line with at.
+type stopWriter struct {
+	mu     sync.Mutex
+	at     string
+	cancel func()
+	fired  time.Time
+}
+
+func (w *stopWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.fired.IsZero() && strings.Contains(string(b), w.at) {
+		w.fired = time.Now()
+		time.AfterFunc(300*time.Millisecond, w.cancel)
+	}
+	return len(b), nil
+}
+
+// TestAPIServerPhaseTimesEveryStageAndResumesAfterAStop runs the end-to-end phase alone at 100
+// pods through the embedded control plane: the compiled state (no packets), the eBPF datapath
+// (TCX) and ipset (the node's FORWARD path), one after another on the same API server. The
+// run is stopped while the eBPF agent works through its churn: it must stop within seconds,
+// with its control plane and testbed gone and the phases before recorded, and a resume must
+// finish it without measuring the compiled state again. Then every write must be paired with
+// its enforcement, every backend must have met the same events (the churn is taken back
+// between backends, and written anew after the resume), and the kernel backends' probes must
+// see each probed event's new verdict on real packets, never before the agent could have
+// applied it.
+func TestAPIServerPhaseTimesEveryStageAndResumesAfterAStop(t *testing.T) {
 	testenv.Long(t, "the end-to-end phase")
 	testenv.NeedKernel(t, catalogue.NeedsOf(false, "ebpf", "ipset")...)
 	for _, find := range []func() (string, error){controlplane.FindKubeAPIServer, controlplane.FindEtcd} {
@@ -38,14 +65,62 @@ func TestAPIServerPhaseTimesEveryStage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &Runner{Spec: spec, Source: src, Kernel: true}
+	dir := t.TempDir()
 	var log strings.Builder
-	r.Log = &log
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("bench log:\n%s", log.String())
 		}
 	})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stop := &stopWriter{at: "backend=ebpf: 64 events", cancel: cancel}
+	r := &Runner{Spec: spec, Source: src, Kernel: true, Dir: dir, Log: &log, Progress: NewProgress(stop)}
+	if _, err := r.Run(ctx); !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("stopped run: err %v, want ErrInterrupted", err)
+	}
+	if stop.fired.IsZero() {
+		t.Fatal("the run never reached the eBPF agent's churn")
+	}
+	took := time.Since(stop.fired) - 300*time.Millisecond
+	t.Logf("stopped %s after the signal", took.Round(time.Millisecond))
+	if took > 5*time.Second {
+		t.Errorf("the run took %s to stop", took)
+	}
+	left, err := controlplane.Leftovers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range left {
+		if l.PID == os.Getpid() {
+			t.Errorf("the stopped run left its control plane: %s (processes %v)", l.Dir, l.Processes)
+		}
+	}
+	beds, err := testbed.Leftovers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range beds {
+		if l.PID == os.Getpid() {
+			t.Errorf("the stopped run left a testbed namespace: %s", l.Name)
+		}
+	}
+	stopped, err := results.Load(filepath.Join(dir, ResultsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !stopped.PhaseDone("apiserver/pods=100/backend=compiled") || stopped.PhaseDone("apiserver/pods=100/backend=ebpf") || stopped.Complete {
+		t.Fatalf("stopped run: phases %v, complete %v; want the compiled state's done and the eBPF datapath's not", stopped.Progress.Phases, stopped.Complete)
+	}
+	if len(stopped.EndToEnd) != 1 {
+		t.Errorf("stopped run: %d end-to-end runs, want the compiled state's only", len(stopped.EndToEnd))
+	}
+
+	r = &Runner{Spec: spec, Source: src, Kernel: true, Log: &log}
+	if err := r.Resume(dir); err != nil {
+		t.Fatal(err)
+	}
 	run, err := r.Run(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -87,6 +162,9 @@ func TestAPIServerPhaseTimesEveryStage(t *testing.T) {
 	}
 	if n := len(run.Benchmarks); n == 0 || run.Find("BenchmarkAPIWriteCluster/pods=100") == nil {
 		t.Error("no BenchmarkAPIWriteCluster/pods=100")
+	}
+	if !run.Complete {
+		t.Error("the resumed run is not complete")
 	}
 	hists := map[string]*results.Histogram{}
 	for i, h := range run.Latency {

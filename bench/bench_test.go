@@ -433,27 +433,6 @@ func TestInverseEventsUndoEveryChurnKind(t *testing.T) {
 	}
 }
 
-func TestPerIPEstimateTracksTheRulesIptablesWrites(t *testing.T) {
-	for _, c := range []struct{ pods, labelSets int }{{60, 6}, {240, 6}, {240, 24}} {
-		comp := mustTestCompiler(t, c.pods, c.labelSets)
-		fake := iptables.NewFake()
-		b, err := iptables.New(iptables.Config{Variant: iptables.Variant("iptables"), Runner: fake})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := b.Sync(comp.State()); err != nil {
-			t.Fatal(err)
-		}
-		_, rules, _, _ := fake.Counts()
-		est := perIPEstimate(comp.State())
-		t.Logf("%d pods, %d label sets: estimate %d, rules %d", c.pods, c.labelSets, est, rules)
-		// The estimate decides a cap: it must be the right size, not exact.
-		if est < rules/3 || est > rules*3 {
-			t.Errorf("%d pods, %d label sets: estimate %d, iptables wrote %d rules", c.pods, c.labelSets, est, rules)
-		}
-	}
-}
-
 // TestIptablesSizeFromSyncCountsKeepsTheSets: when a backend cannot report its own size, the
 // runner takes the iptables figures from its last full sync's counts. The ipset sets and
 // members must come through as the backend counted them (they were once read under names the

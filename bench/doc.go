@@ -14,10 +14,28 @@
 //     of bench/stamp, per path above that path's floor, in rounds that alternate floor and
 //     backend (MeasurePackets; the method's design is bench/stamp's package doc), at the
 //     sparse rate too at Spec.SparsePods, with the eBPF datapath's map operations per verdict
-//     path;
-//   - after churn, in the same testbed: TCP request/response latency, UDP throughput, and a
-//     steady packet stream between pods that stay allowed while churn runs (loss and latency
-//     per interval).
+//     path; then TCP request/response latency and UDP throughput;
+//   - after churn, in the same testbed: a steady packet stream between pods that stay allowed
+//     while a second event list is applied (loss and latency per interval).
+//
+// # Phases and the frozen state
+//
+// A run is a sequence of phases, per scale the workload, then per backend its syncs and size,
+// test runs, real packets, round trips, churn and churn under load (Runner). Every figure before
+// churn is measured on the scale's frozen state, the cluster as compiled, with the scale's
+// frozen flow list: every latency entry carries both digests (policy.State.Digest,
+// stamp.FlowList.Digest), equal across backends. Churn replays one event list per scale,
+// generated once, on every backend (its digest is on every churn update); a backend that does
+// not apply the whole list is capped in the churn phase and measures nothing after it. Per-IP
+// backends are capped before they open by what their own plan says a sync would write
+// (catalogue.Backend.Plan).
+//
+// # Written as measured
+//
+// After every phase the run directory holds results.json (complete: false until the end, with
+// the phases so far), bench.txt and the .hgrm files, each replaced atomically. A run whose
+// context ends drops the phase under way, records where it stopped and returns ErrInterrupted;
+// Runner.Resume continues it with the same binary, sweep and source.
 //
 // From the sweep it fits growth exponents (log cost against log pods or identities) and checks
 // the seed claims. Everything is written through package results: results.json, .hgrm files

@@ -76,6 +76,9 @@ func TestQuickSweepEndToEnd(t *testing.T) {
 		if h.Kind == results.KindStampDelta {
 			digests[h.StateDigest+" "+h.FlowDigest] = true
 		}
+		if h.StateDigest == "" || h.FlowDigest == "" {
+			t.Errorf("%s: no state or flow digest", h.Name)
+		}
 	}
 	// Every backend was stamped on the same state and the same flow list.
 	if len(digests) != 1 {

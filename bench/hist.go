@@ -1,7 +1,9 @@
 package bench
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -214,14 +216,18 @@ func (h *Histograms) Results(dir string) ([]results.Histogram, error) {
 	return out, nil
 }
 
+// writeHgrm writes a histogram's .hgrm file atomically, and not at all when the file already
+// holds it: the runner writes a run's files after every phase, and most histograms are done.
 func writeHgrm(path string, hist *hdrhistogram.Histogram) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return fmt.Errorf("write hgrm: %w", err)
-	}
-	if err := results.WriteHgrm(f, hist); err != nil {
-		f.Close()
+	var b bytes.Buffer
+	if err := results.WriteHgrm(&b, hist); err != nil {
 		return err
 	}
-	return f.Close()
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, b.Bytes()) {
+		return nil
+	}
+	return results.WriteFileAtomic(path, func(w io.Writer) error {
+		_, err := w.Write(b.Bytes())
+		return err
+	})
 }

@@ -1,12 +1,8 @@
 package bench
 
 import (
-	"context"
-	"fmt"
-
 	"netpolbench/catalogue"
 	"netpolbench/internal/needs"
-	"netpolbench/policy"
 	"netpolbench/testbed"
 )
 
@@ -38,31 +34,6 @@ func (r *Runner) closeBed() {
 		}
 		r.bed = nil
 	}
-}
-
-// kernelPhases enforces with the backend in the testbed and measures real packets after churn:
-// round trips, throughput and churn under load. inNode is the enforcement a backend of a family
-// InNode already is (its sync put it in force); other backends are put in force here and taken
-// out afterwards.
-func (r *Runner) kernelPhases(ctx context.Context, b *catalogue.Backend, pods int, st *policy.State, comp *policy.Compiler, inNode *testbed.Enforcement) {
-	name := b.Name
-	bed, err := r.openBed()
-	if err != nil {
-		r.capf(name, pods, true, "", "real-packet phases: %v", err)
-		return
-	}
-	e := inNode
-	if e == nil {
-		if e, _, err = b.Enforce(bed, catalogue.Env{State: st, Stamped: true, MapHeadroom: r.Spec.MapHeadroom}); err != nil {
-			r.capf(name, pods, true, "", "enforce in the testbed: %v", err)
-			return
-		}
-		defer r.takeOut(name, e)
-	}
-	r.Progress.Note(fmt.Sprintf("pods=%d backend=%s round trips", pods, name))
-	r.roundTrips(ctx, bed, name, pods, st)
-	r.Progress.Note(fmt.Sprintf("pods=%d backend=%s churn under load", pods, name))
-	r.churnUnderLoad(ctx, bed, name, pods, comp, e.Backend())
 }
 
 // takeOut closes an enforcement, which checks that nothing of the backend is left in the

@@ -83,7 +83,7 @@ func (r *Runner) packets(ctx context.Context, b *catalogue.Backend, pods int, st
 	}
 	e := inNode
 	if e == nil {
-		if e, _, err = b.Enforce(bed, catalogue.Env{State: st, Stamped: true}); err != nil {
+		if e, _, err = b.Enforce(bed, catalogue.Env{State: st, Stamped: true, MapHeadroom: r.Spec.MapHeadroom}); err != nil {
 			r.capf(name, pods, true, "", "per-packet cost: enforce in the testbed: %v", err)
 			return nil
 		}

@@ -2,12 +2,15 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"netpolbench/bench/stamp"
@@ -18,6 +21,15 @@ import (
 )
 
 // Runner runs a sweep and returns its results.
+//
+// The sweep is a sequence of phases: per scale the workload (generate and compile), then per
+// backend its full syncs and size, BPF_PROG_TEST_RUN, real-packet stamps (in a testbed of the
+// backend's own), round trips, churn and churn under load. Every per-packet phase of every backend runs on the scale's
+// frozen state (the compiled cluster before any churn), and churn replays one event list per
+// scale on every backend. After each phase the run is checkpointed: with Dir set, results.json,
+// bench.txt and the .hgrm files there hold every finished phase. When the context ends, the
+// phase under way is abandoned (its figures are dropped), the run records where it stopped, and
+// Run returns ErrInterrupted; Resume continues such a run.
 type Runner struct {
 	Spec   Spec
 	Source Source
@@ -29,15 +41,31 @@ type Runner struct {
 	// per-packet cost, round trips, churn under load). They need root; without it they are
 	// recorded as caps.
 	Kernel bool
+	// Dir is the run directory. When set, the run is written there after every phase, so an
+	// interrupted or killed run keeps what it measured (see RunDir).
+	Dir string
+	// Describe, when set, fills what the run records about its host and invocation; it is
+	// called once, before the first phase of a new run (a resumed run keeps what it had).
+	Describe func(*results.Run)
 
 	bed    *testbed.Testbed
 	bedErr error
 
-	run    *results.Run
-	hists  *Histograms
-	sizes  map[string][]sizePoint // backend → sizes over the sweep
-	pkt    map[string][]sizePoint // backend → per-packet p50 cost over the sweep (ns)
-	podAdd map[string]*podAddCheck
+	run      *results.Run
+	hists    *Histograms
+	restored []results.Histogram    // latency summarized for good: finished scales, and phases a resumed run had finished
+	sizes    map[string][]sizePoint // backend → sizes over the sweep
+	pkt      map[string][]sizePoint // backend → per-packet p50 cost over the sweep (ns)
+	podAdd   map[string]*podAddCheck
+	// out are the backend units ("pods=100/backend=ipset") capped before or at their sync:
+	// nothing more is measured for them.
+	out map[string]bool
+
+	ctx      context.Context
+	current  string        // the phase under way
+	last     []byte        // the run as of its last finished phase (results.json)
+	prior    time.Duration // wall time of the run's earlier segments (before a resume)
+	segStart time.Time
 }
 
 type sizePoint struct {
@@ -62,14 +90,27 @@ func (r *Runner) logf(format string, a ...any) {
 	}
 }
 
+// interrupting reports whether the run is being stopped: errors then come from the teardown
+// under way, not from a backend, and are neither caps nor worth a line.
+func (r *Runner) interrupting() bool { return r.ctx != nil && r.ctx.Err() != nil }
+
 func (r *Runner) capf(backend string, pods int, skipped bool, limit, format string, a ...any) {
-	c := results.Cap{Backend: backend, Pods: pods, Skipped: skipped, Reason: fmt.Sprintf(format, a...), Limit: limit}
+	r.addCap(results.Cap{Backend: backend, Pods: pods, Skipped: skipped, Reason: fmt.Sprintf(format, a...), Limit: limit})
+}
+
+func (r *Runner) addCap(c results.Cap) {
+	if r.interrupting() {
+		return
+	}
 	r.run.Caps = append(r.run.Caps, c)
 	what := "capped"
-	if skipped {
+	if c.Skipped {
 		what = "skipped"
 	}
-	r.logf("bench: %s at %d pods %s: %s", backend, pods, what, c.Reason)
+	if c.Phase != "" {
+		what += " in " + c.Phase
+	}
+	r.logf("bench: %s at %d pods %s: %s", c.Backend, c.Pods, what, c.Reason)
 }
 
 // scalePlan is one (pods, labelSets) point of the sweep.
@@ -97,13 +138,82 @@ func (r *Runner) plan() []scalePlan {
 	return out
 }
 
-// Run runs the sweep. It returns an error only for a failure of the run itself (bad spec, a
-// workload that cannot be built); a backend that fails or is missing becomes a cap.
+// label names a scale in benchmark style: "pods=1000", "pods=1000/labelsets=10". A fixed
+// source's scale is named after the pods it has, known only once it is built.
+func (sp scalePlan) label(pods int) string {
+	l := fmt.Sprintf("pods=%d", pods)
+	if sp.labelSets > 0 {
+		l += fmt.Sprintf("/labelsets=%d", sp.labelSets)
+	}
+	return l
+}
+
+// errStopped unwinds the sweep when the context ended; Run turns it into ErrInterrupted.
+var errStopped = errors.New("stopped")
+
+// Run runs the sweep, or continues the one Resume loaded. It returns an error only for a failure
+// of the run itself (bad spec, a workload that cannot be built, results that cannot be written,
+// a stamped packet that disagrees with the reference: then with the run as it stood after its
+// last finished phase, its stop recorded) and, wrapping ErrInterrupted, when ctx ends first; a
+// backend that fails or is missing becomes a cap.
 func (r *Runner) Run(ctx context.Context) (*results.Run, error) {
 	if err := r.Spec.Validate(); err != nil {
 		return nil, err
 	}
-	start := time.Now()
+	r.ctx, r.segStart, r.current = ctx, time.Now(), ""
+	if r.run == nil {
+		if err := r.start(); err != nil {
+			return nil, err
+		}
+	}
+	defer r.closeBed()
+	if r.Dir != "" {
+		if err := os.MkdirAll(r.Dir, 0o755); err != nil {
+			return nil, fmt.Errorf("create run directory: %w", err)
+		}
+	}
+	if err := r.checkpoint("", 0); err != nil {
+		return nil, err
+	}
+	plans := r.plan()
+	steps := len(plans) * len(r.Spec.Backends)
+	if a := r.Spec.APIServer; a != nil {
+		steps += len(a.Pods) * len(a.Backends)
+	}
+	r.Progress.Total(steps)
+	for i := 0; i <= len(plans); i++ {
+		err := ctx.Err()
+		switch {
+		case err != nil:
+		case i < len(plans):
+			err = r.runScale(ctx, plans[i])
+		default:
+			// Last, the end-to-end phase, with the other phases' testbeds gone.
+			r.closeBed()
+			err = r.apiServerSweep(ctx)
+		}
+		if err != nil {
+			r.closeBed()
+			if ctx.Err() != nil {
+				return r.interrupted(ctx)
+			}
+			// A failure of the run: the file says where, with what it measured before.
+			run, werr := r.stop(err.Error())
+			return run, errors.Join(err, werr)
+		}
+	}
+	r.finish()
+	r.run.Complete = true
+	r.run.Progress.Stopped = nil
+	if err := r.checkpoint("", 0); err != nil {
+		return nil, err
+	}
+	r.Progress.Done()
+	return r.run, nil
+}
+
+// start creates the run: its configuration, notes and progress record.
+func (r *Runner) start() error {
 	r.run = results.New()
 	r.run.Seed = int64(r.Spec.Seed)
 	r.run.Config = results.Config{Backends: r.Spec.Backends, Pods: r.Spec.Pods, Duration: time.Duration(r.Spec.Duration), Samples: r.Spec.Samples,
@@ -112,11 +222,16 @@ func (r *Runner) Run(ctx context.Context) (*results.Run, error) {
 	if len(r.Spec.LabelSets) > 0 {
 		r.run.Config.Extra["label_sets"] = strings.Trim(fmt.Sprint(r.Spec.LabelSets), "[]")
 	}
+	key, err := r.resumeKey()
+	if err != nil {
+		return err
+	}
+	r.run.Progress = &results.Progress{Binary: ThisBinary(), Resume: key}
 	r.hists = NewHistograms()
 	r.sizes = map[string][]sizePoint{}
 	r.pkt = map[string][]sizePoint{}
 	r.podAdd = map[string]*podAddCheck{}
-	defer r.closeBed()
+	r.out = map[string]bool{}
 	if r.Kernel {
 		r.run.Notes = append(r.run.Notes,
 			"Per-packet cost (bench/stamp's package doc has the method): each backend at each scale is measured in a testbed of its own, on the compiled state before churn and a frozen flow list (state_digest and flow_digest on every latency entry), in three floor rounds alternating with three backend rounds; new flows are raw packets with a 5-tuple each (dense: back to back; rate=sparse: a millisecond apart), established packets are data segments on real connections. Every stamped packet is checked against the reference; a disagreement fails the run.",
@@ -125,40 +240,123 @@ func (r *Runner) Run(ctx context.Context) (*results.Run, error) {
 			"Floors match the path: per span, per path (allowed through both enforcement points or one, dropped at the source's or the destination's point, closed on kfree_skb as real drops), the same stamps around step programs that pass or drop the packets the reference denies there. A floor round unhooks iptables' rules (the jump and the conntrack rule) so nf_conntrack does not run; the filter table's empty built-in chains stay.",
 			"Above the floor: every sample minus one constant, its path's floor median from the same measurement's floor rounds; percentiles are of those differences (clamped at 1 ns and counted). Per-packet growth (the ebpf-flat claim) uses the p50 of denied new flows above their floors.")
 	}
-	plans := r.plan()
-	steps := len(plans) * len(r.Spec.Backends)
-	if a := r.Spec.APIServer; a != nil {
-		steps += len(a.Pods) * len(a.Backends)
+	r.run.Notes = append(r.run.Notes,
+		"Every backend's per-packet figures at a scale (BPF_PROG_TEST_RUN and real packets) and its sizes are measured on the same compiled state, before churn; churn then replays one event list per scale on every backend, and a backend that does not finish it measures nothing after it.")
+	if r.Describe != nil {
+		r.Describe(r.run)
 	}
-	r.Progress.Total(steps)
-	for _, sp := range plans {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		if err := r.runScale(ctx, sp); err != nil {
-			return nil, err
-		}
-	}
-	r.closeBed()
-	if err := r.apiServerSweep(ctx); err != nil {
-		return nil, err
-	}
-	r.finish()
-	r.run.Duration = time.Since(start)
-	r.Progress.Done()
-	return r.run, nil
+	return nil
 }
 
 // finish turns what the sweep collected into fits, claims and latency summaries.
 func (r *Runner) finish() {
 	// After the sweep: the source describes which presets the scales used.
 	r.run.Workload = r.Source.Describe()
+	r.run.Fits, r.run.Claims = nil, nil
 	r.fits()
 	r.claims()
-	r.run.PeakRSSBytes = peakRSS()
+	r.declareBackendRatios()
+}
+
+// phase runs fn as the phase id, unless the run finished it before it was resumed, and then
+// checkpoints the run. When ctx ends first it returns errStopped, and when fn fails the run
+// (an error, not a cap) that error; either way the phase is not recorded: Run rolls its
+// figures back.
+func (r *Runner) phase(ctx context.Context, id string, fn func() error) error {
+	if r.run.PhaseDone(id) {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return errStopped
+	}
+	r.current = id
+	r.Progress.Note("phase " + id)
+	t := time.Now()
+	if err := fn(); err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return errStopped
+	}
+	r.current = ""
+	return r.checkpoint(id, time.Since(t))
+}
+
+// scale is one point of the sweep while the runner measures there.
+type scale struct {
+	label string
+	// sweep is set for a point of the pods sweep; label-set points measure sizes only.
+	sweep        bool
+	pods, idents int
+	// base is the cluster as built: every backend compiles its own copy.
+	base *policy.Cluster
+	// frozen is the compiled state every per-packet phase and size is measured on. Nothing
+	// churns it. flows is the frozen flow list of the per-packet phases (nil when the cluster
+	// has none the testbed can send).
+	frozen *policy.State
+	flows  *stamp.FlowList
+	// digest is frozen's digest (stateDigest); testRun the flows of BPF_PROG_TEST_RUN.
+	digest  string
+	testRun *testRunFlows
+	// churn and underLoad are the event lists every backend replays, built on first use.
+	churn, underLoad *churnList
+	// stream is the allowed UDP flow of churn under load (ok false when there is none).
+	stream   policy.Flow
+	streamOK bool
+}
+
+// unitPhases are the phases of one backend at one scale of the pods sweep, in order; the
+// label-set sweep runs the first only. A phase a backend cannot run (test runs without
+// programs) finishes at once and is not recorded.
+const (
+	phaseSync      = "sync"
+	phaseTestRun   = "testrun"
+	phasePackets   = "packets"
+	phaseRoundTrip = "roundtrips"
+	phaseChurn     = results.PhaseChurn
+	phaseUnderLoad = "churn-under-load"
+)
+
+// lastPhase is the last phase a backend runs at a scale: once it is recorded, so are all the
+// others (phases are recorded in order).
+func (r *Runner) lastPhase(b *catalogue.Backend, sweep bool) string {
+	switch {
+	case !sweep:
+		return phaseSync
+	case r.Kernel && b.CanEnforce():
+		return phaseUnderLoad
+	}
+	return phaseChurn
+}
+
+// unitDone reports whether backend name has nothing left to measure at the scale labelled
+// label.
+func (r *Runner) unitDone(label, name string, sweep bool) bool {
+	unit := label + "/backend=" + name
+	if r.out[unit] {
+		return true
+	}
+	b, err := catalogue.Get(name)
+	if err != nil {
+		return r.run.PhaseDone(unit + "/" + phaseSync)
+	}
+	return r.run.PhaseDone(unit + "/" + r.lastPhase(b, sweep))
 }
 
 func (r *Runner) runScale(ctx context.Context, sp scalePlan) error {
+	sweep := sp.labelSets == 0
+	if !r.Source.Fixed() {
+		// A resumed run skips a scale it finished without building its workload.
+		label := sp.label(sp.pods)
+		done := r.run.PhaseDone(label + "/workload")
+		for _, name := range r.Spec.Backends {
+			done = done && r.unitDone(label, name, sweep)
+		}
+		if done {
+			r.Progress.Note("done before: " + label)
+			return nil
+		}
+	}
 	t0 := time.Now()
 	sc, err := r.Source.Scale(sp.pods, sp.labelSets)
 	if err != nil {
@@ -173,46 +371,57 @@ func (r *Runner) runScale(ctx context.Context, sp scalePlan) error {
 	}
 	compileNS := time.Since(t1)
 	st := comp.State()
-	pods := st.NumEndpoints()
-	idents := len(st.Identities())
-	label := fmt.Sprintf("pods=%d", pods)
-	if sp.labelSets > 0 {
-		label += fmt.Sprintf("/labelsets=%d", sp.labelSets)
+	s := &scale{sweep: sweep, pods: st.NumEndpoints(), idents: len(st.Identities()), base: base, frozen: st}
+	s.label = sp.label(s.pods)
+	err = r.phase(ctx, s.label+"/workload", func() error {
+		r.run.Benchmarks = append(r.run.Benchmarks,
+			results.Benchmark{Name: "BenchmarkGenerate/" + s.label, Iters: 1, Metrics: []results.Metric{{Unit: "ns/op", Samples: []float64{float64(genNS)}}}},
+			results.Benchmark{Name: "BenchmarkCompile/" + s.label, Iters: 1, Metrics: []results.Metric{
+				{Unit: "ns/op", Samples: []float64{float64(compileNS)}},
+				{Unit: "identities", Exact: true, Samples: []float64{float64(s.idents)}},
+				{Unit: "rule-entries", Exact: true, Samples: []float64{float64(st.NumEntries())}},
+			}})
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	r.run.Benchmarks = append(r.run.Benchmarks,
-		results.Benchmark{Name: "BenchmarkGenerate/" + label, Iters: 1, Metrics: []results.Metric{{Unit: "ns/op", Samples: []float64{float64(genNS)}}}},
-		results.Benchmark{Name: "BenchmarkCompile/" + label, Iters: 1, Metrics: []results.Metric{
-			{Unit: "ns/op", Samples: []float64{float64(compileNS)}},
-			{Unit: "identities", Exact: true, Samples: []float64{float64(idents)}},
-			{Unit: "rule-entries", Exact: true, Samples: []float64{float64(st.NumEntries())}},
-		}})
-	sweep := sp.labelSets == 0
-	// One flow list per scale, frozen before any backend runs: every backend's stamped
-	// packets belong to it.
-	var flows *stamp.FlowList
-	if r.Kernel && sweep && r.anyKernelBackend() {
-		if flows, err = freezeFlows(st, r.Spec.Seed); err != nil {
-			r.run.Notes = append(r.run.Notes, fmt.Sprintf("pods=%d: no per-packet measurement: %v", pods, err))
+	// One flow list per scale, frozen before any backend runs: every backend's stamped packets
+	// and test runs belong to it. It depends on the cluster and the seed alone, so a resumed run
+	// draws the same one.
+	if sweep {
+		if s.flows, err = freezeFlows(st, r.Spec.Seed); err != nil {
+			r.logf("bench: %s: no per-packet measurement: %v", s.label, err)
 		}
 	}
-	for i, name := range r.Spec.Backends {
-		if err := ctx.Err(); err != nil {
-			return err
+	for _, name := range r.Spec.Backends {
+		if ctx.Err() != nil {
+			return errStopped
 		}
-		r.Progress.Step(fmt.Sprintf("%s backend=%s", label, name))
-		// The first backend uses the compiler built above; later ones get a fresh copy so every
-		// backend starts from the same state and sees the same churn.
-		c := comp
-		if i > 0 {
-			c, err = policy.Compile(base.Clone(), policy.Options{})
-			if err != nil {
-				return fmt.Errorf("compile workload of %d pods: %w", pods, err)
-			}
+		r.Progress.Step(fmt.Sprintf("%s backend=%s", s.label, name))
+		if r.unitDone(s.label, name, sweep) {
+			continue
 		}
-		if err := r.runBackend(ctx, name, label, sweep, sc, c, idents, flows); err != nil {
+		if err := r.runBackend(ctx, s, name); err != nil {
 			return err
 		}
 	}
+	return r.freeze()
+}
+
+// freeze sets the latency of a finished scale aside as summarized, so later checkpoints do not
+// summarize and encode it again (every phase would otherwise pay for every histogram of the
+// run so far). Without a run directory the histograms stay live, for Write to write their
+// .hgrm files.
+func (r *Runner) freeze() error {
+	if r.Dir == "" {
+		return nil
+	}
+	lat, err := r.latency(r.Dir)
+	if err != nil {
+		return err
+	}
+	r.restored, r.hists = lat, NewHistograms()
 	return nil
 }
 
@@ -221,167 +430,420 @@ func (r *Runner) phaseCtx(ctx context.Context) (context.Context, context.CancelF
 	return context.WithTimeout(ctx, time.Duration(r.Spec.Budget.MaxPhase))
 }
 
-// runBackend measures one backend at one scale. Its kernel phases run in a testbed of its own,
-// built on first use and removed at the end. It returns an error only when a stamped packet
-// disagreed with the reference (the run fails); every other failure is a cap.
-func (r *Runner) runBackend(ctx context.Context, name, label string, sweep bool, sc *Scenario, comp *policy.Compiler, idents int, flows *stamp.FlowList) error {
-	b, err := catalogue.Get(name)
-	if err != nil {
-		r.capf(name, sc.Pods, true, "", "%v", err)
-		return nil
-	}
+// unit is one backend at one scale while the runner measures it.
+type unit struct {
+	r    *Runner
+	s    *scale
+	b    *catalogue.Backend
+	name string
+	id   string // "pods=1000/backend=ebpf"
+	// comp is the backend's own compiler: at the frozen state until churn.
+	comp *policy.Compiler
+	// be is the backend the sync and churn phases drive; inNode is its enforcement when its
+	// family keeps its state in the testbed's node namespace.
+	be     policy.Backend
+	inNode *testbed.Enforcement
+	// enf is a backend of another family put in force in the testbed for real packets, synced
+	// to enfState.
+	enf      *testbed.Enforcement
+	enfState *policy.State
+	// abandoned is set when a call into the backend outlived the run's stop: nothing touches
+	// the backend again; its state goes with the testbed's namespaces and the process.
+	abandoned atomic.Bool
+	// churned is set once comp and be hold the state after the whole churn list.
+	churned bool
+}
+
+func (u *unit) phaseID(name string) string { return u.id + "/" + name }
+
+// runBackend measures one backend at one scale. Its real-packet phases run in a testbed of its
+// own, built on first use and removed at the end. It returns an error for a failure of the run:
+// results that cannot be written, or a stamped packet that disagreed with the reference.
+func (r *Runner) runBackend(ctx context.Context, s *scale, name string) error {
+	u := &unit{r: r, s: s, name: name, id: s.label + "/backend=" + name}
 	r.closeBed()
 	defer r.closeBed()
-	st := comp.State()
-	pods := st.NumEndpoints()
-	if max := b.MaxPods; max > 0 && pods > max {
-		r.capf(name, pods, true, fmt.Sprintf("max %d pods", max), "%s", b.CapReason)
+	defer u.close()
+	b, err := catalogue.Get(name)
+	if err != nil {
+		return r.phase(ctx, u.phaseID(phaseSync), func() error {
+			r.out[u.id] = true
+			r.capf(name, s.pods, true, "", "%v", err)
+			return nil
+		})
+	}
+	u.b = b
+	// Every backend compiles its own copy of the scale's cluster, so each starts from the
+	// frozen state and churn on one never reaches another.
+	if u.comp, err = policy.Compile(s.base.Clone(), policy.Options{}); err != nil {
+		return fmt.Errorf("compile workload of %d pods: %w", s.pods, err)
+	}
+	if r.run.PhaseDone(u.phaseID(phaseSync)) {
+		// A resumed run: open and sync again, untimed, to measure what is left.
+		if err := u.open(); err != nil {
+			return r.phase(ctx, u.nextPhase(), func() error { u.capSkipped("resume: open %s: %v", name, err); return nil })
+		}
+		var serr error
+		if !u.call(ctx, func() { _, serr = u.be.Sync(u.comp.State()) }) {
+			return errStopped
+		}
+		if serr != nil {
+			return r.phase(ctx, u.nextPhase(), func() error { u.capSkipped("resume: sync %s: %v", name, serr); return nil })
+		}
+	} else if err := r.phase(ctx, u.phaseID(phaseSync), func() error { u.syncPhase(ctx); return nil }); err != nil {
+		return err
+	}
+	if r.out[u.id] || !s.sweep {
 		return nil
 	}
-	if b.Family.PerIP {
-		if max := r.Spec.Budget.IptablesMaxPods; max > 0 && pods > max {
-			r.capf(name, pods, true, fmt.Sprintf("max %d pods", max),
-				"per-IP rules grow as pods²: one iptables-restore above %d pods exceeds the run's time budget", max)
-			return nil
+	steps := []struct {
+		name string
+		run  func(context.Context) error
+		want bool
+	}{
+		{phaseTestRun, u.testRunPhase, true},
+		{phasePackets, u.packetsPhase, r.Kernel && b.CanEnforce()},
+		{phaseRoundTrip, u.roundTripPhase, r.Kernel && b.CanEnforce()},
+		{phaseChurn, u.churnPhase, true},
+		{phaseUnderLoad, u.underLoadPhase, r.Kernel && b.CanEnforce()},
+	}
+	for _, st := range steps {
+		if !st.want {
+			continue
 		}
-		if est, max := perIPEstimate(st), r.Spec.Budget.IptablesMaxRules; max > 0 && est > max {
-			r.capf(name, pods, true, fmt.Sprintf("max %d per-IP rules or set members", max),
-				"the state expands to about %d per-IP rules (or set members): above the run's budget of %d", est, max)
-			return nil
+		if st.name == phasePackets && s.flows == nil {
+			continue
+		}
+		id := u.phaseID(st.name)
+		if r.run.PhaseDone(id) {
+			if st.name == phaseChurn {
+				u.replayChurn(ctx)
+			}
+			continue
+		}
+		if st.name == phaseTestRun {
+			if _, ok := u.be.(catalogue.TestRunner); !ok {
+				continue
+			}
+		}
+		if err := r.phase(ctx, id, func() error { return st.run(ctx) }); err != nil {
+			return err
 		}
 	}
-	env := catalogue.Env{State: st, MapHeadroom: r.Spec.MapHeadroom}
-	var be policy.Backend
-	// A backend whose state lives in the node namespace is in force there from its first sync:
-	// it is opened as the testbed's enforcement, which checks for leftovers when it is closed.
-	var inNode *testbed.Enforcement
-	if b.Family.InNode {
-		bed, err := r.openBed()
-		if err != nil {
-			r.capf(name, pods, true, "", "%s needs the testbed's node namespace: %v", name, err)
-			return nil
-		}
-		if inNode, err = b.OpenInNode(bed, env); err != nil {
-			r.capf(name, pods, true, "", "open %s: %v", name, err)
-			return nil
-		}
-		be = inNode.Backend()
-		defer r.takeOut(name, inNode)
-	} else {
-		if be, err = b.Open(env); err != nil {
-			r.capf(name, pods, true, "", "open %s: %v", name, err)
-			return nil
-		}
-		defer be.Close()
-	}
+	r.run.PeakRSSBytes = max(r.run.PeakRSSBytes, peakRSS())
+	return nil
+}
 
-	pt := sizePoint{pods: pods, identities: idents}
-	if !sweep {
-		pt.labelSets = len(st.Identities())
+// nextPhase is the first phase of the unit the run has not recorded.
+func (u *unit) nextPhase() string {
+	for _, p := range []string{phaseSync, phaseTestRun, phasePackets, phaseRoundTrip, phaseChurn, phaseUnderLoad} {
+		if !u.r.run.PhaseDone(u.phaseID(p)) {
+			return u.phaseID(p)
+		}
 	}
-	// Full sync, repeated: the first installs everything, the rest replace it with the same
-	// state, which is what a periodic resync costs.
-	bn := fmt.Sprintf("BenchmarkSync/backend=%s/%s", name, label)
+	return u.phaseID(phaseUnderLoad)
+}
+
+// capSkipped records that nothing more of the unit is measured, and why.
+func (u *unit) capSkipped(format string, a ...any) {
+	u.r.out[u.id] = true
+	u.r.capf(u.name, u.s.pods, true, "", format, a...)
+}
+
+// stopGrace is how long a backend call may run on after the run was told to stop before it is
+// abandoned: stopping stays within about two seconds of the signal.
+const stopGrace = time.Second
+
+// call runs fn, a call into the backend that may block for seconds (a restore of a large
+// ruleset), so that the run can stop while it is under way: once ctx ends, fn has stopGrace to
+// return, then it is abandoned and the unit is marked so nothing touches the backend again. It
+// reports whether fn returned.
+func (u *unit) call(ctx context.Context, fn func()) bool {
+	if u.abandoned.Load() {
+		return false
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn()
+	}()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+	}
+	select {
+	case <-done:
+		return true
+	case <-time.After(stopGrace):
+		u.abandoned.Store(true)
+		return false
+	}
+}
+
+// close takes out and closes what the unit opened, unless a call into it was abandoned.
+func (u *unit) close() {
+	if u.abandoned.Load() {
+		return
+	}
+	if u.enf != nil {
+		u.r.takeOut(u.name, u.enf)
+		u.enf = nil
+	}
+	if u.inNode != nil {
+		u.r.takeOut(u.name, u.inNode)
+	} else if u.be != nil {
+		u.be.Close()
+	}
+	u.be, u.inNode = nil, nil
+}
+
+// admit decides the caps that apply before the backend is opened: its own pod limit, and for
+// per-IP families the run's budget on pods and on the size the backend's own plan says a full
+// sync would write. It records the cap and reports false when one applies.
+func (u *unit) admit() bool {
+	r, b, pods := u.r, u.b, u.s.pods
+	var planned *results.Size
+	capped := func(limit, format string, a ...any) bool {
+		r.out[u.id] = true
+		r.addCap(results.Cap{Backend: u.name, Pods: pods, Skipped: true, Limit: limit, Reason: fmt.Sprintf(format, a...), Planned: planned})
+		return false
+	}
+	if max := b.MaxPods; max > 0 && pods > max {
+		return capped(fmt.Sprintf("max %d pods", max), "%s", b.CapReason)
+	}
+	if !b.Family.PerIP {
+		return true
+	}
+	if p, ok, err := b.PlannedSize(catalogue.Env{State: u.s.frozen, MapHeadroom: r.Spec.MapHeadroom}); err != nil {
+		r.logf("bench: %s at %d pods: %v", u.name, pods, err)
+	} else if ok {
+		planned = &p
+	}
+	if max := r.Spec.Budget.IptablesMaxPods; max > 0 && pods > max {
+		return capped(fmt.Sprintf("max %d pods", max),
+			"per-IP rules grow as pods²: one iptables-restore above %d pods exceeds the run's time budget", max)
+	}
+	if planned == nil || planned.Iptables == nil {
+		return true
+	}
+	rules, members := planned.Iptables.Rules, planned.Iptables.IpsetMembers
+	plan := fmt.Sprintf("its plan writes %d rules", rules)
+	if members > 0 {
+		plan += fmt.Sprintf(" and %d set members", members)
+	}
+	if max := r.Spec.Budget.IptablesMaxRules; max > 0 && rules > uint64(max) {
+		return capped(fmt.Sprintf("max %d rules", max), "%s: a restore of more than %d rules exceeds the run's time budget", plan, max)
+	}
+	if max := r.Spec.Budget.IpsetMaxMembers; max > 0 && members > uint64(max) {
+		return capped(fmt.Sprintf("max %d set members", max), "%s: more than %d set members exceed the run's time and memory budget", plan, max)
+	}
+	return true
+}
+
+// open opens the backend, in the testbed's node namespace when its family keeps its state
+// there.
+func (u *unit) open() error {
+	env := catalogue.Env{State: u.comp.State(), MapHeadroom: u.r.Spec.MapHeadroom}
+	if u.b.Family.InNode {
+		bed, err := u.r.openBed()
+		if err != nil {
+			return fmt.Errorf("%s needs the testbed's node namespace: %w", u.name, err)
+		}
+		if u.inNode, err = u.b.OpenInNode(bed, env); err != nil {
+			return err
+		}
+		u.be = u.inNode.Backend()
+		return nil
+	}
+	be, err := u.b.Open(env)
+	if err != nil {
+		return err
+	}
+	u.be = be
+	return nil
+}
+
+// syncPhase opens the backend and times full syncs of the frozen state (the first installs
+// it, the rest replace it with the same state, which is what a periodic resync costs), then
+// records the backend's size.
+func (u *unit) syncPhase(ctx context.Context) {
+	r, s, name := u.r, u.s, u.name
+	if !u.admit() {
+		return
+	}
+	if err := u.open(); err != nil {
+		u.capSkipped("open %s: %v", name, err)
+		return
+	}
+	st := u.comp.State()
+	bn := fmt.Sprintf("BenchmarkSync/backend=%s/%s", name, s.label)
 	var ns, ops []float64
 	var last policy.SyncStats
 	pctx, cancel := r.phaseCtx(ctx)
+	defer cancel()
 	samples := r.Spec.Samples
-	if !sweep {
+	if !s.sweep {
 		// Label-set points measure sizes; one sync is enough.
 		samples = 1
 	}
 	for i := 0; i < samples; i++ {
 		if pctx.Err() != nil {
-			r.capf(name, pods, false, fmt.Sprintf("%s per phase", time.Duration(r.Spec.Budget.MaxPhase)), "full sync stopped after %d of %d samples", i, samples)
+			if ctx.Err() == nil {
+				r.capf(name, s.pods, false, fmt.Sprintf("%s per phase", time.Duration(r.Spec.Budget.MaxPhase)), "full sync stopped after %d of %d samples", i, samples)
+			}
 			break
 		}
-		t := time.Now()
-		s, err := be.Sync(st)
-		d := time.Since(t)
-		if err != nil {
-			cancel()
-			r.capf(name, pods, true, "", "full sync: %v", err)
-			return nil
+		var d time.Duration
+		var st2 policy.SyncStats
+		var err error
+		if !u.call(ctx, func() {
+			t := time.Now()
+			st2, err = u.be.Sync(st)
+			d = time.Since(t)
+		}) {
+			return
 		}
-		last = s
+		if err != nil {
+			u.capSkipped("full sync: %v", err)
+			return
+		}
+		last = st2
 		ns = append(ns, float64(d))
-		ops = append(ops, float64(s.Ops))
+		ops = append(ops, float64(st2.Ops))
 	}
-	cancel()
+	if len(ns) == 0 {
+		return
+	}
 	ms := []results.Metric{{Unit: "ns/op", Samples: ns}, {Unit: "kernel-ops", Exact: true, Samples: ops[:1]}}
 	if last.Bytes > 0 {
 		ms = append(ms, results.Metric{Unit: "sync-bytes", Exact: true, Samples: []float64{float64(last.Bytes)}})
 	}
 	r.run.Benchmarks = append(r.run.Benchmarks, results.Benchmark{Name: bn, Iters: 1, Metrics: ms})
-	r.run.Updates = append(r.run.Updates, results.Update{Backend: name, Pods: pods, Path: "full-sync", Event: results.EventFullSync, ApplyNS: ns, KernelOps: ops, OpsUnit: b.Family.OpsUnit})
-	pt.syncNS = median(ns)
+	r.run.Updates = append(r.run.Updates, results.Update{Backend: name, Pods: s.pods, Path: "full-sync", Event: results.EventFullSync, ApplyNS: ns, KernelOps: ops, OpsUnit: u.b.Family.OpsUnit})
 
-	size := r.size(b, be, last, pods, idents)
+	pt := sizePoint{pods: s.pods, identities: s.idents, syncNS: median(ns)}
+	size := r.size(u.b, u.be, last, s.pods, s.idents)
 	pt.size = size
-	if sweep {
+	if s.sweep {
 		r.run.Sizes = append(r.run.Sizes, size)
 	} else {
-		r.run.Benchmarks = append(r.run.Benchmarks, labelSetSizeBenchmark(size, label))
-	}
-
-	if !sweep {
-		r.sizes[name] = append(r.sizes[name], pt)
-		return nil
-	}
-	// Per-packet cost on the state as compiled, before churn changes it.
-	if r.Kernel && b.CanEnforce() && flows != nil {
-		if err := r.packets(ctx, b, pods, st, flows, inNode); err != nil {
-			return err
-		}
-	}
-	decider, _ := be.(policy.Decider)
-	if decider == nil && inNode != nil && r.Kernel {
-		// No program to test-run: converge on real packets through the testbed.
-		decider = &packetDecider{ctx: ctx, bed: r.bed}
-	}
-	r.churn(ctx, b, label, pods, comp, be, decider, &pt)
-
-	if tr, ok := be.(catalogue.TestRunner); ok {
-		r.testRuns(ctx, name, pods, st, sc, tr)
-	}
-	if r.Kernel && b.CanEnforce() {
-		r.kernelPhases(ctx, b, pods, st, comp, inNode)
+		pt.labelSets = len(st.Identities())
+		r.run.Benchmarks = append(r.run.Benchmarks, labelSetSizeBenchmark(size, s.label))
 	}
 	r.sizes[name] = append(r.sizes[name], pt)
-	r.run.PeakRSSBytes = max(r.run.PeakRSSBytes, peakRSS())
+}
+
+// testRunPhase records BPF_PROG_TEST_RUN batch means of the backend's programs, synced to the
+// frozen state.
+func (u *unit) testRunPhase(ctx context.Context) error {
+	if tr, ok := u.be.(catalogue.TestRunner); ok {
+		u.r.testRuns(ctx, u.name, u.s, tr)
+	}
 	return nil
 }
 
-// perIPEstimate is how many per-IP rules (or ipset members) the state expands to: every
-// pod-identity entry becomes one rule per member pod. It decides a cap before a sync that
-// would not finish in the run's budget is started.
-func perIPEstimate(st *policy.State) int {
-	members := map[policy.Identity]int{}
-	n := 0
-	for _, rs := range st.RuleSets() {
-		for _, e := range rs.Entries {
-			if e.Peer == policy.IdentityAny || e.Peer.IsCIDR() {
-				n++
-				continue
-			}
-			m, ok := members[e.Peer]
-			if !ok {
-				m = len(st.Members(e.Peer))
-				members[e.Peer] = m
-			}
-			n += max(m, 1)
-		}
+// stateDigest is the digest of the scale's frozen state, computed once.
+func (s *scale) stateDigest() string {
+	if s.digest == "" {
+		s.digest = s.frozen.Digest()
 	}
-	return n + 2*st.NumEndpoints()
+	return s.digest
 }
 
-func (r *Runner) anyKernelBackend() bool {
-	for _, n := range r.Spec.Backends {
-		if b, err := catalogue.Get(n); err == nil && b.CanEnforce() {
-			return true
+// testRunFlows are the flows BPF_PROG_TEST_RUN runs at a scale.
+type testRunFlows struct {
+	allow, deny []policy.Flow
+	// digest is the digest of both together; floor the digest of no flow at all (the empty
+	// program's batches run a fixed packet of no flow).
+	digest, floor string
+}
+
+// testRunFlowsOf takes the test runs' flows from the scale's frozen flow list: those between
+// two pods, whose first packet meets both programs, as it does in the testbed. Every backend
+// at the scale runs the same ones.
+func (s *scale) testRunFlowsOf() (*testRunFlows, error) {
+	if s.testRun != nil {
+		return s.testRun, nil
+	}
+	if s.flows == nil {
+		return nil, errors.New("no frozen flow list at this scale")
+	}
+	var kept []stamp.ExpectedFlow
+	t := &testRunFlows{}
+	for _, f := range s.flows.Flows() {
+		_, src := s.frozen.EndpointByIP(f.Src)
+		_, dst := s.frozen.EndpointByIP(f.Dst)
+		if !src || !dst {
+			continue
+		}
+		kept = append(kept, f)
+		if f.Verdict == policy.Allow {
+			t.allow = append(t.allow, f.Flow)
+		} else {
+			t.deny = append(t.deny, f.Flow)
 		}
 	}
-	return false
+	all, err := stamp.NewFlowList(kept)
+	if err != nil {
+		return nil, err
+	}
+	none, err := stamp.NewFlowList(nil)
+	if err != nil {
+		return nil, err
+	}
+	t.digest, t.floor = all.Digest(), none.Digest()
+	s.testRun = t
+	return t, nil
+}
+
+// enforcement is the backend in force in the testbed for the real-packet phases, synced to
+// st: the unit's own for a family InNode, else one put in force (and taken out by close or by
+// the next call).
+func (u *unit) enforcement(ctx context.Context, st *policy.State) (*testbed.Enforcement, bool) {
+	if u.inNode != nil {
+		return u.inNode, true
+	}
+	if u.enf != nil && u.enfState == st {
+		return u.enf, true
+	}
+	if u.enf != nil {
+		u.r.takeOut(u.name, u.enf)
+		u.enf = nil
+	}
+	bed, err := u.r.openBed()
+	if err != nil {
+		u.r.capf(u.name, u.s.pods, true, "", "real-packet phases: %v", err)
+		return nil, false
+	}
+	var e *testbed.Enforcement
+	if !u.call(ctx, func() {
+		e, _, err = u.b.Enforce(bed, catalogue.Env{State: st, Stamped: true, MapHeadroom: u.r.Spec.MapHeadroom})
+	}) {
+		return nil, false
+	}
+	if err != nil {
+		u.r.capf(u.name, u.s.pods, true, "", "enforce in the testbed: %v", err)
+		return nil, false
+	}
+	u.enf, u.enfState = e, st
+	return e, true
+}
+
+// packetsPhase measures the backend's per-packet cost on the frozen state and flow list, in the
+// unit's own testbed (package bench's per-packet method, Runner.packets). A stamped packet that
+// disagrees with the reference fails the run.
+func (u *unit) packetsPhase(ctx context.Context) error {
+	return u.r.packets(ctx, u.b, u.s.pods, u.s.frozen, u.s.flows, u.inNode)
+}
+
+// roundTripPhase measures TCP round trips and UDP throughput through the backend in force,
+// synced to the frozen state.
+func (u *unit) roundTripPhase(ctx context.Context) error {
+	if _, ok := u.enforcement(ctx, u.s.frozen); ok {
+		u.r.roundTrips(ctx, u.r.bed, u.name, u.s.pods, u.s.frozen, u.s.stateDigest())
+	}
+	return nil
 }
 
 // size asks the backend for its exact state, falling back to the counts its last full sync
@@ -409,94 +871,6 @@ func (r *Runner) size(b *catalogue.Backend, be policy.Backend, last policy.SyncS
 // churnKinds are the event types measured, in report order.
 var churnKinds = []string{results.EventPodAdd, results.EventPodDelete, results.EventRelabel, results.EventScaleUp,
 	results.EventScaleDown, results.EventPolicyAdd, results.EventPolicyUpdate, results.EventPolicyRemove}
-
-// churn applies ChurnEvents events of every kind through the compiler and the backend's
-// Update, timing each apply and, with a decider, the convergence to the new verdict.
-func (r *Runner) churn(ctx context.Context, b *catalogue.Backend, label string, pods int, comp *policy.Compiler, be policy.Backend, decider policy.Decider, pt *sizePoint) {
-	name := b.Name
-	ch := newChurner(r.Spec.Seed ^ uint64(pods))
-	rng := rand.New(rand.NewPCG(r.Spec.Seed, uint64(pods)))
-	pctx, cancel := r.phaseCtx(ctx)
-	defer cancel()
-	for _, kind := range churnKinds {
-		up := results.Update{Backend: name, Pods: pods, Path: b.Path, Event: kind, OpsUnit: b.Family.OpsUnit}
-		var entriesChanged int
-		for i := 0; i < r.Spec.ChurnEvents; i++ {
-			if pctx.Err() != nil {
-				r.capf(name, pods, false, fmt.Sprintf("%s per phase", time.Duration(r.Spec.Budget.MaxPhase)), "churn stopped at %s event %d", kind, i)
-				r.addUpdate(up, label)
-				return
-			}
-			evs, err := ch.events(comp.Cluster(), kind, r.Spec.ScaleBurst)
-			if err != nil {
-				r.logf("bench: %s churn %s: %v", name, kind, err)
-				break
-			}
-			probes := convergenceCandidates(comp.State(), evs, rng)
-			before := make([]policy.Verdict, len(probes))
-			for j, f := range probes {
-				before[j] = comp.State().Verdict(f)
-			}
-			var sizeBefore uint64
-			if kind == results.EventPodAdd {
-				sizeBefore = r.policyEntries(be)
-			}
-			var applyNS time.Duration
-			var ops int
-			start := time.Now()
-			failed := false
-			for _, ev := range evs {
-				d, err := comp.Apply(ev)
-				if err != nil {
-					r.logf("bench: %s churn %s: compile: %v", name, kind, err)
-					failed = true
-					break
-				}
-				entriesChanged += len(d.EntriesAdded) + len(d.EntriesRemoved)
-				t := time.Now()
-				s, err := be.Update(comp.State(), d)
-				applyNS += time.Since(t)
-				if err != nil {
-					r.capf(name, pods, false, "", "update %s: %v", kind, err)
-					failed = true
-					break
-				}
-				ops += s.Ops
-			}
-			if failed {
-				break
-			}
-			up.ApplyNS = append(up.ApplyNS, float64(applyNS))
-			up.KernelOps = append(up.KernelOps, float64(ops))
-			if decider != nil {
-				if c, ok := converge(decider, comp.State(), probes, before, start, time.Duration(r.Spec.Budget.MaxPhase)/10); ok {
-					up.ConvergenceNS = append(up.ConvergenceNS, float64(c))
-				}
-			}
-			if kind == results.EventPodAdd {
-				chk := r.podAdd[name]
-				if chk == nil {
-					chk = &podAddCheck{}
-					r.podAdd[name] = chk
-				}
-				chk.events++
-				after := r.policyEntries(be)
-				if sizeBefore != 0 || after != 0 {
-					chk.measured = true
-					chk.policyEntriesBefore += sizeBefore
-					chk.policyEntriesAfter += after
-				}
-			}
-		}
-		if kind == results.EventPodAdd {
-			if chk := r.podAdd[name]; chk != nil {
-				chk.entriesChanged += entriesChanged
-			}
-			pt.podAddNS = median(up.ApplyNS)
-		}
-		r.addUpdate(up, label)
-	}
-}
 
 func (r *Runner) addUpdate(up results.Update, label string) {
 	if len(up.ApplyNS) == 0 {
@@ -598,34 +972,6 @@ func convergenceCandidates(st *policy.State, evs []policy.Event, rng *rand.Rand)
 	return out
 }
 
-// converge polls the decider on the first candidate whose verdict the event changed, until it
-// gives the new verdict, and returns the time from start (the event) to that probe.
-func converge(p policy.Decider, st *policy.State, probes []policy.Flow, before []policy.Verdict, start time.Time, limit time.Duration) (time.Duration, bool) {
-	_, real := p.(*packetDecider)
-	for i, f := range probes {
-		want := st.Verdict(f)
-		if want == before[i] {
-			continue
-		}
-		if real && (want != policy.Allow || testbed.CanSend(f) != nil) {
-			// A real probe proves a deny only by timing out; converge on newly allowed flows.
-			continue
-		}
-		deadline := start.Add(limit)
-		for {
-			v, err := p.Verdict(f)
-			if err == nil && v == want {
-				return time.Since(start), true
-			}
-			if time.Now().After(deadline) {
-				return 0, false
-			}
-			time.Sleep(100 * time.Microsecond)
-		}
-	}
-	return 0, false
-}
-
 // packetDecider decides a flow by sending it through the testbed: delivered is allow. A deny
 // shows only as a timeout, so converge uses it for flows that became allowed.
 type packetDecider struct {
@@ -644,44 +990,18 @@ func (p *packetDecider) Verdict(f policy.Flow) (policy.Verdict, error) {
 	return policy.Deny, nil
 }
 
-// flowClasses samples pod-to-pod flows the state allows and denies.
-func flowClasses(st *policy.State, rng *rand.Rand, n int) (allow, deny []policy.Flow) {
-	cl := st.Cluster()
-	keys := cl.PodKeys()
-	if len(keys) < 2 {
-		return nil, nil
-	}
-	for tries := 0; tries < 200*n && (len(allow) < n || len(deny) < n); tries++ {
-		src := cl.Pods[keys[rng.IntN(len(keys))]]
-		dst := cl.Pods[keys[rng.IntN(len(keys))]]
-		if src.IP == dst.IP {
-			continue
-		}
-		port := uint16(80)
-		if len(dst.Ports) > 0 {
-			cp := dst.Ports[rng.IntN(len(dst.Ports))]
-			if cp.Protocol != policy.ProtoTCP {
-				continue
-			}
-			port = cp.Port
-		}
-		f := policy.Flow{Src: src.IP, Dst: dst.IP, Proto: policy.ProtoTCP, Port: port}
-		if st.Verdict(f) == policy.Allow {
-			if len(allow) < n {
-				allow = append(allow, f)
-			}
-		} else if len(deny) < n {
-			deny = append(deny, f)
-		}
-	}
-	return allow, deny
-}
-
-// testRuns records BPF_PROG_TEST_RUN batch means of the backend's programs per verdict.
-func (r *Runner) testRuns(ctx context.Context, name string, pods int, st *policy.State, sc *Scenario, tr catalogue.TestRunner) {
+// testRuns records BPF_PROG_TEST_RUN batch means of the backend's programs per verdict, over
+// the scale's test-run flows, each histogram labelled with the frozen state's digest and that
+// flow list's.
+func (r *Runner) testRuns(ctx context.Context, name string, s *scale, tr catalogue.TestRunner) {
 	const repeat = 200
-	rng := rand.New(rand.NewPCG(r.Spec.Seed, 0x7465))
-	allow, deny := flowClasses(st, rng, 32)
+	pods := s.pods
+	flows, err := s.testRunFlowsOf()
+	if err != nil {
+		r.capf(name, pods, false, "", "BPF_PROG_TEST_RUN: %v", err)
+		return
+	}
+	allow, deny := flows.allow, flows.deny
 	pctx, cancel := r.phaseCtx(ctx)
 	defer cancel()
 	batches := max(20, r.Spec.Samples*10)
@@ -704,6 +1024,7 @@ func (r *Runner) testRuns(ctx context.Context, name string, pods int, st *policy
 		}
 		means = append(means, float64(d))
 	}
+	r.hists.SetDigests(k, s.stateDigest(), flows.floor)
 	if len(means) > 0 {
 		floorName = fmt.Sprintf("BenchmarkTestRun/backend=%s/pods=%d/path=floor", name, pods)
 		r.run.Benchmarks = append(r.run.Benchmarks, results.Benchmark{Name: floorName, Iters: repeat,
@@ -717,6 +1038,7 @@ func (r *Runner) testRuns(ctx context.Context, name string, pods int, st *policy
 			continue
 		}
 		k := HistKey{Kind: results.KindTestRunBatchMeans, Backend: name, Pods: pods, Verdict: c.verdict, Flow: results.FlowNew}
+		r.hists.SetDigests(k, s.stateDigest(), flows.digest)
 		// Warm-up batches, not recorded: the first runs after a sync meet cold maps.
 		for i := 0; i < 5; i++ {
 			if _, err := tr.TestRun(c.flows[i%len(c.flows)], repeat); err != nil {

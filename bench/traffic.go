@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"netpolbench/bench/stamp"
 	"netpolbench/policy"
 	"netpolbench/results"
 	"netpolbench/testbed"
@@ -53,11 +54,11 @@ const rrMessage = 64 // bytes per request and per response
 
 // roundTrips measures TCP request/response latency (TCP_RR-like: one connection, one 64-byte
 // request and response at a time) and UDP throughput through the enforcement point.
-func (r *Runner) roundTrips(ctx context.Context, bed *testbed.Testbed, name string, pods int, st *policy.State) {
+func (r *Runner) roundTrips(ctx context.Context, bed *testbed.Testbed, name string, pods int, st *policy.State, stateDigest string) {
 	f, ok := allowedFlow(st, r.Spec.Seed, policy.ProtoTCP)
 	if !ok {
 		r.capf(name, pods, false, "", "round trips: no allowed TCP flow between two pods")
-	} else if err := r.tcpRR(ctx, bed, name, pods, f); err != nil {
+	} else if err := r.tcpRR(ctx, bed, name, pods, f, stateDigest); err != nil {
 		r.capf(name, pods, false, "", "round trips: %v", err)
 	}
 	uf, ok := allowedFlow(st, r.Spec.Seed+1, policy.ProtoUDP)
@@ -70,7 +71,7 @@ func (r *Runner) roundTrips(ctx context.Context, bed *testbed.Testbed, name stri
 	}
 }
 
-func (r *Runner) tcpRR(ctx context.Context, bed *testbed.Testbed, name string, pods int, f policy.Flow) error {
+func (r *Runner) tcpRR(ctx context.Context, bed *testbed.Testbed, name string, pods int, f policy.Flow, stateDigest string) error {
 	var ln net.Listener
 	if err := bed.InNamespaceOf(f.Dst, func() error {
 		var err error
@@ -110,6 +111,9 @@ func (r *Runner) tcpRR(ctx context.Context, bed *testbed.Testbed, name string, p
 	deadline := time.Now().Add(time.Duration(r.Spec.Duration))
 	conn.SetDeadline(deadline.Add(2 * time.Second))
 	k := HistKey{Kind: results.KindRoundTrip, Backend: name, Pods: pods, Verdict: results.VerdictAllow, Flow: results.FlowEstablished, Extra: "test=tcp_rr"}
+	if err := setFlowDigests(r.hists, k, stateDigest, f); err != nil {
+		return err
+	}
 	buf := make([]byte, rrMessage)
 	per := max(1, n/r.Spec.Samples)
 	var samples []float64
@@ -218,23 +222,6 @@ func (r *Runner) udpThroughput(ctx context.Context, bed *testbed.Testbed, name s
 	return nil
 }
 
-// churnUnderLoad runs a steady UDP echo stream between two pods that stay allowed while churn
-// events are applied to the enforcing backend, and records loss and latency per interval.
-func (r *Runner) churnUnderLoad(ctx context.Context, bed *testbed.Testbed, name string, pods int, comp *policy.Compiler, be policy.Backend) {
-	if be == nil {
-		return
-	}
-	st := comp.State()
-	f, ok := allowedFlow(st, r.Spec.Seed+2, policy.ProtoUDP)
-	if !ok {
-		r.capf(name, pods, false, "", "churn under load: no allowed UDP flow between two pods")
-		return
-	}
-	if err := r.streamWithChurn(ctx, bed, name, pods, f, comp, be); err != nil {
-		r.capf(name, pods, false, "", "churn under load: %v", err)
-	}
-}
-
 const (
 	streamRate     = 2000 // packets per second
 	streamInterval = 100 * time.Millisecond
@@ -242,8 +229,15 @@ const (
 	lossWait       = time.Second
 )
 
-func (r *Runner) streamWithChurn(ctx context.Context, bed *testbed.Testbed, name string, pods int, f policy.Flow, comp *policy.Compiler, be policy.Backend) error {
-	srv, cli, err := udpPair(bed, f)
+// streamWithChurn runs a steady UDP echo stream along f while the steps of l are applied to be
+// (the backend in force, holding u's state), one step every churnEvery at most, and records
+// loss and latency per interval. The stream lasts the spec's Duration and, for a backend slower
+// than that, until its last step is applied, within the phase budget; a backend that does not
+// apply every step within the budget is capped and its timeline marked.
+func (r *Runner) streamWithChurn(ctx context.Context, u *unit, be policy.Backend, l *churnList, f policy.Flow) error {
+	name, pods, comp := u.name, u.s.pods, u.comp
+	startDigest := comp.State().Digest()
+	srv, cli, err := udpPair(r.bed, f)
 	if err != nil {
 		return err
 	}
@@ -260,8 +254,9 @@ func (r *Runner) streamWithChurn(ctx context.Context, bed *testbed.Testbed, name
 			srv.WriteToUDPAddrPort(buf[:n], from)
 		}
 	}()
-	dur := time.Duration(r.Spec.Duration)
-	total := int(dur.Seconds() * streamRate)
+	minDur := time.Duration(r.Spec.Duration)
+	maxDur := max(minDur, time.Duration(r.Spec.Budget.MaxPhase))
+	total := int(maxDur.Seconds() * streamRate)
 	sent := make([]time.Duration, total)
 	rtt := make([]time.Duration, total)
 	var mu sync.Mutex
@@ -289,84 +284,41 @@ func (r *Runner) streamWithChurn(ctx context.Context, bed *testbed.Testbed, name
 			}
 		}
 	}()
-	// Churn, in its own goroutine, on the enforcing backend; the stream's pods are protected.
-	ch := newChurner(r.Spec.Seed ^ 0xc4c4)
-	if pp, ok := comp.Cluster().PodByIP(f.Src); ok {
-		ch.protect(pp.Key())
-	}
-	if pp, ok := comp.Cluster().PodByIP(f.Dst); ok {
-		ch.protect(pp.Key())
-	}
+	// Churn, in its own goroutine, on the backend in force.
 	var marks []results.ChurnMark
-	skipped := 0
+	var applied atomic.Int64
 	churnDone := make(chan struct{})
 	stop := make(chan struct{})
 	go func() {
 		defer close(churnDone)
-		tick := time.NewTicker(churnEvery)
-		defer tick.Stop()
-		for i := 0; ; i++ {
+		next := start
+		for _, step := range l.steps {
+			next = next.Add(churnEvery)
 			select {
 			case <-stop:
 				return
-			case <-tick.C:
-			}
-			kind := churnKinds[i%len(churnKinds)]
-			evs, err := ch.events(comp.Cluster(), kind, r.Spec.ScaleBurst)
-			if err != nil {
-				continue
+			case <-time.After(time.Until(next)):
 			}
 			at := time.Since(start)
 			var took time.Duration
-			applied := 0
-			for _, ev := range evs {
-				// A policy event that would deny the stream itself is policy, not churn cost:
-				// leave it out before it reaches the compiler. Pod events cannot deny it (the
-				// stream's pods are protected); the check after Apply stays as a net.
-				if isPolicyEvent(ev) {
-					if v, err := comp.Cluster().EvaluateAfter(ev, f); err != nil || v != policy.Allow {
-						skipped++
-						continue
-					}
-				}
-				inv, ok := inverseEvent(comp.Cluster(), ev)
-				if !ok {
-					continue
-				}
+			for _, ev := range step.Events {
 				d, err := comp.Apply(ev)
 				if err != nil {
-					break
+					r.logf("bench: %s churn under load: %s: %v", name, step.Kind, err)
+					return
 				}
-				if comp.State().Verdict(f) != policy.Allow {
-					// The event would deny the stream itself: that is policy, not churn
-					// cost. Undo it in the compiler and never hand it to the backend.
-					if _, err := comp.Apply(inv); err != nil {
-						r.logf("bench: %s churn under load: undo %s: %v", name, kind, err)
-						return
-					}
-					// The undo need not revive the rule sets the event retired: it may build
-					// new ones, so the compiler's ids can differ from what the backend holds.
-					// A sync (diffing where the backend can) brings the backend to the
-					// compiler's state without passing through the denying one; it is not
-					// churn cost and is not timed.
-					if _, err := be.Sync(comp.State()); err != nil {
-						r.logf("bench: %s churn under load: resync after undoing %s: %v", name, kind, err)
-						return
-					}
-					skipped++
-					continue
-				}
-				applied++
 				t := time.Now()
 				_, uerr := be.Update(comp.State(), d)
 				took += time.Since(t)
 				if uerr != nil {
-					r.logf("bench: %s churn under load: %s: %v", name, kind, uerr)
-					break
+					r.logf("bench: %s churn under load: %s: %v", name, step.Kind, uerr)
+					return
 				}
 			}
-			if applied > 0 {
-				marks = append(marks, results.ChurnMark{TMS: ms(at), Event: kind, DurationMS: ms(took), Detail: fmt.Sprintf("%d event(s)", applied)})
+			marks = append(marks, results.ChurnMark{TMS: ms(at), Event: step.Kind, DurationMS: ms(took), Detail: fmt.Sprintf("%d event(s)", len(step.Events))})
+			applied.Add(1)
+			if now := time.Now(); next.Before(now) {
+				next = now
 			}
 		}
 	}()
@@ -375,6 +327,9 @@ func (r *Runner) streamWithChurn(ctx context.Context, bed *testbed.Testbed, name
 	gap := time.Second / streamRate
 	nSent := 0
 	for i := 0; i < total && ctx.Err() == nil; i++ {
+		if el := time.Since(start); el >= minDur && applied.Load() == int64(len(l.steps)) {
+			break
+		}
 		if w := time.Duration(i)*gap - time.Since(start); w > 0 {
 			time.Sleep(w)
 		}
@@ -385,20 +340,43 @@ func (r *Runner) streamWithChurn(ctx context.Context, bed *testbed.Testbed, name
 		cli.WriteToUDPAddrPort(msg, dst)
 		nSent++
 	}
+	elapsed := time.Since(start)
 	close(stop)
-	<-churnDone
-	time.Sleep(lossWait)
+	// A step under way finishes first; one that outlives a stop of the run is abandoned with
+	// the backend.
+	select {
+	case <-churnDone:
+	case <-ctx.Done():
+		select {
+		case <-churnDone:
+		case <-time.After(stopGrace):
+			u.abandoned.Store(true)
+			return ctx.Err()
+		}
+	}
+	select {
+	case <-time.After(lossWait):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	cli.SetReadDeadline(time.Now())
 	<-recvDone
 
 	mu.Lock()
 	defer mu.Unlock()
-	tl := results.ChurnTimeline{Backend: name, Pods: pods, IntervalMS: ms(streamInterval), RatePPS: streamRate, Events: marks}
-	n := int(dur/streamInterval) + 1
+	done := int(applied.Load())
+	tl := results.ChurnTimeline{Backend: name, Pods: pods, IntervalMS: ms(streamInterval), RatePPS: streamRate, Events: marks,
+		EventsDigest: l.digest, Capped: done < len(l.steps)}
+	n := int(elapsed/streamInterval) + 1
 	buckets := make([][]time.Duration, n)
 	lost := make([]int64, n)
 	sentN := make([]int64, n)
 	k := HistKey{Kind: results.KindRoundTrip, Backend: name, Pods: pods, Verdict: results.VerdictAllow, Flow: results.FlowEstablished, Extra: "test=udp_stream_under_churn"}
+	// The state the stream started on: the one after the churn list, every backend's that
+	// applied it.
+	if err := setFlowDigests(r.hists, k, startDigest, f); err != nil {
+		return err
+	}
 	var totalLost int64
 	for i := range nSent {
 		b := min(int(sent[i]/streamInterval), n-1)
@@ -429,8 +407,12 @@ func (r *Runner) streamWithChurn(ctx context.Context, bed *testbed.Testbed, name
 		tl.Points = append(tl.Points, pt)
 	}
 	r.run.Churn = append(r.run.Churn, tl)
-	if skipped > 0 {
-		r.run.Notes = append(r.run.Notes, fmt.Sprintf("churn under load, %s at %d pods: %d events left out because they would have denied the stream itself", name, pods, skipped))
+	if tl.Capped {
+		r.addCap(results.Cap{Backend: name, Pods: pods, Phase: phaseUnderLoad, Limit: fmt.Sprintf("%s per phase", maxDur),
+			Reason: fmt.Sprintf("applied %d of the %d churn steps under load before the phase budget ran out", done, len(l.steps))})
+	}
+	if l.skipped > 0 {
+		r.run.Notes = append(r.run.Notes, fmt.Sprintf("churn under load, %s at %d pods: %d events left out of the list because they would have denied the stream itself", name, pods, l.skipped))
 	}
 	r.run.Benchmarks = append(r.run.Benchmarks, results.Benchmark{
 		Name: fmt.Sprintf("BenchmarkChurnUnderLoad/backend=%s/pods=%d", name, pods), Iters: 1,
@@ -440,6 +422,16 @@ func (r *Runner) streamWithChurn(ctx context.Context, bed *testbed.Testbed, name
 			{Unit: "churn-events", Samples: []float64{float64(len(marks))}},
 		},
 	})
+	return nil
+}
+
+// setFlowDigests labels k with the state it was measured on and the one allowed flow it sent.
+func setFlowDigests(h *Histograms, k HistKey, stateDigest string, f policy.Flow) error {
+	l, err := stamp.NewFlowList([]stamp.ExpectedFlow{{Flow: f, Verdict: policy.Allow}})
+	if err != nil {
+		return err
+	}
+	h.SetDigests(k, stateDigest, l.Digest())
 	return nil
 }
 

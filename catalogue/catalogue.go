@@ -30,33 +30,36 @@ var list = []*Backend{
 
 	{Name: "ebpf", Family: EBPF, Path: "map-diff-batch", Needs: datapath.Needs, DecideNeeds: datapath.Needs,
 		Help: "identity-hash eBPF programs run with BPF_PROG_TEST_RUN on real packets (root; --layout hash or cilium)",
-		New:  newEBPF("", false), Decide: decideEBPF(""), Install: installEBPF("")},
+		New:  newEBPF("", false), Decide: decideEBPF(""), Install: installEBPF(""), Plan: planEBPF("")},
 	{Name: "ebpf-cilium", Family: EBPF, Path: "map-diff-batch", Needs: datapath.Needs, DecideNeeds: datapath.Needs,
 		Help: "the eBPF programs with Cilium's layout: every peer, pod /32s included, in one LPM ipcache (root)",
-		New:  newEBPF(datapath.LayoutCilium, false), Decide: decideEBPF(datapath.LayoutCilium), Install: installEBPF(datapath.LayoutCilium)},
+		New:  newEBPF(datapath.LayoutCilium, false), Decide: decideEBPF(datapath.LayoutCilium), Install: installEBPF(datapath.LayoutCilium),
+		Plan: planEBPF(datapath.LayoutCilium)},
 	{Name: "ebpf-perkey", Family: EBPF, Path: "map-diff-per-key", Needs: datapath.Needs,
 		Help: "the eBPF datapath applying map changes one syscall per key instead of in batches (benchmark only)",
-		New:  newEBPF(datapath.LayoutHash, true)},
+		New:  newEBPF(datapath.LayoutHash, true), Plan: planEBPF(datapath.LayoutHash)},
 
 	{Name: "iptables", Family: Iptables, Path: "partial-restore", Needs: iptables.Needs(iptables.ModeNFT),
 		Help: "per-IP iptables rules (traced on a fake of iptables-restore, no kernel; --real-packets for the kernel)",
-		New:  newIptables(iptables.VariantIPTables, "", iptables.ApplyRestore, false), Decide: decideIptables(iptables.VariantIPTables)},
+		New:  newIptables(iptables.VariantIPTables, "", iptables.ApplyRestore, false), Decide: decideIptables(iptables.VariantIPTables),
+		Plan: planIptables(iptables.VariantIPTables)},
 	{Name: "ipset", Family: Iptables, Path: "partial-restore", Needs: iptables.Needs(iptables.ModeNFT),
 		Help: "iptables rules matching ipsets (traced on a fake of iptables-restore and ipset, no kernel; --real-packets for the kernel)",
-		New:  newIptables(iptables.VariantIPSet, "", iptables.ApplyRestore, false), Decide: decideIptables(iptables.VariantIPSet)},
+		New:  newIptables(iptables.VariantIPSet, "", iptables.ApplyRestore, false), Decide: decideIptables(iptables.VariantIPSet),
+		Plan: planIptables(iptables.VariantIPSet)},
 	{Name: "iptables-legacy", Family: Iptables, Path: "partial-restore", Needs: iptables.Needs(iptables.ModeLegacy),
 		Help: "per-IP iptables rules with the legacy (x_tables) binaries",
-		New:  newIptables(iptables.VariantIPTables, iptables.ModeLegacy, iptables.ApplyRestore, false)},
+		New:  newIptables(iptables.VariantIPTables, iptables.ModeLegacy, iptables.ApplyRestore, false), Plan: planIptables(iptables.VariantIPTables)},
 	{Name: "ipset-legacy", Family: Iptables, Path: "partial-restore", Needs: iptables.Needs(iptables.ModeLegacy),
 		Help: "iptables rules matching ipsets with the legacy (x_tables) binaries",
-		New:  newIptables(iptables.VariantIPSet, iptables.ModeLegacy, iptables.ApplyRestore, false)},
+		New:  newIptables(iptables.VariantIPSet, iptables.ModeLegacy, iptables.ApplyRestore, false), Plan: planIptables(iptables.VariantIPSet)},
 	{Name: "iptables-fullsync", Family: Iptables, Path: "full-restore", Needs: iptables.Needs(iptables.ModeNFT),
 		Help: "per-IP iptables rules, every update a full iptables-restore",
-		New:  newIptables(iptables.VariantIPTables, "", iptables.ApplyRestore, true)},
+		New:  newIptables(iptables.VariantIPTables, "", iptables.ApplyRestore, true), Plan: planIptables(iptables.VariantIPTables)},
 	{Name: "iptables-perrule", Family: Iptables, Path: "per-rule", Needs: iptables.Needs(iptables.ModeNFT),
 		MaxPods: 1000, CapReason: "one iptables exec per rule copies the whole table each time (O(rules²)): hopeless beyond 1,000 pods",
 		Help: "per-IP iptables rules applied one iptables command at a time (the naive baseline)",
-		New:  newIptables(iptables.VariantIPTables, "", iptables.ApplyPerRule, false)},
+		New:  newIptables(iptables.VariantIPTables, "", iptables.ApplyPerRule, false), Plan: planIptables(iptables.VariantIPTables)},
 
 	{Name: "nftables", Family: Nftables, Path: "partial-transaction", Needs: nftables.Needs,
 		Help: "an nftables table of verdict maps and shared peer sets (traced on knftables' Fake, no kernel; --real-packets for the kernel)",
@@ -134,6 +137,11 @@ type Backend struct {
 	// the function that takes it out. nil: it cannot, unless its family is InNode (then New in
 	// the node namespace and a Sync put it in force).
 	Install func(tb *testbed.Testbed, env Env) (Installed, error)
+	// Plan is the state a full sync of env.State would write (rules, set members, map entries),
+	// from the backend's own translation, computed without opening or applying anything: the
+	// benchmark caps on it before a sync that would not fit the run's budget starts. Exact
+	// counts; fields the kernel decides (memlock, restore bytes) are left 0. nil: no plan.
+	Plan func(env Env) (results.Size, error)
 }
 
 // Switch is implemented by a backend in force (testbed.Enforcement.Backend) that can step out
@@ -290,6 +298,22 @@ func NeedsOf(decide bool, names ...string) []needs.Need {
 		}
 	}
 	return out
+}
+
+// PlannedSize is what the backend's plan says a full sync of env.State would write (see
+// Plan); ok is false when the backend has no plan.
+func (b *Backend) PlannedSize(env Env) (size results.Size, ok bool, err error) {
+	if b.Plan == nil {
+		return results.Size{}, false, nil
+	}
+	env.name = b.Name
+	size, err = b.Plan(env)
+	if err != nil {
+		return results.Size{}, false, fmt.Errorf("plan %s: %w", b.Name, err)
+	}
+	size.Backend = b.Name
+	size.Pods = env.State.NumEndpoints()
+	return size, true, nil
 }
 
 // CanBench reports whether the benchmark can run it (it has New).

@@ -98,6 +98,23 @@ func installEBPF(layout datapath.Layout) func(*testbed.Testbed, Env) (Installed,
 	}
 }
 
+// planEBPF is the datapath's map plan for a full sync of the layout, with the maps sized as New
+// sizes them.
+func planEBPF(layout datapath.Layout) func(Env) (results.Size, error) {
+	return func(env Env) (results.Size, error) {
+		maps, err := datapath.PlannedMaps(env.State, layoutOf(layout, env), env.MapHeadroom)
+		if err != nil {
+			return results.Size{}, err
+		}
+		var out results.Size
+		for _, m := range maps {
+			out.Maps = append(out.Maps, results.MapSize{Name: m.Name, Type: m.Type, Entries: uint64(m.Entries), MaxEntries: uint64(m.MaxEntries),
+				KeyBytes: m.KeyBytes, ValueBytes: m.ValueBytes})
+		}
+		return out, nil
+	}
+}
+
 // installedEBPF is the datapath in force in a testbed, with the links that put it there; it
 // can step out of the path and back in (Switch).
 type installedEBPF struct {

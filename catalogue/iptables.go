@@ -12,8 +12,8 @@ import (
 
 // Hard caps on one iptables sync: 2M rules (a 5,000-pod per-IP ruleset, 1.5M rules, took 128 s
 // to restore with nft and was refused by legacy), and a minute for the per-rule path. The
-// benchmark skips scales over its own rule budget before opening; these stop a sync its
-// estimate let through (nothing over MaxRules is applied).
+// benchmark skips scales over its own budget before opening, from the backend's plan (Plan);
+// these stop a sync that got past it all the same (nothing over MaxRules is applied).
 const (
 	iptablesMaxRules     = 2_000_000
 	iptablesPerRuleLimit = time.Minute
@@ -87,6 +87,18 @@ var _ Switch = (*iptBackend)(nil)
 
 func (b *iptBackend) Close() error {
 	return errors.Join(b.Backend.Close(), b.runner.Close())
+}
+
+// planIptables counts what a full sync of the variant writes (iptables.Plan).
+func planIptables(v iptables.Variant) func(Env) (results.Size, error) {
+	return func(env Env) (results.Size, error) {
+		p, err := iptables.Plan(env.State, v)
+		if err != nil {
+			return results.Size{}, err
+		}
+		return results.Size{Iptables: &results.IptablesSize{Rules: uint64(p.Rules), Chains: uint64(p.Chains),
+			IpsetSets: uint64(p.Sets), IpsetMembers: uint64(p.SetMembers)}}, nil
+	}
 }
 
 // iptablesSizeFromCounts sizes an iptables-family backend from its last full sync's counts:

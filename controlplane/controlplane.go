@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"netpolbench/internal/owner"
+
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -131,7 +133,7 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 			return nil, err
 		}
 	}
-	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", Prefix, os.Getpid()))
+	dir, err := os.MkdirTemp("", owner.Pattern(Prefix))
 	if err != nil {
 		return nil, fmt.Errorf("make run directory: %w", err)
 	}

@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"netpolbench/internal/owner"
 	"netpolbench/internal/testenv"
 )
 
@@ -95,7 +96,7 @@ func TestControlPlaneServesPodsOnLoopbackAndLeavesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, pid := range pids {
-		if alive(pid) {
+		if owner.Alive(pid) {
 			t.Errorf("pid %d still runs after Stop", pid)
 		}
 	}

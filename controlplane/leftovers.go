@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"netpolbench/internal/owner"
 )
 
 // Leftover is the run directory of a control plane, found by Leftovers.
@@ -32,15 +34,13 @@ func Leftovers() ([]Leftover, error) {
 	}
 	var out []Leftover
 	for _, e := range ents {
-		rest, ok := strings.CutPrefix(e.Name(), Prefix)
-		if !ok || !e.IsDir() {
+		if !strings.HasPrefix(e.Name(), Prefix) || !e.IsDir() {
 			continue
 		}
 		l := Leftover{Dir: filepath.Join(tmp, e.Name())}
-		pidText, _, _ := strings.Cut(rest, "-")
-		if pid, err := strconv.Atoi(pidText); err == nil && pid > 0 {
+		if pid, ok := owner.PID(e.Name(), Prefix); ok {
 			l.PID = pid
-			l.Live = alive(pid)
+			l.Live = owner.Alive(pid)
 		}
 		l.Processes = runProcesses(l.Dir)
 		out = append(out, l)
@@ -68,11 +68,6 @@ func runProcesses(dir string) []int {
 		}
 	}
 	return pids
-}
-
-func alive(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
 // Cleanup removes what dead runs left: it kills their remaining processes and removes their run
@@ -110,7 +105,7 @@ func Cleanup(all bool) ([]string, error) {
 func waitGone(pid int, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if !alive(pid) {
+		if !owner.Alive(pid) {
 			return true
 		}
 		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && zombie(st) {

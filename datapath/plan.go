@@ -533,3 +533,35 @@ func planState(s *policy.State, cilium bool, inline int, names *nameTable, parts
 	}
 	return p, nil
 }
+
+// PlannedMaps is what a full sync of s into a fresh datapath of layout writes, planned without
+// the kernel: per policy-state map (lxc, ipcache, policy_summary, policy, named_ports), the
+// entries it will hold, the capacity SizesWithHeadroom gives it, and its key and value sizes
+// from the programs' own map definitions. Memlock is left 0: the kernel's charge is known only
+// once the map exists.
+func PlannedMaps(s *policy.State, layout Layout, headroom float64) ([]MapFacts, error) {
+	if layout == "" {
+		layout = LayoutHash
+	}
+	spec, err := loadBpf()
+	if err != nil {
+		return nil, fmt.Errorf("load bpf spec: %w", err)
+	}
+	c := countState(s, layout, maxInline)
+	sz := SizesWithHeadroom(s, layout, headroom)
+	var out []MapFacts
+	for _, m := range []struct {
+		name    string
+		entries int
+		max     uint32
+	}{{"ipcache", c.ipcache, sz.IPCache}, {"lxc", c.endpoints, sz.Endpoints}, {"named_ports", c.named, sz.NamedPorts},
+		{"policy", c.policy, sz.Policy}, {"policy_summary", c.summaries, sz.Summaries}} {
+		ms, ok := spec.Maps[m.name]
+		if !ok {
+			return nil, fmt.Errorf("plan maps: the programs define no map %s", m.name)
+		}
+		out = append(out, MapFacts{Name: m.name, Type: ms.Type.String(), Entries: m.entries, MaxEntries: m.max,
+			KeyBytes: ms.KeySize, ValueBytes: ms.ValueSize})
+	}
+	return out, nil
+}

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
@@ -51,6 +52,10 @@ const (
 	StatusImproved  = "improved"  // better, significantly and by at least MinEffect
 	StatusMissing   = "missing"   // in the baseline, absent from the current run
 	StatusNew       = "new"       // in the current run only
+	// StatusOtherMachine marks a ratio measured on another kind of machine than the baseline's:
+	// a timing over its floor moves with the CPU (an empty BPF program took 28 ns on one model
+	// and 5 ns on another), so it is shown but neither passes nor fails the gate.
+	StatusOtherMachine = "other machine"
 )
 
 // Kinds of row.
@@ -136,7 +141,32 @@ func Load(basePath, curPath string) (base, cur *results.Run, err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: current run: %w", ErrNoBaseline, err)
 	}
+	// A partial run lacks the figures of the phases it did not reach, which would read as
+	// missing gated figures: say what it is instead.
+	for _, r := range []struct {
+		what, path string
+		run        *results.Run
+	}{{"baseline", basePath, base}, {"current run", curPath, cur}} {
+		if r.run.Partial() {
+			return nil, nil, fmt.Errorf("%w: %s %s is partial (%s): gate a complete run (finish it with `netpolbench bench --resume %s`)",
+				ErrNoBaseline, r.what, r.path, stoppedAt(r.run), filepath.Dir(r.path))
+		}
+	}
 	return base, cur, nil
+}
+
+// stoppedAt says where a partial run stopped, as far as its file knows.
+func stoppedAt(run *results.Run) string {
+	p := run.Progress
+	switch {
+	case p.Stopped != nil && p.Stopped.Phase != "":
+		return fmt.Sprintf("stopped in %s: %s", p.Stopped.Phase, p.Stopped.Reason)
+	case p.Stopped != nil:
+		return "stopped: " + p.Stopped.Reason
+	case len(p.Phases) > 0:
+		return "last finished phase " + p.Phases[len(p.Phases)-1].ID
+	}
+	return "no phase finished"
 }
 
 // Compare gates cur against base. A comparison with nothing in common has Verdict VerdictUnusable.
@@ -297,6 +327,7 @@ func compareRatios(base, cur *results.Run, opt Options) ([]Row, []string) {
 	}
 	var rows []Row
 	underpowered := 0
+	other := !SameMachine(base, cur)
 	for _, name := range names {
 		br := decl[name]
 		cr, ok := curDecl[name]
@@ -322,6 +353,11 @@ func compareRatios(base, cur *results.Run, opt Options) ([]Row, []string) {
 		row.CurSamples = cs
 		row.Cur = medianSummary(cs, thr)
 		row.Delta = delta(row.Base.Center, row.Cur.Center)
+		if other {
+			row.Status = StatusOtherMachine
+			rows = append(rows, row)
+			continue
+		}
 		cmp := benchmath.AssumeNothing.Compare(
 			benchmath.NewSample(append([]float64(nil), bs...), thr),
 			benchmath.NewSample(append([]float64(nil), cs...), thr))
@@ -360,6 +396,10 @@ func compareRatios(base, cur *results.Run, opt Options) ([]Row, []string) {
 		rows = append(rows, row)
 	}
 	var warn []string
+	if other && len(names) > 0 {
+		warn = append(warn, fmt.Sprintf("the baseline was measured on %s and this run on %s: its %d ratios are shown, not gated (gate against a baseline of this machine kind: see testdata/baseline/README.md)",
+			machineKind(base), machineKind(cur), len(names)))
+	}
 	if underpowered > 0 {
 		warn = append(warn, fmt.Sprintf("%d ratio(s) have too few samples to ever reach significance at α=%v: collect more samples (see each row)", underpowered, opt.Alpha))
 	}
@@ -396,9 +436,23 @@ func countUngated(run *results.Run) int {
 	return n
 }
 
+// SameMachine reports whether two runs were measured on the same kind of machine (CPU model and
+// cores), so that their same-run ratios of timings can be compared. A run that does not say
+// (an old file) counts as the same.
+func SameMachine(a, b *results.Run) bool {
+	if a.Machine.CPUModel == "" || b.Machine.CPUModel == "" {
+		return true
+	}
+	return a.Machine.CPUModel == b.Machine.CPUModel && a.Machine.Cores == b.Machine.Cores
+}
+
+func machineKind(run *results.Run) string {
+	return fmt.Sprintf("%q with %d cores", run.Machine.CPUModel, run.Machine.Cores)
+}
+
 // SortRows orders rows worst first (regressed, improved, missing, new, same), then by name.
 func SortRows(rows []Row) {
-	rank := map[string]int{StatusRegressed: 0, StatusImproved: 1, StatusMissing: 2, StatusNew: 3, StatusSame: 4}
+	rank := map[string]int{StatusRegressed: 0, StatusImproved: 1, StatusMissing: 2, StatusNew: 3, StatusOtherMachine: 4, StatusSame: 5}
 	sort.SliceStable(rows, func(i, j int) bool {
 		if rank[rows[i].Status] != rank[rows[j].Status] {
 			return rank[rows[i].Status] < rank[rows[j].Status]

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -118,10 +119,20 @@ func TestGateLoadFailsWithoutUsableBaseline(t *testing.T) {
 	if err := os.WriteFile(old, []byte(`{"schema":"netpolbench.results/v0","benchmarks":[]}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	partialRun := synth(nil)
+	partialRun.Complete = false
+	partialRun.Progress = &results.Progress{Phases: []results.Phase{{ID: "pods=100/workload"}},
+		Stopped: &results.Stop{Phase: "pods=100/backend=ebpf/sync", Reason: "interrupted by SIGINT"}}
+	partial := filepath.Join(dir, "partial.json")
+	if err := results.Save(partial, partialRun); err != nil {
+		t.Fatal(err)
+	}
 	cases := map[string]struct{ base, cur string }{
 		"missing baseline file":      {filepath.Join(dir, "absent.json"), good},
 		"baseline of another schema": {old, good},
 		"current of another schema":  {good, old},
+		"partial current run":        {good, partial},
+		"partial baseline":           {partial, good},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -217,5 +228,90 @@ func TestGateRatioMinEffectOverridesTheDefault(t *testing.T) {
 	res = gate.Compare(base, synth(func(o *resultstest.Options) { o.Seed = 7; o.Slowdown = 2 }), gate.DefaultOptions())
 	if res.ExitCode() != 1 {
 		t.Fatalf("100%% slowdown over a 50%% minimum effect: exit %d, want 1", res.ExitCode())
+	}
+}
+
+// ratioRun is a run declaring one ratio whose numerator's samples are num and denominator's
+// all 1, with one exact figure, measured on cpu.
+func ratioRun(cpu string, exact float64, num ...float64) *results.Run {
+	run := results.New()
+	run.Machine = results.Machine{CPUModel: cpu, Cores: 2}
+	den := make([]float64, len(num))
+	for i := range den {
+		den[i] = 1
+	}
+	run.Benchmarks = []results.Benchmark{
+		{Name: "BenchmarkA", Iters: 1, Metrics: []results.Metric{{Unit: "ns/op", Samples: num}}},
+		{Name: "BenchmarkFloor", Iters: 1, Metrics: []results.Metric{{Unit: "ns/op", Samples: den}}},
+		{Name: "BenchmarkSize", Iters: 1, Metrics: []results.Metric{{Unit: "entries", Exact: true, Samples: []float64{exact}}}},
+	}
+	run.Ratios = []results.Ratio{{Name: "RatioA", Num: results.MetricRef{Benchmark: "BenchmarkA", Unit: "ns/op"},
+		Den: results.MetricRef{Benchmark: "BenchmarkFloor", Unit: "ns/op"}}}
+	return run
+}
+
+func TestGateHoldsRatiosOnlyAgainstABaselineOfTheSameMachineKind(t *testing.T) {
+	base := ratioRun("CPU A", 10, 10, 10, 10, 10, 10, 10, 10, 10)
+	slower := ratioRun("CPU A", 10, 30, 30, 30, 30, 30, 30, 30, 30)
+	if res := gate.Compare(base, slower, gate.DefaultOptions()); res.ExitCode() != 1 {
+		t.Fatalf("same machine, ratio tripled: exit %d, want 1", res.ExitCode())
+	}
+	elsewhere := ratioRun("CPU B", 10, 30, 30, 30, 30, 30, 30, 30, 30)
+	res := gate.Compare(base, elsewhere, gate.DefaultOptions())
+	if res.ExitCode() != 0 || res.Compared != 1 {
+		t.Fatalf("another machine: exit %d with %d compared, want 0 with the exact figure compared", res.ExitCode(), res.Compared)
+	}
+	var status string
+	for _, r := range res.Rows {
+		if r.Name == "RatioA" {
+			status = r.Status
+		}
+	}
+	if status != gate.StatusOtherMachine || len(res.Warnings) == 0 {
+		t.Errorf("ratio status %q, warnings %q: want %q and a warning naming both machines", status, res.Warnings, gate.StatusOtherMachine)
+	}
+	// Exact figures are held on every machine.
+	if res := gate.Compare(base, ratioRun("CPU B", 11, 10, 10, 10, 10, 10, 10, 10, 10), gate.DefaultOptions()); res.ExitCode() != 1 {
+		t.Errorf("another machine, exact figure grew: exit %d, want 1", res.ExitCode())
+	}
+}
+
+func TestSpreadGatesOnlyTheRatiosThatHoldStillBetweenRuns(t *testing.T) {
+	steady := func(v float64) *results.Run {
+		run := ratioRun("CPU A", 10, v, v, v)
+		// A second ratio that swings between runs.
+		run.Benchmarks = append(run.Benchmarks, results.Benchmark{Name: "BenchmarkB", Iters: 1,
+			Metrics: []results.Metric{{Unit: "ns/op", Samples: []float64{v * v, v * v, v * v}}}})
+		run.Ratios = append(run.Ratios, results.Ratio{Name: "RatioB", Num: results.MetricRef{Benchmark: "BenchmarkB", Unit: "ns/op"},
+			Den: results.MetricRef{Benchmark: "BenchmarkFloor", Unit: "ns/op"}})
+		return run
+	}
+	runs := []*results.Run{steady(10), steady(11), steady(12)}
+	rows, unequal, err := gate.Spread(runs, 0.25)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(unequal) != 0 || len(rows) != 2 {
+		t.Fatalf("rows %+v, unequal exact %v", rows, unequal)
+	}
+	// RatioA: 10, 11, 12 → spread 2/11 = 18 %; RatioB: 100, 121, 144 → 44/121 = 36 %.
+	if a, b := rows[0], rows[1]; !a.Stable || b.Stable || math.Abs(a.Spread-2.0/11) > 1e-9 || math.Abs(b.Spread-44.0/121) > 1e-9 {
+		t.Fatalf("rows %+v: want RatioA stable at 18%%, RatioB not at 36%%", rows)
+	}
+	base := gate.StableBaseline(runs[0], rows)
+	if len(base.Ratios) != 1 || base.Ratios[0].Name != "RatioA" {
+		t.Errorf("baseline gates %+v, want RatioA only", base.Ratios)
+	}
+	var buf bytes.Buffer
+	if err := gate.WriteSpreadTable(&buf, rows, 0.25); err != nil || !strings.Contains(buf.String(), "| RatioB | 100 | 121 | 144 | 36 % | no (≥ 25 %) |") {
+		t.Errorf("table:\n%s(err %v)", buf.String(), err)
+	}
+	// An exact figure that moves between runs of one binary is reported.
+	runs[2].Benchmarks[2].Metrics[0].Samples = []float64{11}
+	if _, unequal, _ := gate.Spread(runs, 0.25); len(unequal) != 1 {
+		t.Errorf("unequal exact figures %v, want BenchmarkSize", unequal)
+	}
+	if _, _, err := gate.Spread([]*results.Run{runs[0], ratioRun("CPU B", 10, 1)}, 0.25); err == nil {
+		t.Error("spread over two machine kinds: no error")
 	}
 }

@@ -80,6 +80,9 @@ type plan struct {
 	// overflow is set.
 	appends, maxRules int
 	overflow          bool
+	// countOnly plans to count, not to apply: no rule is held and shared sets keep only
+	// their member counts (Plan).
+	countOnly bool
 }
 
 type setCount struct {
@@ -89,6 +92,9 @@ type setCount struct {
 
 func (p *plan) rule(chain string, args ...string) {
 	p.appends++
+	if p.countOnly {
+		return
+	}
 	if p.maxRules > 0 && p.appends > p.maxRules {
 		// Over the cap: keep counting, stop holding rules (at 10,000 pods the per-IP variant
 		// would hold gigabytes).

@@ -290,6 +290,24 @@ type gen struct {
 	variant Variant
 	ci      *cidrInfo
 	shared  map[string]setSpec
+	// count makes shared sets hold their member count alone (Plan); members caches the
+	// member counts it needs.
+	count   bool
+	members map[policy.Identity]int
+}
+
+// memberCount is how many pods hold a pod identity, looked up once per identity: the
+// per-IP ruleset asks for the same identities' counts millions of times.
+func (g *gen) memberCount(id policy.Identity) int {
+	n, ok := g.members[id]
+	if !ok {
+		n = len(g.s.Members(id))
+		if g.members == nil {
+			g.members = map[policy.Identity]int{}
+		}
+		g.members[id] = n
+	}
+	return n
 }
 
 func newGen(s *policy.State, v Variant) *gen {
@@ -304,6 +322,16 @@ type setSpec struct {
 	// ids are the pod identities of a shared hash:ip set; nil for a set private to one rule
 	// set (hash:net, hash:ip,port).
 	ids []policy.Identity
+	// n is the member count of a shared set planned only to be counted (members is then nil).
+	n int
+}
+
+// size is the set's member count.
+func (s setSpec) size() int {
+	if s.members == nil {
+		return s.n
+	}
+	return len(s.members)
 }
 
 func (s setSpec) lines() []string {
@@ -374,6 +402,11 @@ func (g *gen) sharedSet(ids []policy.Identity) setSpec {
 	}
 	ss := setSpec{name: name, typ: "hash:ip", ids: ids}
 	for _, id := range ids {
+		if g.count {
+			// A pod has one identity, so the identities' members are distinct addresses.
+			ss.n += g.memberCount(id)
+			continue
+		}
 		for _, ip := range g.s.Members(id) {
 			ss.members = append(ss.members, ip.String())
 		}
@@ -501,6 +534,11 @@ func (g *gen) ruleSet(p *plan, rs *policy.RuleSet) []setSpec {
 				p.rule(chain, join(match, l4, comment, []string{"-j", exclusionChain(dir, e.Peer)})...)
 			}
 		default:
+			if p.countOnly {
+				// One rule per member: at 100,000 pods, billions; count them without writing.
+				p.appends += g.memberCount(e.Peer)
+				continue
+			}
 			for _, ip := range g.s.Members(e.Peer) {
 				p.rule(chain, join([]string{flag, hostPrefix(ip)}, l4, comment, allow)...)
 			}

@@ -114,7 +114,7 @@ func gateTable(g *gate.Result) Section {
 		if r.Status == gate.StatusSame {
 			t = &same
 		}
-		class := map[string]string{gate.StatusRegressed: "bad", gate.StatusImproved: "good", gate.StatusSame: "muted"}[r.Status]
+		class := map[string]string{gate.StatusRegressed: "bad", gate.StatusImproved: "good", gate.StatusSame: "muted", gate.StatusOtherMachine: "muted"}[r.Status]
 		p := ""
 		if r.Kind == gate.KindRatio && r.Base.N > 0 && r.Cur.N > 0 {
 			p = fmt.Sprintf("%.3g", r.P)

@@ -91,7 +91,8 @@ func collectFigures(run *results.Run) *figures {
 	// The first update of a kind per backend and scale is the sweep's own: a label-set point
 	// at the same pod count records its single full sync later.
 	for _, u := range run.Updates {
-		if len(u.ApplyNS) == 0 {
+		// A kind the backend stopped within (a churn cap) has fewer events than the others'.
+		if len(u.ApplyNS) == 0 || u.Capped {
 			continue
 		}
 		k := scaleKey{u.Backend, u.Pods}

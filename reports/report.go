@@ -774,7 +774,12 @@ func (b *builder) churn() (Section, error) {
 		if sent > 0 {
 			loss = trim(100*float64(lost)/float64(sent), 3) + "%"
 		}
-		t.Rows = append(t.Rows, []Cell{txt(tl.Backend), num(fmtCount(float64(tl.Pods))), num(fmt.Sprint(len(tl.Points))), num(fmtCount(float64(sent))),
+		who := tl.Backend
+		if tl.Capped || b.run.ChurnCapped(tl.Backend, tl.Pods) {
+			// Fewer events, or another state, than the other backends': not comparable.
+			who += " (churn list unfinished)"
+		}
+		t.Rows = append(t.Rows, []Cell{txt(who), num(fmtCount(float64(tl.Pods))), num(fmt.Sprint(len(tl.Points))), num(fmtCount(float64(sent))),
 			cls(fmtCount(float64(lost)), map[bool]string{true: "bad num", false: "num"}[lost > 0]), num(loss), num(fmtNS(worst99 * 1e3)), num(fmtNS(worstMax * 1e3)), num(fmt.Sprint(len(tl.Events)))})
 		if len(tl.Points) == 0 {
 			continue

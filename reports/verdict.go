@@ -88,6 +88,9 @@ func (c verdictCell) compared() bool { return len(c.Ranked) >= 2 }
 func computeVerdict(run *results.Run, f *figures) verdict {
 	dps := f.dataplanes()
 	v := verdict{Cats: verdictCats, Cluster: clusterSentence(run, f)}
+	if run.Partial() {
+		v.Notices = append(v.Notices, partialSentence(run))
+	}
 	if run.Config.Extra["quick"] == "true" {
 		v.Notices = append(v.Notices, "Quick sweep: few samples per figure, so read the ratios rather than the absolute times.")
 	}
@@ -117,6 +120,30 @@ func computeVerdict(run *results.Run, f *figures) verdict {
 	}
 	v.Caps = capSentences(run.Caps)
 	return v
+}
+
+// partialSentence says that the run did not finish, where it stopped, and how to go on.
+func partialSentence(run *results.Run) string {
+	p := run.Progress
+	done := fmt.Sprintf("%d phases", len(p.Phases))
+	if len(p.Phases) == 1 {
+		done = "1 phase"
+	}
+	where := "it was killed"
+	if len(p.Phases) > 0 {
+		where += " after " + p.Phases[len(p.Phases)-1].ID
+	}
+	if st := p.Stopped; st != nil {
+		where = "it stopped"
+		if st.Phase != "" {
+			where += " in " + st.Phase
+		}
+		if st.Reason != "" {
+			where += " (" + st.Reason + ")"
+		}
+	}
+	return fmt.Sprintf("Partial run: %s finished, then %s; later phases are missing from every figure below. "+
+		"netpolbench bench --resume on its directory continues it.", done, where)
 }
 
 // rank orders the dataplanes on one count at one scale.

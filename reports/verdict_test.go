@@ -190,6 +190,64 @@ func TestVerdictScalesAreTheSweepsNotALabelSetPoint(t *testing.T) {
 	}
 }
 
+// TestPartialRunSaysSoFirstAndWhereItStopped: an unfinished run's first notice says it is
+// partial, how far it got and where it stopped, in the HTML's first screen and the terminal
+// summary; a killed run (no stop recorded) names its last finished phase.
+func TestPartialRunSaysSoFirstAndWhereItStopped(t *testing.T) {
+	run := resultstest.Run(resultstest.DefaultOptions())
+	run.Config.Extra = map[string]string{"quick": "true"}
+	run.Progress = &results.Progress{Phases: []results.Phase{{ID: "pods=100/workload"}, {ID: "pods=100/backend=ebpf/sync"}},
+		Stopped: &results.Stop{Phase: "pods=100/backend=ebpf/churn", Reason: "interrupted by SIGINT"}}
+	v := mustVerdict(t, run)
+	if len(v.Notices) < 2 || !strings.HasPrefix(v.Notices[0], "Partial run: 2 phases finished, then it stopped in pods=100/backend=ebpf/churn (interrupted by SIGINT)") {
+		t.Fatalf("notices %q", v.Notices)
+	}
+	var html, term strings.Builder
+	if err := Render(&html, run); err != nil {
+		t.Fatal(err)
+	}
+	first := html.String()[:strings.Index(html.String(), `<div id="summary">`)]
+	if !strings.Contains(first, "Partial run: 2 phases finished") {
+		t.Error("the report's verdict does not say the run is partial")
+	}
+	if err := WriteSummary(&term, run, ""); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(term.String(), "Partial run:") {
+		t.Errorf("the summary starts %.80q", term.String())
+	}
+	run.Progress.Stopped = nil
+	if v := mustVerdict(t, run); !strings.Contains(v.Notices[0], "then it was killed after pods=100/backend=ebpf/sync") {
+		t.Errorf("killed run: %q", v.Notices[0])
+	}
+	run.Complete = true
+	if v := mustVerdict(t, run); slices.ContainsFunc(v.Notices, func(n string) bool { return strings.HasPrefix(n, "Partial") }) {
+		t.Errorf("a complete run says it is partial: %q", v.Notices)
+	}
+}
+
+// TestAKindCutShortByAChurnCapIsNotCompared: the events of a kind a backend stopped within are
+// fewer than the others', so its median is left out of the per-event comparison.
+func TestAKindCutShortByAChurnCapIsNotCompared(t *testing.T) {
+	run := resultstest.Run(resultstest.DefaultOptions())
+	f := collectFigures(run)
+	var target *results.Update
+	for i := range run.Updates {
+		u := &run.Updates[i]
+		if u.Event != results.EventFullSync && f.events[scaleKey{u.Backend, u.Pods}][u.Event] > 0 {
+			target = u
+			break
+		}
+	}
+	if target == nil {
+		t.Fatal("the synthetic run has no churn update")
+	}
+	target.Capped = true
+	if _, ok := collectFigures(run).events[scaleKey{target.Backend, target.Pods}][target.Event]; ok {
+		t.Errorf("%s %s at %d pods, cut short by a churn cap, is still compared", target.Backend, target.Event, target.Pods)
+	}
+}
+
 func TestPacketFigureIsTheHeadlineNotAPathOrASparsePass(t *testing.T) {
 	run := results.New()
 	mk := func(name string, labels map[string]string, p50 float64) results.Histogram {

@@ -149,8 +149,8 @@ func (run *Run) AllBenchmarks() []Benchmark {
 }
 
 // Validate checks what WriteBenchfmt and the gate rely on: names start with "Benchmark" and have
-// no spaces, units have no spaces and keep one Exact flag across the run, and ratios point at
-// existing metrics.
+// no spaces, units have no spaces and keep one Exact flag across the run, ratios point at
+// existing metrics, and a recorded progress names each phase once.
 func (run *Run) Validate() error {
 	var errs []string
 	exact := map[string]bool{}
@@ -168,6 +168,7 @@ func (run *Run) Validate() error {
 			exact[m.Unit] = m.Exact
 		}
 	}
+	errs = append(errs, run.validateProgress()...)
 	for _, r := range run.Ratios {
 		for _, ref := range []MetricRef{r.Num, r.Den} {
 			if run.Lookup(ref) == nil {

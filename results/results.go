@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"time"
 )
@@ -75,6 +76,14 @@ type Run struct {
 	Claims []Claim `json:"claims,omitempty"`
 	// Notes are free-form remarks for the report (e.g. "eBPF stamps: TCX_NEXT on allow").
 	Notes []string `json:"notes,omitempty"`
+
+	// Complete is set once the run finished every phase it planned. A file without the field
+	// was written before runs recorded their progress, always at the end, and reads as
+	// complete.
+	Complete bool `json:"complete"`
+	// Progress records the phases finished, where an unfinished run stopped and what resuming
+	// it must match; nil in files written before runs recorded it.
+	Progress *Progress `json:"progress,omitempty"`
 }
 
 // New returns an empty Run with the schema set and Start = now (UTC).
@@ -129,21 +138,62 @@ type Cap struct {
 	Reason string `json:"reason"`
 	// Limit is the limit that applied, as text, e.g. "max 20000 pods" or "60 s apply timeout".
 	Limit string `json:"limit,omitempty"`
+	// Phase is the phase the cap stopped, e.g. PhaseChurn; "" when it stopped the backend at
+	// that scale before its first phase.
+	Phase string `json:"phase,omitempty"`
+	// Planned is the state the backend's own plan said a full sync would write (rules, set
+	// members, map entries), computed without applying it, when the cap was decided by it or
+	// the backend could plan. Exact.
+	Planned *Size `json:"planned,omitempty"`
 }
 
-// Save writes run as indented JSON to path, setting Schema when it is empty.
+// Phases a cap can stop (Cap.Phase).
+const (
+	// PhaseChurn is the churn phase: the scale's event list replayed on every backend. A
+	// backend capped there did not apply the whole list, so its state afterwards is not the
+	// other backends': every figure it would measure after churn is left out of comparisons
+	// and claims (see ChurnCapped).
+	PhaseChurn = "churn"
+	// PhaseEndToEnd is the end-to-end phase: churn written through an API server (EndToEnd).
+	// A backend capped there was measured, or not, by the other phases independently.
+	PhaseEndToEnd = "end-to-end"
+)
+
+// ChurnCapped reports whether backend did not finish the churn list at pods pods: figures it
+// measured after churn describe another cluster than the other backends' and must not be
+// compared with theirs.
+func (run *Run) ChurnCapped(backend string, pods int) bool {
+	for _, c := range run.Caps {
+		if c.Backend == backend && c.Pods == pods && c.Phase == PhaseChurn {
+			return true
+		}
+	}
+	return false
+}
+
+// Save writes run as indented JSON to path, setting Schema when it is empty. The write is
+// atomic (WriteFileAtomic): a reader or a killed writer never leaves a half-written file.
 func Save(path string, run *Run) error {
+	b, err := Encode(run)
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(path, func(w io.Writer) error {
+		_, err := w.Write(b)
+		return err
+	})
+}
+
+// Encode renders run as Save writes it, setting Schema when it is empty.
+func Encode(run *Run) ([]byte, error) {
 	if run.Schema == "" {
 		run.Schema = SchemaVersion
 	}
 	b, err := json.MarshalIndent(run, "", "  ")
 	if err != nil {
-		return fmt.Errorf("encode results: %w", err)
+		return nil, fmt.Errorf("encode results: %w", err)
 	}
-	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("write results: %w", err)
-	}
-	return nil
+	return append(b, '\n'), nil
 }
 
 // Load reads a Run from path. A file of another schema gives an error wrapping ErrUnknownSchema.
@@ -171,7 +221,8 @@ func Decode(b []byte) (*Run, error) {
 		return nil, fmt.Errorf("%w %q, want %q (rerun the bench with this netpolbench to get a comparable file)",
 			ErrUnknownSchema, head.Schema, SchemaVersion)
 	}
-	var run Run
+	// Files without "complete" predate progress records and were written only at the end.
+	run := Run{Complete: true}
 	if err := json.Unmarshal(b, &run); err != nil {
 		return nil, fmt.Errorf("decode results: %w", err)
 	}

@@ -36,6 +36,14 @@ type Update struct {
 	// ConvergenceNS are samples of the time from the event to the first probe that saw the new
 	// verdict, in ns; empty when not measured.
 	ConvergenceNS []float64 `json:"convergence_ns,omitempty"`
+	// EventsDigest identifies the churn event list the samples come from (SHA-256, hex): every
+	// backend at a scale replays the same list, so equal digests say they applied the same
+	// events. "" for full syncs.
+	EventsDigest string `json:"events_digest,omitempty"`
+	// Capped is set when the backend stopped within this kind's events (a churn cap,
+	// Cap.Phase PhaseChurn): the samples are of fewer events than the other backends' and are
+	// left out of comparisons.
+	Capped bool `json:"capped,omitempty"`
 }
 
 // ChurnTimeline is a steady, bounded packet stream between pods that stay allowed, measured in
@@ -51,6 +59,12 @@ type ChurnTimeline struct {
 	Points []ChurnPoint `json:"points"`
 	// Events marks when churn events were applied.
 	Events []ChurnMark `json:"events,omitempty"`
+	// EventsDigest identifies the event list applied under load (SHA-256, hex), the same for
+	// every backend at a scale.
+	EventsDigest string `json:"events_digest,omitempty"`
+	// Capped is set when the backend did not apply the whole list within the phase budget: its
+	// timeline then covers fewer events than the others' and is not compared with them.
+	Capped bool `json:"capped,omitempty"`
 }
 
 // ChurnPoint is one interval of a churn timeline.

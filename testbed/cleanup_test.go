@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"netpolbench/internal/netns"
+	"netpolbench/internal/owner"
 	"netpolbench/internal/testenv"
 )
 
@@ -128,7 +129,7 @@ func TestCleanupRemovesWhatAKilledRunLeft(t *testing.T) {
 				t.Errorf("after cleanup %s still has %v (removed %v)", run, left, removed)
 			}
 			for _, n := range removed {
-				if pid, ok := runPID(n); !ok || processAlive(pid) {
+				if pid, ok := owner.PID(n, Prefix); !ok || owner.Alive(pid) {
 					t.Errorf("cleanup removed %s, which is no dead run's", n)
 				}
 			}
@@ -157,26 +158,5 @@ func TestSIGTERMRemovesTheTestbed(t *testing.T) {
 	}
 	if left := namespacesOf(t, run); len(left) > 0 {
 		t.Errorf("SIGTERM left %v", left)
-	}
-}
-
-func TestRunPIDFromNamespaceNames(t *testing.T) {
-	for _, c := range []struct {
-		name string
-		pid  int
-		ok   bool
-	}{
-		{"npb-1234-a1b2c3-node", 1234, true},
-		{"npb-ipt-3904-12", 3904, true},
-		{"npb-stamptest-77-ff00", 77, true},
-		{"npb-node", 0, false},
-		{"npb--x", 0, false},
-		{"other-1234-node", 0, false},
-		{"npb-0-x", 0, false},
-	} {
-		pid, ok := runPID(c.name)
-		if pid != c.pid || ok != c.ok {
-			t.Errorf("runPID(%q) = %d, %v; want %d, %v", c.name, pid, ok, c.pid, c.ok)
-		}
 	}
 }

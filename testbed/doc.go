@@ -13,8 +13,9 @@
 //	                pod address there can send and receive without per-pod setup.
 //	<run>-out       203.0.113.0/24 hosts (AnyIP) for ipBlock and world flows.
 //
-// <run> is "npb-<pid>-<random>". Close removes the namespaces, and so does SIGINT or SIGTERM;
-// Cleanup (the `netpolbench cleanup` command) removes those of runs that were killed.
+// <run> is "npb-<pid>-<random>". Close removes the namespaces, and so does SIGINT or SIGTERM
+// (unless the program handles those itself and said so with KeepOnSignal); Cleanup (the
+// `netpolbench cleanup` command) removes those of runs that were killed.
 //
 // Pod addresses map to namespaces by block: block = (ip - 198.18.0.0) >> (32 - BlockBits),
 // namespace = block mod PodNamespaces. Traffic between two pods always crosses the node, even
@@ -42,9 +43,9 @@
 // Generator sends traffic for per-packet measurements without waiting for any of it: new
 // flows as raw packets (a TCP SYN or UDP datagram each, a source port of its own, a length
 // that can carry a mark), back to back or at a rate, and data segments on real connections.
-// It first waits until every veth is up (WaitLinksUp): a new veth drops what it is given until
+// New returns only once every veth is up (WaitLinksUp): a new veth drops what it is given until
 // the kernel's link watcher has put its queueing discipline in place, up to a second later on
-// a loaded machine. NodeRxPackets and NodeConntrackEntries read the node's counters.
+// a loaded machine, and neither probes nor the generator may lose packets to that. NodeRxPackets and NodeConntrackEntries read the node's counters.
 //
 // Namespaces are created, entered and removed through internal/netns.
 package testbed

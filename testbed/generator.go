@@ -66,14 +66,11 @@ const (
 // batchSize is how many packets of one source namespace go out in one sendmmsg call.
 const batchSize = 64
 
-// NewGenerator prepares a generator: it waits until every veth is up (WaitLinksUp), moves the
+// NewGenerator prepares a generator (New has waited until every veth is up): it moves the
 // ephemeral port range of the pod and outside namespaces to 61000-65535 and turns TCP
 // autocorking off there, so each write of SendEstablished is one segment. Close releases its
 // sockets.
 func (tb *Testbed) NewGenerator() (*Generator, error) {
-	if err := tb.WaitLinksUp(5 * time.Second); err != nil {
-		return nil, fmt.Errorf("prepare generator: %w", err)
-	}
 	for _, ns := range append(append([]nsInfo(nil), tb.pods...), tb.out) {
 		if err := ns.ns.Do(func() error {
 			return setSysctls([][2]string{

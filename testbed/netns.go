@@ -1,18 +1,14 @@
 package testbed
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"netpolbench/internal/netns"
+	"netpolbench/internal/owner"
 )
 
 // Prefix starts the name of every namespace this package creates. Cleanup removes only names
@@ -21,36 +17,7 @@ const Prefix = "npb-"
 
 // newRunName returns a run-unique name prefix "npb-<pid>-<hex>". The pid lets Cleanup tell a
 // live run from a dead one.
-func newRunName() (string, error) {
-	var b [3]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("make run name: %w", err)
-	}
-	return fmt.Sprintf("%s%d-%s", Prefix, os.Getpid(), hex.EncodeToString(b[:])), nil
-}
-
-// runPID returns the pid in a namespace name: the first dash-separated field after Prefix that
-// is a number. That covers this package's "npb-<pid>-<hex>-..." and the other packages' test
-// namespaces, "npb-<what>-<pid>-...".
-func runPID(name string) (int, bool) {
-	rest, ok := strings.CutPrefix(name, Prefix)
-	if !ok {
-		return 0, false
-	}
-	for _, f := range strings.Split(rest, "-") {
-		if pid, err := strconv.Atoi(f); err == nil && pid > 0 {
-			return pid, true
-		}
-	}
-	return 0, false
-}
-
-// processAlive reports whether pid names a running process (signal 0 probes without
-// delivering anything).
-func processAlive(pid int) bool {
-	err := unix.Kill(pid, 0)
-	return err == nil || errors.Is(err, unix.EPERM)
-}
+func newRunName() (string, error) { return owner.Name(Prefix, "") }
 
 // writeSysctl writes a /proc/sys value; called inside a namespace (NS.Do) so net.* keys hit it.
 func writeSysctl(key, value string) error {
@@ -94,9 +61,9 @@ func Leftovers() ([]Leftover, error) {
 			continue
 		}
 		l := Leftover{Name: e.Name()}
-		if pid, ok := runPID(e.Name()); ok {
+		if pid, ok := owner.PID(e.Name(), Prefix); ok {
 			l.PID = pid
-			l.Live = processAlive(pid)
+			l.Live = owner.Alive(pid)
 		}
 		out = append(out, l)
 	}

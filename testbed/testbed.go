@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -151,6 +152,11 @@ func New(opts Options) (tb *Testbed, err error) {
 	}
 	if err := tb.build(step); err != nil {
 		return nil, err
+	}
+	// A packet sent before a veth's queueing discipline is in place is dropped: no probe or
+	// generator may meet a testbed in that state.
+	if err := tb.WaitLinksUp(5 * time.Second); err != nil {
+		return nil, fmt.Errorf("new testbed: %w", err)
 	}
 	return tb, nil
 }
@@ -566,16 +572,37 @@ func (tb *Testbed) Close() error {
 // Live testbeds are removed when the process gets SIGINT or SIGTERM; the signal is then
 // delivered again with its default action, so the exit status still says what happened.
 var (
-	liveMu  sync.Mutex
-	live    = map[*Testbed]struct{}{}
-	sigOnce sync.Once
+	liveMu    sync.Mutex
+	live      = map[*Testbed]struct{}{}
+	sigCh     chan os.Signal
+	sigOff    bool
+	sigNotify sync.Once
 )
 
+// KeepOnSignal turns off the removal of live testbeds on SIGINT and SIGTERM, for a program
+// that handles those signals itself and closes its testbeds as it stops (the benchmark, which
+// writes what it measured first). Without it, the namespaces would vanish under the phases
+// still running, and the signal's default action would end the process before it could write.
+func KeepOnSignal() {
+	liveMu.Lock()
+	defer liveMu.Unlock()
+	sigOff = true
+	if sigCh != nil {
+		signal.Stop(sigCh)
+	}
+}
+
 func register(tb *Testbed) {
-	sigOnce.Do(func() {
-		ch := make(chan os.Signal, 1)
-		signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
-		go func() {
+	liveMu.Lock()
+	defer liveMu.Unlock()
+	live[tb] = struct{}{}
+	if sigOff {
+		return
+	}
+	sigNotify.Do(func() {
+		sigCh = make(chan os.Signal, 1)
+		signal.Notify(sigCh, syscall.SIGINT, syscall.SIGTERM)
+		go func(ch chan os.Signal) {
 			sig := <-ch
 			liveMu.Lock()
 			all := make([]*Testbed, 0, len(live))
@@ -590,11 +617,8 @@ func register(tb *Testbed) {
 			}
 			signal.Reset(sig)
 			_ = unix.Kill(os.Getpid(), sig.(syscall.Signal))
-		}()
+		}(sigCh)
 	})
-	liveMu.Lock()
-	live[tb] = struct{}{}
-	liveMu.Unlock()
 }
 
 func unregister(tb *Testbed) {

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -22,6 +20,7 @@ import (
 	"netpolbench/agent"
 	"netpolbench/catalogue"
 	"netpolbench/internal/netns"
+	"netpolbench/internal/owner"
 	"netpolbench/policy"
 	"netpolbench/testbed"
 )
@@ -147,11 +146,10 @@ func agentRESTConfig(kubeconfig string) (*rest.Config, error) {
 // ownNetns creates the network namespace a kernel backend of the agent keeps its rules in,
 // named like the testbed's (npb-<pid>-...) so netpolbench cleanup removes it after a kill.
 func ownNetns() (string, error) {
-	var b [3]byte
-	if _, err := rand.Read(b[:]); err != nil {
+	name, err := owner.Name(testbed.Prefix, "agent")
+	if err != nil {
 		return "", err
 	}
-	name := fmt.Sprintf("%s%d-agent-%s", testbed.Prefix, os.Getpid(), hex.EncodeToString(b[:]))
 	ns, err := netns.Create(name)
 	if err != nil {
 		return "", err

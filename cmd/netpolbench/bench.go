@@ -7,28 +7,31 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"netpolbench/bench"
 	"netpolbench/catalogue"
 	"netpolbench/reports"
 	"netpolbench/results"
+	"netpolbench/testbed"
 )
 
 func init() {
 	var (
-		specFile, cluster, out, pods, backends, labelSets string
-		apiPods, apiQPS, kubeconfig                       string
-		duration                                          time.Duration
-		quick, noKernel, apiOnly, noAPI                   bool
-		seed                                              uint64
-		samples                                           int
-		mapHeadroom                                       float64
+		specFile, cluster, out, pods, backends, labelSets, resume string
+		apiPods, apiQPS, kubeconfig                               string
+		duration                                                  time.Duration
+		quick, noKernel, apiOnly, noAPI                           bool
+		seed                                                      uint64
+		samples                                                   int
+		mapHeadroom                                               float64
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -40,11 +43,17 @@ enforcement cost stamped in the kernel, round trips, throughput and churn under 
 
 It writes results/<timestamp>/results.json (the results schema), one .hgrm percentile file per
 latency distribution, bench.txt in Go benchmark format (benchstat reads it) and report.html.
+results.json is written after every phase, marked complete only at the end: a run stopped by
+SIGINT or SIGTERM records the phase it was in, removes everything it created and exits 130 or
+143; a killed run leaves the file of its last phase (netpolbench cleanup then removes its
+namespaces). --resume results/<timestamp> continues such a run with the same binary, sweep
+and seed, skipping the phases it finished.
 
 Without flags it runs the default sweep: 100, 1,000, 3,000, 10,000 and 100,000 pods, plus 10,
 50 and 200 label sets at 1,000 pods; compiled, ebpf, ebpf-cilium, iptables and ipset, the
-iptables family capped where its per-IP rules exceed the run's budget (the cap and its reason
-are recorded). --quick runs the small sweep CI gates against a committed baseline.
+iptables family capped where its own plan of rules and set members exceeds the run's budget
+(the cap, its reason and the planned size are recorded). --quick runs the small sweep CI gates
+against a committed baseline.
 
 The default sweep ends with the end-to-end phase: at 1,000 and 10,000 pods a generated cluster
 is written through an embedded etcd and kube-apiserver (make controlplane builds them), and
@@ -57,6 +66,15 @@ networkpolicies, and get on /metrics).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			spec := bench.DefaultSpec()
+			if resume != "" {
+				run, err := results.Load(resultsPath(resume))
+				if err != nil {
+					return usageErr(fmt.Errorf("--resume: %w", err))
+				}
+				if spec, err = bench.RecordedSpec(run); err != nil {
+					return usageErr(fmt.Errorf("--resume %s: %w", resume, err))
+				}
+			}
 			if quick {
 				spec = bench.QuickSpec()
 			}
@@ -100,14 +118,27 @@ networkpolicies, and get on /metrics).`,
 			if kubeconfig != "" {
 				apiOnly = true
 			}
+			askedAPI := apiOnly || f.Changed("apiserver-pods") || f.Changed("apiserver-qps")
 			switch {
-			case noAPI && (apiOnly || f.Changed("apiserver-pods") || f.Changed("apiserver-qps")):
-				return usageErr(errors.New("--no-apiserver leaves out what --apiserver, --kubeconfig, --apiserver-pods and --apiserver-qps ask for"))
-			case noAPI:
+			case askedAPI && (noAPI || cluster != ""):
+				return usageErr(errors.New("--apiserver, --kubeconfig, --apiserver-pods and --apiserver-qps ask for the end-to-end phase, which --no-apiserver leaves out and --cluster cannot run (it writes a generated cluster)"))
+			case noAPI || cluster != "":
 				spec.APIServer = nil
-			case apiOnly || f.Changed("apiserver-pods") || f.Changed("apiserver-qps"):
+			case askedAPI:
 				if spec.APIServer == nil {
 					spec.APIServer = bench.DefaultAPIServer()
+				}
+			case f.Changed("pods") && spec.APIServer != nil:
+				// A sweep of other scales runs the end-to-end phase at those of its own scales
+				// it has, or not at all.
+				var keep []int
+				for _, p := range spec.APIServer.Pods {
+					if slices.Contains(spec.Pods, p) {
+						keep = append(keep, p)
+					}
+				}
+				if spec.APIServer.Pods = keep; len(keep) == 0 {
+					spec.APIServer = nil
 				}
 			}
 			if apiOnly {
@@ -133,7 +164,9 @@ networkpolicies, and get on /metrics).`,
 					}
 					a.QPS = qs
 				}
-				a.Kubeconfig = kubeconfig
+				if kubeconfig != "" {
+					a.Kubeconfig = kubeconfig
+				}
 				if f.Changed("backends") {
 					a.Backends = spec.Backends
 				}
@@ -159,29 +192,46 @@ networkpolicies, and get on /metrics).`,
 				if err != nil {
 					return usageErr(err)
 				}
-				if kubeconfig != "" {
+				if a := spec.APIServer; a != nil && a.Kubeconfig != "" {
 					ws.NamespacePrefix = bench.NamespacePrefix()
 				}
 				src = ws
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			r := &bench.Runner{Spec: spec, Source: src, Progress: bench.NewProgress(os.Stderr), Log: os.Stderr, Kernel: !noKernel,
+				Describe: func(run *results.Run) {
+					bench.DescribeHost(run)
+					if cluster != "" {
+						run.Config.Extra["cluster"] = cluster
+					}
+					if quick {
+						run.Config.Extra["quick"] = "true"
+					}
+				}}
+			if resume != "" {
+				dir := resume
+				if st, err := os.Stat(dir); err == nil && !st.IsDir() {
+					dir = filepath.Dir(dir)
+				}
+				if err := r.Resume(dir); err != nil {
+					return usageErr(err)
+				}
+			} else {
+				r.Dir = bench.RunDir(out, time.Now())
+			}
+			ctx, stop := interruptible()
 			defer stop()
-			r := &bench.Runner{Spec: spec, Source: src, Progress: bench.NewProgress(os.Stderr), Log: os.Stderr, Kernel: !noKernel}
 			run, err := r.Run(ctx)
+			if err != nil && run != nil && run.Progress != nil {
+				fmt.Fprintf(os.Stderr, "\nnetpolbench: wrote %s: a partial run of %d phases; continue it with\n  netpolbench bench --resume %s\n",
+					r.Dir, len(run.Progress.Phases), r.Dir)
+			}
+			if errors.Is(err, bench.ErrInterrupted) {
+				return &exitError{code: exitCodeOf(context.Cause(ctx)), err: err}
+			}
 			if err != nil {
 				return err
 			}
-			bench.DescribeHost(run)
-			if cluster != "" {
-				run.Config.Extra["cluster"] = cluster
-			}
-			if quick {
-				run.Config.Extra["quick"] = "true"
-			}
-			dir := bench.RunDir(out, run.Start)
-			if err := r.Write(dir); err != nil {
-				return err
-			}
+			dir := r.Dir
 			if err := writeBenchReport(filepath.Join(dir, bench.ReportFile)); err != nil {
 				return err
 			}
@@ -207,7 +257,54 @@ networkpolicies, and get on /metrics).`,
 	f.StringVar(&kubeconfig, "kubeconfig", "", "run the end-to-end phase alone against the cluster of this kubeconfig")
 	f.StringVar(&apiPods, "apiserver-pods", "", "scales of the end-to-end phase, comma-separated (default 1000,10000)")
 	f.StringVar(&apiQPS, "apiserver-qps", "", "write rates of the end-to-end phase, events per second, comma-separated (default 20,100)")
+	f.StringVar(&resume, "resume", "", "continue the partial run in this directory (results/<timestamp>), skipping the phases it finished")
 	rootCmd.AddCommand(cmd)
+}
+
+// signalled is why a run was stopped: a signal, whose number sets the exit status.
+type signalled struct{ sig syscall.Signal }
+
+func (s signalled) Error() string { return "interrupted by " + unix.SignalName(s.sig) }
+
+// exitCodeOf is the status a shell expects of a process stopped by the signal: 128 + its
+// number (130 for SIGINT, 143 for SIGTERM).
+func exitCodeOf(cause error) int {
+	var s signalled
+	if errors.As(cause, &s) {
+		return 128 + int(s.sig)
+	}
+	return 130
+}
+
+// interruptible returns a context that SIGINT or SIGTERM cancels with the signal as its cause.
+// The testbed's own handler is turned off: the runner stops its phases, writes what it
+// measured and removes its namespaces itself. A second signal exits at once, leaving whatever
+// is left to netpolbench cleanup.
+func interruptible() (context.Context, func()) {
+	testbed.KeepOnSignal()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		first, ok := <-sigs
+		if !ok {
+			return
+		}
+		sig := first.(syscall.Signal)
+		fmt.Fprintf(os.Stderr, "\nnetpolbench: %s: stopping (again to exit at once)\n", unix.SignalName(sig))
+		cancel(signalled{sig})
+		second, ok := <-sigs
+		if !ok {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "netpolbench: %s again: exiting now; netpolbench cleanup removes what is left\n", unix.SignalName(second.(syscall.Signal)))
+		os.Exit(128 + int(second.(syscall.Signal)))
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		close(sigs)
+		cancel(nil)
+	}
 }
 
 // writeBenchReport renders report.html from the results.json written beside it.

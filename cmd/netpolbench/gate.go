@@ -84,5 +84,69 @@ and commit it with the change that moved the figures, saying why in the commit m
 	f.StringVarP(&output, "output", "o", "table", "output format: table or json")
 	f.StringVar(&writeBaseline, "write-baseline", "", "write --current, trimmed, as a new baseline file instead of gating")
 	f.BoolVarP(&verbose, "verbose", "v", false, "list unchanged figures too")
+	cmd.AddCommand(gateSpreadCmd())
 	rootCmd.AddCommand(cmd)
+}
+
+func gateSpreadCmd() *cobra.Command {
+	var minEffect float64
+	var writeBaseline string
+	cmd := &cobra.Command{
+		Use:   "spread RUN RUN [RUN...]",
+		Short: "How far each same-run ratio moves between runs of one binary, and which are stable enough to gate",
+		Long: `spread reads results.json files of repeated runs of the same binary, spec and seed on one
+machine kind (five is the suite's habit), and prints, per ratio the first run declares, its median
+in each run and its spread: (largest − smallest median) / their median. A ratio whose spread is
+under --min-effect can be gated without failing on noise; with --write-baseline the first run is
+written as a baseline that gates exactly those ratios (and every exact figure).
+
+Exact figures that differ between the runs are listed: they are not deterministic, which is a bug.
+
+  netpolbench gate spread r1/results.json r2/results.json r3/results.json r4/results.json r5/results.json \
+    --min-effect 0.25 --write-baseline testdata/baseline/ci.json`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var runs []*results.Run
+			for _, a := range args {
+				run, err := results.Load(resultsPath(a))
+				if err != nil {
+					return usageErr(err)
+				}
+				if run.Partial() {
+					return usageErr(fmt.Errorf("gate spread: %s is a partial run", a))
+				}
+				runs = append(runs, run)
+			}
+			rows, unequal, err := gate.Spread(runs, minEffect)
+			if err != nil {
+				return usageErr(err)
+			}
+			w := cmd.OutOrStdout()
+			if err := gate.WriteSpreadTable(w, rows, minEffect); err != nil {
+				return err
+			}
+			for _, u := range unequal {
+				fmt.Fprintf(w, "exact figure differs between runs: %s\n", u)
+			}
+			if writeBaseline != "" {
+				if err := results.Save(writeBaseline, gate.StableBaseline(runs[0], rows)); err != nil {
+					return err
+				}
+				n := 0
+				for _, r := range rows {
+					if r.Stable {
+						n++
+					}
+				}
+				fmt.Fprintf(w, "wrote baseline %s from %s: %d of %d ratios gated\n", writeBaseline, args[0], n, len(rows))
+			}
+			if len(unequal) > 0 {
+				return &exitError{code: 1, err: fmt.Errorf("gate spread: %d exact figure(s) differ between runs of one binary", len(unequal))}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().Float64Var(&minEffect, "min-effect", 0.25, "a ratio whose spread is under this is stable enough to gate (0.25 = 25%)")
+	cmd.Flags().StringVar(&writeBaseline, "write-baseline", "", "write the first run as a baseline gating only the stable ratios")
+	return cmd
 }

@@ -1,0 +1,54 @@
+// Package owner names what a run leaves on the machine (network namespaces, run directories)
+// after the process that made it, so that a cleanup can tell a dead run's leftovers from a
+// live run's without any record kept elsewhere: a name carries its maker's pid.
+package owner
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Name returns prefix + "<pid>-" + what (when not "") + "<6 hex digits>": unique per call,
+// and owned by this process as far as PID reads it.
+func Name(prefix, what string) (string, error) {
+	var b [3]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("make run name: %w", err)
+	}
+	if what != "" {
+		what += "-"
+	}
+	return fmt.Sprintf("%s%d-%s%s", prefix, os.Getpid(), what, hex.EncodeToString(b[:])), nil
+}
+
+// Pattern is prefix + "<pid>-", for os.MkdirTemp and the like, which add the unique part.
+func Pattern(prefix string) string { return fmt.Sprintf("%s%d-", prefix, os.Getpid()) }
+
+// PID returns the pid in a name made by Name or Pattern: the first dash-separated field after
+// prefix that is a number (test names may put a word before it: "npb-<what>-<pid>-...").
+func PID(name, prefix string) (int, bool) {
+	rest, ok := strings.CutPrefix(name, prefix)
+	if !ok {
+		return 0, false
+	}
+	for _, f := range strings.Split(rest, "-") {
+		if pid, err := strconv.Atoi(f); err == nil && pid > 0 {
+			return pid, true
+		}
+	}
+	return 0, false
+}
+
+// Alive reports whether pid names a running process (signal 0 probes without delivering
+// anything; EPERM means it exists under another user).
+func Alive(pid int) bool {
+	err := unix.Kill(pid, 0)
+	return err == nil || errors.Is(err, unix.EPERM)
+}

@@ -1,0 +1,58 @@
+package owner
+
+import (
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+func TestANameCarriesItsMakersPID(t *testing.T) {
+	for _, what := range []string{"", "agent"} {
+		a, err := Name("npb-", what)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := Name("npb-", what)
+		if a == b || !strings.HasPrefix(a, Pattern("npb-")) {
+			t.Errorf("Name(%q) = %q and %q: want two names starting %q", what, a, b, Pattern("npb-"))
+		}
+		if pid, ok := PID(a, "npb-"); !ok || pid != os.Getpid() {
+			t.Errorf("PID(%q) = %d, %v; want %d", a, pid, ok, os.Getpid())
+		}
+	}
+}
+
+func TestPIDFromNames(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		pid  int
+		ok   bool
+	}{
+		{"npb-1234-a1b2c3-node", 1234, true},
+		{"npb-ipt-3904-12", 3904, true},
+		{"npb-stamptest-77-ff00", 77, true},
+		{"npb-node", 0, false},
+		{"npb--x", 0, false},
+		{"other-1234-node", 0, false},
+		{"npb-0-x", 0, false},
+	} {
+		pid, ok := PID(c.name, "npb-")
+		if pid != c.pid || ok != c.ok {
+			t.Errorf("PID(%q) = %d, %v; want %d, %v", c.name, pid, ok, c.pid, c.ok)
+		}
+	}
+}
+
+func TestAliveTellsARunningProcessFromAnEndedOne(t *testing.T) {
+	if !Alive(os.Getpid()) {
+		t.Fatal("this process is not alive")
+	}
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Skipf("cannot run true: %v", err)
+	}
+	if Alive(cmd.Process.Pid) {
+		t.Errorf("pid %d of an ended, reaped child is alive", cmd.Process.Pid)
+	}
+}
