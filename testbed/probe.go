@@ -165,7 +165,7 @@ func (tb *Testbed) probeRound(ctx context.Context, rx *receivers, flows []policy
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			ok, err := tb.probeOne(ctx, rx, seq, f, timeout)
+			ok, err := tb.probeOne(ctx, rx, seq, f, timeout, nil)
 			if err != nil {
 				cancel(fmt.Errorf("probe %s: %w", f, err))
 				return
@@ -179,21 +179,23 @@ func (tb *Testbed) probeRound(ctx context.Context, rx *receivers, flows []policy
 	return context.Cause(ctx)
 }
 
-func (tb *Testbed) probeOne(ctx context.Context, rx *receivers, seq uint64, f policy.Flow, timeout time.Duration) (bool, error) {
+// probeOne sends one probe of f and waits up to timeout for its delivery. With sent set, it
+// records there when the packet was handed to the kernel (after the socket was made).
+func (tb *Testbed) probeOne(ctx context.Context, rx *receivers, seq uint64, f policy.Flow, timeout time.Duration, sent *time.Time) (bool, error) {
 	src, dst := f.Src.Unmap(), f.Dst.Unmap()
 	sns, _ := tb.nsFor(src)
 	self := src == dst
 	if f.Proto == policy.ProtoTCP {
-		return dialTCP(ctx, sns, src, dst, f.Port, self, timeout)
+		return dialTCP(ctx, sns, src, dst, f.Port, self, timeout, sent)
 	}
 	w := rx.expect(seq)
 	defer rx.forget(seq)
 	tok := rx.token(seq)
 	var err error
 	if f.Proto == policy.ProtoUDP {
-		err = sendUDP(sns, src, dst, f.Port, self, tok)
+		err = sendUDP(sns, src, dst, f.Port, self, tok, sent)
 	} else {
-		err = sendICMP(sns, src, dst, uint16(seq), self, tok)
+		err = sendICMP(sns, src, dst, uint16(seq), self, tok, sent)
 	}
 	if err != nil {
 		return false, err
@@ -216,7 +218,7 @@ func (tb *Testbed) probeOne(ctx context.Context, rx *receivers, seq uint64, f po
 // dialTCP connects from src to dst:port. The socket is made inside the source namespace (a
 // short setns on a locked thread); the handshake is awaited on the poller, so a thousand
 // probes in flight hold no thread each.
-func dialTCP(ctx context.Context, sns *nsInfo, src, dst netip.Addr, port uint16, self bool, timeout time.Duration) (bool, error) {
+func dialTCP(ctx context.Context, sns *nsInfo, src, dst netip.Addr, port uint16, self bool, timeout time.Duration, sent *time.Time) (bool, error) {
 	fd, err := socketIn(sns, unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, unix.IPPROTO_TCP)
 	if err != nil {
 		return false, err
@@ -234,6 +236,9 @@ func dialTCP(ctx context.Context, sns *nsInfo, src, dst netip.Addr, port uint16,
 	}
 	if err := unix.Bind(fd, sockaddr(src, 0)); err != nil {
 		return false, fmt.Errorf("bind %s in %s: %w", src, sns.name, err)
+	}
+	if sent != nil {
+		*sent = time.Now()
 	}
 	if err := unix.Connect(fd, sockaddr(dst, port)); err != nil && !errors.Is(err, unix.EINPROGRESS) {
 		return false, fmt.Errorf("testbed fault: connect to %s:%d: %w", dst, port, err)
@@ -309,7 +314,7 @@ func sockaddr(a netip.Addr, port uint16) *unix.SockaddrInet4 {
 }
 
 // sendOne sends one datagram from a fresh socket bound to src in the source namespace.
-func sendOne(sns *nsInfo, typ, proto int, src, dst netip.Addr, port uint16, self bool, payload []byte) error {
+func sendOne(sns *nsInfo, typ, proto int, src, dst netip.Addr, port uint16, self bool, payload []byte, sent *time.Time) error {
 	fd, err := socketIn(sns, unix.AF_INET, typ, proto)
 	if err != nil {
 		return err
@@ -323,26 +328,29 @@ func sendOne(sns *nsInfo, typ, proto int, src, dst netip.Addr, port uint16, self
 	if err := unix.Bind(fd, sockaddr(src, 0)); err != nil {
 		return fmt.Errorf("bind %s in %s: %w", src, sns.name, err)
 	}
+	if sent != nil {
+		*sent = time.Now()
+	}
 	if err := unix.Sendto(fd, payload, 0, sockaddr(dst, port)); err != nil {
 		return fmt.Errorf("testbed fault: send to %s: %w", dst, err)
 	}
 	return nil
 }
 
-func sendUDP(sns *nsInfo, src, dst netip.Addr, port uint16, self bool, tok []byte) error {
-	return sendOne(sns, unix.SOCK_DGRAM, unix.IPPROTO_UDP, src, dst, port, self, tok)
+func sendUDP(sns *nsInfo, src, dst netip.Addr, port uint16, self bool, tok []byte, sent *time.Time) error {
+	return sendOne(sns, unix.SOCK_DGRAM, unix.IPPROTO_UDP, src, dst, port, self, tok, sent)
 }
 
 // sendICMP sends one echo request carrying tok through a raw socket (the kernel adds the IP
 // header with src as source).
-func sendICMP(sns *nsInfo, src, dst netip.Addr, id uint16, self bool, tok []byte) error {
+func sendICMP(sns *nsInfo, src, dst netip.Addr, id uint16, self bool, tok []byte, sent *time.Time) error {
 	msg := make([]byte, 8+len(tok))
 	msg[0] = 8 // echo request
 	binary.BigEndian.PutUint16(msg[4:], id)
 	binary.BigEndian.PutUint16(msg[6:], 1)
 	copy(msg[8:], tok)
 	binary.BigEndian.PutUint16(msg[2:], inetChecksum(msg))
-	return sendOne(sns, unix.SOCK_RAW, unix.IPPROTO_ICMP, src, dst, 0, self, msg)
+	return sendOne(sns, unix.SOCK_RAW, unix.IPPROTO_ICMP, src, dst, 0, self, msg, sent)
 }
 
 func inetChecksum(b []byte) uint16 {

@@ -74,6 +74,8 @@ func (s *sharedReceivers) acquire(k receiverKey) (*receivers, func(), error) {
 
 // attempt is one packet of a SendUntil call.
 type attempt struct {
+	// sent is when the attempt started, and once it is done when its packet was handed to
+	// the kernel.
 	sent      time.Time
 	done      bool
 	delivered bool
@@ -121,6 +123,7 @@ func (tb *Testbed) SendUntil(ctx context.Context, f policy.Flow, delivered bool,
 	type outcome struct {
 		i         int
 		delivered bool
+		sent      time.Time
 		err       error
 	}
 	results := make(chan outcome, 64)
@@ -140,8 +143,9 @@ func (tb *Testbed) SendUntil(ctx context.Context, f policy.Flow, delivered bool,
 		attempts = append(attempts, attempt{sent: time.Now()})
 		inFlight++
 		go func() {
-			ok, err := tb.probeOne(ctx, rx, seq, f, opts.Timeout)
-			results <- outcome{i, ok, err}
+			var sent time.Time
+			ok, err := tb.probeOne(ctx, rx, seq, f, opts.Timeout, &sent)
+			results <- outcome{i, ok, sent, err}
 		}()
 	}
 	start := time.Now()
@@ -165,6 +169,11 @@ func (tb *Testbed) SendUntil(ctx context.Context, f policy.Flow, delivered bool,
 				return time.Time{}, fmt.Errorf("send %s until: %w", f, o.err)
 			}
 			attempts[o.i].done, attempts[o.i].delivered = true, o.delivered
+			if !o.sent.IsZero() {
+				// When the packet went to the kernel: the socket is made after the attempt
+				// starts, which takes a while on a loaded machine.
+				attempts[o.i].sent = o.sent
+			}
 			if at, ok := settled(attempts, &from, delivered, opts.Confirm); ok {
 				return at, nil
 			}
