@@ -51,6 +51,9 @@ type Sample struct {
 	At [NumStages]time.Duration
 	// Changes is the size of the delta the event became.
 	Changes int
+	// Flow and Want are what the Prober probed, when it did (StageProbe is set).
+	Flow policy.Flow
+	Want policy.Verdict
 }
 
 // Prober shows when an event is enforced on real packets, the last stage (StageProbe). Run
@@ -247,7 +250,12 @@ func Run(ctx context.Context, cfg Config, m *Matcher) (*Result, error) {
 	probeCtx, stopProbes := context.WithCancel(ctx)
 	defer stopProbes()
 	probeSlots := make(chan struct{}, cfg.Probes)
-	probeAt := map[int]time.Duration{}
+	type probed struct {
+		at   time.Duration
+		flow policy.Flow
+		want policy.Verdict
+	}
+	probeAt := map[int]probed{}
 	var probes sync.WaitGroup
 	queues := make([]chan job, cfg.Writers)
 	var wg sync.WaitGroup
@@ -295,7 +303,7 @@ func Run(ctx context.Context, cfg Config, m *Matcher) (*Result, error) {
 						return
 					}
 					res.Probed++
-					probeAt[j.seq] = at.Sub(wr.Start)
+					probeAt[j.seq] = probed{at.Sub(wr.Start), j.flow, j.want}
 				}()
 			}
 		}(queues[i])
@@ -366,7 +374,9 @@ func Run(ctx context.Context, cfg Config, m *Matcher) (*Result, error) {
 	m.mu.Unlock()
 	mu.Lock()
 	for i := range res.Samples {
-		res.Samples[i].At[StageProbe] = probeAt[res.Samples[i].Seq]
+		if p, ok := probeAt[res.Samples[i].Seq]; ok {
+			res.Samples[i].At[StageProbe], res.Samples[i].Flow, res.Samples[i].Want = p.at, p.flow, p.want
+		}
 	}
 	mu.Unlock()
 	return res, ctx.Err()
