@@ -71,8 +71,9 @@ type EndToEnd struct {
 	ProbesFailed  int    `json:"probes_failed,omitempty"`
 	ProbesSkipped int    `json:"probes_skipped,omitempty"`
 	ProbeError    string `json:"probe_error,omitempty"`
-	// ProbesEarly counts probed events whose first packet with the new verdict was sent
-	// before the agent had computed the event's delta, so before the backend could change:
+	// ProbesEarly counts probed events whose first packet with the new verdict was sent more
+	// than a millisecond before the agent had computed the event's delta, so before the
+	// backend could change (a packet sent a little earlier may meet the change in the kernel):
 	// the flow had that verdict from another event, which the prober avoids but cannot rule
 	// out. Their probe stage is recorded all the same.
 	ProbesEarly int `json:"probes_early,omitempty"`
