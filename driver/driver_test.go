@@ -150,7 +150,7 @@ func TestRunPairsEveryWriteWithItsEnforcement(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%d writes in %s (lag %s), %d samples, %d unmatched, %d failed, %d probed; load %s", res.Writes, res.Duration.Round(time.Millisecond), res.Lag.Round(time.Millisecond), len(res.Samples), res.Unmatched, res.Failed, res.Probed, res.Load)
+	t.Logf("%d writes in %s (lag %s, drain %s), %d samples, %d unmatched, %d failed, %d probed; load %s", res.Writes, res.Duration.Round(time.Millisecond), res.Lag.Round(time.Millisecond), res.Drain.Round(time.Microsecond), len(res.Samples), res.Unmatched, res.Failed, res.Probed, res.Load)
 	if p.prepared != len(evs) {
 		t.Errorf("Prepare saw %d of %d events", p.prepared, len(evs))
 	}
@@ -164,6 +164,15 @@ func TestRunPairsEveryWriteWithItsEnforcement(t *testing.T) {
 	// no object: no watch event, nothing to pair. Everything else must pair.
 	if len(res.Samples)+res.Unmatched != res.Writes || res.Unmatched > res.Writes/10 {
 		t.Errorf("%d samples and %d unmatched of %d writes", len(res.Samples), res.Unmatched, res.Writes)
+	}
+	// The queue left at the end is at most the longest way of an event, and with the
+	// compiled backend far below it.
+	var longest time.Duration
+	for _, s := range res.Samples {
+		longest = max(longest, s.At[driver.StageApply])
+	}
+	if res.Drain < 0 || res.Drain > longest {
+		t.Errorf("drain %s, want 0..%s (the longest event)", res.Drain, longest)
 	}
 	for _, s := range res.Samples {
 		at := s.At

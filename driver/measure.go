@@ -44,8 +44,9 @@ func (s Stage) String() string { return stageNames[s] }
 type Sample struct {
 	Event policy.EventKind
 	Key   string
-	// Seq is the event's index in its run's Config.Events.
-	Seq int
+	// Seq is the event's index in its run's Config.Events; Start is when its write started.
+	Seq   int
+	Start time.Time
 	// At holds each stage's time since the write started; a stage that did not happen (no
 	// probe) is 0.
 	At [NumStages]time.Duration
@@ -146,7 +147,7 @@ func (m *Matcher) complete(w Write, o agent.Observation) bool {
 			return false
 		}
 	}
-	s := Sample{Event: w.Event, Key: w.Key, Seq: w.Seq, Changes: o.Changes}
+	s := Sample{Event: w.Event, Key: w.Key, Seq: w.Seq, Start: w.Start, Changes: o.Changes}
 	s.At[StageAck] = w.Ack.Sub(w.Start)
 	s.At[StageWatch] = o.Received.Sub(w.Start)
 	s.At[StageDequeue] = o.Dequeued.Sub(w.Start)
@@ -202,8 +203,10 @@ type Result struct {
 	Probed, ProbesFailed, ProbesSkipped int
 	ProbeErr                            error
 	// Duration is from the first write to the last acknowledgement; Lag the most an event
-	// was sent after it was due (the writers could not keep up).
-	Duration, Lag time.Duration
+	// was sent after it was due (the writers could not keep up); Drain from the last
+	// acknowledgement to the last paired write's enforcement (the backend's acknowledgement):
+	// the agent's queue at the end of the writes, near 0 while it keeps up.
+	Duration, Lag, Drain time.Duration
 	// Load is what the API server counted during the run.
 	Load Load
 }
@@ -372,6 +375,15 @@ func Run(ctx context.Context, cfg Config, m *Matcher) (*Result, error) {
 	m.mu.Lock()
 	res.Samples = append([]Sample(nil), m.samples[first:]...)
 	m.mu.Unlock()
+	var lastApplied time.Time
+	for _, smp := range res.Samples {
+		if t := smp.Start.Add(smp.At[StageApply]); t.After(lastApplied) {
+			lastApplied = t
+		}
+	}
+	if lastApplied.After(last) {
+		res.Drain = lastApplied.Sub(last)
+	}
 	mu.Lock()
 	for i := range res.Samples {
 		if p, ok := probeAt[res.Samples[i].Seq]; ok {
