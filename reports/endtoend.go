@@ -95,7 +95,7 @@ func (b *builder) endToEnd() (Section, error) {
 	if e := endToEndSentence(b.run); e != "" {
 		s.Digest = strings.ToUpper(e[:1]) + e[1:]
 	}
-	head := Table{Caption: "Time to enforcement, p50 / p99: from the write to the first packet with the new verdict (else to the backend's acknowledgement), ClusterLoader2's two latencies from the acknowledged write, and the agent's share", Head: []string{"Backend", "Pods", "Events/s asked → written", "Paired",
+	head := Table{Caption: "Time to enforcement, p50 / p99: from the write to the first packet with the new verdict (else to the backend's acknowledgement), ClusterLoader2's two latencies from the acknowledged write, and the agent's share; the queue left is the work the agent still had when the writes ended", Head: []string{"Backend", "Pods", "Events/s asked → written", "Paired", "Queue left",
 		"Enforced", "Pod reachability", "Policy enforcement", "Agent", "p99 ≤ 600 ms"}}
 	stages := Table{Caption: "Stages, p50 / p99 from the start of the write: API acknowledgement, watch event at the agent, dequeued, delta computed, backend applied, first packet with the new verdict", Head: []string{"Backend", "Pods", "Events/s",
 		"ack", "watch", "dequeue", "compute", "apply", "probe", "Probed", "Probes failed"}}
@@ -124,7 +124,11 @@ func (b *builder) endToEnd() (Section, error) {
 		if what != "first packet" {
 			e99 += " (" + what + ")"
 		}
-		head.Rows = append(head.Rows, []Cell{txt(r.Backend), num(fmtCount(float64(r.Pods))), num(trim(r.QPS, 1) + " → " + trim(r.Achieved(), 1)), pairedCell,
+		queue := num(fmtNS(float64(r.DrainNS)))
+		if !r.KeptUp() {
+			queue = cls(fmtNS(float64(r.DrainNS))+" (fell behind)", "num bad")
+		}
+		head.Rows = append(head.Rows, []Cell{txt(r.Backend), num(fmtCount(float64(r.Pods))), num(trim(r.QPS, 1) + " → " + trim(r.Achieved(), 1)), pairedCell, queue,
 			num(e50 + " / " + e99), num(r50 + " / " + r99), num(p50 + " / " + p99), num(a50 + " / " + a99), within})
 
 		row := []Cell{txt(r.Backend), num(fmtCount(float64(r.Pods))), num(trim(r.QPS, 1))}

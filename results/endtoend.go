@@ -1,5 +1,7 @@
 package results
 
+import "time"
+
 // KindEnforcement: each value is one churn event written through a Kubernetes API server,
 // timed from the start of its write to one stage of its enforcement (Labels "stage", "qps" and,
 // for the latencies of one kind of event, "event"; see the Stage constants). Values are
@@ -78,9 +80,12 @@ type EndToEnd struct {
 	// out. Their probe stage is recorded all the same.
 	ProbesEarly int `json:"probes_early,omitempty"`
 	// DurationNS is from the first write to the last acknowledgement; LagNS the most a write
-	// started after it was due (the writers fell behind the rate).
+	// started after it was due (the writers fell behind the rate); DrainNS from the last
+	// acknowledgement to the last paired write's enforcement: the agent's queue when the
+	// writes ended, near 0 while it keeps up with the rate.
 	DurationNS int64 `json:"duration_ns"`
 	LagNS      int64 `json:"lag_ns"`
+	DrainNS    int64 `json:"drain_ns"`
 	// AgentStartNS is how long the agent took to list the cluster, compile it and sync the
 	// backend before the backend's first run at this scale.
 	AgentStartNS int64 `json:"agent_start_ns,omitempty"`
@@ -90,6 +95,12 @@ type EndToEnd struct {
 	// included).
 	Requests    map[string]int64 `json:"requests,omitempty"`
 	WatchEvents map[string]int64 `json:"watch_events,omitempty"`
+}
+
+// KeptUp reports whether the agent kept up with the rate: every write was paired, and its queue
+// held under a second of work when the writes ended.
+func (e EndToEnd) KeptUp() bool {
+	return e.Unmatched == 0 && e.Failed == 0 && e.DrainNS < int64(time.Second)
 }
 
 // Achieved is the write rate the run reached, in events per second (0 without a duration).

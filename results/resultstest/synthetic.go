@@ -286,7 +286,7 @@ func Run(o Options) *results.Run {
 			apply, _ := m.apply(pods, 0)
 			for _, qps := range []float64{20, 100} {
 				e := results.EndToEnd{Backend: m.name, Pods: pods, QPS: qps, APIServer: results.APIServerEmbedded, Events: int(qps * 5),
-					Writes: int(qps * 5), Samples: int(qps * 5), DurationNS: int64(5 * time.Second), LagNS: 1e6, AgentStartNS: int64(pods) * 1e4,
+					Writes: int(qps * 5), Samples: int(qps * 5), DurationNS: int64(5 * time.Second), LagNS: 1e6, DrainNS: 2e5, AgentStartNS: int64(pods) * 1e4,
 					Probe: "real packets in the testbed", Probed: int(qps * 2), Requests: map[string]int64{"POST pods": int64(qps * 2), "PUT pods/status": int64(qps * 2), "DELETE pods": int64(qps)},
 					WatchEvents: map[string]int64{"pods": int64(qps * 10), "networkpolicies": int64(qps)}}
 				if m.control {
