@@ -112,6 +112,13 @@ func (a *APIServerSpec) validate() []string {
 // apiWriters is how many concurrent writers write a cluster and churn, and take it back.
 const apiWriters = 16
 
+// apiRequestTimeout bounds each request of the writers; apiStartLimit an agent's start (list,
+// compile, the backend's first sync).
+const (
+	apiRequestTimeout = time.Minute
+	apiStartLimit     = 3 * time.Minute
+)
+
 // apiProbes is how many events are probed at once: each probe sends a packet a millisecond,
 // and the probes should stay a small load beside the agent's on a machine of two cores.
 const apiProbes = 4
@@ -131,8 +138,9 @@ type apiScale struct {
 
 	kubeconfig string
 	cp         *controlplane.ControlPlane
-	client     kubernetes.Interface
-	writer     *driver.Writer
+	// client writes and reads the API server's metrics; agentClient is the agent's.
+	client, agentClient kubernetes.Interface
+	writer              *driver.Writer
 	// dirty is set when the cluster may not be as generated (a write failed); the next backend
 	// gets a fresh control plane.
 	dirty bool
@@ -241,11 +249,18 @@ func (s *apiScale) open(ctx context.Context) (time.Duration, error) {
 	}
 	// client-go's default of 5 requests a second would throttle every writer.
 	cfg.QPS, cfg.Burst = 5000, 10000
+	ac, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return 0, errors.Join(fmt.Errorf("client: %w", err), s.close())
+	}
+	// The writers' requests are bounded, so an API server that stops answering fails the
+	// scale instead of hanging it; the agent's watches are long by design.
+	cfg.Timeout = apiRequestTimeout
 	c, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return 0, errors.Join(fmt.Errorf("client: %w", err), s.close())
 	}
-	s.client = c
+	s.client, s.agentClient = c, ac
 	s.writer = &driver.Writer{Client: c}
 	if s.kubeconfig != "" {
 		s.writer.SchedulerName = unscheduled
@@ -281,7 +296,7 @@ func (s *apiScale) close() error {
 			errs = append(errs, fmt.Errorf("delete namespace %s: %w", ns.Name, err))
 		}
 	}
-	s.client = nil
+	s.client, s.agentClient = nil, nil
 	return errors.Join(errs...)
 }
 
@@ -470,7 +485,7 @@ func (r *Runner) apiServerBackend(ctx context.Context, s *apiScale, name string)
 	}
 	m := driver.NewMatcher()
 	actx, cancel := context.WithCancel(ctx)
-	a, err := agent.New(s.client, agent.Options{Open: open, OpenSynced: synced, Observe: m.Observe,
+	a, err := agent.New(s.agentClient, agent.Options{Open: open, OpenSynced: synced, Observe: m.Observe,
 		Logf: func(format string, args ...any) { r.logf("bench: %s agent: "+format, append([]any{name}, args...)...) }})
 	if err != nil {
 		cancel()
@@ -498,12 +513,16 @@ func (r *Runner) apiServerBackend(ctx context.Context, s *apiScale, name string)
 	}
 	r.Progress.Note(fmt.Sprintf("%s backend=%s: agent starting", s.label, name))
 	t := time.Now()
-	if err := a.Started(ctx); err != nil {
+	sctx, stopWaiting := context.WithTimeout(ctx, apiStartLimit)
+	err = a.Started(sctx)
+	stopWaiting()
+	if err != nil {
 		stopAgent()
 		if ctx.Err() != nil {
 			return errStopped
 		}
-		capf(true, "%v", err)
+		s.dirty = true
+		capf(true, "agent not started within %s: %v", apiStartLimit, err)
 		return nil
 	}
 	started := time.Since(t)
@@ -551,6 +570,9 @@ func (r *Runner) apiServerBackend(ctx context.Context, s *apiScale, name string)
 	}
 	// The prober picked its flows on its own model of the writes: once the agent has enforced
 	// every write, the two must agree, or the probes may have timed other verdicts.
+	if prober != nil && prober.err == nil && !slices.Equal(prober.keys, prober.model.Cluster().PodKeys()) {
+		prober.err = errors.New("the prober's pod keys differ from its model's")
+	}
 	if prober != nil && prober.err == nil && allPaired(r.run.EndToEnd, name, s.pods) {
 		var agentState string
 		if err := a.Inspect(func(st *policy.State, _ policy.Backend) error { agentState = st.Canonical(); return nil }); err == nil &&
@@ -695,10 +717,12 @@ type packetProber struct {
 	// events back: a flow whose verdict one of the last lag events changed is not probed,
 	// since until those are enforced its packets could show their verdict instead.
 	model, behind *policy.Compiler
-	pending       []policy.Event
-	lag           int
-	rng           *mrand.Rand
-	opts          testbed.UntilOptions
+	// keys are model's pod keys, sorted, kept as the events change them.
+	keys    []string
+	pending []policy.Event
+	lag     int
+	rng     *mrand.Rand
+	opts    testbed.UntilOptions
 	// err is why the model stopped following the writes (nothing is probed after it).
 	err error
 }
@@ -716,8 +740,8 @@ func newPacketProber(bed *testbed.Testbed, base *policy.Cluster, seed uint64, li
 	if err != nil {
 		return nil, fmt.Errorf("prober model: %w", err)
 	}
-	return &packetProber{bed: bed, model: model, behind: behind, lag: proberLag, rng: mrand.New(mrand.NewPCG(seed, 0x70726f6265)),
-		opts: testbed.UntilOptions{Limit: limit}}, nil
+	return &packetProber{bed: bed, model: model, behind: behind, keys: model.Cluster().PodKeys(), lag: proberLag,
+		rng: mrand.New(mrand.NewPCG(seed, 0x70726f6265)), opts: testbed.UntilOptions{Limit: limit}}, nil
 }
 
 func (p *packetProber) Prepare(ev policy.Event) (policy.Flow, policy.Verdict, bool) {
@@ -725,7 +749,7 @@ func (p *packetProber) Prepare(ev policy.Event) (policy.Flow, policy.Verdict, bo
 		return policy.Flow{}, 0, false
 	}
 	st := p.model.State()
-	cands := convergenceCandidates(st, []policy.Event{ev}, p.rng)
+	cands := candidatesOf(st.Cluster(), p.keys, []policy.Event{ev}, p.rng)
 	before := make([]policy.Verdict, len(cands))
 	for i, f := range cands {
 		before[i] = st.Verdict(f)
@@ -733,6 +757,16 @@ func (p *packetProber) Prepare(ev policy.Event) (policy.Flow, policy.Verdict, bo
 	if _, err := p.model.Apply(ev); err != nil {
 		p.err = fmt.Errorf("model: %s: %w", ev.Kind, err)
 		return policy.Flow{}, 0, false
+	}
+	switch ev.Kind {
+	case policy.PodAdd:
+		if i, found := slices.BinarySearch(p.keys, ev.Pod.Key()); !found {
+			p.keys = slices.Insert(p.keys, i, ev.Pod.Key())
+		}
+	case policy.PodDelete:
+		if i, found := slices.BinarySearch(p.keys, ev.PodKey); found {
+			p.keys = slices.Delete(p.keys, i, i+1)
+		}
 	}
 	st = p.model.State()
 	old := p.behind.State()
