@@ -574,10 +574,12 @@ func (r *Runner) apiServerBackend(ctx context.Context, s *apiScale, name string)
 		prober.err = errors.New("the prober's pod keys differ from its model's")
 	}
 	if prober != nil && prober.err == nil && allPaired(r.run.EndToEnd, name, s.pods) {
-		var agentState string
-		if err := a.Inspect(func(st *policy.State, _ policy.Backend) error { agentState = st.Canonical(); return nil }); err == nil &&
-			agentState != prober.model.State().Canonical() {
-			prober.err = errors.New("the prober's model of the cluster differs from the agent's state after the runs")
+		var diff string
+		if err := a.Inspect(func(st *policy.State, _ policy.Backend) error {
+			diff = prober.model.Cluster().Diff(st.Cluster())
+			return nil
+		}); err == nil && diff != "" {
+			prober.err = fmt.Errorf("the prober's model of the cluster differs from what the agent enforces after the runs: %s", diff)
 		}
 	}
 	if prober != nil && prober.err != nil {
