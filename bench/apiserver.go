@@ -42,7 +42,7 @@ type APIServerSpec struct {
 	// Seconds is the length of a run at each rate: QPS × Seconds events (default 5).
 	Seconds float64 `json:"seconds,omitempty"`
 	// Settle bounds the wait after a run's last write for its enforcement and probes
-	// (default 10s).
+	// (default 5s: an agent that needs longer has fallen behind the rate).
 	Settle Duration `json:"settle,omitempty"`
 	// Backends are measured one after another, each with an agent of its own (default: the
 	// sweep's backends; DefaultSpec: ebpf, iptables and ipset, leaving out ebpf-cilium, whose
@@ -69,7 +69,7 @@ func (a *APIServerSpec) withDefaults(backends []string) {
 		a.Seconds = 5
 	}
 	if a.Settle == 0 {
-		a.Settle = Duration(10 * time.Second)
+		a.Settle = Duration(5 * time.Second)
 	}
 	if len(a.Backends) == 0 {
 		a.Backends = slices.Clone(backends)
