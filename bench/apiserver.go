@@ -129,6 +129,7 @@ type apiScale struct {
 	pods  int
 	label string
 	g     *workloads.Generated
+	own   map[string]bool // g's namespaces (ownNamespace)
 	// base is the cluster as generated: each backend's prober models the writes from it.
 	base *policy.Cluster
 	// lists are the runs' events, one list per rate; inverses take all of them back.
@@ -228,6 +229,18 @@ func eventsDigest(evs []policy.Event) string {
 	// Events of the suite's own types always encode.
 	json.NewEncoder(h).Encode(evs)
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// ownNamespace reports whether a namespace is one the scale wrote (a real cluster holds others,
+// which the agent enforces too but the prober does not model).
+func (s *apiScale) ownNamespace(name string) bool {
+	if s.own == nil {
+		s.own = map[string]bool{}
+		for _, ns := range s.g.Namespaces {
+			s.own[ns.Name] = true
+		}
+	}
+	return s.own[name]
 }
 
 // open starts the scale's API server (or connects to the user's cluster) and writes the
@@ -576,7 +589,7 @@ func (r *Runner) apiServerBackend(ctx context.Context, s *apiScale, name string)
 	if prober != nil && prober.err == nil && allPaired(r.run.EndToEnd, name, s.pods) {
 		var diff string
 		if err := a.Inspect(func(st *policy.State, _ policy.Backend) error {
-			diff = prober.model.Cluster().Diff(st.Cluster())
+			diff = prober.model.Cluster().Diff(st.Cluster(), s.ownNamespace)
 			return nil
 		}); err == nil && diff != "" {
 			prober.err = fmt.Errorf("the prober's model of the cluster differs from what the agent enforces after the runs: %s", diff)

@@ -4,17 +4,21 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 )
 
-// Diff names the first difference between the objects of two clusters (the labels of a
-// namespace with pods, a pod's labels, address or ports, a policy's spec, or one missing on
-// either side), or "" when they hold the same. It compares what enforcement is compiled from, so two compilers
+// Diff names the first difference between the objects of two clusters in the namespaces keep
+// accepts (nil: all): the labels of a namespace with pods, a pod's labels, address or ports, a
+// policy's spec, or one missing on either side; "" when they hold the same. It compares what enforcement is compiled from, so two compilers
 // that applied the same changes in different orders, with different identity numbers, have
 // clusters without a difference; it costs a pass over the objects, unlike rendering and
 // comparing their states.
-func (c *Cluster) Diff(o *Cluster) string {
+func (c *Cluster) Diff(o *Cluster, keep func(namespace string) bool) string {
+	if keep == nil {
+		keep = func(string) bool { return true }
+	}
 	populated := map[string]bool{}
 	for _, cl := range []*Cluster{c, o} {
 		for _, p := range cl.Pods {
@@ -24,6 +28,7 @@ func (c *Cluster) Diff(o *Cluster) string {
 	for _, name := range union(c.NamespaceNames(), o.NamespaceNames()) {
 		a, b := c.Namespaces[name], o.Namespaces[name]
 		switch {
+		case !keep(name):
 		case !populated[name]:
 			// Without pods, a namespace's labels select nothing: an API server's system
 			// namespaces are on one side only.
@@ -33,9 +38,11 @@ func (c *Cluster) Diff(o *Cluster) string {
 			return fmt.Sprintf("namespace %s: labels %v against %v", name, a.Labels, b.Labels)
 		}
 	}
+	inKept := func(key string) bool { ns, _, _ := strings.Cut(key, "/"); return keep(ns) }
 	for _, key := range union(c.PodKeys(), o.PodKeys()) {
 		a, b := c.Pods[key], o.Pods[key]
 		switch {
+		case !inKept(key):
 		case a == nil || b == nil:
 			return fmt.Sprintf("pod %s only on one side", key)
 		case !maps.Equal(a.Labels, b.Labels):
@@ -49,6 +56,7 @@ func (c *Cluster) Diff(o *Cluster) string {
 	for _, key := range union(c.PolicyKeys(), o.PolicyKeys()) {
 		a, b := c.Policies[key], o.Policies[key]
 		switch {
+		case !inKept(key):
 		case a == nil || b == nil:
 			return fmt.Sprintf("policy %s only on one side", key)
 		case !equality.Semantic.DeepEqual(a.Spec, b.Spec):
