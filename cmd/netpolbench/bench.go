@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
 	"netpolbench/bench"
@@ -115,62 +116,10 @@ networkpolicies, and get on /metrics).`,
 			if f.Changed("map-headroom") {
 				spec.MapHeadroom = mapHeadroom
 			}
-			if kubeconfig != "" {
-				apiOnly = true
-			}
-			askedAPI := apiOnly || f.Changed("apiserver-pods") || f.Changed("apiserver-qps")
-			switch {
-			case askedAPI && (noAPI || cluster != ""):
-				return usageErr(errors.New("--apiserver, --kubeconfig, --apiserver-pods and --apiserver-qps ask for the end-to-end phase, which --no-apiserver leaves out and --cluster cannot run (it writes a generated cluster)"))
-			case noAPI || cluster != "":
-				spec.APIServer = nil
-			case askedAPI:
-				if spec.APIServer == nil {
-					spec.APIServer = bench.DefaultAPIServer()
-				}
-			case f.Changed("pods") && spec.APIServer != nil:
-				// A sweep of other scales runs the end-to-end phase at those of its own scales
-				// it has, or not at all.
-				var keep []int
-				for _, p := range spec.APIServer.Pods {
-					if slices.Contains(spec.Pods, p) {
-						keep = append(keep, p)
-					}
-				}
-				if spec.APIServer.Pods = keep; len(keep) == 0 {
-					spec.APIServer = nil
-				}
-			}
-			if apiOnly {
-				// The end-to-end phase alone: no scale of the other phases.
-				spec.Pods, spec.LabelSets, spec.SparsePods = nil, nil, nil
-			}
-			if a := spec.APIServer; a != nil {
-				if f.Changed("apiserver-pods") {
-					v, err := parseBenchInts(apiPods)
-					if err != nil {
-						return usageErr(fmt.Errorf("--apiserver-pods: %w", err))
-					}
-					a.Pods = v
-				}
-				if f.Changed("apiserver-qps") {
-					var qs []float64
-					for _, p := range splitBenchList(apiQPS) {
-						q, err := strconv.ParseFloat(p, 64)
-						if err != nil {
-							return usageErr(fmt.Errorf("--apiserver-qps: %q is not a number", p))
-						}
-						qs = append(qs, q)
-					}
-					a.QPS = qs
-				}
-				if kubeconfig != "" {
-					a.Kubeconfig = kubeconfig
-				}
-				if f.Changed("backends") {
-					a.Backends = spec.Backends
-				}
-				spec = spec.WithDefaults()
+			spec, err := applyAPIServerFlags(spec, f, apiServerFlags{only: apiOnly, off: noAPI, kubeconfig: kubeconfig,
+				cluster: cluster, pods: apiPods, qps: apiQPS})
+			if err != nil {
+				return usageErr(err)
 			}
 			if err := spec.Validate(); err != nil {
 				return usageErr(err)
@@ -305,6 +254,81 @@ func interruptible() (context.Context, func()) {
 		close(sigs)
 		cancel(nil)
 	}
+}
+
+// apiServerFlags are the flags that shape the end-to-end phase, besides --pods and --backends.
+type apiServerFlags struct {
+	// only: --apiserver; off: --no-apiserver.
+	only, off bool
+	// kubeconfig and cluster are --kubeconfig and --cluster; pods and qps the lists of
+	// --apiserver-pods and --apiserver-qps.
+	kubeconfig, cluster, pods, qps string
+}
+
+// applyAPIServerFlags shapes spec's end-to-end phase from the flags: --apiserver and
+// --kubeconfig run it alone (at its default scales unless --apiserver-pods), --no-apiserver
+// and --cluster leave it out, and a sweep given other --pods runs it at those of its scales the
+// sweep has (none: not at all). --backends applies to it too.
+func applyAPIServerFlags(spec bench.Spec, f *pflag.FlagSet, a apiServerFlags) (bench.Spec, error) {
+	only := a.only || a.kubeconfig != ""
+	asked := only || f.Changed("apiserver-pods") || f.Changed("apiserver-qps")
+	switch {
+	case asked && (a.off || a.cluster != ""):
+		return spec, errors.New("--apiserver, --kubeconfig, --apiserver-pods and --apiserver-qps ask for the end-to-end phase, which --no-apiserver leaves out and --cluster cannot run (it writes a generated cluster)")
+	case a.off || a.cluster != "":
+		spec.APIServer = nil
+	case asked:
+		if spec.APIServer == nil {
+			spec.APIServer = bench.DefaultAPIServer()
+		}
+	case f.Changed("pods") && spec.APIServer != nil:
+		var keep []int
+		for _, p := range spec.APIServer.Pods {
+			if slices.Contains(spec.Pods, p) {
+				keep = append(keep, p)
+			}
+		}
+		if len(keep) == 0 {
+			spec.APIServer = nil
+		} else {
+			as := *spec.APIServer
+			as.Pods = keep
+			spec.APIServer = &as
+		}
+	}
+	if only {
+		// The end-to-end phase alone: no scale of the other phases.
+		spec.Pods, spec.LabelSets, spec.SparsePods = nil, nil, nil
+	}
+	if spec.APIServer == nil {
+		return spec, nil
+	}
+	as := *spec.APIServer
+	if f.Changed("apiserver-pods") {
+		v, err := parseBenchInts(a.pods)
+		if err != nil {
+			return spec, fmt.Errorf("--apiserver-pods: %w", err)
+		}
+		as.Pods = v
+	}
+	if f.Changed("apiserver-qps") {
+		as.QPS = nil
+		for _, p := range splitBenchList(a.qps) {
+			q, err := strconv.ParseFloat(p, 64)
+			if err != nil {
+				return spec, fmt.Errorf("--apiserver-qps: %q is not a number", p)
+			}
+			as.QPS = append(as.QPS, q)
+		}
+	}
+	if a.kubeconfig != "" {
+		as.Kubeconfig = a.kubeconfig
+	}
+	if f.Changed("backends") {
+		as.Backends = spec.Backends
+	}
+	spec.APIServer = &as
+	return spec.WithDefaults(), nil
 }
 
 // writeBenchReport renders report.html from the results.json written beside it.
