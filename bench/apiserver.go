@@ -535,7 +535,10 @@ func (r *Runner) apiServerBackend(ctx context.Context, s *apiScale, name string)
 			return errStopped
 		}
 		s.dirty = true
-		capf(true, "agent not started within %s: %v", apiStartLimit, err)
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("not started within %s", apiStartLimit)
+		}
+		capf(true, "agent: %v", err)
 		return nil
 	}
 	started := time.Since(t)

@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 
-	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
@@ -220,30 +219,20 @@ func (b *builder) endToEndCurves(runs []e2eRun) ([]Figure, error) {
 	var out []Figure
 	for _, pods := range scales {
 		title := fmt.Sprintf("Time to enforcement, %s pods", fmtCount(float64(pods)))
-		c := newChart(title, "percentile", "since the write started")
-		logAxis(&c.Y, fmtNS)
-		c.X.Scale = plot.LogScale{}
-		c.X.Tick.Marker = plot.ConstantTicks{{Value: 1, Label: "0%"}, {Value: 2, Label: "50%"}, {Value: 10, Label: "90%"},
-			{Value: 100, Label: "99%"}, {Value: 1000, Label: "99.9%"}}
+		c := percentileChart(title, "since the write started", 1000)
 		drawn := 0
 		for _, r := range runs {
 			h, what := r.enforced()
 			if r.Pods != pods || h == nil || h.Count == 0 {
 				continue
 			}
-			xy, err := curveOf(*h)
+			l, err := curveLine(*h)
 			if err != nil {
 				return nil, err
 			}
-			if len(xy) < 2 {
+			if l == nil {
 				continue
 			}
-			l, err := plotter.NewLine(xy)
-			if err != nil {
-				return nil, fmt.Errorf("plot %s: %w", h.Name, err)
-			}
-			l.Color = backendColour(r.Backend)
-			l.Width = vg.Points(1.5)
 			l.Dashes = dashPatterns[slices.Index(rates, r.QPS)%len(dashPatterns)]
 			c.Add(l)
 			c.key(fmt.Sprintf("%s %s/s (%s)", r.Backend, trim(r.QPS, 1), what), "p99 "+fmtNS(h.Percentiles.P99), lineSwatch(l.LineStyle))
@@ -261,7 +250,6 @@ func (b *builder) endToEndCurves(runs []e2eRun) ([]Figure, error) {
 		cilium.Dashes = []vg.Length{vg.Points(2), vg.Points(2)}
 		c.Add(cilium)
 		c.key("Cilium: no endpoint over 600 ms (50k pods)", "", lineSwatch(draw.LineStyle{Color: grey, Width: vg.Points(1), Dashes: cilium.Dashes}))
-		c.X.Min, c.X.Max = 1, 1000
 		fixLogRange(&c.Y)
 		f, err := b.fig(c, title, fmt.Sprintf("Percentiles of the time from an event's write to its first packet with the new verdict (backends that carry no packets: to the backend's acknowledgement), at %s pods; line style by write rate.", fmtCount(float64(pods))),
 			15*vg.Centimeter, 9*vg.Centimeter)
