@@ -16,8 +16,8 @@ func labelSetSizeBenchmark(s results.Size, label string) results.Benchmark {
 		ms = append(ms, results.Metric{Unit: "entries", Exact: true, Samples: []float64{float64(s.TotalEntries())}},
 			results.Metric{Unit: "policy-entries", Exact: true, Samples: []float64{float64(policyMapEntries(s))}})
 	}
-	if s.Iptables != nil {
-		ms = append(ms, results.Metric{Unit: "rules", Exact: true, Samples: []float64{float64(s.Iptables.Rules)}})
+	if r := stateRules(s); r > 0 {
+		ms = append(ms, results.Metric{Unit: "rules", Exact: true, Samples: []float64{r}})
 	}
 	return results.Benchmark{Name: fmt.Sprintf("BenchmarkSize/backend=%s/%s", s.Backend, label), Iters: 1, Metrics: ms}
 }
@@ -32,7 +32,7 @@ type series struct {
 }
 
 var fitSeries = []series{
-	{metric: "rules", xLabel: "pods", y: func(p sizePoint) float64 { return iptRules(p.size) }},
+	{metric: "rules", xLabel: "pods", y: func(p sizePoint) float64 { return stateRules(p.size) }},
 	{metric: "restore bytes", xLabel: "pods", y: func(p sizePoint) float64 {
 		if p.size.Iptables == nil {
 			return 0
@@ -45,6 +45,18 @@ var fitSeries = []series{
 		}
 		return float64(p.size.Iptables.IpsetMembers)
 	}},
+	{metric: "set elements", xLabel: "pods", y: func(p sizePoint) float64 {
+		if p.size.Nftables == nil {
+			return 0
+		}
+		return float64(p.size.Nftables.Elements)
+	}},
+	{metric: "kernel bytes", xLabel: "pods", y: func(p sizePoint) float64 {
+		if p.size.KernelBytes == nil {
+			return 0
+		}
+		return float64(*p.size.KernelBytes)
+	}},
 	{metric: "map entries", xLabel: "pods", y: func(p sizePoint) float64 { return float64(p.size.TotalEntries()) }},
 	{metric: "map bytes", xLabel: "pods", y: func(p sizePoint) float64 { return float64(p.size.TotalMapBytes()) }},
 	{metric: "policy entries", xLabel: "pods", y: func(p sizePoint) float64 { return float64(policyMapEntries(p.size)) }},
@@ -52,17 +64,21 @@ var fitSeries = []series{
 		x: func(p sizePoint) float64 { return float64(p.identities) }},
 	{metric: "policy entries", xLabel: "identities", labelSweep: true, y: func(p sizePoint) float64 { return float64(policyMapEntries(p.size)) },
 		x: func(p sizePoint) float64 { return float64(p.identities) }},
-	{metric: "rules", xLabel: "identities", labelSweep: true, y: func(p sizePoint) float64 { return iptRules(p.size) },
+	{metric: "rules", xLabel: "identities", labelSweep: true, y: func(p sizePoint) float64 { return stateRules(p.size) },
 		x: func(p sizePoint) float64 { return float64(p.identities) }},
 	{metric: "full sync ns", xLabel: "pods", y: func(p sizePoint) float64 { return p.syncNS }},
 	{metric: "pod-add apply ns", xLabel: "pods", y: func(p sizePoint) float64 { return p.podAddNS }},
 }
 
-func iptRules(s results.Size) float64 {
-	if s.Iptables == nil {
-		return 0
+// stateRules is the iptables or nftables rules of a size (0 for a backend without rules).
+func stateRules(s results.Size) float64 {
+	switch {
+	case s.Iptables != nil:
+		return float64(s.Iptables.Rules)
+	case s.Nftables != nil:
+		return float64(s.Nftables.Rules)
 	}
-	return float64(s.Iptables.Rules)
+	return 0
 }
 
 // fits fits every series with at least two points of distinct x.

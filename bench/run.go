@@ -612,7 +612,7 @@ func (u *unit) admit() bool {
 	if max := b.MaxPods; max > 0 && pods > max {
 		return capped(fmt.Sprintf("max %d pods", max), "%s", b.CapReason)
 	}
-	if !b.Family.PerIP {
+	if !b.Family.PlanBudget {
 		return true
 	}
 	if p, ok, err := b.PlannedSize(catalogue.Env{State: u.s.frozen, MapHeadroom: r.Spec.MapHeadroom}); err != nil {
@@ -620,9 +620,18 @@ func (u *unit) admit() bool {
 	} else if ok {
 		planned = &p
 	}
-	if max := r.Spec.Budget.IptablesMaxPods; max > 0 && pods > max {
+	if max := r.Spec.Budget.IptablesMaxPods; b.Family.PerIP && max > 0 && pods > max {
 		return capped(fmt.Sprintf("max %d pods", max),
 			"per-IP rules grow as pods²: one iptables-restore above %d pods exceeds the run's time budget", max)
+	}
+	if planned != nil && planned.Nftables != nil {
+		nft := planned.Nftables
+		if max := r.Spec.Budget.NftablesMaxElements; max > 0 && nft.Elements > uint64(max) {
+			return capped(fmt.Sprintf("max %d set elements", max),
+				"its plan writes %d set and map elements and %d rules: one nft transaction of more than %d elements exceeds the run's time and memory budget",
+				nft.Elements, nft.Rules, max)
+		}
+		return true
 	}
 	if planned == nil || planned.Iptables == nil {
 		return true

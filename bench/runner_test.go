@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -220,30 +221,34 @@ func TestEveryBackendReplaysTheIdenticalChurnList(t *testing.T) {
 	}
 }
 
-// TestPlannedSizeCapsABackendBeforeItOpens: a per-IP backend whose own plan exceeds the run's
-// budget is capped before it is opened, and the cap records the planned size.
+// TestPlannedSizeCapsABackendBeforeItOpens: a backend whose own plan exceeds the run's budget
+// (an iptables-family one on rules or set members, nftables on set elements) is capped before
+// it is opened, and the cap records the planned size.
 func TestPlannedSizeCapsABackendBeforeItOpens(t *testing.T) {
 	for _, c := range []struct {
 		name    string
-		planned results.IptablesSize
+		family  *catalogue.Family
+		planned results.Size
 		want    string
 	}{
-		{"rules", results.IptablesSize{Rules: 900, IpsetMembers: 10}, "plan writes 900 rules"},
-		{"members", results.IptablesSize{Rules: 10, IpsetMembers: 900}, "plan writes 10 rules and 900 set members: more than 500 set members"},
+		{"rules", catalogue.Iptables, results.Size{Iptables: &results.IptablesSize{Rules: 900, IpsetMembers: 10}}, "plan writes 900 rules"},
+		{"members", catalogue.Iptables, results.Size{Iptables: &results.IptablesSize{Rules: 10, IpsetMembers: 900}},
+			"plan writes 10 rules and 900 set members: more than 500 set members"},
+		{"elements", catalogue.Nftables, results.Size{Nftables: &results.NftablesSize{Rules: 10, Elements: 900}},
+			"plan writes 900 set and map elements and 10 rules: one nft transaction of more than 500 elements"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			name := "test-planned-" + c.name
 			var planned int
-			defer catalogue.Register(&catalogue.Backend{Name: name, Help: "test only: plans a large state", Family: catalogue.Iptables,
+			defer catalogue.Register(&catalogue.Backend{Name: name, Help: "test only: plans a large state", Family: c.family,
 				New: func(catalogue.Env) (policy.Backend, error) { panic("opened over its budget") },
 				Plan: func(catalogue.Env) (results.Size, error) {
 					planned++
-					sz := c.planned
-					return results.Size{Iptables: &sz}, nil
+					return c.planned, nil
 				}})()
 			spec := smallSpec(name, "compiled")
 			spec.Pods = []int{40}
-			spec.Budget.IptablesMaxRules, spec.Budget.IpsetMaxMembers = 500, 500
+			spec.Budget.IptablesMaxRules, spec.Budget.IpsetMaxMembers, spec.Budget.NftablesMaxElements = 500, 500, 500
 			r := &Runner{Spec: spec, Source: testSource{labelSets: 4}}
 			run, err := r.Run(context.Background())
 			if err != nil {
@@ -253,8 +258,8 @@ func TestPlannedSizeCapsABackendBeforeItOpens(t *testing.T) {
 				t.Fatalf("caps = %+v, want one", run.Caps)
 			}
 			cp := run.Caps[0]
-			if cp.Backend != name || !cp.Skipped || cp.Planned == nil || cp.Planned.Iptables == nil || *cp.Planned.Iptables != c.planned ||
-				!strings.Contains(cp.Reason, c.want) || cp.Planned.Pods != 40 {
+			if cp.Backend != name || !cp.Skipped || cp.Planned == nil || !reflect.DeepEqual(cp.Planned.Iptables, c.planned.Iptables) ||
+				!reflect.DeepEqual(cp.Planned.Nftables, c.planned.Nftables) || !strings.Contains(cp.Reason, c.want) || cp.Planned.Pods != 40 {
 				t.Errorf("cap = %+v (planned %+v), want a skip with the plan and %q", cp, cp.Planned, c.want)
 			}
 			if planned != 1 {

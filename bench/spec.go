@@ -76,6 +76,11 @@ type Budget struct {
 	// members and 51,526 rules, ipset at 10,000 pods, synced in 10.7 s; the plan and the sets'
 	// restore payload grow with members, about 50 bytes each).
 	IpsetMaxMembers int `json:"ipsetMaxMembers,omitempty"`
+	// NftablesMaxElements caps nftables by the set and map elements its plan writes (default
+	// 10000000: the 100,000-pod table, 5.8 million elements, is one nft transaction that took
+	// 16.5 s, nft itself 2.7 GB at its peak, about 2.8 µs and 460 bytes an element; twice that
+	// would take the whole phase budget for one sync and over 5 GB).
+	NftablesMaxElements int `json:"nftablesMaxElements,omitempty"`
 	// MaxPhase bounds any single backend phase; a phase that passes it is cut short and capped
 	// (default 30s).
 	MaxPhase Duration `json:"maxPhase,omitempty"`
@@ -105,7 +110,7 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 }
 
 // DefaultSpec is `make bench`: 100 to 100,000 pods; eBPF in both map layouts, iptables and
-// ipset capped by their per-IP rule budget.
+// ipset capped by their per-IP rule budget, nftables by its set elements.
 func DefaultSpec() Spec {
 	return Spec{
 		Seed:   1,
@@ -115,7 +120,7 @@ func DefaultSpec() Spec {
 		// Identities at a fixed pod count: policy entries against label sets alone.
 		LabelSets:    []int{10, 50, 200},
 		LabelSetPods: 1000,
-		Backends:     []string{"compiled", "ebpf", "ebpf-cilium", "iptables", "ipset"},
+		Backends:     []string{"compiled", "ebpf", "ebpf-cilium", "iptables", "ipset", "nftables"},
 		SparsePods:   []int{1000},
 		APIServer:    DefaultAPIServer(),
 	}.withDefaults()
@@ -176,6 +181,9 @@ func (s Spec) withDefaults() Spec {
 	}
 	if s.Budget.IpsetMaxMembers == 0 {
 		s.Budget.IpsetMaxMembers = 2000000
+	}
+	if s.Budget.NftablesMaxElements == 0 {
+		s.Budget.NftablesMaxElements = 10000000
 	}
 	if s.Budget.MaxPhase == 0 {
 		s.Budget.MaxPhase = Duration(30 * time.Second)

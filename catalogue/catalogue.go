@@ -63,7 +63,7 @@ var list = []*Backend{
 
 	{Name: "nftables", Family: Nftables, Path: "partial-transaction", Needs: nftables.Needs,
 		Help: "an nftables table of verdict maps and shared peer sets (traced on knftables' Fake, no kernel; --real-packets for the kernel)",
-		New:  newNftables, Decide: decideNftables},
+		New:  newNftables, Decide: decideNftables, Plan: planNftables},
 }
 
 // Where the benchmark's stamps bracket a family's enforcement point in the testbed.
@@ -89,6 +89,10 @@ type Family struct {
 	// PerIP is set for families whose state expands to per-pod-IP rules or set members: the
 	// benchmark's per-IP budget (IptablesMaxPods, IptablesMaxRules) applies to them.
 	PerIP bool
+	// PlanBudget is set for families the benchmark caps on their own plan (Backend.Plan)
+	// before it opens them: the iptables family on rules and set members, nftables on set
+	// elements, each against the run's budget.
+	PlanBudget bool
 	// SizeFromCounts sizes a backend from its last full sync's SyncStats when the backend
 	// cannot report its own size (nil: the family cannot).
 	SizeFromCounts func(st policy.SyncStats) (results.Size, bool)
@@ -101,12 +105,13 @@ var (
 	// EBPF is the identity datapath: BPF maps diffed and written per sync, programs on TCX.
 	EBPF = &Family{Name: "ebpf", OpsUnit: "map ops", Stamp: StampTCX}
 	// Iptables is per-IP iptables rules and their ipset variant, in the node's FORWARD path.
-	Iptables = &Family{Name: "iptables", OpsUnit: "restore lines", Stamp: StampNetfilter, InNode: true, PerIP: true,
+	Iptables = &Family{Name: "iptables", OpsUnit: "restore lines", Stamp: StampNetfilter, InNode: true, PerIP: true, PlanBudget: true,
 		SizeFromCounts: iptablesSizeFromCounts}
 	// Nftables is one inet table of verdict maps and peer sets in the node's forward hook,
 	// each sync one nft transaction. Its sets hold pod addresses, but its rules do not grow per
-	// IP: the per-IP budget does not apply (nftables.Plan counts a sync's elements first).
-	Nftables = &Family{Name: "nftables", OpsUnit: "nft commands", Stamp: StampNetfilter, InNode: true}
+	// IP: the per-IP budget does not apply; its plan's set elements are budgeted instead.
+	Nftables = &Family{Name: "nftables", OpsUnit: "nft commands", Stamp: StampNetfilter, InNode: true, PlanBudget: true,
+		SizeFromCounts: nftablesSizeFromCounts}
 )
 
 // Backend is one backend of the catalogue.

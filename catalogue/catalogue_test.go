@@ -11,31 +11,31 @@ import (
 	"netpolbench/internal/testenv"
 	"netpolbench/policy"
 	"netpolbench/policy/policytest"
-	"netpolbench/workloads"
 )
 
 // TestWhatResultsRecordPerBackend pins what the benchmark records for each backend: the apply
-// path, the unit of its operations, where its stamps go and whether the per-IP budget caps it.
+// path, the unit of its operations, where its stamps go, whether the per-IP budget caps it and
+// whether it is capped on its plan.
 // A change here changes figures in results.json.
 func TestWhatResultsRecordPerBackend(t *testing.T) {
 	type rec struct {
-		path, opsUnit, stamp string
-		perIP, bench         bool
-		maxPods              int
+		path, opsUnit, stamp     string
+		perIP, planBudget, bench bool
+		maxPods                  int
 	}
 	want := map[string]rec{
-		"reference":         {"", "map ops", "", false, false, 0},
-		"compiled":          {"state-lookup", "map ops", "", false, true, 0},
-		"ebpf":              {"map-diff-batch", "map ops", "tcx", false, true, 0},
-		"ebpf-cilium":       {"map-diff-batch", "map ops", "tcx", false, true, 0},
-		"ebpf-perkey":       {"map-diff-per-key", "map ops", "tcx", false, true, 0},
-		"iptables":          {"partial-restore", "restore lines", "netfilter", true, true, 0},
-		"ipset":             {"partial-restore", "restore lines", "netfilter", true, true, 0},
-		"iptables-legacy":   {"partial-restore", "restore lines", "netfilter", true, true, 0},
-		"ipset-legacy":      {"partial-restore", "restore lines", "netfilter", true, true, 0},
-		"iptables-fullsync": {"full-restore", "restore lines", "netfilter", true, true, 0},
-		"iptables-perrule":  {"per-rule", "restore lines", "netfilter", true, true, 1000},
-		"nftables":          {"partial-transaction", "nft commands", "netfilter", false, true, 0},
+		"reference":         {"", "map ops", "", false, false, false, 0},
+		"compiled":          {"state-lookup", "map ops", "", false, false, true, 0},
+		"ebpf":              {"map-diff-batch", "map ops", "tcx", false, false, true, 0},
+		"ebpf-cilium":       {"map-diff-batch", "map ops", "tcx", false, false, true, 0},
+		"ebpf-perkey":       {"map-diff-per-key", "map ops", "tcx", false, false, true, 0},
+		"iptables":          {"partial-restore", "restore lines", "netfilter", true, true, true, 0},
+		"ipset":             {"partial-restore", "restore lines", "netfilter", true, true, true, 0},
+		"iptables-legacy":   {"partial-restore", "restore lines", "netfilter", true, true, true, 0},
+		"ipset-legacy":      {"partial-restore", "restore lines", "netfilter", true, true, true, 0},
+		"iptables-fullsync": {"full-restore", "restore lines", "netfilter", true, true, true, 0},
+		"iptables-perrule":  {"per-rule", "restore lines", "netfilter", true, true, true, 1000},
+		"nftables":          {"partial-transaction", "nft commands", "netfilter", false, true, true, 0},
 	}
 	names := Names(nil)
 	for n, w := range want {
@@ -44,7 +44,7 @@ func TestWhatResultsRecordPerBackend(t *testing.T) {
 			t.Errorf("%s: %v", n, err)
 			continue
 		}
-		got := rec{b.Path, b.Family.OpsUnit, b.Family.Stamp, b.Family.PerIP, b.CanBench(), b.MaxPods}
+		got := rec{b.Path, b.Family.OpsUnit, b.Family.Stamp, b.Family.PerIP, b.Family.PlanBudget, b.CanBench(), b.MaxPods}
 		if got != w {
 			t.Errorf("%s records %+v, want %+v", n, got, w)
 		}
@@ -153,15 +153,7 @@ func TestMissingNeedsMakeABackendUnavailable(t *testing.T) {
 // backend is opened with, and without it they hold twice the state.
 func TestMapHeadroomSizesTheEBPFMaps(t *testing.T) {
 	testenv.NeedKernel(t, MustGet("ebpf").Needs...)
-	g, err := workloads.Generate(workloads.Default().WithPods(1000))
-	if err != nil {
-		t.Fatal(err)
-	}
-	comp, err := policy.Compile(g.Cluster, policy.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := comp.State()
+	st := mustState(t, "default", 1000)
 	for _, headroom := range []float64{0, 4} {
 		be, err := MustGet("ebpf").Open(Env{State: st, MapHeadroom: headroom})
 		if err != nil {

@@ -36,8 +36,17 @@
 // the list in catalogue.go, with its glue (the functions its entry names) in a file of this
 // package named after the family. A new family (nftables) also declares one Family value: the
 // unit its operations are counted in, where the benchmark's stamps bracket it, whether its
-// state lives in the node namespace and grows per pod IP, and how to size it from its sync
-// counts. Its package's kernel tests declare their needs with the same list as its entry
-// (testenv.NeedKernel(t, pkg.Needs...)); tests of code that reads the catalogue use
-// testenv.NeedKernel(t, catalogue.MustGet(name).Needs...).
+// state lives in the node namespace and grows per pod IP, whether the benchmark caps it on its
+// plan, and how to size it from its sync counts. Its package's kernel tests declare their
+// needs with the same list as its entry (testenv.NeedKernel(t, pkg.Needs...)); tests of code
+// that reads the catalogue use testenv.NeedKernel(t, catalogue.MustGet(name).Needs...).
+//
+// # Kernel memory
+//
+// A backend that keeps state in a kernel runs the work that creates it (the nft,
+// iptables-restore and ipset processes, or the thread that creates BPF maps) on a thread of
+// its own that has joined a memory cgroup made for the backend (kernelmem.go, package
+// internal/memcg), so its Size reports the kernel memory its state takes as kernel_bytes, with
+// a note on what the kernel charges and what it does not; closing the backend removes the
+// cgroup.
 package catalogue

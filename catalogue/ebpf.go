@@ -31,13 +31,25 @@ func layoutOf(fixed datapath.Layout, env Env) datapath.Layout {
 func newEBPF(layout datapath.Layout, perKey bool) func(Env) (policy.Backend, error) {
 	return func(env Env) (policy.Backend, error) {
 		l := layoutOf(layout, env)
-		// CTLookup keeps test-run probes independent of each other (no entry is created) while
-		// paying the lookup a real new flow pays.
-		dp, err := datapath.Open(datapath.Options{Layout: l, CT: datapath.CTLookup, NoDropEvents: true, PerKey: perKey, Sizes: datapath.SizesWithHeadroom(env.State, l, env.MapHeadroom)})
+		km, err := newKernelMeter(env.name, nil, kernelCountsEBPF)
 		if err != nil {
 			return nil, err
 		}
-		return &ebpfBackend{Datapath: dp, name: env.name}, nil
+		// The maps charge their memory to the cgroup of the thread that creates them, for good:
+		// only the opening needs the meter's thread.
+		var dp *datapath.Datapath
+		err = km.Do(func() error {
+			var err error
+			// CTLookup keeps test-run probes independent of each other (no entry is created)
+			// while paying the lookup a real new flow pays.
+			dp, err = datapath.Open(datapath.Options{Layout: l, CT: datapath.CTLookup, NoDropEvents: true, PerKey: perKey, Sizes: datapath.SizesWithHeadroom(env.State, l, env.MapHeadroom)})
+			return err
+		})
+		km.release()
+		if err != nil {
+			return nil, errors.Join(err, km.Close())
+		}
+		return &ebpfBackend{Datapath: dp, name: env.name, kmem: km}, nil
 	}
 }
 
@@ -172,11 +184,16 @@ func (e *installedEBPF) In(ingress, egress link.Anchor) error {
 type ebpfBackend struct {
 	*datapath.Datapath
 	name string
+	kmem *kernelMeter
 }
 
 func (b *ebpfBackend) Name() string { return b.name }
 
-// Size reports every map and program as the kernel sees them.
+func (b *ebpfBackend) Close() error {
+	return errors.Join(b.Datapath.Close(), b.kmem.Close())
+}
+
+// Size reports every map and program as the kernel sees them, and the kernel memory they take.
 func (b *ebpfBackend) Size() (results.Size, error) {
 	f, err := b.Facts()
 	if err != nil {
@@ -194,6 +211,7 @@ func (b *ebpfBackend) Size() (results.Size, error) {
 	for _, p := range f.Programs {
 		s.Programs = append(s.Programs, results.ProgramSize{Name: p.Name, Insns: uint64(p.Xlated / 8), JitedBytes: uint64(p.JITed), VerifierInsns: uint64(p.VerifiedInsns)})
 	}
+	b.kmem.fill(&s)
 	return s, nil
 }
 

@@ -89,6 +89,7 @@ func (b *compiledBackend) Size() (results.Size, error) {
 			{Name: "rulesets", Type: "state", Entries: entries},
 			{Name: "endpoints", Type: "state", Entries: uint64(len(b.s.Endpoints()))},
 		},
+		KernelNote: kernelNoState,
 	}, nil
 }
 

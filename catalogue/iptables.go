@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"netpolbench/internal/netns"
 	"netpolbench/iptables"
 	"netpolbench/policy"
 	"netpolbench/results"
@@ -28,20 +29,33 @@ func modeOf(fixed iptables.Mode, env Env) iptables.Mode {
 }
 
 // newIptables opens an iptables-family backend in the namespace env.Node. full makes every
-// Update a full restore.
+// Update a full restore. Every binary it runs runs in a memory cgroup of its own, which its
+// Size reads back.
 func newIptables(v iptables.Variant, mode iptables.Mode, apply iptables.ApplyPath, full bool) func(Env) (policy.Backend, error) {
 	return func(env Env) (policy.Backend, error) {
-		r, err := iptables.NewNetnsRunner(env.Node)
+		m := modeOf(mode, env)
+		ns, err := netns.OpenIsolated(env.Node)
 		if err != nil {
+			return nil, fmt.Errorf("%w (iptables runs only in a namespace of the suite's own)", err)
+		}
+		counts := kernelCountsIptablesNFT
+		if m == iptables.ModeLegacy {
+			counts = kernelCountsIptablesLegacy
+		}
+		if v == iptables.VariantIPSet {
+			counts += kernelCountsIpset
+		}
+		km, err := newKernelMeter(env.name, ns, counts)
+		if err != nil {
+			ns.Close()
 			return nil, err
 		}
-		b, err := iptables.New(iptables.Config{Variant: v, Mode: modeOf(mode, env), Apply: apply, Runner: r,
+		b, err := iptables.New(iptables.Config{Variant: v, Mode: m, Apply: apply, Runner: km,
 			NoPartial: full, MaxRules: iptablesMaxRules, TimeLimit: iptablesPerRuleLimit})
 		if err != nil {
-			r.Close()
-			return nil, err
+			return nil, errors.Join(err, km.Close(), ns.Close())
 		}
-		return &iptBackend{Backend: b, name: env.name, runner: r, hookSwitch: hookSwitch{hook: b.Hook, unhook: b.Unhook}}, nil
+		return &iptBackend{Backend: b, name: env.name, ns: ns, kmem: km, hookSwitch: hookSwitch{hook: b.Hook, unhook: b.Unhook}}, nil
 	}
 }
 
@@ -49,9 +63,10 @@ func newIptables(v iptables.Variant, mode iptables.Mode, apply iptables.ApplyPat
 // force from the first Sync.
 type iptBackend struct {
 	*iptables.Backend
-	name   string
-	runner *iptables.NetnsRunner
-	full   policy.SyncStats // the last full sync's counts
+	name string
+	ns   *netns.NS
+	kmem *kernelMeter     // runs the binaries
+	full policy.SyncStats // the last full sync's counts
 	// hookSwitch takes the rules out of the packet path and back (Switch).
 	hookSwitch
 }
@@ -68,25 +83,28 @@ func (b *iptBackend) Sync(s *policy.State) (policy.SyncStats, error) {
 	return st, err
 }
 
-// Size reports the rules the kernel holds and what the last full sync sent.
+// Size reports the rules the kernel holds, what the last full sync sent and the kernel memory
+// they take.
 func (b *iptBackend) Size() (results.Size, error) {
 	if b.full.Detail == nil {
 		return results.Size{}, errors.New("not synced")
 	}
 	d := iptables.CountsOf(b.full)
-	return results.Size{Backend: b.name, Iptables: &results.IptablesSize{
+	sz := results.Size{Backend: b.name, Iptables: &results.IptablesSize{
 		Rules:        uint64(b.Rules()),
 		Chains:       uint64(d.Chains),
 		RestoreBytes: uint64(d.Bytes),
 		RestoreLines: uint64(d.Lines),
 		IpsetMembers: uint64(d.SetMembers),
-	}}, nil
+	}}
+	b.kmem.fill(&sz)
+	return sz, nil
 }
 
 var _ Switch = (*iptBackend)(nil)
 
 func (b *iptBackend) Close() error {
-	return errors.Join(b.Backend.Close(), b.runner.Close())
+	return errors.Join(b.Backend.Close(), b.kmem.Close(), b.ns.Close())
 }
 
 // planIptables counts what a full sync of the variant writes (iptables.Plan).

@@ -4,16 +4,15 @@ import (
 	"testing"
 
 	"netpolbench/internal/testenv"
-	"netpolbench/policy"
 	"netpolbench/results"
-	"netpolbench/workloads"
 )
 
-// TestEveryPerIPBackendPlansItsSize: the benchmark caps per-IP backends on what their plan
-// says a sync writes, so each of them has one.
-func TestEveryPerIPBackendPlansItsSize(t *testing.T) {
+// TestEveryKernelBackendPlansItsSize: the benchmark caps backends on what their plan says a
+// sync writes (the iptables family on rules and set members, nftables on set elements), so
+// each backend it runs in a kernel has one.
+func TestEveryKernelBackendPlansItsSize(t *testing.T) {
 	for _, n := range Names((*Backend).CanBench) {
-		if b := MustGet(n); b.Family.PerIP && b.Plan == nil {
+		if b := MustGet(n); b.Family != InProcess && b.Plan == nil {
 			t.Errorf("%s has no Plan", n)
 		}
 	}
@@ -24,19 +23,7 @@ func TestEveryPerIPBackendPlansItsSize(t *testing.T) {
 // backend was opened with) and key and value sizes.
 func TestEBPFPlanIsWhatItsSyncWrites(t *testing.T) {
 	testenv.NeedKernel(t, NeedsOf(false, "ebpf")...)
-	spec, err := workloads.Preset("default")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := workloads.Generate(spec.WithPods(400))
-	if err != nil {
-		t.Fatal(err)
-	}
-	comp, err := policy.Compile(g.Cluster, policy.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := comp.State()
+	st := mustState(t, "default", 400)
 	for _, name := range []string{"ebpf", "ebpf-cilium"} {
 		b := MustGet(name)
 		planned, ok, err := b.PlannedSize(Env{State: st, MapHeadroom: 3})

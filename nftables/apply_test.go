@@ -1,9 +1,14 @@
 package nftables
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
+
+	"sigs.k8s.io/knftables"
+
+	"netpolbench/policy"
 )
 
 // TestBatchElementsMergesRunsOfOneSetAndMapsLines checks the batching of element commands:
@@ -62,5 +67,94 @@ func TestBatchElementsMergesRunsOfOneSetAndMapsLines(t *testing.T) {
 		if !strings.Contains(got[o-1], elem) {
 			t.Errorf("input line %d (%s) maps to output line %d, which does not hold it", i+1, l, o)
 		}
+	}
+}
+
+// recordTx runs transactions on the Fake and records each as the nft input the backend would
+// send for it: the transaction written out, its elements batched unless perElement.
+type recordTx struct {
+	*Fake
+	perElement bool
+	inputs     []string
+}
+
+func (r *recordTx) Run(ctx context.Context, tx *knftables.Transaction) error {
+	in := tx.String()
+	if !r.perElement {
+		in, _ = batchElements(in)
+	}
+	r.inputs = append(r.inputs, in)
+	return r.Fake.Run(ctx, tx)
+}
+
+// recordText takes the kernel's path: it records the nft input and applies nothing, which the
+// backend cannot tell from a success.
+type recordText struct {
+	knftables.Interface
+	inputs []string
+}
+
+func (r *recordText) runText(_ context.Context, payload string) error {
+	r.inputs = append(r.inputs, payload)
+	return nil
+}
+
+// TestKernelInputIsTheFakesTransactionWrittenOut: the nft input the kernel's path writes as it
+// plans (elements straight into text) is, byte for byte, the transaction the Fake is handed
+// written out and batched, for a full sync and every partial sync of a churn stream, with
+// elements batched and one to a command; so what the Fake checks and traces is what the
+// kernel gets.
+func TestKernelInputIsTheFakesTransactionWrittenOut(t *testing.T) {
+	for _, perElement := range []bool{false, true} {
+		t.Run(fmt.Sprintf("perElement=%v", perElement), func(t *testing.T) {
+			g, comp := mustGenerated(t, "default", 300)
+			fake := &recordTx{Fake: NewFake(), perElement: perElement}
+			text := &recordText{Interface: NewFake()}
+			a := mustBackend(t, Config{NFT: fake, PerElement: perElement})
+			b := mustBackend(t, Config{NFT: text, PerElement: perElement})
+			same := func(when string) {
+				t.Helper()
+				n := len(fake.inputs)
+				if n == 0 || len(text.inputs) != n {
+					t.Fatalf("%s: %d transactions for the fake, %d on the kernel's path", when, n, len(text.inputs))
+				}
+				if got, want := text.inputs[n-1], fake.inputs[n-1]; got != want {
+					t.Fatalf("%s: the kernel's input differs from the fake's transaction (- fake, + kernel):\n%s", when, diffLines(want, got))
+				}
+				if ca, cb := a.Last(), b.Last(); ca.Commands != cb.Commands || ca.Bytes != cb.Bytes || ca.ElementsAdded != cb.ElementsAdded ||
+					ca.ElementsDeleted != cb.ElementsDeleted || ca.Table != cb.Table {
+					t.Fatalf("%s: counts differ: fake %+v, kernel's path %+v", when, ca, cb)
+				}
+			}
+			for _, be := range []*Backend{a, b} {
+				if _, err := be.Sync(comp.State()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			same("full sync")
+			events := 0
+			applyChurn(t, g, comp, 60, 3, func(ev policy.Event, d *policy.Delta) {
+				for _, be := range []*Backend{a, b} {
+					if _, err := be.Update(comp.State(), d); err != nil {
+						t.Fatalf("update after %s: %v", ev.Kind, err)
+					}
+				}
+				if d.Empty() {
+					return
+				}
+				events++
+				same(fmt.Sprintf("event %d (%s)", events, ev.Kind))
+			})
+			// A full sync over the table both hold flushes and refills it.
+			for _, be := range []*Backend{a, b} {
+				if _, err := be.Sync(comp.State()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			same("second full sync")
+			if events < 30 {
+				t.Errorf("only %d events changed anything", events)
+			}
+		})
 	}
 }

@@ -44,7 +44,8 @@ type Counts struct {
 	// count as deleted.
 	ElementsAdded, ElementsDeleted int
 	// Plan is the time to build the transaction, Render to write it out as nft input, Apply
-	// the time nft (or the fake) took to apply it.
+	// the time nft (or the fake) took to apply it. On the kernel's path the input is written
+	// as the transaction is built: Plan holds that, and Render is next to nothing.
 	Plan, Render, Apply time.Duration
 	// Table is what the table holds after the sync (before it, when the sync failed).
 	Table Size
@@ -349,7 +350,7 @@ func Plan(s *policy.State) (Size, error) {
 		switch ss.kind {
 		case kindPods:
 			for _, id := range ss.ids {
-				z.PodElements += len(s.Members(id))
+				z.PodElements += len(g.members(id))
 			}
 		case kindNets:
 			z.NetElements += len(g.netSpans(ss.ids))

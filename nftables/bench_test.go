@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"sigs.k8s.io/knftables"
+
 	"netpolbench/policy"
 	"netpolbench/workloads"
 )
@@ -263,6 +265,40 @@ func BenchmarkNftFloor(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+		})
+	}
+}
+
+// discardNFT takes the kernel's path (the transaction written out as nft input) and drops the
+// input instead of running nft: what a sync costs on the Go side.
+type discardNFT struct{ knftables.Interface }
+
+func (discardNFT) runText(context.Context, string) error { return nil }
+
+// BenchmarkFullSyncGoSide measures the Go side of a full sync into an empty table: planning
+// the transaction and writing it out as nft input, without nft. Its B/op is what the suite
+// allocates for one sync.
+func BenchmarkFullSyncGoSide(b *testing.B) {
+	declareUnits()
+	for _, pods := range benchPods() {
+		b.Run(fmt.Sprintf("pods=%d", pods), func(b *testing.B) {
+			comp := freshCompiler(b, benchWorkload(b, pods))
+			b.ReportAllocs()
+			var last Counts
+			for b.Loop() {
+				be, err := New(Config{NFT: discardNFT{NewFake()}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := be.Sync(comp.State()); err != nil {
+					b.Fatal(err)
+				}
+				last = be.Last()
+			}
+			b.ReportMetric(float64(last.Table.Elements), "elements")
+			b.ReportMetric(float64(last.Bytes), "payload_bytes/op")
+			b.ReportMetric(float64(last.Plan.Microseconds())/1000, "plan_ms")
+			b.ReportMetric(float64(last.Render.Microseconds())/1000, "render_ms")
 		})
 	}
 }

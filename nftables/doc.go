@@ -61,10 +61,15 @@
 // bytes, chains, rules, elements added and deleted) and what the table holds; Plan counts the
 // table a full sync would write without building it, for a caller's budget.
 //
-// Transactions are built with knftables, which writes one nft command per set element; before
-// nft reads them the backend merges runs of element commands into commands of up to 1,000
-// elements (Config.PerElement turns that off): nft holds every command until it commits, and
-// at 500,000 elements one command each took it 8.4 s and 840 MB, batches 1.8 s and 190 MB.
+// Transactions are knftables objects, which knftables writes one nft command per set element;
+// runs of element commands of one set are merged into commands of up to 1,000 elements
+// (Config.PerElement turns that off): nft holds every command until it commits, and at
+// 500,000 elements one command each took it 8.4 s and 840 MB, batches 1.8 s and 190 MB. On
+// the kernel's path the elements skip the objects: they are written straight into the batched
+// nft input as the sync is planned, the rest through knftables as before, and a test holds
+// the result byte for byte to the Fake's transaction written out and batched. At 100,000 pods
+// (5.8 million elements) that took the Go side of a full sync from 7.7 s and 5.3 GB allocated
+// to 0.6 s and 160 MB.
 // Each sync starts one nft process (about 1.5 ms for a no-op); a partial sync that deletes
 // elements or rewrites a chain costs several ms more, as nft reads the table's sets and
 // chains first.

@@ -51,3 +51,36 @@ func TestTableSizesGolden(t *testing.T) {
 		})
 	}
 }
+
+// TestPlannedSizesGolden pins what Plan says a full sync writes at the sweep's larger scales,
+// where a sync in a test would take too long: the 10,000-pod table and the 100,000-pod one
+// the benchmark budgets against (the latter not in -short mode: its workload takes seconds).
+func TestPlannedSizesGolden(t *testing.T) {
+	golden := []struct {
+		preset string
+		pods   int
+		want   Size
+	}{
+		{"default", 3000, Size{Chains: 276, Rules: 910, Sets: 236, Elements: 54464, DispatchElements: 3727, PodElements: 47595,
+			NetElements: 58, NamedElements: 84, SelfElements: 3000, MaxRuleSetRules: 7}},
+		{"large", 10000, Size{Chains: 441, Rules: 1158, Sets: 412, Elements: 195881, DispatchElements: 12427, PodElements: 173190,
+			NetElements: 65, NamedElements: 199, SelfElements: 10000, MaxRuleSetRules: 5}},
+		{"huge", 100000, Size{Chains: 1744, Rules: 5256, Sets: 1579, Elements: 5829885, DispatchElements: 105280, PodElements: 5622384,
+			NetElements: 266, NamedElements: 1955, SelfElements: 100000, MaxRuleSetRules: 8}},
+	}
+	for _, g := range golden {
+		t.Run(fmt.Sprintf("%s/pods=%d", g.preset, g.pods), func(t *testing.T) {
+			if g.pods > 10000 && testing.Short() {
+				t.Skip("the 100,000-pod workload is skipped in -short mode")
+			}
+			_, comp := mustGenerated(t, g.preset, g.pods)
+			got, err := Plan(comp.State())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != g.want {
+				t.Errorf("Plan says a full sync writes %+v, golden %+v (update the table if the growth is intended)", got, g.want)
+			}
+		})
+	}
+}

@@ -25,7 +25,7 @@ func (b *Backend) Unhook() error {
 	if !b.synced || b.unhooked {
 		return errors.New("unhook nftables table: not synced, or already unhooked")
 	}
-	t := newTxb(b.cfg.NFT, false)
+	t := newTxb(b.cfg, false)
 	t.deleteChain(chainForward)
 	if err := b.run(t, time.Now()); err != nil {
 		b.needFull = true
@@ -40,8 +40,8 @@ func (b *Backend) Hook() error {
 	if !b.synced || !b.unhooked {
 		return errors.New("hook nftables table: not synced, or already hooked")
 	}
-	t := newTxb(b.cfg.NFT, false)
-	t.tx.Add(baseChain())
+	t := newTxb(b.cfg, false)
+	t.object(verbAdd, baseChain())
 	for _, r := range baseRules {
 		t.rule(chainForward, ruleSpec{rule: r})
 	}

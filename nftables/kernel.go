@@ -14,8 +14,8 @@ import (
 )
 
 // Namespace runs a function on an OS thread inside a network namespace the caller owns (a
-// child process it starts inherits the namespace): an internal/netns handle, or an
-// iptables.NetnsRunner, which refuses the process's own namespace.
+// child process it starts inherits the namespace): an internal/netns handle or pinned thread,
+// or an iptables.NetnsRunner, which refuses the process's own namespace.
 type Namespace interface {
 	Do(fn func() error) error
 }

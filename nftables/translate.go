@@ -148,10 +148,22 @@ type gen struct {
 	sets  map[string]*setSpec
 	parts []owned
 	eps   []*policy.Endpoint
+	memb  map[policy.Identity][]netip.Addr
 }
 
 func newGen(s *policy.State) *gen {
-	return &gen{s: s, sets: map[string]*setSpec{}}
+	return &gen{s: s, sets: map[string]*setSpec{}, memb: map[policy.Identity][]netip.Addr{}}
+}
+
+// members is an identity's member addresses, sorted, looked up once a sync: many pods sets
+// hold the same identity, and State.Members copies and sorts them on every call.
+func (g *gen) members(id policy.Identity) []netip.Addr {
+	m, ok := g.memb[id]
+	if !ok {
+		m = g.s.Members(id)
+		g.memb[id] = m
+	}
+	return m
 }
 
 // l4 is one allowed (protocol, port range); proto ProtoAny allows everything.
@@ -348,31 +360,6 @@ func join(parts ...string) string {
 	return strings.Join(out, " ")
 }
 
-// elements computes a set's elements, each a key of one or more parts.
-func (g *gen) elements(ss *setSpec) [][]string {
-	switch ss.kind {
-	case kindPods:
-		var out [][]string
-		for _, id := range ss.ids {
-			for _, ip := range g.s.Members(id) {
-				out = append(out, []string{ip.String()})
-			}
-		}
-		return out
-	case kindNets:
-		var out [][]string
-		for _, sp := range g.netSpans(ss.ids) {
-			out = append(out, []string{addrRange(sp)})
-		}
-		return out
-	}
-	var out [][]string
-	for _, t := range g.namedTargets(ss.rs, nil) {
-		out = append(out, t.key())
-	}
-	return out
-}
-
 // owned is an address range and the identity that holds it: the longest ipBlock prefix
 // covering it, or IdentityWorld.
 type owned struct {
@@ -462,10 +449,6 @@ type target struct {
 	port  uint16
 }
 
-func (t target) key() []string {
-	return []string{t.ip.String(), protoName(t.proto), strconv.Itoa(int(t.port))}
-}
-
 // namedTargets resolves a rule set's egress named ports against the destination pods: every
 // pod the entry's peer holds (a pod identity's members; for a CIDR identity the pods whose
 // longest prefix it is; every pod for IdentityAny) whose container port of that name and
@@ -510,7 +493,7 @@ func (g *gen) namedTargets(rs *policy.RuleSet, only []netip.Addr) []target {
 				add(ep, e)
 			}
 		case isPodIdentity(e.Peer):
-			for _, ip := range g.s.Members(e.Peer) {
+			for _, ip := range g.members(e.Peer) {
 				ep, _ := g.s.EndpointByIP(ip)
 				add(ep, e)
 			}

@@ -38,10 +38,11 @@ type spread struct{ Median, Min, Max float64 }
 
 // stateSize is the state a backend installed at one scale.
 type stateSize struct {
-	// Rules are iptables rules; Members are ipset members; MapEntries are eBPF map entries.
+	// Rules are iptables or nftables rules; Members are ipset members or nftables set and map
+	// elements; MapEntries are eBPF map entries.
 	Rules, Members, MapEntries uint64
-	// Bytes is what the backend wrote: the iptables-restore input or the maps' key and value
-	// bytes, in bytes.
+	// Bytes is what the backend wrote: the iptables-restore or nft input, or the maps' key and
+	// value bytes, in bytes.
 	Bytes uint64
 }
 
@@ -121,6 +122,10 @@ func collectFigures(run *results.Run) *figures {
 		if ipt := s.Iptables; ipt != nil {
 			st.Rules, st.Members = ipt.Rules, ipt.IpsetMembers
 			st.Bytes += ipt.RestoreBytes
+		}
+		if nft := s.Nftables; nft != nil {
+			st.Rules, st.Members = st.Rules+nft.Rules, st.Members+nft.Elements
+			st.Bytes += nft.Bytes
 		}
 		if st.Entries() == 0 && st.Bytes == 0 {
 			continue

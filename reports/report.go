@@ -900,7 +900,9 @@ func (b *builder) churn() (Section, error) {
 
 func (b *builder) sizes() (Section, error) {
 	s := Section{ID: "sizes", Title: "Sizes",
-		Intro: "State each backend installed, per scale. These figures are exact: the gate compares them exactly."}
+		Intro: "State each backend installed, per scale. These figures are exact: the gate compares them exactly. " +
+			"Kernel memory is not: it is what the state's kernel objects charge to a memory cgroup created for the backend, " +
+			"as far as the kernel charges them (the last table says what each backend's figure counts); – where it was not measured."}
 	if len(b.run.Sizes) == 0 && b.run.PeakRSSBytes == 0 {
 		s.Empty = "No sizes were recorded in this run."
 		return s, nil
@@ -912,8 +914,14 @@ func (b *builder) sizes() (Section, error) {
 		}
 		return sz[i].Pods < sz[j].Pods
 	})
-	sum := Table{Caption: "Totals", Head: []string{"Backend", "Pods", "Identities", "Map entries", "Map key+value bytes", "Memlock", "Program insns", "iptables rules", "Chains", "Restore bytes", "ipset members", "Peak RSS"}}
+	count := func(v uint64) string { return dash(v, func(v float64) string { return fmt.Sprint(uint64(v)) }) }
+	sum := Table{Caption: "Totals", Head: []string{"Backend", "Pods", "Identities", "Map entries", "Map key+value bytes", "Memlock", "Program insns",
+		"Rules", "Chains", "Set members / elements", "Input bytes", "Kernel memory", "Peak RSS"}}
 	maps := Table{Caption: "eBPF maps", Head: []string{"Backend", "Pods", "Map", "Type", "Entries", "Max entries", "Key B", "Value B", "Key+value bytes", "Memlock"}}
+	nft := Table{Caption: "nftables tables", Head: []string{"Backend", "Pods", "Sets and maps", "Verdict map elements", "Pod set elements",
+		"ipBlock ranges", "Named-port elements", "Self elements", "Longest rule-set chain", "nft commands"}}
+	kernel := Table{Caption: "What kernel memory counts", Head: []string{"Backend", "Counted (and left out)"}}
+	noted := map[string]bool{}
 	for _, x := range sz {
 		var memlock, insns uint64
 		for _, m := range x.Maps {
@@ -925,26 +933,41 @@ func (b *builder) sizes() (Section, error) {
 		for _, p := range x.Programs {
 			insns += p.Insns
 		}
-		row := []Cell{txt(x.Backend), num(fmtCount(float64(x.Pods))), num(dash(uint64(x.Identities), func(v float64) string { return fmt.Sprint(uint64(v)) }))}
+		row := []Cell{txt(x.Backend), num(fmtCount(float64(x.Pods))), num(count(uint64(x.Identities)))}
 		if len(x.Maps) > 0 {
 			row = append(row, num(fmt.Sprint(x.TotalEntries())), num(fmtBytes(float64(x.TotalMapBytes()))), num(dash(memlock, fmtBytes)))
 		} else {
 			row = append(row, num("–"), num("–"), num("–"))
 		}
-		row = append(row, num(dash(insns, func(v float64) string { return fmt.Sprint(uint64(v)) })))
-		if ipt := x.Iptables; ipt != nil {
-			row = append(row, num(fmt.Sprint(ipt.Rules)), num(fmt.Sprint(ipt.Chains)), num(fmtBytes(float64(ipt.RestoreBytes))), num(dash(ipt.IpsetMembers, func(v float64) string { return fmt.Sprint(uint64(v)) })))
-		} else {
+		row = append(row, num(count(insns)))
+		switch {
+		case x.Iptables != nil:
+			ipt := x.Iptables
+			row = append(row, num(fmt.Sprint(ipt.Rules)), num(fmt.Sprint(ipt.Chains)), num(count(ipt.IpsetMembers)), num(fmtBytes(float64(ipt.RestoreBytes))))
+		case x.Nftables != nil:
+			t := x.Nftables
+			row = append(row, num(fmt.Sprint(t.Rules)), num(fmt.Sprint(t.Chains)), num(fmt.Sprint(t.Elements)), num(dash(t.Bytes, fmtBytes)))
+			nft.Rows = append(nft.Rows, []Cell{txt(x.Backend), num(fmtCount(float64(x.Pods))), num(fmt.Sprint(t.Sets)), num(count(t.DispatchElements)),
+				num(count(t.PodElements)), num(count(t.NetElements)), num(count(t.NamedElements)), num(count(t.SelfElements)),
+				num(count(t.MaxChainRules)), num(count(t.Commands))})
+		default:
 			row = append(row, num("–"), num("–"), num("–"), num("–"))
 		}
-		row = append(row, num(dash(x.PeakRSSBytes, fmtBytes)))
+		kb := "–"
+		if x.KernelBytes != nil {
+			kb = fmtBytes(float64(*x.KernelBytes))
+		}
+		row = append(row, num(kb), num(dash(x.PeakRSSBytes, fmtBytes)))
 		sum.Rows = append(sum.Rows, row)
+		if x.KernelNote != "" && !noted[x.Backend+"\x00"+x.KernelNote] {
+			noted[x.Backend+"\x00"+x.KernelNote] = true
+			kernel.Rows = append(kernel.Rows, []Cell{txt(x.Backend), txt(x.KernelNote)})
+		}
 	}
-	if len(sum.Rows) > 0 {
-		s.Tables = append(s.Tables, sum)
-	}
-	if len(maps.Rows) > 0 {
-		s.Tables = append(s.Tables, maps)
+	for _, t := range []Table{sum, maps, nft, kernel} {
+		if len(t.Rows) > 0 {
+			s.Tables = append(s.Tables, t)
+		}
 	}
 	if b.run.PeakRSSBytes > 0 {
 		s.Intro += " The suite's own peak resident memory over the whole run was " + fmtBytes(float64(b.run.PeakRSSBytes)) + "."

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -281,5 +282,24 @@ func TestReportSurvivesDegenerateData(t *testing.T) {
 				t.Fatal("page is incomplete")
 			}
 		})
+	}
+}
+
+// TestNftablesSizesShowInTheSizeTables: the size tables show an nftables run's table, its
+// kernel memory and what that counts.
+func TestNftablesSizesShowInTheSizeTables(t *testing.T) {
+	o := resultstest.DefaultOptions()
+	o.Backends = []string{"ebpf", "iptables", "ipset", "nftables"}
+	run := resultstest.Run(o)
+	sizes := section(t, mustRender(t, run), "sizes")
+	for _, want := range []string{"nftables tables", "Set members / elements", "Kernel memory", "What kernel memory counts", "Verdict map elements"} {
+		if !strings.Contains(sizes, want) {
+			t.Errorf("sizes section lacks %q", want)
+		}
+	}
+	for _, sz := range run.Sizes {
+		if sz.Nftables != nil && !strings.Contains(sizes, `<td class="num">`+strconv.FormatUint(sz.Nftables.Elements, 10)+`</td>`) {
+			t.Errorf("sizes section lacks nftables' %d elements at %d pods", sz.Nftables.Elements, sz.Pods)
+		}
 	}
 }

@@ -190,6 +190,36 @@ func TestVerdictScalesAreTheSweepsNotALabelSetPoint(t *testing.T) {
 	}
 }
 
+// TestNftablesStateCountsRulesWithRulesAndElementsWithMembers: an nftables run's rules count
+// with rules and its set elements with set members in the state the verdict ranks.
+func TestNftablesStateCountsRulesWithRulesAndElementsWithMembers(t *testing.T) {
+	o := resultstest.DefaultOptions()
+	o.Backends = []string{"ebpf", "iptables", "ipset", "nftables"}
+	run := resultstest.Run(o)
+	f := collectFigures(run)
+	seen := 0
+	for _, sz := range run.Sizes {
+		if sz.Backend != "nftables" {
+			continue
+		}
+		seen++
+		st, ok := f.state[scaleKey{"nftables", sz.Pods}]
+		if !ok || st.Rules != sz.Nftables.Rules || st.Members != sz.Nftables.Elements || st.Bytes != sz.Nftables.Bytes {
+			t.Errorf("%d pods: state %+v from nftables size %+v", sz.Pods, st, *sz.Nftables)
+		}
+	}
+	if seen == 0 {
+		t.Fatal("the synthetic run has no nftables sizes")
+	}
+	v := mustVerdict(t, run)
+	ci := slices.IndexFunc(v.Cats, func(c category) bool { return c.ID == catState.ID })
+	for _, r := range v.Rows {
+		if !slices.ContainsFunc(r.Cells[ci].Ranked, func(e ranked) bool { return e.Backend == "nftables" }) {
+			t.Errorf("%d pods: nftables not ranked in state size: %+v", r.Pods, r.Cells[ci].Ranked)
+		}
+	}
+}
+
 // TestPartialRunSaysSoFirstAndWhereItStopped: an unfinished run's first notice says it is
 // partial, how far it got and where it stopped, in the HTML's first screen and the terminal
 // summary; a killed run (no stop recorded) names its last finished phase.

@@ -159,6 +159,65 @@ func TestSizesBecomeExactBenchmarksUnlessReported(t *testing.T) {
 	}
 }
 
+func TestNftablesSizesBecomeExactBenchmarks(t *testing.T) {
+	run := results.New()
+	kb := uint64(1 << 20)
+	run.Sizes = []results.Size{{Backend: "nftables", Pods: 100, KernelBytes: &kb,
+		Nftables: &results.NftablesSize{Rules: 44, Chains: 16, Sets: 18, Elements: 623, Commands: 328, Bytes: 26577}}}
+	all := run.AllBenchmarks()
+	if len(all) != 1 || all[0].Name != "BenchmarkSize/backend=nftables/pods=100" {
+		t.Fatalf("derived benchmarks %+v", all)
+	}
+	for unit, want := range map[string]float64{"rules": 44, "chains": 16, "sets": 18, "set-elements": 623, "nft-bytes": 26577} {
+		if m := all[0].Metric(unit); m == nil || !m.Exact || m.Samples[0] != want {
+			t.Errorf("%s metric %+v, want exact %v", unit, m, want)
+		}
+	}
+	// Kernel memory depends on the kernel's allocators: not a figure the gate compares exactly.
+	for _, m := range all[0].Metrics {
+		if strings.Contains(m.Unit, "kernel") {
+			t.Errorf("kernel memory became benchmark metric %q", m.Unit)
+		}
+	}
+	if err := results.WriteBenchfmt(&bytes.Buffer{}, run); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestKernelBytesIsNullUnlessMeasured: a size without a kernel measurement says null, one that
+// measured 0 says 0, and a run written before the field existed loads with null.
+func TestKernelBytesIsNullUnlessMeasured(t *testing.T) {
+	zero := uint64(0)
+	run := results.New()
+	run.Sizes = []results.Size{{Backend: "compiled", Pods: 1, KernelNote: "no kernel state"}, {Backend: "ebpf", Pods: 1, KernelBytes: &zero}}
+	path := filepath.Join(t.TempDir(), "r.json")
+	if err := results.Save(path, run); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(data, []byte(`"kernel_bytes": null`)) || !bytes.Contains(data, []byte(`"kernel_bytes": 0`)) {
+		t.Fatalf("want one null and one 0 kernel_bytes in\n%s", data)
+	}
+	got, err := results.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Sizes[0].KernelBytes != nil || got.Sizes[1].KernelBytes == nil || *got.Sizes[1].KernelBytes != 0 {
+		t.Fatalf("loaded kernel bytes %v, %v", got.Sizes[0].KernelBytes, got.Sizes[1].KernelBytes)
+	}
+	old := `{"schema":"` + results.SchemaVersion + `","start":"2026-01-01T00:00:00Z","sizes":[{"backend":"iptables","pods":100,"iptables":{"rules":7,"chains":2,"restore_bytes":300}}]}`
+	r, err := results.Decode([]byte(old))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Sizes) != 1 || r.Sizes[0].KernelBytes != nil || r.Sizes[0].Nftables != nil || r.Sizes[0].Iptables.Rules != 7 {
+		t.Fatalf("an older run loaded as %+v", r.Sizes)
+	}
+}
+
 func TestFitPowerLawRecoversExponent(t *testing.T) {
 	cases := []struct {
 		name string

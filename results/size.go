@@ -18,6 +18,17 @@ type Size struct {
 	Programs []ProgramSize `json:"programs,omitempty"`
 	// Iptables is set for iptables-family backends.
 	Iptables *IptablesSize `json:"iptables,omitempty"`
+	// Nftables is set for the nftables backend.
+	Nftables *NftablesSize `json:"nftables,omitempty"`
+	// KernelBytes is the kernel memory the backend's state takes, in bytes: what its kernel
+	// objects charge to a memory cgroup the suite creates for the backend, read after the full
+	// sync (see KernelNote for what is and is not charged). Not exact: it depends on the kernel
+	// and its allocators, and the gate leaves it out. null where it could not be read (no
+	// memory cgroup here, or a backend with no kernel state); never 0 for "unknown". Runs
+	// written before it existed load with null.
+	KernelBytes *uint64 `json:"kernel_bytes"`
+	// KernelNote says what KernelBytes counts and leaves out, or why it is null.
+	KernelNote string `json:"kernel_note,omitempty"`
 	// PeakRSSBytes is the suite's peak resident memory when this scale finished, in bytes (not exact
 	// across machines; excluded from the gate).
 	PeakRSSBytes uint64 `json:"peak_rss_bytes,omitempty"`
@@ -63,6 +74,31 @@ type IptablesSize struct {
 	// IpsetSets and IpsetMembers count ipsets and their members (0 without ipset).
 	IpsetSets    uint64 `json:"ipset_sets,omitempty"`
 	IpsetMembers uint64 `json:"ipset_members,omitempty"`
+}
+
+// NftablesSize describes an nftables table: what a full sync wrote into it.
+type NftablesSize struct {
+	// Rules counts every rule, of the base chain too; Chains every chain.
+	Rules  uint64 `json:"rules"`
+	Chains uint64 `json:"chains"`
+	// Sets counts named sets and verdict maps; Elements the elements of all of them.
+	Sets     uint64 `json:"sets"`
+	Elements uint64 `json:"elements"`
+	// The elements by kind: verdict map elements (one per isolated endpoint and direction),
+	// the member addresses of peer pod sets, ipBlock ranges, named-port targets, and the one
+	// self element per pod.
+	DispatchElements uint64 `json:"dispatch_elements,omitempty"`
+	PodElements      uint64 `json:"pod_elements,omitempty"`
+	NetElements      uint64 `json:"net_elements,omitempty"`
+	NamedElements    uint64 `json:"named_elements,omitempty"`
+	SelfElements     uint64 `json:"self_elements,omitempty"`
+	// MaxChainRules is the longest rule-set chain, which bounds the rules the first packet of
+	// a flow passes (with the base chain's few).
+	MaxChainRules uint64 `json:"max_chain_rules,omitempty"`
+	// Commands and Bytes are the nft commands (lines) and bytes of the full sync's input; 0
+	// for a plan, which writes none.
+	Commands uint64 `json:"commands,omitempty"`
+	Bytes    uint64 `json:"bytes,omitempty"`
 }
 
 // TotalEntries sums map entries over all maps.
@@ -111,6 +147,13 @@ func sizeBenchmarks(sizes []Size) []Benchmark {
 			ms := []Metric{exact("rules", ipt.Rules), exact("chains", ipt.Chains), exact("restore-bytes", ipt.RestoreBytes)}
 			if ipt.IpsetMembers > 0 || ipt.IpsetSets > 0 {
 				ms = append(ms, exact("ipset-members", ipt.IpsetMembers))
+			}
+			out = append(out, Benchmark{Name: base, Iters: 1, Metrics: ms})
+		}
+		if nft := s.Nftables; nft != nil {
+			ms := []Metric{exact("rules", nft.Rules), exact("chains", nft.Chains), exact("sets", nft.Sets), exact("set-elements", nft.Elements)}
+			if nft.Bytes > 0 {
+				ms = append(ms, exact("nft-bytes", nft.Bytes))
 			}
 			out = append(out, Benchmark{Name: base, Iters: 1, Metrics: ms})
 		}

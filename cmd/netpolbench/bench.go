@@ -51,10 +51,10 @@ namespaces). --resume results/<timestamp> continues such a run with the same bin
 and seed, skipping the phases it finished.
 
 Without flags it runs the default sweep: 100, 1,000, 3,000, 10,000 and 100,000 pods, plus 10,
-50 and 200 label sets at 1,000 pods; compiled, ebpf, ebpf-cilium, iptables and ipset, the
-iptables family capped where its own plan of rules and set members exceeds the run's budget
-(the cap, its reason and the planned size are recorded). --quick runs the small sweep CI gates
-against a committed baseline.
+50 and 200 label sets at 1,000 pods; compiled, ebpf, ebpf-cilium, iptables, ipset and
+nftables, the iptables family capped where its own plan of rules and set members exceeds the
+run's budget, nftables where its plan's set elements do (the cap, its reason and the planned
+size are recorded). --quick runs the small sweep CI gates against a committed baseline.
 
 The default sweep ends with the end-to-end phase: at 1,000 and 10,000 pods a generated cluster
 is written through an embedded etcd and kube-apiserver (make controlplane builds them), and

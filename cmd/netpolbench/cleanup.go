@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"netpolbench/controlplane"
+	"netpolbench/internal/memcg"
 	"netpolbench/testbed"
 )
 
@@ -19,7 +20,8 @@ func init() {
 ` + testbed.Prefix + ` and whose run's process no longer exists; their veths, routes, rules, ipsets and
 firewall state go with them. Likewise the control planes of dead runs: their etcd and
 kube-apiserver processes, if any survived, and their run directories (` + controlplane.Prefix + `* in the temporary
-directory). Nothing else is touched, the root namespace least of all.
+directory), and the memory cgroups (` + memcg.Prefix + `<pid>-*) dead runs measured kernel memory in.
+Nothing else is touched, the root namespace least of all.
 With --all it also removes the namespaces and control planes of runs that are still alive.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -34,6 +36,11 @@ With --all it also removes the namespaces and control planes of runs that are st
 			if kept := len(cpLeft) - len(cpRemoved); kept > 0 && cpErr == nil {
 				fmt.Fprintf(cmd.OutOrStdout(), "kept %d control plane(s) of live runs (--all removes them)\n", kept)
 			}
+			cgRemoved, cgErr := memcg.Cleanup(all)
+			for _, d := range cgRemoved {
+				fmt.Fprintln(cmd.OutOrStdout(), "removed memory cgroup", d)
+			}
+			cpErr = errors.Join(cpErr, cgErr)
 			left, err := testbed.Leftovers()
 			if err != nil {
 				return errors.Join(cpErr, err)
@@ -62,7 +69,7 @@ With --all it also removes the namespaces and control planes of runs that are st
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "kept %d namespace(s) (%s; --all removes them)\n", kept[pid], why)
 			}
-			if len(left) == 0 && len(cpLeft) == 0 {
+			if len(left) == 0 && len(cpLeft) == 0 && len(cgRemoved) == 0 {
 				fmt.Fprintln(cmd.OutOrStdout(), "nothing to clean up")
 			}
 			return errors.Join(cpErr, err)

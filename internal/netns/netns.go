@@ -316,8 +316,14 @@ func unshared() (*os.File, error) {
 // Run runs a command inside the namespace with stdin (nil for none) and returns its stdout and
 // stderr. A non-zero exit is an error; stderr is returned beside it, not quoted in it.
 func (ns *NS) Run(name string, args []string, stdin []byte) (stdout, stderr []byte, err error) {
+	return run(ns.Do, "netns "+ns.label(), name, args, stdin)
+}
+
+// run starts a command from the thread do runs its function on, which the child inherits
+// the namespace (and cgroups) of.
+func run(do func(func() error) error, where, name string, args []string, stdin []byte) (stdout, stderr []byte, err error) {
 	var out, serr bytes.Buffer
-	err = ns.Do(func() error {
+	err = do(func() error {
 		cmd := exec.Command(name, args...)
 		if stdin != nil {
 			cmd.Stdin = bytes.NewReader(stdin)
@@ -326,7 +332,7 @@ func (ns *NS) Run(name string, args []string, stdin []byte) (stdout, stderr []by
 		return cmd.Run()
 	})
 	if err != nil {
-		return out.Bytes(), serr.Bytes(), fmt.Errorf("run %s in netns %s: %w", name, ns.label(), err)
+		return out.Bytes(), serr.Bytes(), fmt.Errorf("run %s in %s: %w", name, where, err)
 	}
 	return out.Bytes(), serr.Bytes(), nil
 }

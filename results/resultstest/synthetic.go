@@ -28,7 +28,8 @@ type Options struct {
 	ExtraRules int
 	// Backends are the backends measured, in the sweep's order; nil means ebpf and iptables.
 	// Known models: ebpf and ebpf-cilium (identity maps), iptables (per-IP rules), ipset (sets),
-	// compiled (the control: sizes and updates only). Any other name gets the set model.
+	// nftables (verdict maps and sets), compiled (the control: sizes and updates only). Any
+	// other name gets the set model.
 	Backends []string
 	// Caps are recorded as given. A skipped cap leaves its backend out at its scale; a limited
 	// one stops that backend's churn after the first four event kinds, as a churn phase that
@@ -99,6 +100,20 @@ func modelOf(name string) model {
 			size: func(pods, ids, rules int) results.Size {
 				return results.Size{Identities: ids, Iptables: &results.IptablesSize{Rules: uint64(rules), Chains: uint64(pods/10 + 5),
 					RestoreBytes: uint64(rules * 96), RestoreLines: uint64(rules + pods/10 + 10)}}
+			}}
+	case "nftables":
+		// Verdict maps and shared peer sets: rules with the rule sets, elements a little faster
+		// than pods, cost flat but above eBPF's.
+		return model{name: name, path: "partial-transaction", unit: "nft commands",
+			packet: func(pods, _ int) float64 { return 110 + 2*math.Log(float64(pods)) },
+			apply:  func(pods, _ int) (float64, float64) { return 2e6 + 20*float64(pods), 4 },
+			size: func(pods, ids, _ int) results.Size {
+				elements := uint64(math.Pow(float64(pods), 1.3)) + uint64(3*pods)
+				kernel := 90 * elements
+				return results.Size{Identities: ids, Nftables: &results.NftablesSize{Rules: uint64(pods/4 + 5), Chains: uint64(pods/10 + 1),
+					Sets: uint64(pods/10 + 3), Elements: elements, SelfElements: uint64(pods), DispatchElements: uint64(2 * pods),
+					PodElements: elements - uint64(3*pods), Commands: elements/1000 + uint64(pods/2), Bytes: elements * 14},
+					KernelBytes: &kernel, KernelNote: "synthetic"}
 			}}
 	case "compiled":
 		return model{name: name, control: true, path: "state-lookup", unit: "map ops",
