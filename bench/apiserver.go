@@ -45,7 +45,7 @@ type APIServerSpec struct {
 	// (default 5s: an agent that needs longer has fallen behind the rate).
 	Settle Duration `json:"settle,omitempty"`
 	// Backends are measured one after another, each with an agent of its own (default: the
-	// sweep's backends; DefaultSpec: ebpf, iptables and ipset, leaving out ebpf-cilium, whose
+	// sweep's backends; DefaultSpec: ebpf, iptables, ipset and nftables, leaving out ebpf-cilium, whose
 	// agent and update path are ebpf's, and the compiled control, to keep `make bench` short).
 	// A backend whose agent falls behind a rate is not run at the higher ones.
 	Backends []string `json:"backends,omitempty"`
@@ -56,9 +56,9 @@ type APIServerSpec struct {
 }
 
 // DefaultAPIServer is the end-to-end phase of `make bench`: 1,000 and 10,000 pods at 20 and
-// 100 events a second, through the eBPF datapath, iptables and ipset.
+// 100 events a second, through the eBPF datapath, iptables, ipset and nftables.
 func DefaultAPIServer() *APIServerSpec {
-	return &APIServerSpec{Pods: []int{1000, 10000}, Backends: []string{"ebpf", "iptables", "ipset"}}
+	return &APIServerSpec{Pods: []int{1000, 10000}, Backends: []string{"ebpf", "iptables", "ipset", "nftables"}}
 }
 
 func (a *APIServerSpec) withDefaults(backends []string) {
