@@ -101,6 +101,9 @@ type Testbed struct {
 	mu        sync.Mutex
 	closed    bool
 	pendingNS []string // every namespace created so far, for Close
+
+	// until are the receivers concurrent SendUntil calls share.
+	until sharedReceivers
 }
 
 // New builds a testbed. It needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN).
