@@ -51,7 +51,8 @@ deps:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $${missing[*]}; \
 	else echo "deps: all present"; fi
 
-bench: deps
+# The sweep ends with the end-to-end phase through the embedded control plane.
+bench: deps controlplane
 	$(GO) run ./cmd/netpolbench bench $(BENCH_FLAGS)
 
 FUZZTIME ?= 15s

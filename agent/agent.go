@@ -52,6 +52,9 @@ type Options struct {
 	// may size itself by it, as the eBPF datapath sizes its maps). The agent closes it when
 	// Run returns.
 	Open func(*policy.State) (policy.Backend, error)
+	// OpenSynced says Open returns the backend already synced to the state it was given (as
+	// putting a backend in force in a testbed does), so the agent does not sync it again.
+	OpenSynced bool
 	// Compile configures the compiler (identity-relevant labels).
 	Compile policy.Options
 	// Resync is how often the informers hand every cached object to the agent again, which
@@ -266,15 +269,19 @@ func (a *Agent) start(ctx context.Context) error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	synced := false
 	if a.opts.Backend == nil {
 		b, err := a.opts.Open(comp.State())
 		if err != nil {
 			return fmt.Errorf("agent: open backend: %w", err)
 		}
-		a.opts.Backend, a.owned = b, true
+		a.opts.Backend, a.owned, synced = b, true, a.opts.OpenSynced
 	}
 	a.comp = comp
 	a.stats.Skipped += len(warnings)
+	if synced {
+		return nil
+	}
 	if _, err := a.opts.Backend.Sync(comp.State()); err != nil {
 		return fmt.Errorf("agent: sync %s: %w", a.opts.Backend.Name(), err)
 	}

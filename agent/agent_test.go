@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -138,6 +139,9 @@ func fakeDump(t *testing.T, f *iptables.Fake) string {
 	return iptables.NormalSave(f.Save()) + "\n" + strings.Join(lines, "\n")
 }
 
+// runs numbers the runs of tests that write to the shared control plane.
+var runs atomic.Int32
+
 type agentRun struct {
 	testBackend
 	a *agent.Agent
@@ -154,7 +158,7 @@ type agentRun struct {
 // converge again, with no event applied twice (the compiler would reject it) or lost.
 func TestAgentConvergesThroughChurnRestartAndRelist(t *testing.T) {
 	testenv.Long(t, "the agent's integration test")
-	cp := controlplanetest.Start(t)
+	cp := controlplanetest.Shared(t)
 	admin := controlplanetest.AdminClient(cp)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -164,10 +168,14 @@ func TestAgentConvergesThroughChurnRestartAndRelist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Namespaces of this run's own: the control plane is shared, and a namespace outlives its
+	// deletion without a namespace controller.
+	spec.Namespaces.Prefix = fmt.Sprintf("churn%d", runs.Add(1))
 	g, err := workloads.Generate(spec)
 	if err != nil {
 		t.Fatal(err)
 	}
+	mustDeleteAtEnd(t, admin, g.Namespaces)
 	initial, err := policy.Compile(g.Cluster, policy.Options{})
 	if err != nil {
 		t.Fatal(err)

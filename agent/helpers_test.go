@@ -16,6 +16,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
@@ -64,10 +65,45 @@ func mustApplyManifest(t *testing.T, c kubernetes.Interface, path string) {
 		default:
 			t.Fatalf("%s: unexpected %T", path, obj)
 		}
-		if err != nil {
+		// A shared control plane keeps the manifest's objects from an earlier test.
+		if err != nil && !apierrors.IsAlreadyExists(err) {
 			t.Fatalf("%s: create %T: %v", path, obj, err)
 		}
 	}
+}
+
+// mustDeleteAtEnd deletes, when the test ends, every pod and network policy of the namespaces,
+// so that a later test on the shared control plane meets none of their addresses. The
+// namespaces stay: without a namespace controller a deleted namespace never goes.
+func mustDeleteAtEnd(t *testing.T, c kubernetes.Interface, nss []*corev1.Namespace) {
+	t.Helper()
+	t.Cleanup(func() {
+		ctx := context.Background()
+		for _, ns := range nss {
+			now := metav1.DeleteOptions{GracePeriodSeconds: new(int64)}
+			if err := c.CoreV1().Pods(ns.Name).DeleteCollection(ctx, now, metav1.ListOptions{}); err != nil {
+				t.Errorf("delete pods of %s: %v", ns.Name, err)
+			}
+			if err := c.NetworkingV1().NetworkPolicies(ns.Name).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
+				t.Errorf("delete networkpolicies of %s: %v", ns.Name, err)
+			}
+		}
+	})
+}
+
+// mustCreatePolicies creates the cluster's network policies through the API server and
+// returns their keys.
+func mustCreatePolicies(t *testing.T, c kubernetes.Interface, cl *policy.Cluster) []string {
+	t.Helper()
+	keys := cl.PolicyKeys()
+	for _, k := range keys {
+		np := cl.Policies[k].DeepCopy()
+		np.ResourceVersion = ""
+		if _, err := c.NetworkingV1().NetworkPolicies(np.Namespace).Create(context.Background(), np, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("create networkpolicy %s: %v", k, err)
+		}
+	}
+	return keys
 }
 
 // freshCanonical compiles what the API server holds now, from scratch, and renders it.

@@ -134,3 +134,45 @@ func TestSnapshotLeavesOutWhatHasNothingToEnforce(t *testing.T) {
 		t.Errorf("policies %v, warnings %q: want the duplicate pod and the policy left out with a warning each", c.PolicyKeys(), warnings)
 	}
 }
+
+// countingBackend counts full syncs.
+type countingBackend struct {
+	stateBackend
+	syncs int
+}
+
+func (b *countingBackend) Sync(s *policy.State) (policy.SyncStats, error) {
+	b.syncs++
+	return b.stateBackend.Sync(s)
+}
+
+// TestOpenSyncedBackendIsNotSyncedAgain: a backend Open returns synced is used as it is; one
+// Open returns unsynced gets the agent's first sync.
+func TestOpenSyncedBackendIsNotSyncedAgain(t *testing.T) {
+	for _, synced := range []bool{false, true} {
+		b := &countingBackend{}
+		a, err := agent.New(fake.NewClientset(fakePod("x", "a", "198.18.0.1")), agent.Options{OpenSynced: synced,
+			Open: func(s *policy.State) (policy.Backend, error) {
+				if synced {
+					b.Sync(s)
+				}
+				return b, nil
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- a.Run(ctx) }()
+		if err := a.Started(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if b.syncs != 1 || b.s == nil || b.s.NumEndpoints() != 1 {
+			t.Errorf("OpenSynced %v: %d full syncs, want 1 (the agent's or Open's), to the state of one pod", synced, b.syncs)
+		}
+	}
+}

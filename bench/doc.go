@@ -22,10 +22,22 @@
 //   - after churn, in the same testbed: a steady packet stream between pods that stay allowed
 //     while a second event list is applied (loss and latency per interval).
 //
+// Last comes the end-to-end phase (Spec.APIServer, apiserver.go): at each of its scales a
+// generated cluster is written through a Kubernetes API server (an embedded etcd and
+// kube-apiserver, or the user's cluster), and for each backend in turn the agent (package
+// agent), its backend in force in a testbed of its own, enforces it while churn is written at
+// each rate (package driver); every event is timed from its write to the first probe packet
+// sent with its new verdict (testbed.SendUntil, on flows a model of the writes picks), with the
+// API server's load. The churn is taken back between backends (policy.Cluster.Inverse), so each
+// meets the same events on the same cluster; an agent that falls behind a rate is not run at the
+// higher ones.
+//
 // # Phases and the frozen state
 //
 // A run is a sequence of phases, per scale the workload, then per backend its syncs and size,
-// test runs, real packets, round trips, churn and churn under load (Runner). Every figure before
+// test runs, real packets, round trips, churn and churn under load (Runner); then, per scale of
+// the end-to-end phase, the cluster written and one phase per backend (a resumed run writes
+// the cluster again into a fresh control plane). Every figure before
 // churn is measured on the scale's frozen state, the cluster as compiled, with the scale's
 // frozen flow list: every latency entry carries both digests (policy.State.Digest,
 // stamp.FlowList.Digest), equal across backends. Churn replays one event list per scale,

@@ -176,11 +176,21 @@ func (r *Runner) Run(ctx context.Context) (*results.Run, error) {
 		return nil, err
 	}
 	plans := r.plan()
-	r.Progress.Total(len(plans) * len(r.Spec.Backends))
-	for _, sp := range plans {
+	steps := len(plans) * len(r.Spec.Backends)
+	if a := r.Spec.APIServer; a != nil {
+		steps += len(a.Pods) * len(a.Backends)
+	}
+	r.Progress.Total(steps)
+	for i := 0; i <= len(plans); i++ {
 		err := ctx.Err()
-		if err == nil {
-			err = r.runScale(ctx, sp)
+		switch {
+		case err != nil:
+		case i < len(plans):
+			err = r.runScale(ctx, plans[i])
+		default:
+			// Last, the end-to-end phase, with the other phases' testbeds gone.
+			r.closeBed()
+			err = r.apiServerSweep(ctx)
 		}
 		if err != nil {
 			r.closeBed()
@@ -922,8 +932,12 @@ func policyMapEntries(s results.Size) uint64 {
 // convergenceCandidates are flows whose verdict an event may change: from random pods to the
 // event's pods and from them to random pods, on their declared ports and a policy's ports.
 func convergenceCandidates(st *policy.State, evs []policy.Event, rng *rand.Rand) []policy.Flow {
-	cl := st.Cluster()
-	keys := cl.PodKeys()
+	return candidatesOf(st.Cluster(), st.Cluster().PodKeys(), evs, rng)
+}
+
+// candidatesOf is convergenceCandidates on cl whose pod keys, sorted, are keys (a caller
+// drawing for every event of a long stream keeps them, instead of sorting them each time).
+func candidatesOf(cl *policy.Cluster, keys []string, evs []policy.Event, rng *rand.Rand) []policy.Flow {
 	if len(keys) == 0 {
 		return nil
 	}
@@ -952,10 +966,13 @@ func convergenceCandidates(st *policy.State, evs []policy.Event, rng *rand.Rand)
 					}
 				}
 			}
-			for range 16 {
-				p := cl.Pods[keys[rng.IntN(len(keys))]]
-				if p.Namespace == np.Namespace {
-					targets = append(targets, p)
+			// Pods of the policy's namespace, the only ones it can select (keys sort by
+			// namespace first).
+			lo := sort.SearchStrings(keys, np.Namespace+"/")
+			hi := sort.SearchStrings(keys, np.Namespace+"0") // '0' follows '/'
+			if n := hi - lo; n > 0 {
+				for range min(n, 16) {
+					targets = append(targets, cl.Pods[keys[lo+rng.IntN(n)]])
 				}
 			}
 		}

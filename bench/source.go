@@ -6,6 +6,7 @@ import (
 	"net/netip"
 
 	"netpolbench/policy"
+	"netpolbench/workloads"
 )
 
 // Scenario is one scale of a sweep: a fresh cluster the runner may hand to policy.Compile.
@@ -16,6 +17,10 @@ type Scenario struct {
 	Cluster         *policy.Cluster
 	// External are hosts outside the cluster (203.0.113.0/24) for flows to and from the world.
 	External []netip.Addr
+	// Generated is the cluster's generated objects, of which Cluster is the model (nil for a
+	// cluster file): what the end-to-end phase writes through an API server, and the churn
+	// streams it draws from them.
+	Generated *workloads.Generated
 }
 
 // Source builds the cluster of each scale.

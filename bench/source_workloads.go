@@ -14,6 +14,9 @@ import (
 // Spec.WithPods (label sets and policies in proportion to pods).
 type WorkloadSource struct {
 	Base workloads.Spec
+	// NamespacePrefix, when set, replaces the namespaces' name prefix at every scale (a run
+	// that writes to a real cluster uses names of its own).
+	NamespacePrefix string
 	// byPods holds the presets by their pod count (preset sources only).
 	byPods map[int]workloads.Spec
 	// used records the scales a preset served, for Describe.
@@ -60,6 +63,9 @@ func (w *WorkloadSource) Scale(pods, labelSets int) (*Scenario, error) {
 	if labelSets > 0 {
 		s.LabelSets.Count = min(labelSets, pods)
 	}
+	if w.NamespacePrefix != "" {
+		s.Namespaces.Prefix = w.NamespacePrefix
+	}
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
@@ -67,7 +73,7 @@ func (w *WorkloadSource) Scale(pods, labelSets int) (*Scenario, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Scenario{Pods: pods, LabelSets: s.LabelSets.Count, Cluster: g.Cluster, External: g.External}, nil
+	return &Scenario{Pods: pods, LabelSets: s.LabelSets.Count, Cluster: g.Cluster, External: g.External, Generated: g}, nil
 }
 
 func (w *WorkloadSource) Describe() json.RawMessage {

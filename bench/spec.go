@@ -71,6 +71,9 @@ type Spec struct {
 	// opened for, so churn that grows the state finds room (0: datapath.DefaultHeadroom, 2; at
 	// least 1 otherwise). A full map names it.
 	MapHeadroom float64 `json:"mapHeadroom,omitempty"`
+	// APIServer is the end-to-end phase through a Kubernetes API server (nil: none; see
+	// APIServerSpec).
+	APIServer *APIServerSpec `json:"apiServer,omitempty"`
 }
 
 // Budget caps backends that become impractical at scale; a capped combination is recorded as a
@@ -135,6 +138,7 @@ func DefaultSpec() Spec {
 		Backends:     []string{"compiled", "ebpf", "ebpf-cilium", "iptables", "ipset", "nftables"},
 		SparsePods:   []int{1000, 10000},
 		CachePods:    []int{10000},
+		APIServer:    DefaultAPIServer(),
 	}.withDefaults()
 }
 
@@ -155,6 +159,10 @@ func QuickSpec() Spec {
 	}
 	return s.withDefaults()
 }
+
+// WithDefaults fills what the spec leaves unset (LoadSpec and the presets do it already; a
+// spec changed afterwards, as by command-line flags, calls it again).
+func (s Spec) WithDefaults() Spec { return s.withDefaults() }
 
 func (s Spec) withDefaults() Spec {
 	if s.Seed == 0 {
@@ -199,6 +207,11 @@ func (s Spec) withDefaults() Spec {
 	if s.Budget.MaxPhase == 0 {
 		s.Budget.MaxPhase = Duration(30 * time.Second)
 	}
+	if s.APIServer != nil {
+		a := *s.APIServer
+		a.withDefaults(s.Backends)
+		s.APIServer = &a
+	}
 	return s
 }
 
@@ -239,6 +252,9 @@ func (s *Spec) Validate() error {
 	}
 	if s.MapHeadroom != 0 && (s.MapHeadroom < 1 || s.MapHeadroom > 1000) {
 		errs = append(errs, fmt.Sprintf("mapHeadroom: %g out of range 1..1000", s.MapHeadroom))
+	}
+	if s.APIServer != nil {
+		errs = append(errs, s.APIServer.validate()...)
 	}
 	if len(errs) > 0 {
 		return errors.New("invalid sweep: " + strings.Join(errs, "; "))

@@ -13,6 +13,8 @@
 //   - Decide opens it synced, as a flow decider that sends no packet (`netpolbench verdict`):
 //     the reference evaluator, a lookup in the compiled state, BPF_PROG_TEST_RUN of the real
 //     programs, or a trace through the rules an iptables backend would restore into its Fake.
+//     Every decider but the reference's is a policy.Backend too, so updates keep it current:
+//     the agent's conformance test drives each one from an API server that way.
 //   - Install puts it in force in a testbed, synced, for real packets. A family InNode needs
 //     none: its backend is in force as soon as it is synced in the node namespace.
 //

@@ -135,10 +135,10 @@ func iptablesSizeFromCounts(st policy.SyncStats) (results.Size, bool) {
 }
 
 // tracedIptables decides flows by tracing them through the rules the backend restored into
-// iptables.Fake: no kernel.
+// iptables.Fake: no kernel. It is the backend too, so updates keep the traced rules current.
 type tracedIptables struct {
+	*iptables.Backend
 	fake *iptables.Fake
-	b    *iptables.Backend
 }
 
 func decideIptables(v iptables.Variant) func(Env) (Decider, error) {
@@ -151,7 +151,7 @@ func decideIptables(v iptables.Variant) func(Env) (Decider, error) {
 		if _, err := b.Sync(env.State); err != nil {
 			return nil, fmt.Errorf("open %s (traced): %w", v, err)
 		}
-		return &tracedIptables{fake: fake, b: b}, nil
+		return &tracedIptables{Backend: b, fake: fake}, nil
 	}
 }
 
@@ -159,5 +159,3 @@ func (t *tracedIptables) Verdict(f policy.Flow) (policy.Verdict, error) {
 	v, _, err := t.fake.Trace(f)
 	return v, err
 }
-
-func (t *tracedIptables) Close() error { return t.b.Close() }

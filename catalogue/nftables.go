@@ -106,10 +106,11 @@ func (b *nftBackend) Close() error {
 }
 
 // tracedNftables decides flows by tracing them through the table the backend wrote into its
-// Fake (knftables' Fake with the kernel's checks): no kernel.
+// Fake (knftables' Fake with the kernel's checks): no kernel. It is the backend too, so
+// updates keep the traced table current.
 type tracedNftables struct {
+	*nftables.Backend
 	fake *nftables.Fake
-	b    *nftables.Backend
 }
 
 func decideNftables(env Env) (Decider, error) {
@@ -121,9 +122,7 @@ func decideNftables(env Env) (Decider, error) {
 	if _, err := b.Sync(env.State); err != nil {
 		return nil, fmt.Errorf("open nftables (traced): %w", err)
 	}
-	return &tracedNftables{fake: fake, b: b}, nil
+	return &tracedNftables{Backend: b, fake: fake}, nil
 }
 
 func (t *tracedNftables) Verdict(f policy.Flow) (policy.Verdict, error) { return t.fake.Verdict(f) }
-
-func (t *tracedNftables) Close() error { return t.b.Close() }

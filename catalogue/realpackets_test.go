@@ -172,15 +172,6 @@ func churnBurst(t *testing.T, g *workloads.Generated, ops int) []policy.Event {
 	}
 }
 
-func mustCompile(t *testing.T, c *policy.Cluster) *policy.Compiler {
-	t.Helper()
-	comp, err := policy.Compile(c, policy.Options{})
-	if err != nil {
-		t.Fatalf("compile: %v", err)
-	}
-	return comp
-}
-
 // diffVerdicts reports the flows where got differs from want, the first few explained.
 func diffVerdicts(t *testing.T, what string, c *policy.Cluster, flows []policy.Flow, want, got []policy.Verdict) {
 	t.Helper()
@@ -269,7 +260,7 @@ func TestGeneratedClusterSameVerdictsOnEveryBackendBeforeAndAfterChurn(t *testin
 	events := churnBurst(t, g, nOps)
 
 	// The reference before and after the burst, from a compiler of its own.
-	ref := mustCompile(t, g.Cluster.Clone())
+	ref := policytest.MustCompile(t, g.Cluster.Clone())
 	want := func(c *policy.Cluster, flows []policy.Flow) []policy.Verdict {
 		vs := make([]policy.Verdict, len(flows))
 		for i, f := range flows {
@@ -301,7 +292,7 @@ func TestGeneratedClusterSameVerdictsOnEveryBackendBeforeAndAfterChurn(t *testin
 	for _, run := range generatedRuns {
 		b := run.backend
 		t.Run(run.name, func(t *testing.T) {
-			comp := mustCompile(t, g.Cluster.Clone())
+			comp := policytest.MustCompile(t, g.Cluster.Clone())
 			s := comp.State()
 			start := time.Now()
 			e := mustEnforce(t, tb, b, s, run.env)
@@ -342,7 +333,7 @@ func smallState(t *testing.T) *policy.State {
 	if err != nil {
 		t.Fatalf("model cluster: %v", err)
 	}
-	return mustCompile(t, cl).State()
+	return policytest.MustCompile(t, cl).State()
 }
 
 func TestEnforceRefusesWhileAnotherBackendIsInForce(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"netpolbench/internal/testenv"
 	"netpolbench/nftables"
 	"netpolbench/policy"
+	"netpolbench/policy/policytest"
 	"netpolbench/testbed"
 	"netpolbench/workloads"
 )
@@ -25,7 +26,7 @@ func mustState(t *testing.T, preset string, pods int) *policy.State {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return mustCompile(t, g.Cluster).State()
+	return policytest.MustCompile(t, g.Cluster).State()
 }
 
 // TestNftablesSizeFromCountsIsWhatItsPlanSays: the nftables family sizes a backend from its

@@ -17,10 +17,8 @@ import (
 // Leftover is the run directory of a control plane, found by Leftovers.
 type Leftover struct {
 	Dir string
-	// PID is the process that started the run (0 when the name carries none), Live whether it
-	// still runs.
-	PID  int
-	Live bool
+	// Maker is the process that started the run.
+	owner.Maker
 	// Processes are the run's etcd and kube-apiserver processes that still run.
 	Processes []int
 }
@@ -37,11 +35,7 @@ func Leftovers() ([]Leftover, error) {
 		if !strings.HasPrefix(e.Name(), Prefix) || !e.IsDir() {
 			continue
 		}
-		l := Leftover{Dir: filepath.Join(tmp, e.Name())}
-		if pid, ok := owner.PID(e.Name(), Prefix); ok {
-			l.PID = pid
-			l.Live = owner.Alive(pid)
-		}
+		l := Leftover{Dir: filepath.Join(tmp, e.Name()), Maker: owner.MakerOf(e.Name(), Prefix)}
 		l.Processes = runProcesses(l.Dir)
 		out = append(out, l)
 	}
@@ -81,7 +75,7 @@ func Cleanup(all bool) ([]string, error) {
 	var removed []string
 	var errs []error
 	for _, l := range left {
-		if !all && (l.Live || l.PID == 0) {
+		if !l.Stale(all) {
 			continue
 		}
 		for _, pid := range l.Processes {

@@ -17,9 +17,11 @@ import (
 	"github.com/vishvananda/netlink"
 	networkingv1 "k8s.io/api/networking/v1"
 
+	"netpolbench/internal/faults"
 	"netpolbench/internal/netns"
 	"netpolbench/internal/testenv"
 	"netpolbench/policy"
+	"netpolbench/policy/policytest"
 )
 
 var (
@@ -84,7 +86,7 @@ func TestConntrack(t *testing.T) {
 	for _, layout := range []Layout{LayoutHash, LayoutCilium} {
 		t.Run(string(layout), func(t *testing.T) {
 			c, _ := ctCluster(t, 80)
-			comp := mustCompile(t, c)
+			comp := policytest.MustCompile(t, c)
 			d := mustSynced(t, comp.State(), Options{Layout: layout, CT: CTFull})
 
 			reply := mustPacket(t, ipB, ipA, policy.ProtoTCP, 80, 40000, synack)
@@ -145,7 +147,7 @@ func TestICMPEchoReplyPassesButNotAnotherEcho(t *testing.T) {
 	c := buildCluster(t, ns, pods, []*networkingv1.NetworkPolicy{
 		netpol("x", "a", map[string]string{"app": "a"}, ingressOnly, nil, nil),
 		netpol("x", "b", map[string]string{"app": "b"}, ingressOnly, []networkingv1.NetworkPolicyIngressRule{{}}, nil)})
-	d := mustSynced(t, mustCompile(t, c).State(), Options{CT: CTFull})
+	d := mustSynced(t, policytest.MustCompile(t, c).State(), Options{CT: CTFull})
 	echo := func(src, dst netip.Addr, typ uint8, id uint16) []byte {
 		p := mustPacket(t, src, dst, policy.ProtoICMP, id, 0, 0)
 		p[34] = typ
@@ -178,7 +180,7 @@ func TestICMPEchoReplyPassesButNotAnotherEcho(t *testing.T) {
 // which the unchanged policy still allows.
 func TestEstablishedFlowSurvivesUnrelatedChurn(t *testing.T) {
 	c, _ := ctCluster(t, 80)
-	comp := mustCompile(t, c)
+	comp := policytest.MustCompile(t, c)
 	d := mustSynced(t, comp.State(), Options{CT: CTFull})
 	if v := mustVerdict(t, d, mustPacket(t, ipA, ipB, policy.ProtoTCP, 40000, 80, 0x02)); v != policy.Allow {
 		t.Fatalf("SYN: got %s, want allow", v)
@@ -202,7 +204,7 @@ func TestEstablishedFlowSurvivesUnrelatedChurn(t *testing.T) {
 // the per-reason counters and every decoded drop event.
 func TestMetricsAndDropEventsCountedExactly(t *testing.T) {
 	c, _ := ctCluster(t, 80)
-	comp := mustCompile(t, c)
+	comp := policytest.MustCompile(t, c)
 	s := comp.State()
 	d := mustSynced(t, s, Options{})
 	to, _ := d.Programs()
@@ -258,7 +260,7 @@ func TestMapFullIsAnErrorNamingTheMap(t *testing.T) {
 	c := buildCluster(t, ns, pods, []*networkingv1.NetworkPolicy{
 		netpol("x", "cidrs", nil, ingressOnly, []networkingv1.NetworkPolicyIngressRule{{
 			From: []networkingv1.NetworkPolicyPeer{cidrPeer("203.0.113.0/24", "203.0.113.128/25"), cidrPeer("10.0.0.0/8")}}}, nil)})
-	s := mustCompile(t, c).State()
+	s := policytest.MustCompile(t, c).State()
 	for _, tc := range []struct {
 		name  string
 		sizes Sizes
@@ -284,7 +286,7 @@ func TestIncrementalUpdateLeavesTheMapsAFullSyncWould(t *testing.T) {
 	for seed := range 16 {
 		w := newWorld(uint64(100 + seed))
 		c := w.Cluster(30, 5)
-		comp := mustCompile(t, c)
+		comp := policytest.MustCompile(t, c)
 		s := comp.State()
 		opts := Options{Layout: []Layout{LayoutHash, LayoutCilium}[seed%2], Sizes: Sizes{Summaries: 8192, Policy: 65536}}
 		d := mustSynced(t, s, opts)
@@ -316,7 +318,7 @@ func TestIncrementalUpdateLeavesTheMapsAFullSyncWould(t *testing.T) {
 		}
 		fresh := mustSynced(t, s, opts)
 		if got, want := dump(t, d), dump(t, fresh); got != want {
-			t.Fatalf("seed %d: maps differ:\n%s", seed, diffLines(got, want))
+			t.Fatalf("seed %d: maps differ:\n%s", seed, faults.Diff(want, got))
 		}
 		// A second full sync over the same state changes nothing.
 		if st, err := fresh.Sync(s); err != nil || st.Ops != 0 {
@@ -333,7 +335,7 @@ func TestNonFirstFragmentsAndIPOptions(t *testing.T) {
 	c := buildCluster(t, ns, pods, []*networkingv1.NetworkPolicy{
 		netpol("x", "b-80", map[string]string{"app": "b"}, ingressOnly, []networkingv1.NetworkPolicyIngressRule{{
 			Ports: []networkingv1.NetworkPolicyPort{port(tcp, 80), protoOnly(udp)}}}, nil)})
-	d := mustSynced(t, mustCompile(t, c).State(), Options{})
+	d := mustSynced(t, policytest.MustCompile(t, c).State(), Options{})
 	to, _ := d.Programs()
 	frag := func(p []byte) []byte {
 		binary.BigEndian.PutUint16(p[14+6:], 185) // offset 1480 bytes, not first
@@ -374,7 +376,7 @@ func TestNonFirstFragmentsAndIPOptions(t *testing.T) {
 // still drops (TC_ACT_SHOT).
 func TestTCXNextOnAllow(t *testing.T) {
 	c, _ := ctCluster(t, 80)
-	s := mustCompile(t, c).State()
+	s := policytest.MustCompile(t, c).State()
 	for _, tc := range []struct {
 		next      bool
 		wantAllow int32
@@ -412,7 +414,7 @@ func openFDs(t *testing.T) int {
 func TestCloseLeaksNoFileDescriptors(t *testing.T) {
 	needBPF(t)
 	c, _ := ctCluster(t, 80)
-	s := mustCompile(t, c).State()
+	s := policytest.MustCompile(t, c).State()
 	before := openFDs(t)
 	d, err := Open(Options{Sizes: SizesFor(s, LayoutHash)})
 	if err != nil {
@@ -442,7 +444,7 @@ func TestCloseLeaksNoFileDescriptors(t *testing.T) {
 // test creates, checks the kernel lists them, and detaches.
 func TestAttachTCXInOwnNamespace(t *testing.T) {
 	c, _ := ctCluster(t, 80)
-	d := mustSynced(t, mustCompile(t, c).State(), Options{TCXNext: true})
+	d := mustSynced(t, policytest.MustCompile(t, c).State(), Options{TCXNext: true})
 	ns, l := mustNamespaceWithVeth(t)
 	ifindex := l.Attrs().Index
 	// Attaching and querying by ifindex act in the calling thread's namespace.
@@ -487,7 +489,7 @@ func TestAttachTCXInOwnNamespace(t *testing.T) {
 // veth inside a namespace the test creates, checks the kernel lists them, and detaches.
 func TestAttachTCInOwnNamespace(t *testing.T) {
 	c, _ := ctCluster(t, 80)
-	d := mustSynced(t, mustCompile(t, c).State(), Options{})
+	d := mustSynced(t, policytest.MustCompile(t, c).State(), Options{})
 	ns, l := mustNamespaceWithVeth(t)
 	h, err := ns.Netlink()
 	if err != nil {
@@ -559,7 +561,7 @@ func TestPodSlash32IPBlockSurvivesPodDelete(t *testing.T) {
 			[]networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{cidrPeer("198.18.0.12/32")}}}, nil)})
 	for _, layout := range []Layout{LayoutHash, LayoutCilium} {
 		t.Run(string(layout), func(t *testing.T) {
-			comp := mustCompile(t, c.Clone())
+			comp := policytest.MustCompile(t, c.Clone())
 			d := mustSynced(t, comp.State(), Options{Layout: layout})
 			flow := mustPacket(t, ipB, ipA, policy.ProtoTCP, 40000, 80, 0x02)
 			if v := mustVerdict(t, d, flow); v != policy.Allow {

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"netpolbench/policy"
+	"netpolbench/policy/policytest"
 	"netpolbench/workloads"
 )
 
@@ -208,7 +209,7 @@ func BenchmarkRange(b *testing.B) {
 	c := buildCluster(b, ns, pods, []*networkingv1.NetworkPolicy{
 		netpol("x", "range", nil, ingressOnly, []networkingv1.NetworkPolicyIngressRule{{
 			Ports: []networkingv1.NetworkPolicyPort{portRange(tcp, 1000, 2000)}}}, nil)})
-	s := mustCompile(b, c).State()
+	s := policytest.MustCompile(b, c).State()
 	pkt := mustPacket(b, ipB, ipA, policy.ProtoTCP, 40000, 1500, 2)
 	for _, tc := range []struct {
 		name   string
@@ -340,7 +341,7 @@ func presetState(tb testing.TB, name string) *policy.State {
 	if err != nil {
 		tb.Fatalf("generate preset %s: %v", name, err)
 	}
-	s := mustCompile(tb, g.Cluster).State()
+	s := policytest.MustCompile(tb, g.Cluster).State()
 	presetCache[name] = s
 	return s
 }

@@ -12,6 +12,7 @@ import (
 
 	"netpolbench/internal/faults"
 	"netpolbench/policy"
+	"netpolbench/policy/policytest"
 	"netpolbench/workloads"
 )
 
@@ -241,7 +242,7 @@ func TestFaultsAtTheMapWriterLeaveTheMirrorTrueAndConverge(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				comp := mustCompile(t, g.Cluster)
+				comp := policytest.MustCompile(t, g.Cluster)
 				spec := workloads.DefaultChurn()
 				spec.Count, spec.Rate = 40, 0
 				ch, err := workloads.NewChurn(spec, g, uint64(10+i))
@@ -256,7 +257,7 @@ func TestFaultsAtTheMapWriterLeaveTheMirrorTrueAndConverge(t *testing.T) {
 				tally := faults.Drive(t, faultSubject(d, sched), comp, ch)
 				fresh := mustSynced(t, comp.State(), opts)
 				if got, want := dump(t, d), dump(t, fresh); got != want {
-					t.Fatalf("after the faults stopped the maps differ from a fresh datapath's:\n%s", diffLines(got, want))
+					t.Fatalf("after the faults stopped the maps differ from a fresh datapath's:\n%s", faults.Diff(want, got))
 				}
 				all.Add(tally)
 			})
@@ -277,7 +278,7 @@ func TestFullMapNamesTheMapItsSizeAndTheFlag(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := mustCompile(t, g.Cluster).State()
+	s := policytest.MustCompile(t, g.Cluster).State()
 	for _, tc := range []struct {
 		name, field string
 		opts        Options
@@ -359,7 +360,7 @@ func TestEpochMovesAfterAFailedEpochWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	comp := mustCompile(t, g.Cluster)
+	comp := policytest.MustCompile(t, g.Cluster)
 	s := comp.State()
 	d := mustSynced(t, s, Options{Sizes: SizesFor(s, LayoutHash)})
 	before := kernelEpoch(t, d)

@@ -7,6 +7,7 @@ import (
 	"unsafe"
 
 	"netpolbench/policy"
+	"netpolbench/policy/policytest"
 	"netpolbench/workloads"
 )
 
@@ -41,7 +42,7 @@ func goldenStates(t *testing.T) []struct {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out[i].s = mustCompile(t, g.Cluster).State()
+		out[i].s = policytest.MustCompile(t, g.Cluster).State()
 	}
 	return out
 }

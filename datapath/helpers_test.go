@@ -51,15 +51,6 @@ func mustSynced(tb testing.TB, s *policy.State, opts Options) *Datapath {
 	return d
 }
 
-func mustCompile(tb testing.TB, c *policy.Cluster) *policy.Compiler {
-	tb.Helper()
-	comp, err := policy.Compile(c, policy.Options{})
-	if err != nil {
-		tb.Fatalf("compile: %v", err)
-	}
-	return comp
-}
-
 // Cluster building blocks for the semantic tables.
 
 type podSpec struct {

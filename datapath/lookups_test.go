@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"netpolbench/policy"
+	"netpolbench/policy/policytest"
 )
 
 // TestLookupsPerVerdictPathAreExact pins the map operations each verdict path makes: a new
@@ -13,7 +14,7 @@ import (
 // a denied new flow. A change that adds a lookup to a path shows up here, in review.
 func TestLookupsPerVerdictPathAreExact(t *testing.T) {
 	c, _ := ctCluster(t, 80)
-	d := mustSynced(t, mustCompile(t, c).State(), Options{CT: CTFull})
+	d := mustSynced(t, policytest.MustCompile(t, c).State(), Options{CT: CTFull})
 	to, _ := d.Programs()
 	const n = 5
 	for i := range n {

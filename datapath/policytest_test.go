@@ -18,7 +18,7 @@ func TestFoundationTruthTablesThroughTestRun(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				d := mustSynced(t, mustCompile(t, cl).State(), Options{Layout: layout})
+				d := mustSynced(t, policytest.MustCompile(t, cl).State(), Options{Layout: layout})
 				tab, err := policytest.NewTable("ebpf", cl, policytest.Grid(), d.Verdict)
 				if err != nil {
 					t.Fatal(err)

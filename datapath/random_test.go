@@ -1,11 +1,9 @@
 package datapath
 
 import (
-	"fmt"
-	"sort"
-	"strings"
 	"testing"
 
+	"netpolbench/internal/faults"
 	"netpolbench/policy/policytest"
 )
 
@@ -39,7 +37,7 @@ func TestRandomClustersUnderChurnAgreeWithReference(t *testing.T) {
 		t.Run(string(layout), func(t *testing.T) {
 			w := newWorld(uint64(len(layout)))
 			c := w.Cluster(1000, 40)
-			comp := mustCompile(t, c)
+			comp := policytest.MustCompile(t, c)
 			s := comp.State()
 			// Churn grows rule sets well past SizesFor's doubling; this test is about verdicts.
 			sz := SizesFor(s, layout)
@@ -87,36 +85,9 @@ func TestRandomClustersUnderChurnAgreeWithReference(t *testing.T) {
 			}
 			fresh := mustSynced(t, s, Options{Layout: layout, Sizes: sz})
 			if got, want := dump(t, d), dump(t, fresh); got != want {
-				t.Fatalf("maps after incremental updates differ from a full sync:\n%s", diffLines(got, want))
+				t.Fatalf("maps after incremental updates differ from a full sync:\n%s", faults.Diff(want, got))
 			}
 			t.Logf("%d flows checked, %d pods, %d rule sets at the end", checked, len(s.Endpoints()), len(s.RuleSets()))
 		})
 	}
-}
-
-// diffLines lists the lines only one side has.
-func diffLines(got, want string) string {
-	g, w := map[string]bool{}, map[string]bool{}
-	for _, l := range strings.Split(got, "\n") {
-		g[l] = true
-	}
-	for _, l := range strings.Split(want, "\n") {
-		w[l] = true
-	}
-	var out []string
-	for l := range g {
-		if !w[l] {
-			out = append(out, "incremental only: "+l)
-		}
-	}
-	for l := range w {
-		if !g[l] {
-			out = append(out, "full sync only:   "+l)
-		}
-	}
-	sort.Strings(out)
-	if len(out) > 40 {
-		out = append(out[:40], fmt.Sprintf("... %d more", len(out)-40))
-	}
-	return strings.Join(out, "\n")
 }

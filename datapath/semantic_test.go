@@ -7,6 +7,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 
 	"netpolbench/policy"
+	"netpolbench/policy/policytest"
 )
 
 var (
@@ -97,7 +98,7 @@ func TestSemanticTablesAgreeWithReference(t *testing.T) {
 			t.Run(string(layout)+"/"+tc.name, func(t *testing.T) {
 				ns, pods := semanticPods()
 				c := buildCluster(t, ns, pods, tc.pols)
-				comp := mustCompile(t, c)
+				comp := policytest.MustCompile(t, c)
 				d := mustSynced(t, comp.State(), Options{Layout: layout})
 				truthTable(t, c, d, semanticAddrs, semanticCols)
 			})

@@ -6,7 +6,9 @@ import (
 	"slices"
 	"testing"
 
+	"netpolbench/internal/faults"
 	"netpolbench/policy"
+	"netpolbench/policy/policytest"
 )
 
 // TestPlanGroupAllowsExactlyTheEntriesPorts: for random groups of overlapping, adjacent and
@@ -97,7 +99,7 @@ func TestFullSyncOfAChangedStateLeavesTheMapsAFreshSyncWould(t *testing.T) {
 	for seed := range 6 {
 		w := newWorld(uint64(200 + seed))
 		c := w.Cluster(40, 6)
-		comp := mustCompile(t, c)
+		comp := policytest.MustCompile(t, c)
 		s := comp.State()
 		opts := Options{Layout: []Layout{LayoutHash, LayoutCilium}[seed%2], Sizes: Sizes{Summaries: 8192, Policy: 65536}}
 		d := mustSynced(t, s, opts)
@@ -121,7 +123,7 @@ func TestFullSyncOfAChangedStateLeavesTheMapsAFreshSyncWould(t *testing.T) {
 		}
 		fresh := mustSynced(t, s, opts)
 		if got, want := dump(t, d), dump(t, fresh); got != want {
-			t.Fatalf("seed %d: maps after a resync differ from a fresh sync:\n%s", seed, diffLines(got, want))
+			t.Fatalf("seed %d: maps after a resync differ from a fresh sync:\n%s", seed, faults.Diff(want, got))
 		}
 		if st.Ops == 0 {
 			t.Fatalf("seed %d: resync after 30 events wrote nothing", seed)
@@ -129,7 +131,7 @@ func TestFullSyncOfAChangedStateLeavesTheMapsAFreshSyncWould(t *testing.T) {
 		churn(30, true)
 		again := mustSynced(t, s, opts)
 		if got, want := dump(t, d), dump(t, again); got != want {
-			t.Fatalf("seed %d: maps after updates that followed a resync differ:\n%s", seed, diffLines(got, want))
+			t.Fatalf("seed %d: maps after updates that followed a resync differ:\n%s", seed, faults.Diff(want, got))
 		}
 	}
 }
@@ -154,7 +156,7 @@ func TestFullSyncInPartsWritesWhatOnePartWould(t *testing.T) {
 	}
 	w := newWorld(300)
 	c := w.Cluster(300, 30)
-	comp := mustCompile(t, c)
+	comp := policytest.MustCompile(t, c)
 	s := comp.State()
 	for _, layout := range []Layout{LayoutHash, LayoutCilium} {
 		opts := Options{Layout: layout, Sizes: Sizes{Summaries: 16384, Policy: 65536}}
@@ -171,7 +173,7 @@ func TestFullSyncInPartsWritesWhatOnePartWould(t *testing.T) {
 			t.Fatalf("%s: sync in parts cost %d ops, in one part %d", layout, st.Ops, want)
 		}
 		if got, want := dump(t, parts), dump(t, one); got != want {
-			t.Fatalf("%s: maps differ:\n%s", layout, diffLines(got, want))
+			t.Fatalf("%s: maps differ:\n%s", layout, faults.Diff(want, got))
 		}
 		for step := range 20 {
 			delta, err := comp.Apply(w.Event(c, 1000+step))
@@ -185,7 +187,7 @@ func TestFullSyncInPartsWritesWhatOnePartWould(t *testing.T) {
 			}
 		}
 		if got, want := dump(t, parts), dump(t, one); got != want {
-			t.Fatalf("%s: maps after updates differ:\n%s", layout, diffLines(got, want))
+			t.Fatalf("%s: maps after updates differ:\n%s", layout, faults.Diff(want, got))
 		}
 	}
 }

@@ -5,7 +5,9 @@ import (
 	"net/netip"
 	"testing"
 
+	"netpolbench/internal/faults"
 	"netpolbench/policy"
+	"netpolbench/policy/policytest"
 	"netpolbench/workloads"
 )
 
@@ -33,7 +35,7 @@ func TestGeneratedClusterUnderChurnAgreesWithReference(t *testing.T) {
 		}
 		base = append(base, f)
 	}
-	comp := mustCompile(t, c)
+	comp := policytest.MustCompile(t, c)
 	s := comp.State()
 	spec := workloads.DefaultChurn()
 	spec.Count, spec.Rate = rounds*opsPerRound, 0
@@ -91,6 +93,6 @@ func TestGeneratedClusterUnderChurnAgreesWithReference(t *testing.T) {
 	}
 	fresh := mustSynced(t, s, Options{Sizes: sz})
 	if got, want := dump(t, d), dump(t, fresh); got != want {
-		t.Fatalf("maps after incremental updates differ from a full sync:\n%s", diffLines(got, want))
+		t.Fatalf("maps after incremental updates differ from a full sync:\n%s", faults.Diff(want, got))
 	}
 }

@@ -9,9 +9,11 @@
 // and a Matcher pairs each write with the agent's observation of the object at the written
 // resource version or later. Every stage of a Sample is timed from the write's start: the
 // API server's acknowledgement, the watch event at the agent, its dequeue, the delta, the
-// backend's acknowledgement (the first packet with the new verdict is a Prober's, which needs
-// the testbed and is not wired yet). Load is what the API server counted meanwhile: requests by verb and
-// resource, and watch events sent, from its /metrics.
+// backend's acknowledgement, and, with a Prober, the first packet sent with the event's new
+// verdict. Run asks the Prober about every event in order before writing it (so the Prober can
+// follow the cluster as the writes leave it) and probes after the acknowledgement, at most
+// Config.Probes events at once. Load is what the API server counted meanwhile: requests by verb
+// and resource, and watch events sent, from its /metrics.
 //
 // The agent runs in the driver's process so that both sides' times come from one clock.
 package driver

@@ -3,10 +3,13 @@ package driver_test
 import (
 	"context"
 	"fmt"
+	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"netpolbench/agent"
@@ -20,9 +23,12 @@ import (
 
 // rig is a control plane holding a generated cluster, with an agent enforcing it.
 type rig struct {
-	g      *workloads.Generated
-	churn  *workloads.Churn // continues from what earlier runs wrote
+	g     *workloads.Generated
+	churn *workloads.Churn // continues from what earlier runs wrote
+	// model is the cluster as the events drawn so far leave it.
+	model  *policy.Compiler
 	m      *driver.Matcher
+	a      *agent.Agent
 	client kubernetes.Interface
 	ctx    context.Context
 }
@@ -66,33 +72,91 @@ func setup(tb testing.TB, spec workloads.Spec, backend string) rig {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return rig{g, churn, m, admin, ctx}
+	model, err := policy.Compile(g.Cluster.Clone(), policy.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return rig{g, churn, model, m, a, admin, ctx}
 }
 
-// events draws the next n events (whole batches) of the rig's default churn mix.
-func (r rig) events(n int) []policy.Event {
-	var evs []policy.Event
+// events draws the next n events (whole batches) of the rig's default churn mix, and the
+// inverse of each (policy.Cluster.Inverse), in the order that undoes them.
+func (r rig) events(n int) (evs, inverses []policy.Event) {
 	for len(evs) < n {
 		b, ok := r.churn.Next()
 		if !ok {
 			break
 		}
+		for _, ev := range b {
+			inv, err := r.model.Cluster().Inverse(ev)
+			if err != nil {
+				panic(err) // the churn stream follows the cluster: every event has one
+			}
+			if _, err := r.model.Apply(ev); err != nil {
+				panic(err)
+			}
+			inverses = append(inverses, inv)
+		}
 		evs = append(evs, b...)
 	}
-	return evs
+	slices.Reverse(inverses)
+	return evs, inverses
+}
+
+// endpointProber probes pod adds without packets: the flow is the pod's own address, and its
+// verdict counts as in force once the agent's compiled state has the pod as an endpoint.
+type endpointProber struct {
+	a *agent.Agent
+	// prepared counts Prepare calls, which must see every event.
+	prepared int
+}
+
+func (p *endpointProber) Prepare(ev policy.Event) (policy.Flow, policy.Verdict, bool) {
+	p.prepared++
+	if ev.Kind != policy.PodAdd {
+		return policy.Flow{}, 0, false
+	}
+	return policy.Flow{Src: ev.Pod.IP, Dst: ev.Pod.IP, Proto: policy.ProtoTCP, Port: 80}, policy.Allow, true
+}
+
+func (p *endpointProber) FirstVerdict(ctx context.Context, f policy.Flow, _ policy.Verdict) (time.Time, error) {
+	for ctx.Err() == nil {
+		found := false
+		if err := p.a.Inspect(func(s *policy.State, _ policy.Backend) error {
+			_, found = s.Cluster().PodByIP(f.Dst)
+			return nil
+		}); err != nil {
+			return time.Time{}, err
+		}
+		if found {
+			return time.Now(), nil
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return time.Time{}, ctx.Err()
 }
 
 // TestRunPairsEveryWriteWithItsEnforcement: a paced churn run through a real API server yields
-// one sample per write that changed something, with stages in the order they happen, and the
-// API server's counters show the writes and the watch events they caused.
+// one sample per write that changed something, with stages in the order they happen; a
+// Prober sees every event in order and its probe stage lands in the samples of the events it
+// probed; and the API server's counters show the writes and the watch events they caused.
+// Then ApplyAll writes the events' inverses and the agent comes back to where it started.
 func TestRunPairsEveryWriteWithItsEnforcement(t *testing.T) {
 	r := setup(t, mustPreset(t, "small"), "compiled")
-	evs := r.events(60)
-	res, err := driver.Run(r.ctx, driver.Config{Client: r.client, Events: evs, QPS: 100, Settle: 10 * time.Second}, r.m)
+	start := r.canonical(t)
+	evs, inverses := r.events(60)
+	p := &endpointProber{a: r.a}
+	res, err := driver.Run(r.ctx, driver.Config{Client: r.client, Events: evs, QPS: 100, Settle: 10 * time.Second, Prober: p, Probes: 64}, r.m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%d writes in %s (lag %s), %d samples, %d unmatched, %d failed; load %s", res.Writes, res.Duration.Round(time.Millisecond), res.Lag.Round(time.Millisecond), len(res.Samples), res.Unmatched, res.Failed, res.Load)
+	t.Logf("%d writes in %s (lag %s, drain %s), %d samples, %d unmatched, %d failed, %d probed; load %s", res.Writes, res.Duration.Round(time.Millisecond), res.Lag.Round(time.Millisecond), res.Drain.Round(time.Microsecond), len(res.Samples), res.Unmatched, res.Failed, res.Probed, res.Load)
+	if p.prepared != len(evs) {
+		t.Errorf("Prepare saw %d of %d events", p.prepared, len(evs))
+	}
+	if res.ProbesFailed > 0 || res.ProbesSkipped > 0 {
+		t.Errorf("%d probes failed (%v), %d skipped", res.ProbesFailed, res.ProbeErr, res.ProbesSkipped)
+	}
 	if res.Failed > 0 || res.Writes != len(evs) {
 		t.Fatalf("%d of %d events written, %d failed", res.Writes, len(evs), res.Failed)
 	}
@@ -101,6 +165,15 @@ func TestRunPairsEveryWriteWithItsEnforcement(t *testing.T) {
 	if len(res.Samples)+res.Unmatched != res.Writes || res.Unmatched > res.Writes/10 {
 		t.Errorf("%d samples and %d unmatched of %d writes", len(res.Samples), res.Unmatched, res.Writes)
 	}
+	// The queue left at the end is at most the longest way of an event, and with the
+	// compiled backend far below it.
+	var longest time.Duration
+	for _, s := range res.Samples {
+		longest = max(longest, s.At[driver.StageApply])
+	}
+	if res.Drain < 0 || res.Drain > longest {
+		t.Errorf("drain %s, want 0..%s (the longest event)", res.Drain, longest)
+	}
 	for _, s := range res.Samples {
 		at := s.At
 		if at[driver.StageAck] <= 0 || at[driver.StageWatch] <= 0 || at[driver.StageDequeue] < at[driver.StageWatch] ||
@@ -108,17 +181,83 @@ func TestRunPairsEveryWriteWithItsEnforcement(t *testing.T) {
 			t.Errorf("%s %s: stages out of order: %v", s.Event, s.Key, at)
 		}
 	}
-	adds := 0
+	adds, probed := 0, 0
 	for _, ev := range evs {
 		if ev.Kind == policy.PodAdd {
 			adds++
 		}
+	}
+	for _, s := range res.Samples {
+		if evs[s.Seq].Kind != s.Event {
+			t.Errorf("sample %s %s has the seq of a %s", s.Event, s.Key, evs[s.Seq].Kind)
+		}
+		switch {
+		case s.Event == policy.PodAdd && s.At[driver.StageProbe] < s.At[driver.StageAck]:
+			t.Errorf("pod add %s: probed at %s, before the write was acknowledged at %s", s.Key, s.At[driver.StageProbe], s.At[driver.StageAck])
+		case s.Event == policy.PodAdd:
+			probed++
+		case s.At[driver.StageProbe] != 0:
+			t.Errorf("%s %s: a probe stage, but only pod adds were probed", s.Event, s.Key)
+		}
+	}
+	if adds == 0 || probed != res.Probed {
+		t.Errorf("%d pod adds, %d probed, %d samples with a probe stage", adds, res.Probed, probed)
 	}
 	if got := res.Load.Requests["POST pods"]; got < int64(adds) {
 		t.Errorf("API server counted %d pod creations, the run wrote %d", got, adds)
 	}
 	if res.Load.WatchEvents["pods"] == 0 {
 		t.Errorf("API server counted no pod watch events: %v", res.Load.WatchEvents)
+	}
+
+	// The inverses of the events, written with ApplyAll, put the cluster back: the agent
+	// comes back to the state it started from.
+	w := &driver.Writer{Client: r.client}
+	if err := w.ApplyAll(r.ctx, inverses, 8); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitCanonical(func() string { return r.canonical(t) }, start, 10*time.Second); err != nil {
+		t.Fatalf("after the inverses: %v", err)
+	}
+
+	// A Writer with a scheduler name writes it into its pods, so no scheduler of a real
+	// cluster places them.
+	pod := &policy.Pod{Namespace: r.g.Namespaces[0].Name, Name: "unscheduled", IP: netip.MustParseAddr("198.19.255.200")}
+	w.SchedulerName = "netpolbench-none"
+	if _, err := w.Apply(r.ctx, policy.Event{Kind: policy.PodAdd, Pod: pod}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := r.client.CoreV1().Pods(pod.Namespace).Get(r.ctx, pod.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Spec.SchedulerName != "netpolbench-none" || got.Status.PodIP != pod.IP.String() {
+		t.Errorf("pod written with scheduler %q and address %q", got.Spec.SchedulerName, got.Status.PodIP)
+	}
+}
+
+// canonical is the agent's compiled state, rendered.
+func (r rig) canonical(t *testing.T) string {
+	t.Helper()
+	var c string
+	if err := r.a.Inspect(func(s *policy.State, _ policy.Backend) error { c = s.Canonical(); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// waitCanonical polls got until it renders as want.
+func waitCanonical(got func() string, want string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		g := got()
+		if g == want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the agent's state differs from the expected one (%d against %d bytes)", len(g), len(want))
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -148,7 +287,7 @@ func BenchmarkEnforcementLatency(b *testing.B) {
 				for _, qps := range []float64{20, 100} {
 					b.Run(fmt.Sprintf("qps=%g", qps), func(b *testing.B) {
 						for range b.N {
-							evs := r.events(int(qps * 5))
+							evs, _ := r.events(int(qps * 5))
 							res, err := driver.Run(r.ctx, driver.Config{Client: r.client, Events: evs, QPS: qps, Settle: 20 * time.Second}, r.m)
 							if err != nil {
 								b.Fatal(err)

@@ -30,8 +30,8 @@ const (
 	StageCompute
 	// StageApply: the backend had applied it; the event is enforced as far as the agent knows.
 	StageApply
-	// StageProbe: the first probe packet with the event's new verdict went through (a Prober's
-	// stage, not measured yet).
+	// StageProbe: the first probe packet with the event's new verdict was sent (a Prober's
+	// stage: 0 for an event no Prober probed).
 	StageProbe
 	NumStages
 )
@@ -44,24 +44,29 @@ func (s Stage) String() string { return stageNames[s] }
 type Sample struct {
 	Event policy.EventKind
 	Key   string
+	// Seq is the event's index in its run's Config.Events; Start is when its write started.
+	Seq   int
+	Start time.Time
 	// At holds each stage's time since the write started; a stage that did not happen (no
-	// Prober) is 0.
+	// probe) is 0.
 	At [NumStages]time.Duration
 	// Changes is the size of the delta the event became.
 	Changes int
+	// Flow and Want are what the Prober probed, when it did (StageProbe is set).
+	Flow policy.Flow
+	Want policy.Verdict
 }
 
 // Prober shows when an event is enforced on real packets, the last stage (StageProbe). Run
-// does not take one yet: it needs the agent's backend enforcing in a testbed (testbed.Enforce)
-// whose pod namespaces carry the flow, which the benchmark runner owns. The runner's Prober
-// would, for each event, pick before the write a flow whose verdict the event changes
-// (policy.Cluster.EvaluateAfter on the agent's cluster, through agent.Agent.Inspect), and after
-// the write send that flow until it gets the new verdict.
+// calls Prepare for every event, in order, before the event is written, so a Prober can keep
+// its own model of the cluster as the writes leave it; and FirstVerdict after the write was
+// acknowledged, for the events Prepare found a flow for, concurrently with later writes.
 type Prober interface {
 	// Prepare picks, before ev is written, a flow whose verdict ev changes and that verdict;
-	// false when ev changes none (a pod add with an existing label set, say).
+	// false when ev changes none the Prober can send (a pod add with no policy about it, say).
 	Prepare(ev policy.Event) (f policy.Flow, want policy.Verdict, ok bool)
-	// FirstVerdict sends f until a packet gets want, and returns when it did.
+	// FirstVerdict sends f until its packets get want, and returns when the first packet with
+	// that verdict was sent.
 	FirstVerdict(ctx context.Context, f policy.Flow, want policy.Verdict) (time.Time, error)
 }
 
@@ -142,7 +147,7 @@ func (m *Matcher) complete(w Write, o agent.Observation) bool {
 			return false
 		}
 	}
-	s := Sample{Event: w.Event, Key: w.Key, Changes: o.Changes}
+	s := Sample{Event: w.Event, Key: w.Key, Seq: w.Seq, Start: w.Start, Changes: o.Changes}
 	s.At[StageAck] = w.Ack.Sub(w.Start)
 	s.At[StageWatch] = o.Received.Sub(w.Start)
 	s.At[StageDequeue] = o.Dequeued.Sub(w.Start)
@@ -174,8 +179,15 @@ type Config struct {
 	// Writers is how many events may be in flight at once (default 8).
 	Writers int
 	// Settle is how long to wait after the last write for the agent to complete the writes
-	// (default 30 s). Writes that change nothing (a relabel to the same labels) never complete.
+	// and for the probes to finish (default 30 s). Writes that change nothing (a relabel to the
+	// same labels) never complete.
 	Settle time.Duration
+	// Prober, when set, times the probe stage of the events it finds a flow for.
+	Prober Prober
+	// Probes is how many FirstVerdict calls may run at once (default 4): an event Prepare
+	// found a flow for while that many run is not probed (Result.ProbesSkipped), so the
+	// probes' packets stay a small load beside the agent's.
+	Probes int
 }
 
 // Result is what a run measured.
@@ -184,11 +196,28 @@ type Result struct {
 	// Writes is how many events were written, Unmatched how many of them no observation
 	// completed within Settle, Failed how many writes the API server refused.
 	Writes, Unmatched, Failed int
+	// Probed counts the events whose probe saw the new verdict; ProbesFailed those whose
+	// FirstVerdict failed or timed out (the last error is ProbeErr); ProbesSkipped those
+	// Prepare found a flow for while Probes were running. Events Prepare found no flow for
+	// are not counted.
+	Probed, ProbesFailed, ProbesSkipped int
+	ProbeErr                            error
 	// Duration is from the first write to the last acknowledgement; Lag the most an event
-	// was sent after it was due (the writers could not keep up).
-	Duration, Lag time.Duration
+	// was sent after it was due (the writers could not keep up); Drain from the last
+	// acknowledgement to the last paired write's enforcement (the backend's acknowledgement):
+	// the agent's queue at the end of the writes, near 0 while it keeps up.
+	Duration, Lag, Drain time.Duration
 	// Load is what the API server counted during the run.
 	Load Load
+}
+
+// job is one event for a writer, with the flow to probe after it (when ok).
+type job struct {
+	seq   int
+	ev    policy.Event
+	probe bool
+	flow  policy.Flow
+	want  policy.Verdict
 }
 
 // Run writes the events at cfg.QPS and pairs each with the agent's observation of it through
@@ -203,6 +232,9 @@ func Run(ctx context.Context, cfg Config, m *Matcher) (*Result, error) {
 	if cfg.Settle <= 0 {
 		cfg.Settle = 30 * time.Second
 	}
+	if cfg.Probes <= 0 {
+		cfg.Probes = 4
+	}
 	before, err := ReadLoad(ctx, cfg.Client)
 	if err != nil {
 		return nil, err
@@ -216,16 +248,28 @@ func Run(ctx context.Context, cfg Config, m *Matcher) (*Result, error) {
 	clear(m.seen)
 	m.mu.Unlock()
 	var mu sync.Mutex
-	queues := make([]chan policy.Event, cfg.Writers)
-	var wg sync.WaitGroup
 	var last time.Time
+	// Probes outlive the writes by up to Settle; they stop with the run.
+	probeCtx, stopProbes := context.WithCancel(ctx)
+	defer stopProbes()
+	probeSlots := make(chan struct{}, cfg.Probes)
+	type probed struct {
+		at   time.Duration
+		flow policy.Flow
+		want policy.Verdict
+	}
+	probeAt := map[int]probed{}
+	var probes sync.WaitGroup
+	queues := make([]chan job, cfg.Writers)
+	var wg sync.WaitGroup
 	for i := range queues {
-		queues[i] = make(chan policy.Event, 64)
+		queues[i] = make(chan job, 64)
 		wg.Add(1)
-		go func(q chan policy.Event) {
+		go func(q chan job) {
 			defer wg.Done()
-			for ev := range q {
-				wr, err := w.Apply(ctx, ev)
+			for j := range q {
+				wr, err := w.Apply(ctx, j.ev)
+				wr.Seq = j.seq
 				mu.Lock()
 				if err != nil {
 					res.Failed++
@@ -237,11 +281,53 @@ func Run(ctx context.Context, cfg Config, m *Matcher) (*Result, error) {
 					last = wr.Ack
 				}
 				mu.Unlock()
+				if !j.probe {
+					continue
+				}
+				if err != nil {
+					<-probeSlots
+					continue
+				}
+				probes.Add(1)
+				go func() {
+					defer probes.Done()
+					defer func() { <-probeSlots }()
+					at, err := cfg.Prober.FirstVerdict(probeCtx, j.flow, j.want)
+					mu.Lock()
+					defer mu.Unlock()
+					if err != nil {
+						if ctx.Err() == nil {
+							if probeCtx.Err() != nil {
+								err = fmt.Errorf("no packet with the new verdict within the settle time (%s)", cfg.Settle)
+							}
+							res.ProbesFailed++
+							res.ProbeErr = fmt.Errorf("probe %s after %s %s: %w", j.flow, j.ev.Kind, wr.Key, err)
+						}
+						return
+					}
+					res.Probed++
+					probeAt[j.seq] = probed{at.Sub(wr.Start), j.flow, j.want}
+				}()
 			}
 		}(queues[i])
 	}
 	start := time.Now()
 	for i, ev := range cfg.Events {
+		j := job{seq: i, ev: ev}
+		if cfg.Prober != nil {
+			// Every event goes through Prepare, in order, probed or not: the Prober's model of
+			// the cluster must follow the writes.
+			if f, want, ok := cfg.Prober.Prepare(ev); ok {
+				select {
+				case probeSlots <- struct{}{}:
+					j.probe, j.flow, j.want = true, f, want
+				default:
+					mu.Lock()
+					res.ProbesSkipped++
+					mu.Unlock()
+				}
+			}
+		}
 		due := start.Add(time.Duration(float64(i) / cfg.QPS * float64(time.Second)))
 		if d := time.Until(due); d > 0 {
 			select {
@@ -252,9 +338,12 @@ func Run(ctx context.Context, cfg Config, m *Matcher) (*Result, error) {
 			res.Lag = -d
 		}
 		if ctx.Err() != nil {
+			if j.probe {
+				<-probeSlots
+			}
 			break
 		}
-		queues[writerOf(ev, cfg.Writers)] <- ev
+		queues[writerOf(ev, cfg.Writers)] <- j
 	}
 	for _, q := range queues {
 		close(q)
@@ -270,6 +359,14 @@ func Run(ctx context.Context, cfg Config, m *Matcher) (*Result, error) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	probesDone := make(chan struct{})
+	go func() { probes.Wait(); close(probesDone) }()
+	select {
+	case <-probesDone:
+	case <-time.After(time.Until(deadline)):
+		stopProbes()
+		<-probesDone
+	}
 	after, err := ReadLoad(ctx, cfg.Client)
 	if err != nil {
 		return nil, err
@@ -278,6 +375,22 @@ func Run(ctx context.Context, cfg Config, m *Matcher) (*Result, error) {
 	m.mu.Lock()
 	res.Samples = append([]Sample(nil), m.samples[first:]...)
 	m.mu.Unlock()
+	var lastApplied time.Time
+	for _, smp := range res.Samples {
+		if t := smp.Start.Add(smp.At[StageApply]); t.After(lastApplied) {
+			lastApplied = t
+		}
+	}
+	if lastApplied.After(last) {
+		res.Drain = lastApplied.Sub(last)
+	}
+	mu.Lock()
+	for i := range res.Samples {
+		if p, ok := probeAt[res.Samples[i].Seq]; ok {
+			res.Samples[i].At[StageProbe], res.Samples[i].Flow, res.Samples[i].Want = p.at, p.flow, p.want
+		}
+	}
+	mu.Unlock()
 	return res, ctx.Err()
 }
 

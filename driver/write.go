@@ -35,12 +35,17 @@ type Write struct {
 	// Requests is how many API requests the event took (a pod add is a create and a status
 	// update).
 	Requests int
+	// Seq is the event's index in its run (Run sets it).
+	Seq int
 }
 
 // Writer writes the suite's objects through an API server as users and kubelets would: pods
 // are created without an address, then get status.podIP through the status subresource.
 type Writer struct {
 	Client kubernetes.Interface
+	// SchedulerName, when set, is written into every pod's spec: on a real cluster, a name no
+	// scheduler serves keeps the pods off every node, so no kubelet acts on them.
+	SchedulerName string
 }
 
 // WriteCluster writes a generated cluster: its namespaces, then its pods (each created, then
@@ -115,6 +120,9 @@ func (w *Writer) createPod(ctx context.Context, p *corev1.Pod) (string, error) {
 	obj := p.DeepCopy()
 	obj.Status = corev1.PodStatus{}
 	obj.TypeMeta = metav1.TypeMeta{}
+	if w.SchedulerName != "" {
+		obj.Spec.SchedulerName = w.SchedulerName
+	}
 	created, err := pods.Create(ctx, obj, metav1.CreateOptions{})
 	if err != nil {
 		return "", fmt.Errorf("write pod %s/%s: %w", p.Namespace, p.Name, err)
@@ -127,6 +135,48 @@ func (w *Writer) createPod(ctx context.Context, p *corev1.Pod) (string, error) {
 		return "", fmt.Errorf("write pod %s/%s status: %w", p.Namespace, p.Name, err)
 	}
 	return done.ResourceVersion, nil
+}
+
+// ApplyAll writes events as fast as workers concurrent writers can, each object's events in
+// order by one writer (as Run does, unpaced and unmeasured), and returns the first error.
+func (w *Writer) ApplyAll(ctx context.Context, evs []policy.Event, workers int) error {
+	workers = max(workers, 1)
+	queues := make([]chan policy.Event, workers)
+	errc := make(chan error, workers)
+	var wg sync.WaitGroup
+	for i := range queues {
+		queues[i] = make(chan policy.Event, 64)
+		wg.Add(1)
+		go func(q chan policy.Event) {
+			defer wg.Done()
+			failed := false
+			for ev := range q {
+				if failed {
+					continue
+				}
+				if _, err := w.Apply(ctx, ev); err != nil {
+					errc <- err
+					failed = true
+				}
+			}
+		}(queues[i])
+	}
+	for _, ev := range evs {
+		if ctx.Err() != nil {
+			break
+		}
+		queues[writerOf(ev, workers)] <- ev
+	}
+	for _, q := range queues {
+		close(q)
+	}
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return err
+	default:
+	}
+	return ctx.Err()
 }
 
 // PodObject is the Kubernetes object of a pod of the suite's model, with its address in

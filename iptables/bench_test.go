@@ -5,37 +5,22 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"netpolbench/policy"
+	"netpolbench/policy/policytest"
 	"netpolbench/workloads"
 )
 
 // Benchmark knobs, from the environment so `go test -bench` needs no flags:
 //
-//	NPB_BENCH_PODS       pod counts, comma-separated (default 1000,10000)
+//	NPB_BENCH_PODS       pod counts (policytest.BenchPods)
 //	NPB_BENCH_MAX_RULES  rule cap of one sync (default 2,000,000; above it the sync is counted
 //	                     exactly and not applied: at 10,000 pods the per-IP variant writes
 //	                     about 9.7 million rules, 2.8 GB of restore input)
 //	NPB_BENCH_PERRULE_S  time cap of one per-rule sync in seconds (default 60)
-func benchPods() []int {
-	v := os.Getenv("NPB_BENCH_PODS")
-	if v == "" {
-		return []int{1000, 10000}
-	}
-	var out []int
-	for _, f := range strings.Split(v, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err == nil && n > 0 {
-			out = append(out, n)
-		}
-	}
-	return out
-}
-
 func envInt(name string, def int) int {
 	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n >= 0 {
 		return n
@@ -67,7 +52,7 @@ func (c benchCase) name() string {
 
 func benchCases() []benchCase {
 	var out []benchCase
-	for _, pods := range benchPods() {
+	for _, pods := range policytest.BenchPods() {
 		for _, v := range allVariants {
 			for _, m := range []Mode{ModeNFT, ModeLegacy} {
 				for _, ap := range allApplies {

@@ -2,6 +2,7 @@ package iptables
 
 import (
 	"errors"
+	"netpolbench/policy/policytest"
 	"testing"
 	"time"
 )
@@ -9,7 +10,7 @@ import (
 // TestCappedSyncsReportTheCapAndApplyNothingOverTheRuleLimit checks both caps: a sync over
 // MaxRules counts its rules exactly and applies nothing; the per-rule path stops at TimeLimit.
 func TestCappedSyncsReportTheCapAndApplyNothingOverTheRuleLimit(t *testing.T) {
-	_, comp := mustGenerated(t, "small", 100)
+	_, comp := policytest.Generate(t, "small", 100)
 	ref := NewFake()
 	rb := mustBackend(t, Config{Variant: VariantIPTables, Runner: ref})
 	full, err := rb.Sync(comp.State())

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 
+	"netpolbench/internal/faults"
+	"netpolbench/policy/policytest"
 	"netpolbench/workloads"
 )
 
@@ -14,8 +16,8 @@ func TestPartialSyncsLeaveTheSameRulesAsAFullSync(t *testing.T) {
 	for _, v := range allVariants {
 		for _, ap := range allApplies {
 			t.Run(fmt.Sprintf("%s/%s", v, ap), func(t *testing.T) {
-				g, comp := mustGenerated(t, "small", 100)
-				flows := generatedFlows(t, g, comp.Cluster(), 300, 11)
+				g, comp := policytest.Generate(t, "small", 100)
+				flows := policytest.ProbeFlows(g, comp.Cluster(), 300, 11)
 				fake := NewFake()
 				b := mustBackend(t, Config{Variant: v, Apply: ap, Runner: fake})
 				if _, err := b.Sync(comp.State()); err != nil {
@@ -67,12 +69,12 @@ func TestPartialSyncsLeaveTheSameRulesAsAFullSync(t *testing.T) {
 					t.Fatal(err)
 				}
 				if got, want := normalSave(fake.Save()), normalSave(fresh.Save()); got != want {
-					t.Errorf("rules after %d partial and %d full syncs differ from one full sync:\n%s", partial, full, diffLines(want, got))
+					t.Errorf("rules after %d partial and %d full syncs differ from one full sync:\n%s", partial, full, faults.Diff(want, got))
 				}
 				gotSets, _, _ := fake.Run("ipset", []string{"save"}, nil)
 				wantSets, _, _ := fresh.Run("ipset", []string{"save"}, nil)
 				if string(gotSets) != string(wantSets) {
-					t.Errorf("sets differ from one full sync:\n%s", diffLines(string(wantSets), string(gotSets)))
+					t.Errorf("sets differ from one full sync:\n%s", faults.Diff(string(wantSets), string(gotSets)))
 				}
 				c, r, _, m := fake.Counts()
 				if c != len(b.chains) || r != b.Rules() {

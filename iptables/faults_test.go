@@ -11,6 +11,7 @@ import (
 
 	"netpolbench/internal/faults"
 	"netpolbench/policy"
+	"netpolbench/policy/policytest"
 	"netpolbench/workloads"
 )
 
@@ -200,7 +201,7 @@ var faultCases = []struct {
 // runner operations on average and checks the contract after every event (faults.Drive), then
 // that the backend's Close leaves nothing behind.
 func driveFaults(t *testing.T, cfg Config, tg faultTarget, pods, ops, every int, seed uint64) faults.Tally {
-	g, comp := mustGenerated(t, "small", pods)
+	g, comp := policytest.Generate(t, "small", pods)
 	spec := workloads.DefaultChurn()
 	spec.Count, spec.Rate = ops, 0
 	ch, err := workloads.NewChurn(spec, g, seed)
@@ -274,7 +275,7 @@ func TestSyncOverLeftoversOfAKilledSyncWritesFreshSets(t *testing.T) {
 	for _, tg := range targets() {
 		t.Run(tg.name, func(t *testing.T) {
 			r := tg.open(t)
-			_, comp := mustGenerated(t, "small", 40)
+			_, comp := policytest.Generate(t, "small", 40)
 			s := comp.State()
 			first, err := New(Config{Variant: VariantIPSet, Mode: tg.mode, Runner: r}) // killed: never closed
 			if err != nil {

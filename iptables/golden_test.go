@@ -2,6 +2,7 @@ package iptables
 
 import (
 	"fmt"
+	"netpolbench/policy/policytest"
 	"testing"
 )
 
@@ -31,7 +32,7 @@ func TestRuleCountsGolden(t *testing.T) {
 	}
 	for _, g := range golden {
 		t.Run(fmt.Sprintf("%s/pods=%d/%s", g.preset, g.pods, g.variant), func(t *testing.T) {
-			_, comp := mustGenerated(t, g.preset, g.pods)
+			_, comp := policytest.Generate(t, g.preset, g.pods)
 			f := NewFake()
 			b := mustBackend(t, Config{Variant: g.variant, Runner: f})
 			st, err := b.Sync(comp.State())

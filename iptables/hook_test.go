@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"netpolbench/internal/faults"
 	"netpolbench/policy"
 	"netpolbench/policy/policytest"
 )
@@ -22,7 +23,7 @@ func TestUnhookLeavesNoRuleInThePathAndHookRestoresIt(t *testing.T) {
 		for _, v := range allVariants {
 			t.Run(tg.name+"/"+string(v), func(t *testing.T) {
 				r := tg.open(t)
-				comp := mustCaseCompiler(t, tc)
+				comp := policytest.CaseCompiler(t, tc)
 				b := mustBackend(t, Config{Variant: v, Mode: tg.mode, Runner: r})
 				if err := b.Unhook(); err == nil {
 					t.Fatal("unhook before the first sync: no error")
@@ -67,7 +68,7 @@ func TestUnhookLeavesNoRuleInThePathAndHookRestoresIt(t *testing.T) {
 					t.Fatal(err)
 				}
 				if after := snapshot(t, r, tg.mode).Save(); normalSave(after) != normalSave(before) {
-					t.Fatalf("hook did not restore the table:\n%s", diffLines(before, after))
+					t.Fatalf("hook did not restore the table:\n%s", faults.Diff(before, after))
 				}
 				if b.Rules() != rules {
 					t.Errorf("backend counts %d rules hooked again, want %d", b.Rules(), rules)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"netpolbench/internal/faults"
 	"netpolbench/policy"
 	"netpolbench/policy/policytest"
 	"netpolbench/workloads"
@@ -22,7 +23,7 @@ func TestKernelHoldsWhatTheFakeHoldsAndTracesLikeState(t *testing.T) {
 			for _, tc := range policytest.Cases {
 				t.Run(fmt.Sprintf("%s/%s/%s", mode, v, tc.Name), func(t *testing.T) {
 					needKernel(t, mode)
-					comp := mustCaseCompiler(t, tc)
+					comp := policytest.CaseCompiler(t, tc)
 					r := mustNetns(t)
 					b := mustBackend(t, Config{Variant: v, Mode: mode, Runner: r})
 					if _, err := b.Sync(comp.State()); err != nil {
@@ -35,7 +36,7 @@ func TestKernelHoldsWhatTheFakeHoldsAndTracesLikeState(t *testing.T) {
 					}
 					k := snapshot(t, r, mode)
 					if got, want := normalSave(k.Save()), normalSave(fake.Save()); got != want {
-						t.Fatalf("kernel table differs from the fake's:\n%s", diffLines(want, got))
+						t.Fatalf("kernel table differs from the fake's:\n%s", faults.Diff(want, got))
 					}
 					tab, err := policytest.NewTable(string(v)+"-"+string(mode), comp.Cluster(), policytest.Grid(), func(f policy.Flow) (policy.Verdict, error) {
 						got, _, err := k.Trace(f)
@@ -65,8 +66,8 @@ func TestKernelPartialSyncsUnderChurnMatchTheFake(t *testing.T) {
 					if ap == ApplyPerRule {
 						pods, events = 30, 10 // one process per rule: keep it short
 					}
-					g, comp := mustGenerated(t, "small", pods)
-					flows := generatedFlows(t, g, comp.Cluster(), 200, 3)
+					g, comp := policytest.Generate(t, "small", pods)
+					flows := policytest.ProbeFlows(g, comp.Cluster(), 200, 3)
 					r := mustNetns(t)
 					b := mustBackend(t, Config{Variant: v, Mode: mode, Apply: ap, Runner: r})
 					fake := NewFake()
@@ -85,12 +86,12 @@ func TestKernelPartialSyncsUnderChurnMatchTheFake(t *testing.T) {
 					compare := func(when string) {
 						k := snapshot(t, r, mode)
 						if got, want := normalSave(k.Save()), normalSave(fake.Save()); got != want {
-							t.Fatalf("%s: kernel table differs from the fake's:\n%s", when, diffLines(want, got))
+							t.Fatalf("%s: kernel table differs from the fake's:\n%s", when, faults.Diff(want, got))
 						}
 						ks, _, _ := k.Run("ipset", []string{"save"}, nil)
 						fs, _, _ := fake.Run("ipset", []string{"save"}, nil)
 						if !bytes.Equal(ks, fs) {
-							t.Fatalf("%s: kernel sets differ from the fake's:\n%s", when, diffLines(string(fs), string(ks)))
+							t.Fatalf("%s: kernel sets differ from the fake's:\n%s", when, faults.Diff(string(fs), string(ks)))
 						}
 						checkFlows(t, k, comp.State(), flows)
 					}
@@ -148,8 +149,8 @@ func TestFailedRestoreKeepsPreviousRulesetAndShowsTheLine(t *testing.T) {
 			for _, kind := range []string{"full", "partial"} {
 				t.Run(fmt.Sprintf("%s/%s/%s", tg.name, v, kind), func(t *testing.T) {
 					r := tg.open(t)
-					g, comp := mustGenerated(t, "small", 60)
-					flows := generatedFlows(t, g, comp.Cluster(), 100, 4)
+					g, comp := policytest.Generate(t, "small", 60)
+					flows := policytest.ProbeFlows(g, comp.Cluster(), 100, 4)
 					b := mustBackend(t, Config{Variant: v, Mode: tg.mode, Runner: r})
 					t.Cleanup(func() { b.mutate = nil })
 					if _, err := b.Sync(comp.State()); err != nil {
@@ -206,10 +207,10 @@ func TestFailedRestoreKeepsPreviousRulesetAndShowsTheLine(t *testing.T) {
 					after := snapshot(t, r, tg.mode)
 					afterSets, _, _ := after.Run("ipset", []string{"save"}, nil)
 					if after.Save() != before.Save() {
-						t.Fatalf("the failed sync changed the rules:\n%s", diffLines(before.Save(), after.Save()))
+						t.Fatalf("the failed sync changed the rules:\n%s", faults.Diff(before.Save(), after.Save()))
 					}
 					if !bytes.Equal(afterSets, beforeSets) {
-						t.Fatalf("the failed sync changed the sets:\n%s", diffLines(string(beforeSets), string(afterSets)))
+						t.Fatalf("the failed sync changed the sets:\n%s", faults.Diff(string(beforeSets), string(afterSets)))
 					}
 					b.mutate = nil
 					st, err := b.Update(comp.State(), &policy.Delta{})

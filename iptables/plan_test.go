@@ -1,6 +1,9 @@
 package iptables
 
-import "testing"
+import (
+	"netpolbench/policy/policytest"
+	"testing"
+)
 
 // TestPlanCountsWhatAFullSyncWrites: the planned size the benchmark caps on is exactly what a
 // full sync into an empty table leaves, for both variants, on workloads with ipBlocks, named
@@ -10,7 +13,7 @@ func TestPlanCountsWhatAFullSyncWrites(t *testing.T) {
 		preset string
 		pods   int
 	}{{"small", 100}, {"default", 300}, {"default", 1000}} {
-		_, comp := mustGenerated(t, c.preset, c.pods)
+		_, comp := policytest.Generate(t, c.preset, c.pods)
 		for _, v := range []Variant{VariantIPTables, VariantIPSet} {
 			planned, err := Plan(comp.State(), v)
 			if err != nil {
@@ -35,7 +38,7 @@ func TestPlanCountsWhatAFullSyncWrites(t *testing.T) {
 
 // BenchmarkPlan: counting a per-IP ruleset must not cost what writing it does.
 func BenchmarkPlan(b *testing.B) {
-	_, comp := mustGenerated(b, "default", 3000)
+	_, comp := policytest.Generate(b, "default", 3000)
 	for _, v := range []Variant{VariantIPTables, VariantIPSet} {
 		b.Run("variant="+string(v), func(b *testing.B) {
 			var p Planned

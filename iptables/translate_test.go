@@ -15,7 +15,7 @@ func TestTracedVerdictsEqualReferenceOnSemanticCases(t *testing.T) {
 		for _, ap := range allApplies {
 			for _, tc := range policytest.Cases {
 				t.Run(fmt.Sprintf("%s/%s/%s", v, ap, tc.Name), func(t *testing.T) {
-					comp := mustCaseCompiler(t, tc)
+					comp := policytest.CaseCompiler(t, tc)
 					fake := NewFake()
 					b := mustBackend(t, Config{Variant: v, Apply: ap, Runner: fake})
 					if _, err := b.Sync(comp.State()); err != nil {

@@ -8,7 +8,9 @@ import (
 
 	"sigs.k8s.io/knftables"
 
+	"netpolbench/internal/faults"
 	"netpolbench/policy"
+	"netpolbench/policy/policytest"
 )
 
 // TestBatchElementsMergesRunsOfOneSetAndMapsLines checks the batching of element commands:
@@ -107,7 +109,7 @@ func (r *recordText) runText(_ context.Context, payload string) error {
 func TestKernelInputIsTheFakesTransactionWrittenOut(t *testing.T) {
 	for _, perElement := range []bool{false, true} {
 		t.Run(fmt.Sprintf("perElement=%v", perElement), func(t *testing.T) {
-			g, comp := mustGenerated(t, "default", 300)
+			g, comp := policytest.Generate(t, "default", 300)
 			fake := &recordTx{Fake: NewFake(), perElement: perElement}
 			text := &recordText{Interface: NewFake()}
 			a := mustBackend(t, Config{NFT: fake, PerElement: perElement})
@@ -119,7 +121,7 @@ func TestKernelInputIsTheFakesTransactionWrittenOut(t *testing.T) {
 					t.Fatalf("%s: %d transactions for the fake, %d on the kernel's path", when, n, len(text.inputs))
 				}
 				if got, want := text.inputs[n-1], fake.inputs[n-1]; got != want {
-					t.Fatalf("%s: the kernel's input differs from the fake's transaction (- fake, + kernel):\n%s", when, diffLines(want, got))
+					t.Fatalf("%s: the kernel's input differs from the fake's transaction (- fake, + kernel):\n%s", when, faults.Diff(want, got))
 				}
 				if ca, cb := a.Last(), b.Last(); ca.Commands != cb.Commands || ca.Bytes != cb.Bytes || ca.ElementsAdded != cb.ElementsAdded ||
 					ca.ElementsDeleted != cb.ElementsDeleted || ca.Table != cb.Table {

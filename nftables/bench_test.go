@@ -3,9 +3,6 @@ package nftables
 import (
 	"context"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,28 +10,9 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"netpolbench/policy"
+	"netpolbench/policy/policytest"
 	"netpolbench/workloads"
 )
-
-// Benchmark knobs, from the environment so `go test -bench` needs no flags:
-//
-//	NPB_BENCH_PODS  pod counts, comma-separated (default 1000,10000). A count an embedded
-//	                preset was drawn for (1,000 default, 10,000 large, 100,000 huge) uses that
-//	                preset, as the sweep does; others scale the default workload.
-func benchPods() []int {
-	v := os.Getenv("NPB_BENCH_PODS")
-	if v == "" {
-		return []int{1000, 10000}
-	}
-	var out []int
-	for _, f := range strings.Split(v, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err == nil && n > 0 {
-			out = append(out, n)
-		}
-	}
-	return out
-}
 
 var unitsOnce sync.Once
 
@@ -106,7 +84,7 @@ func reportSize(b *testing.B, z Size) {
 // nft held over 10 GB parsing the 100,000-pod table that way.
 func BenchmarkFullSync(b *testing.B) {
 	declareUnits()
-	for _, pods := range benchPods() {
+	for _, pods := range policytest.BenchPods() {
 		for _, perElement := range []bool{false, true} {
 			commands := "batched"
 			if perElement {
@@ -159,7 +137,7 @@ func BenchmarkFullSync(b *testing.B) {
 // the timer: one nft transaction of the elements, rules and chains the event changed.
 func BenchmarkPartialSync(b *testing.B) {
 	declareUnits()
-	for _, pods := range benchPods() {
+	for _, pods := range policytest.BenchPods() {
 		b.Run(fmt.Sprintf("pods=%d", pods), func(b *testing.B) {
 			g := benchWorkload(b, pods)
 			comp, _, be := syncedKernel(b, g)
@@ -229,7 +207,7 @@ func boolCount(v bool) int {
 // BenchmarkListTable measures what a backend's first sync reads of a table a previous run
 // left (its chains, sets and maps), with `nft -j list` and with knftables' netlink lister.
 func BenchmarkListTable(b *testing.B) {
-	for _, pods := range benchPods() {
+	for _, pods := range policytest.BenchPods() {
 		for _, nl := range []bool{false, true} {
 			b.Run(fmt.Sprintf("pods=%d/netlink=%v", pods, nl), func(b *testing.B) {
 				_, ns, _ := syncedKernel(b, benchWorkload(b, pods))
@@ -255,7 +233,7 @@ func BenchmarkListTable(b *testing.B) {
 // partial sync pays at least this: nft starts and reads the table's chains and sets before it
 // applies anything.
 func BenchmarkNftFloor(b *testing.B) {
-	for _, pods := range benchPods() {
+	for _, pods := range policytest.BenchPods() {
 		b.Run(fmt.Sprintf("pods=%d", pods), func(b *testing.B) {
 			_, _, be := syncedKernel(b, benchWorkload(b, pods))
 			r := be.cfg.NFT.(textRunner)
@@ -280,7 +258,7 @@ func (discardNFT) runText(context.Context, string) error { return nil }
 // allocates for one sync.
 func BenchmarkFullSyncGoSide(b *testing.B) {
 	declareUnits()
-	for _, pods := range benchPods() {
+	for _, pods := range policytest.BenchPods() {
 		b.Run(fmt.Sprintf("pods=%d", pods), func(b *testing.B) {
 			comp := freshCompiler(b, benchWorkload(b, pods))
 			b.ReportAllocs()

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"testing"
 
+	"netpolbench/internal/faults"
 	"netpolbench/policy"
+	"netpolbench/policy/policytest"
 	"netpolbench/workloads"
 )
 
@@ -43,8 +45,8 @@ func TestPartialSyncsLeaveTheSameTableAsAFullSync(t *testing.T) {
 		seed, flowSet uint64
 	}{{"small", 100, 150, 5, 11}, {"default", 300, 150, 7, 13}} {
 		t.Run(fmt.Sprintf("%s/pods=%d", preset.name, preset.pods), func(t *testing.T) {
-			g, comp := mustGenerated(t, preset.name, preset.pods)
-			flows := probeFlows(g, comp.Cluster(), 300, preset.flowSet)
+			g, comp := policytest.Generate(t, preset.name, preset.pods)
+			flows := policytest.ProbeFlows(g, comp.Cluster(), 300, preset.flowSet)
 			f, b := mustSynced(t, comp.State())
 			checkTraced(t, "after the full sync", f.Trace, comp.Cluster(), flows)
 			partial, full, n := 0, 0, 0
@@ -67,7 +69,7 @@ func TestPartialSyncsLeaveTheSameTableAsAFullSync(t *testing.T) {
 			checkTraced(t, "at the end", f.Trace, comp.Cluster(), flows)
 			fresh, fb := mustSynced(t, comp.State())
 			if got, want := f.canonical(), fresh.canonical(); got != want {
-				t.Fatalf("table after %d partial syncs differs from one full sync (- full, + partial):\n%s", partial, diffLines(want, got))
+				t.Fatalf("table after %d partial syncs differs from one full sync (- full, + partial):\n%s", partial, faults.Diff(want, got))
 			}
 			if got, want := b.Size(), fb.Size(); got != want {
 				t.Errorf("backend after partial syncs believes %+v, a full sync %+v", got, want)

@@ -8,7 +8,9 @@ import (
 
 	"sigs.k8s.io/knftables"
 
+	"netpolbench/internal/faults"
 	"netpolbench/policy"
+	"netpolbench/policy/policytest"
 	"netpolbench/workloads"
 )
 
@@ -76,8 +78,8 @@ func TestFailedTransactionKeepsThePreviousTableAndShowsTheLine(t *testing.T) {
 		for _, c := range corruptions {
 			for _, kind := range []string{"full", "partial"} {
 				t.Run(fmt.Sprintf("%s/%s/%s", tg.name, c.name, kind), func(t *testing.T) {
-					g, comp := mustGenerated(t, "small", 60)
-					flows := probeFlows(g, comp.Cluster(), 100, 4)
+					g, comp := policytest.Generate(t, "small", 60)
+					flows := policytest.ProbeFlows(g, comp.Cluster(), 100, 4)
 					b, read := tg.open(t)
 					if _, err := b.Sync(comp.State()); err != nil {
 						t.Fatal(err)
@@ -139,7 +141,7 @@ func TestFailedTransactionKeepsThePreviousTableAndShowsTheLine(t *testing.T) {
 						t.Errorf("context has %d lines, want the failing line and its neighbours:\n%v", len(te.Context), err)
 					}
 					if after := read().canonical(); after != before {
-						t.Fatalf("the failed transaction changed the table (- before, + after):\n%s", diffLines(before, after))
+						t.Fatalf("the failed transaction changed the table (- before, + after):\n%s", faults.Diff(before, after))
 					}
 					b.mutate = nil
 					if _, err := b.Update(comp.State(), &policy.Delta{}); err != nil {
@@ -167,8 +169,8 @@ func firstLines(s string, n int) string {
 func TestFullSyncReplacesWhatAPreviousRunLeft(t *testing.T) {
 	for _, tg := range wheres {
 		t.Run(tg.name, func(t *testing.T) {
-			_, old := mustGenerated(t, "default", 200)
-			_, comp := mustGenerated(t, "small", 100)
+			_, old := policytest.Generate(t, "default", 200)
+			_, comp := policytest.Generate(t, "small", 100)
 			var nft knftables.Interface
 			var read func() *ruleset
 			if tg.kernel {
@@ -191,7 +193,7 @@ func TestFullSyncReplacesWhatAPreviousRunLeft(t *testing.T) {
 			}
 			want, _ := mustSynced(t, comp.State())
 			if got := read().canonical(); got != want.canonical() {
-				t.Fatalf("table differs from a sync into an empty table (- empty, + over the old one):\n%s", diffLines(want.canonical(), got))
+				t.Fatalf("table differs from a sync into an empty table (- empty, + over the old one):\n%s", faults.Diff(want.canonical(), got))
 			}
 		})
 	}

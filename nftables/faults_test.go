@@ -12,6 +12,7 @@ import (
 
 	"netpolbench/internal/faults"
 	"netpolbench/policy"
+	"netpolbench/policy/policytest"
 	"netpolbench/workloads"
 )
 
@@ -139,7 +140,7 @@ func faultSubject(b *Backend, read func(t testing.TB) *ruleset, s *faults.Schedu
 // transactions on average and checks the contract after every event (faults.Drive), then that
 // Close removes the table.
 func driveFaults(t *testing.T, nft knftables.Interface, read func(testing.TB) *ruleset, cfg Config, pods, ops, every int, seed uint64) faults.Tally {
-	g, comp := mustGenerated(t, "small", pods)
+	g, comp := policytest.Generate(t, "small", pods)
 	spec := workloads.DefaultChurn()
 	spec.Count, spec.Rate = ops, 0
 	ch, err := workloads.NewChurn(spec, g, seed)

@@ -2,6 +2,7 @@ package nftables
 
 import (
 	"fmt"
+	"netpolbench/policy/policytest"
 	"testing"
 )
 
@@ -26,7 +27,7 @@ func TestTableSizesGolden(t *testing.T) {
 	}
 	for _, g := range golden {
 		t.Run(fmt.Sprintf("%s/pods=%d", g.preset, g.pods), func(t *testing.T) {
-			_, comp := mustGenerated(t, g.preset, g.pods)
+			_, comp := policytest.Generate(t, g.preset, g.pods)
 			f, b := mustSynced(t, comp.State())
 			st := b.Last()
 			z := st.Table
@@ -73,7 +74,7 @@ func TestPlannedSizesGolden(t *testing.T) {
 			if g.pods > 10000 && testing.Short() {
 				t.Skip("the 100,000-pod workload is skipped in -short mode")
 			}
-			_, comp := mustGenerated(t, g.preset, g.pods)
+			_, comp := policytest.Generate(t, g.preset, g.pods)
 			got, err := Plan(comp.State())
 			if err != nil {
 				t.Fatal(err)

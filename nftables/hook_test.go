@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"netpolbench/internal/faults"
 	"netpolbench/policy"
 	"netpolbench/policy/policytest"
 )
@@ -14,7 +15,7 @@ func hookCase(t *testing.T) *policy.Compiler {
 	t.Helper()
 	for _, c := range policytest.Cases {
 		if c.Name == "PodSelectorPeerAllowsMatchingPodsOfPolicyNamespace" {
-			return mustCaseCompiler(t, c)
+			return policytest.CaseCompiler(t, c)
 		}
 	}
 	t.Fatal("no such case")
@@ -54,7 +55,7 @@ func TestUnhookTakesTheBaseChainOutAndHookPutsItBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	if after := f.canonical(); after != before {
-		t.Fatalf("hook did not restore the table:\n%s", diffLines(before, after))
+		t.Fatalf("hook did not restore the table:\n%s", faults.Diff(before, after))
 	}
 	// A full sync while unhooked puts the base chain back by itself.
 	if err := b.Unhook(); err != nil {

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"netpolbench/internal/faults"
 	"netpolbench/internal/netns"
 	"netpolbench/internal/testenv"
 )
@@ -72,7 +73,7 @@ func sameAsFake(t *testing.T, when string, ns Namespace, f *Fake) *ruleset {
 	t.Helper()
 	k := mustKernelRuleset(t, ns)
 	if got, want := k.canonical(), f.canonical(); got != want {
-		t.Fatalf("%s: the kernel's table differs from the fake's (- fake, + kernel):\n%s", when, diffLines(want, got))
+		t.Fatalf("%s: the kernel's table differs from the fake's (- fake, + kernel):\n%s", when, faults.Diff(want, got))
 	}
 	return k
 }

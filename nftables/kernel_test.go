@@ -15,7 +15,7 @@ import (
 func TestKernelHoldsWhatTheFakeHoldsAndTracesLikeTheReference(t *testing.T) {
 	for _, tc := range policytest.Cases {
 		t.Run(tc.Name, func(t *testing.T) {
-			comp := mustCaseCompiler(t, tc)
+			comp := policytest.CaseCompiler(t, tc)
 			ns, b := mustKernel(t, KernelOptions{})
 			if _, err := b.Sync(comp.State()); err != nil {
 				t.Fatal(err)
@@ -47,8 +47,8 @@ func TestKernelPartialSyncsUnderChurnMatchTheFake(t *testing.T) {
 		perElement bool
 	}{{"default", KernelOptions{}, false}, {"execlist", KernelOptions{ExecList: true}, false}, {"per-element", KernelOptions{}, true}} {
 		t.Run(v.name, func(t *testing.T) {
-			g, comp := mustGenerated(t, "small", 100)
-			flows := probeFlows(g, comp.Cluster(), 150, 3)
+			g, comp := policytest.Generate(t, "small", 100)
+			flows := policytest.ProbeFlows(g, comp.Cluster(), 150, 3)
 			ns, b := mustKernel(t, v.opts)
 			b.cfg.PerElement = v.perElement
 			if _, err := b.Sync(comp.State()); err != nil {

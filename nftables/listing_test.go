@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"netpolbench/internal/faults"
 	"netpolbench/policy/policytest"
 )
 
@@ -18,7 +19,7 @@ func TestListForShowsThePodsChainsAndSets(t *testing.T) {
 			tc = c
 		}
 	}
-	comp := mustCaseCompiler(t, tc)
+	comp := policytest.CaseCompiler(t, tc)
 	f, _ := mustSynced(t, comp.State())
 	tab := f.Table()
 	s := comp.State()
@@ -55,6 +56,6 @@ func TestListForShowsThePodsChainsAndSets(t *testing.T) {
 	}
 	k := mustKernelRuleset(t, ns)
 	if got, want := k.canonical(), f.canonical(); got != want {
-		t.Fatalf("the listing loaded into nft differs from the table (- table, + listing):\n%s", diffLines(want, got))
+		t.Fatalf("the listing loaded into nft differs from the table (- table, + listing):\n%s", faults.Diff(want, got))
 	}
 }

@@ -13,7 +13,7 @@ import (
 func TestFakeTracesEveryCaseLikeTheReference(t *testing.T) {
 	for _, tc := range policytest.Cases {
 		t.Run(tc.Name, func(t *testing.T) {
-			comp := mustCaseCompiler(t, tc)
+			comp := policytest.CaseCompiler(t, tc)
 			f, _ := mustSynced(t, comp.State())
 			tab, err := policytest.NewTable("nftables", comp.Cluster(), policytest.Grid(), func(fl policy.Flow) (policy.Verdict, error) {
 				return f.Verdict(fl)

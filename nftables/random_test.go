@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"netpolbench/internal/faults"
 	"netpolbench/policy"
 	"netpolbench/policy/policytest"
 	"netpolbench/workloads"
@@ -130,7 +131,7 @@ func randomFlowsUnderChurn(t *testing.T, src source, tg where) {
 		ns, kb = mustKernel(t, tg.opts)
 	}
 	cl, drawFlows, nextEvent := src.open(t)
-	comp := mustCompile(t, cl)
+	comp := policytest.MustCompile(t, cl)
 	s := comp.State()
 	var f *Fake
 	var b *Backend
@@ -196,7 +197,7 @@ func randomFlowsUnderChurn(t *testing.T, src source, tg where) {
 	}
 	fresh, _ := mustSynced(t, s)
 	if got, want := read().canonical(), fresh.canonical(); got != want {
-		t.Fatalf("table after %d partial syncs differs from a full sync (- full, + partial):\n%s", events, diffLines(want, got))
+		t.Fatalf("table after %d partial syncs differs from a full sync (- full, + partial):\n%s", events, faults.Diff(want, got))
 	}
 	t.Logf("%d flows checked (%d allowed), %d churn events as partial syncs (%d rejected); %d pods, %d rule sets at the end; table %+v",
 		checked, allowed, events, rejected, s.NumEndpoints(), len(s.RuleSets()), b.Size())

@@ -130,7 +130,7 @@ func Render(w io.Writer, run *results.Run) error {
 		Fold:     true,
 	}
 	for _, f := range []func() (Section, error){b.claims, b.latencyTables, b.latencyDistributions, b.latencyBoxes,
-		b.scaling, b.updates, b.churn, b.sizes, b.benchmarks, b.environment} {
+		b.scaling, b.updates, b.churn, b.endToEnd, b.sizes, b.benchmarks, b.environment} {
 		s, err := f()
 		if err != nil {
 			return err
@@ -259,8 +259,15 @@ func detail(h results.Histogram) bool {
 	return h.Labels["path"] != "" || h.Variant()
 }
 
+// latencyOrder orders the per-packet distributions for the latency sections; the end-to-end
+// runs' enforcement histograms have a section of their own.
 func latencyOrder(hs []results.Histogram) []results.Histogram {
-	out := append([]results.Histogram(nil), hs...)
+	var out []results.Histogram
+	for _, h := range hs {
+		if h.Kind != results.KindEnforcement {
+			out = append(out, h)
+		}
+	}
 	sort.SliceStable(out, func(i, j int) bool {
 		a, c := out[i], out[j]
 		if a.Kind != c.Kind {
@@ -283,7 +290,7 @@ func latencyOrder(hs []results.Histogram) []results.Histogram {
 func (b *builder) latencyTables() (Section, error) {
 	s := Section{ID: "latency", Title: "Per-packet cost: percentiles",
 		Intro: "Each row is one distribution. Stamp deltas are per packet, measured in the kernel between a stamp just before and one just after the enforcement point; the floor is the same stamping around an empty enforcement step, and 'above floor' subtracts the floor's same percentile. BPF_PROG_TEST_RUN rows are distributions of batch means, narrower than per-packet spread. A tail percentile is shown only when at least " + fmt.Sprint(results.MinTailSamples) + " values lie beyond it ('–' otherwise): from fewer it is one or two samples, whatever the tail looks like."}
-	if len(b.run.Latency) == 0 {
+	if len(latencyOrder(b.run.Latency)) == 0 {
 		s.Empty = "No latency distributions were measured in this run."
 		return s, nil
 	}
@@ -343,11 +350,7 @@ func (b *builder) latencyDistributions() (Section, error) {
 	for _, k := range keys {
 		hs := groups[k]
 		title := fmt.Sprintf("%s, %s pods", k.kind, fmtCount(float64(k.pods)))
-		c := newChart(title, "percentile", yLabelOf(k.kind))
-		logAxis(&c.Y, fmtNS)
-		c.X.Scale = plot.LogScale{}
-		c.X.Tick.Marker = plot.ConstantTicks{{Value: 1, Label: "0%"}, {Value: 2, Label: "50%"}, {Value: 10, Label: "90%"},
-			{Value: 100, Label: "99%"}, {Value: 1000, Label: "99.9%"}, {Value: 10000, Label: "99.99%"}}
+		c := percentileChart(title, yLabelOf(k.kind), 10000)
 		fields := variantFields(hs)
 		styles := map[string]int{}
 		for _, h := range hs {
@@ -356,19 +359,13 @@ func (b *builder) latencyDistributions() (Section, error) {
 			}
 		}
 		for _, h := range hs {
-			xy, err := curveOf(h)
+			l, err := curveLine(h)
 			if err != nil {
 				return s, err
 			}
-			if len(xy) < 2 {
+			if l == nil {
 				continue
 			}
-			l, err := plotter.NewLine(xy)
-			if err != nil {
-				return s, fmt.Errorf("plot %s: %w", h.Name, err)
-			}
-			l.Color = backendColour(h.Backend)
-			l.Width = vg.Points(1.5)
 			l.Dashes = dashPatterns[styles[variant(h, fields)]%len(dashPatterns)]
 			c.Add(l)
 			c.key(strings.TrimSpace(h.Backend+" "+variant(h, fields)), "p99 "+fmtTail(h.Count, 99, h.Percentiles.P99), lineSwatch(l.LineStyle))
@@ -410,6 +407,40 @@ func (b *builder) latencyDistributions() (Section, error) {
 		s.Figures = append(s.Figures, f)
 	}
 	return s, nil
+}
+
+// percentileChart is a chart of percentile curves: x the percentile on a log scale of the
+// tail (1/(1-q)) up to maxX (1000: 99.9%), y the value on a log scale.
+func percentileChart(title, ylabel string, maxX float64) *chart {
+	c := newChart(title, "percentile", ylabel)
+	logAxis(&c.Y, fmtNS)
+	c.X.Scale = plot.LogScale{}
+	var ticks plot.ConstantTicks
+	for _, t := range []plot.Tick{{Value: 1, Label: "0%"}, {Value: 2, Label: "50%"}, {Value: 10, Label: "90%"},
+		{Value: 100, Label: "99%"}, {Value: 1000, Label: "99.9%"}, {Value: 10000, Label: "99.99%"}} {
+		if t.Value <= maxX {
+			ticks = append(ticks, t)
+		}
+	}
+	c.X.Tick.Marker = ticks
+	c.X.Min, c.X.Max = 1, maxX
+	return c
+}
+
+// curveLine is h's percentile curve in its backend's colour, or nil when h has fewer than two
+// points to draw.
+func curveLine(h results.Histogram) (*plotter.Line, error) {
+	xy, err := curveOf(h)
+	if err != nil || len(xy) < 2 {
+		return nil, err
+	}
+	l, err := plotter.NewLine(xy)
+	if err != nil {
+		return nil, fmt.Errorf("plot %s: %w", h.Name, err)
+	}
+	l.Color = backendColour(h.Backend)
+	l.Width = vg.Points(1.5)
+	return l, nil
 }
 
 // floorShades tell apart the floors of different attach points in one plot.

@@ -14,7 +14,7 @@ import (
 	"netpolbench/results/resultstest"
 )
 
-var sectionIDs = []string{"claims", "latency", "distributions", "boxes", "scaling", "updates", "churn", "sizes", "benchmarks", "environment"}
+var sectionIDs = []string{"claims", "latency", "distributions", "boxes", "scaling", "updates", "churn", "endtoend", "sizes", "benchmarks", "environment"}
 
 func mustRender(t *testing.T, run *results.Run) string {
 	t.Helper()
@@ -39,7 +39,9 @@ func section(t *testing.T, page, id string) string {
 var svgRe = regexp.MustCompile(`<svg class="plot"`)
 
 func TestReportFillsEverySectionFromSyntheticData(t *testing.T) {
-	run := resultstest.Run(resultstest.DefaultOptions())
+	o := resultstest.DefaultOptions()
+	o.EndToEnd = []int{1000}
+	run := resultstest.Run(o)
 	page := mustRender(t, run)
 	for _, id := range sectionIDs {
 		s := section(t, page, id)
@@ -47,7 +49,7 @@ func TestReportFillsEverySectionFromSyntheticData(t *testing.T) {
 			t.Errorf("section %s says it has no data although the run has some", id)
 		}
 	}
-	for _, id := range []string{"distributions", "boxes", "scaling", "updates", "churn"} {
+	for _, id := range []string{"distributions", "boxes", "scaling", "updates", "churn", "endtoend"} {
 		if n := len(svgRe.FindAllString(section(t, page, id), -1)); n == 0 {
 			t.Errorf("section %s has no plot", id)
 		}
@@ -56,8 +58,14 @@ func TestReportFillsEverySectionFromSyntheticData(t *testing.T) {
 	if got, want := len(svgRe.FindAllString(section(t, page, "churn"), -1)), 2*len(run.Churn); got != want {
 		t.Errorf("churn section has %d plots, want %d", got, want)
 	}
-	if got := strings.Count(section(t, page, "latency"), "<tr>") - 1; got != len(run.Latency) {
-		t.Errorf("percentile table has %d rows, want one per histogram (%d)", got, len(run.Latency))
+	perPacket := 0
+	for _, h := range run.Latency {
+		if h.Kind != results.KindEnforcement {
+			perPacket++
+		}
+	}
+	if got := strings.Count(section(t, page, "latency"), "<tr>") - 1; got != perPacket {
+		t.Errorf("percentile table has %d rows, want one per per-packet histogram (%d)", got, perPacket)
 	}
 	for _, col := range []string{"p50", "p90", "p99", "p99.9", "Max"} {
 		if !strings.Contains(section(t, page, "latency"), "<th>"+col+"</th>") {

@@ -95,6 +95,9 @@ func WriteSummary(w io.Writer, run *results.Run, reportPath string) error {
 	if v.LeftOut != "" {
 		fmt.Fprintf(&b, "%s\n", strings.ToLower(v.LeftOut[:1])+v.LeftOut[1:])
 	}
+	if e := endToEndSentence(run); e != "" && len(v.Rows) > 0 {
+		fmt.Fprintf(&b, "end to end: %s\n", e)
+	}
 	if len(run.Claims) > 0 {
 		var cs []string
 		for _, c := range run.Claims {

@@ -150,6 +150,12 @@ func computeVerdict(run *results.Run, f *figures) verdict {
 		v.Rows = append(v.Rows, row)
 	}
 	v.Lead = leadSentences(v, dps, v.Cluster != "")
+	// The end-to-end line leads a run that measured nothing else; beside the default sweep's
+	// table it would push the summary plots off the first screen, so there the End to end
+	// section's folded line carries it.
+	if e := endToEndSentence(run); e != "" && len(v.Rows) == 0 {
+		v.Lead = []string{"This run measured the end-to-end phase alone, through a Kubernetes API server, " + e}
+	}
 	v.Caps = capSentences(run.Caps)
 	v.Spans = spanSentence(f)
 	return v

@@ -67,6 +67,9 @@ type Run struct {
 	Updates []Update `json:"updates,omitempty"`
 	// Churn holds churn-under-load timelines.
 	Churn []ChurnTimeline `json:"churn,omitempty"`
+	// EndToEnd holds churn runs written through a Kubernetes API server and enforced by the
+	// agent; their latencies are the KindEnforcement histograms.
+	EndToEnd []EndToEnd `json:"end_to_end,omitempty"`
 	// Fits holds growth exponents fitted over the scale sweep.
 	Fits []Fit `json:"fits,omitempty"`
 	// Claims are the seed claims, each confirmed, refuted or not measured by this run's figures.
@@ -151,6 +154,9 @@ const (
 	// other backends': every figure it would measure after churn is left out of comparisons
 	// and claims (see ChurnCapped).
 	PhaseChurn = "churn"
+	// PhaseEndToEnd is the end-to-end phase: churn written through an API server (EndToEnd).
+	// A backend capped there was measured, or not, by the other phases independently.
+	PhaseEndToEnd = "end-to-end"
 )
 
 // ChurnCapped reports whether backend did not finish the churn list at pods pods: figures it

@@ -32,10 +32,13 @@
 // the source address, with receivers in the destination namespaces. A flow not delivered
 // within the timeout is sent once more before it counts as dropped, and ProbeVerdicts sends
 // control flows alongside (no pod at either end, so every backend must pass them) to tell a
-// drop from a broken testbed. Enforce puts one backend in force through a function that
-// installs it (the backends come from package catalogue, which imports this one; the testbed
-// knows none of them), Enforcement.Close takes it out and checks nothing of any backend is
-// left, and catalogue.RealPackets runs a set of flows through each backend in turn.
+// drop from a broken testbed. SendUntil sends one flow as new flows a millisecond apart until
+// its packets get a verdict, and says when the first packet with that verdict was sent: how
+// long a change took to be in force on real packets. Enforce puts one backend in force
+// through a function that installs it (the backends come from package catalogue, which
+// imports this one; the testbed knows none of them), Enforcement.Close takes it out and checks
+// nothing of any backend is left, and catalogue.RealPackets runs a set of flows through each
+// backend in turn.
 //
 // Generator sends traffic for per-packet measurements without waiting for any of it: new
 // flows as raw packets (a TCP SYN or UDP datagram each, a length that can carry a mark), back

@@ -40,10 +40,8 @@ func readSysctl(key string) (string, error) {
 // Leftover is a namespace found by Cleanup.
 type Leftover struct {
 	Name string
-	// PID is the run's process id, 0 when the name carries none.
-	PID int
-	// Live reports whether that process still runs.
-	Live bool
+	// Maker is the run's process.
+	owner.Maker
 }
 
 // Leftovers lists the namespaces under /run/netns whose names start with Prefix.
@@ -60,11 +58,7 @@ func Leftovers() ([]Leftover, error) {
 		if !strings.HasPrefix(e.Name(), Prefix) {
 			continue
 		}
-		l := Leftover{Name: e.Name()}
-		if pid, ok := owner.PID(e.Name(), Prefix); ok {
-			l.PID = pid
-			l.Live = owner.Alive(pid)
-		}
+		l := Leftover{Name: e.Name(), Maker: owner.MakerOf(e.Name(), Prefix)}
 		out = append(out, l)
 	}
 	return out, nil
@@ -87,7 +81,7 @@ func Cleanup(all bool) ([]string, error) {
 	var removed []string
 	var errs []error
 	for _, l := range left {
-		if !all && (l.Live || l.PID == 0) {
+		if !l.Stale(all) {
 			continue
 		}
 		if err := netns.Delete(l.Name); err != nil {

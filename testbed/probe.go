@@ -165,7 +165,7 @@ func (tb *Testbed) probeRound(ctx context.Context, rx *receivers, flows []policy
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			ok, err := tb.probeOne(ctx, rx, seq, f, timeout)
+			ok, err := tb.probeOne(ctx, rx, seq, f, timeout, nil)
 			if err != nil {
 				cancel(fmt.Errorf("probe %s: %w", f, err))
 				return
@@ -179,21 +179,23 @@ func (tb *Testbed) probeRound(ctx context.Context, rx *receivers, flows []policy
 	return context.Cause(ctx)
 }
 
-func (tb *Testbed) probeOne(ctx context.Context, rx *receivers, seq uint64, f policy.Flow, timeout time.Duration) (bool, error) {
+// probeOne sends one probe of f and waits up to timeout for its delivery. With sent set, it
+// records there when the packet was handed to the kernel (after the socket was made).
+func (tb *Testbed) probeOne(ctx context.Context, rx *receivers, seq uint64, f policy.Flow, timeout time.Duration, sent *time.Time) (bool, error) {
 	src, dst := f.Src.Unmap(), f.Dst.Unmap()
 	sns, _ := tb.nsFor(src)
 	self := src == dst
 	if f.Proto == policy.ProtoTCP {
-		return dialTCP(ctx, sns, src, dst, f.Port, self, timeout)
+		return dialTCP(ctx, sns, src, dst, f.Port, self, timeout, sent)
 	}
 	w := rx.expect(seq)
 	defer rx.forget(seq)
 	tok := rx.token(seq)
 	var err error
 	if f.Proto == policy.ProtoUDP {
-		err = sendUDP(sns, src, dst, f.Port, self, tok)
+		err = sendUDP(sns, src, dst, f.Port, self, tok, sent)
 	} else {
-		err = sendICMP(sns, src, dst, uint16(seq), self, tok)
+		err = sendICMP(sns, src, dst, uint16(seq), self, tok, sent)
 	}
 	if err != nil {
 		return false, err
@@ -216,7 +218,7 @@ func (tb *Testbed) probeOne(ctx context.Context, rx *receivers, seq uint64, f po
 // dialTCP connects from src to dst:port. The socket is made inside the source namespace (a
 // short setns on a locked thread); the handshake is awaited on the poller, so a thousand
 // probes in flight hold no thread each.
-func dialTCP(ctx context.Context, sns *nsInfo, src, dst netip.Addr, port uint16, self bool, timeout time.Duration) (bool, error) {
+func dialTCP(ctx context.Context, sns *nsInfo, src, dst netip.Addr, port uint16, self bool, timeout time.Duration, sent *time.Time) (bool, error) {
 	fd, err := socketIn(sns, unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, unix.IPPROTO_TCP)
 	if err != nil {
 		return false, err
@@ -234,6 +236,9 @@ func dialTCP(ctx context.Context, sns *nsInfo, src, dst netip.Addr, port uint16,
 	}
 	if err := unix.Bind(fd, sockaddr(src, 0)); err != nil {
 		return false, fmt.Errorf("bind %s in %s: %w", src, sns.name, err)
+	}
+	if sent != nil {
+		*sent = time.Now()
 	}
 	if err := unix.Connect(fd, sockaddr(dst, port)); err != nil && !errors.Is(err, unix.EINPROGRESS) {
 		return false, fmt.Errorf("testbed fault: connect to %s:%d: %w", dst, port, err)
@@ -309,7 +314,7 @@ func sockaddr(a netip.Addr, port uint16) *unix.SockaddrInet4 {
 }
 
 // sendOne sends one datagram from a fresh socket bound to src in the source namespace.
-func sendOne(sns *nsInfo, typ, proto int, src, dst netip.Addr, port uint16, self bool, payload []byte) error {
+func sendOne(sns *nsInfo, typ, proto int, src, dst netip.Addr, port uint16, self bool, payload []byte, sent *time.Time) error {
 	fd, err := socketIn(sns, unix.AF_INET, typ, proto)
 	if err != nil {
 		return err
@@ -323,26 +328,29 @@ func sendOne(sns *nsInfo, typ, proto int, src, dst netip.Addr, port uint16, self
 	if err := unix.Bind(fd, sockaddr(src, 0)); err != nil {
 		return fmt.Errorf("bind %s in %s: %w", src, sns.name, err)
 	}
+	if sent != nil {
+		*sent = time.Now()
+	}
 	if err := unix.Sendto(fd, payload, 0, sockaddr(dst, port)); err != nil {
 		return fmt.Errorf("testbed fault: send to %s: %w", dst, err)
 	}
 	return nil
 }
 
-func sendUDP(sns *nsInfo, src, dst netip.Addr, port uint16, self bool, tok []byte) error {
-	return sendOne(sns, unix.SOCK_DGRAM, unix.IPPROTO_UDP, src, dst, port, self, tok)
+func sendUDP(sns *nsInfo, src, dst netip.Addr, port uint16, self bool, tok []byte, sent *time.Time) error {
+	return sendOne(sns, unix.SOCK_DGRAM, unix.IPPROTO_UDP, src, dst, port, self, tok, sent)
 }
 
 // sendICMP sends one echo request carrying tok through a raw socket (the kernel adds the IP
 // header with src as source).
-func sendICMP(sns *nsInfo, src, dst netip.Addr, id uint16, self bool, tok []byte) error {
+func sendICMP(sns *nsInfo, src, dst netip.Addr, id uint16, self bool, tok []byte, sent *time.Time) error {
 	msg := make([]byte, 8+len(tok))
 	msg[0] = 8 // echo request
 	binary.BigEndian.PutUint16(msg[4:], id)
 	binary.BigEndian.PutUint16(msg[6:], 1)
 	copy(msg[8:], tok)
 	binary.BigEndian.PutUint16(msg[2:], inetChecksum(msg))
-	return sendOne(sns, unix.SOCK_RAW, unix.IPPROTO_ICMP, src, dst, 0, self, msg)
+	return sendOne(sns, unix.SOCK_RAW, unix.IPPROTO_ICMP, src, dst, 0, self, msg, sent)
 }
 
 func inetChecksum(b []byte) uint16 {
@@ -439,74 +447,92 @@ func (rx *receivers) err() error {
 	return rx.fault
 }
 
-// openReceivers opens, in each destination namespace, a TCP listener and a UDP socket on every
-// port the flows use there, and a raw ICMP socket where ICMP flows arrive. All are bound to
-// the wildcard address: the AnyIP routes make every address of the namespace's blocks local.
-func (tb *Testbed) openReceivers(flows []policy.Flow) (*receivers, error) {
+// receiverKey is one receiving socket: a destination namespace, a protocol and a port (0 for
+// ICMP).
+type receiverKey struct {
+	ns    *nsInfo
+	proto policy.Protocol
+	port  uint16
+}
+
+func (tb *Testbed) receiverKeyOf(f policy.Flow) receiverKey {
+	dns, _ := tb.nsFor(f.Dst)
+	k := receiverKey{dns, f.Proto, f.Port}
+	if f.Proto == policy.ProtoICMP {
+		k.port = 0
+	}
+	return k
+}
+
+func newReceivers() (*receivers, error) {
 	rx := &receivers{wait: map[uint64]*waiter{}}
 	if _, err := rand.Read(rx.nonce[:]); err != nil {
 		return nil, fmt.Errorf("make probe nonce: %w", err)
 	}
-	type want struct {
-		ns    *nsInfo
-		proto policy.Protocol
-		port  uint16
+	return rx, nil
+}
+
+// openReceivers opens, in each destination namespace, a TCP listener and a UDP socket on every
+// port the flows use there, and a raw ICMP socket where ICMP flows arrive. All are bound to
+// the wildcard address: the AnyIP routes make every address of the namespace's blocks local.
+func (tb *Testbed) openReceivers(flows []policy.Flow) (*receivers, error) {
+	rx, err := newReceivers()
+	if err != nil {
+		return nil, err
 	}
-	seen := map[want]bool{}
-	var wants []want
-	for _, f := range flows {
-		dns, _ := tb.nsFor(f.Dst)
-		w := want{dns, f.Proto, f.Port}
-		if f.Proto == policy.ProtoICMP {
-			w.port = 0
-		}
-		if !seen[w] {
-			seen[w] = true
-			wants = append(wants, w)
-		}
-	}
-	var closers []func() error
-	var wg sync.WaitGroup
+	seen := map[receiverKey]bool{}
+	var closers []func()
 	rx.close = func() {
 		for _, c := range closers {
 			c()
 		}
-		wg.Wait()
 	}
-	for _, w := range wants {
-		var err error
-		switch w.proto {
-		case policy.ProtoTCP:
-			var ln net.Listener
-			ln, err = listenTCP(w.ns, w.port)
-			if err == nil {
-				closers = append(closers, ln.Close)
-				wg.Add(1)
-				go func() { defer wg.Done(); acceptLoop(ln) }()
-			}
-		case policy.ProtoUDP:
-			var pc *net.UDPConn
-			pc, err = listenUDP(w.ns, w.port)
-			if err == nil {
-				closers = append(closers, pc.Close)
-				wg.Add(1)
-				go func() { defer wg.Done(); rx.readUDP(pc) }()
-			}
-		case policy.ProtoICMP:
-			var ic *net.IPConn
-			ic, err = listenICMP(w.ns)
-			if err == nil {
-				closers = append(closers, ic.Close)
-				wg.Add(1)
-				go func() { defer wg.Done(); rx.readICMP(ic) }()
-			}
+	for _, f := range flows {
+		k := tb.receiverKeyOf(f)
+		if seen[k] {
+			continue
 		}
+		seen[k] = true
+		c, err := rx.open(k)
 		if err != nil {
 			rx.close()
 			return nil, fmt.Errorf("open receivers: %w", err)
 		}
+		closers = append(closers, c)
 	}
 	return rx, nil
+}
+
+// open opens one receiving socket delivering to rx, and returns what closes it (and waits for
+// its reader).
+func (rx *receivers) open(k receiverKey) (func(), error) {
+	var closer func() error
+	var read func()
+	switch k.proto {
+	case policy.ProtoTCP:
+		ln, err := listenTCP(k.ns, k.port)
+		if err != nil {
+			return nil, err
+		}
+		closer, read = ln.Close, func() { acceptLoop(ln) }
+	case policy.ProtoUDP:
+		pc, err := listenUDP(k.ns, k.port)
+		if err != nil {
+			return nil, err
+		}
+		closer, read = pc.Close, func() { rx.readUDP(pc) }
+	case policy.ProtoICMP:
+		ic, err := listenICMP(k.ns)
+		if err != nil {
+			return nil, err
+		}
+		closer, read = ic.Close, func() { rx.readICMP(ic) }
+	default:
+		return nil, fmt.Errorf("no receiver for protocol %s", k.proto)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); read() }()
+	return func() { closer(); <-done }, nil
 }
 
 func fileFD(fd int, name string) *os.File { return os.NewFile(uintptr(fd), name) }

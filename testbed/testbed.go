@@ -104,6 +104,8 @@ type Testbed struct {
 
 	// ports are the source ports generated new-flow packets have used (Generator).
 	ports sourcePorts
+	// until are the receivers concurrent SendUntil calls share.
+	until sharedReceivers
 }
 
 // New builds a testbed. It needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN).

@@ -7,12 +7,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
 	"netpolbench/bench"
@@ -25,8 +27,9 @@ import (
 func init() {
 	var (
 		specFile, cluster, out, pods, backends, labelSets, resume string
+		apiPods, apiQPS, kubeconfig                               string
 		duration                                                  time.Duration
-		quick, noKernel                                           bool
+		quick, noKernel, apiOnly, noAPI                           bool
 		seed                                                      uint64
 		samples                                                   int
 		mapHeadroom                                               float64
@@ -51,7 +54,16 @@ Without flags it runs the default sweep: 100, 1,000, 3,000, 10,000 and 100,000 p
 50 and 200 label sets at 1,000 pods; compiled, ebpf, ebpf-cilium, iptables, ipset and
 nftables, the iptables family capped where its own plan of rules and set members exceeds the
 run's budget, nftables where its plan's set elements do (the cap, its reason and the planned
-size are recorded). --quick runs the small sweep CI gates against a committed baseline.`,
+size are recorded). --quick runs the small sweep CI gates against a committed baseline.
+
+The default sweep ends with the end-to-end phase: at 1,000 and 10,000 pods a generated cluster
+is written through an embedded etcd and kube-apiserver (make controlplane builds them), and
+for each backend the agent enforces it in the testbed while churn is written at 20 and 100
+events a second; every event is timed from its API write to the first packet sent with its
+new verdict, stage by stage. --apiserver runs that phase alone; --kubeconfig runs it alone
+against a real cluster, in namespaces of its own that it deletes at the end, with pods no
+scheduler places (the credentials need to create namespaces, pods, pods/status and
+networkpolicies, and get on /metrics).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			spec := bench.DefaultSpec()
@@ -104,6 +116,11 @@ size are recorded). --quick runs the small sweep CI gates against a committed ba
 			if f.Changed("map-headroom") {
 				spec.MapHeadroom = mapHeadroom
 			}
+			spec, err := applyAPIServerFlags(spec, f, apiServerFlags{only: apiOnly, off: noAPI, kubeconfig: kubeconfig,
+				cluster: cluster, pods: apiPods, qps: apiQPS})
+			if err != nil {
+				return usageErr(err)
+			}
 			if err := spec.Validate(); err != nil {
 				return usageErr(err)
 			}
@@ -123,6 +140,9 @@ size are recorded). --quick runs the small sweep CI gates against a committed ba
 				ws, err := bench.NewWorkloadSource(spec)
 				if err != nil {
 					return usageErr(err)
+				}
+				if a := spec.APIServer; a != nil && a.Kubeconfig != "" {
+					ws.NamespacePrefix = bench.NamespacePrefix()
 				}
 				src = ws
 			}
@@ -181,6 +201,11 @@ size are recorded). --quick runs the small sweep CI gates against a committed ba
 	f.Uint64Var(&seed, "seed", 0, "seed of the workload and every random choice (default: the spec's, 1)")
 	f.IntVar(&samples, "samples", 0, "repetitions of each timing (default 5)")
 	f.Float64Var(&mapHeadroom, "map-headroom", 0, "size eBPF maps at this many times the synced state's entries, for churn that grows it (default 2)")
+	f.BoolVar(&apiOnly, "apiserver", false, "run the end-to-end phase alone: churn through an embedded kube-apiserver, enforced by the agent")
+	f.BoolVar(&noAPI, "no-apiserver", false, "leave the end-to-end phase out of the sweep")
+	f.StringVar(&kubeconfig, "kubeconfig", "", "run the end-to-end phase alone against the cluster of this kubeconfig")
+	f.StringVar(&apiPods, "apiserver-pods", "", "scales of the end-to-end phase, comma-separated (default 1000,10000)")
+	f.StringVar(&apiQPS, "apiserver-qps", "", "write rates of the end-to-end phase, events per second, comma-separated (default 20,100)")
 	f.StringVar(&resume, "resume", "", "continue the partial run in this directory (results/<timestamp>), skipping the phases it finished")
 	rootCmd.AddCommand(cmd)
 }
@@ -229,6 +254,81 @@ func interruptible() (context.Context, func()) {
 		close(sigs)
 		cancel(nil)
 	}
+}
+
+// apiServerFlags are the flags that shape the end-to-end phase, besides --pods and --backends.
+type apiServerFlags struct {
+	// only: --apiserver; off: --no-apiserver.
+	only, off bool
+	// kubeconfig and cluster are --kubeconfig and --cluster; pods and qps the lists of
+	// --apiserver-pods and --apiserver-qps.
+	kubeconfig, cluster, pods, qps string
+}
+
+// applyAPIServerFlags shapes spec's end-to-end phase from the flags: --apiserver and
+// --kubeconfig run it alone (at its default scales unless --apiserver-pods), --no-apiserver
+// and --cluster leave it out, and a sweep given other --pods runs it at those of its scales the
+// sweep has (none: not at all). --backends applies to it too.
+func applyAPIServerFlags(spec bench.Spec, f *pflag.FlagSet, a apiServerFlags) (bench.Spec, error) {
+	only := a.only || a.kubeconfig != ""
+	asked := only || f.Changed("apiserver-pods") || f.Changed("apiserver-qps")
+	switch {
+	case asked && (a.off || a.cluster != ""):
+		return spec, errors.New("--apiserver, --kubeconfig, --apiserver-pods and --apiserver-qps ask for the end-to-end phase, which --no-apiserver leaves out and --cluster cannot run (it writes a generated cluster)")
+	case a.off || a.cluster != "":
+		spec.APIServer = nil
+	case asked:
+		if spec.APIServer == nil {
+			spec.APIServer = bench.DefaultAPIServer()
+		}
+	case f.Changed("pods") && spec.APIServer != nil:
+		var keep []int
+		for _, p := range spec.APIServer.Pods {
+			if slices.Contains(spec.Pods, p) {
+				keep = append(keep, p)
+			}
+		}
+		if len(keep) == 0 {
+			spec.APIServer = nil
+		} else {
+			as := *spec.APIServer
+			as.Pods = keep
+			spec.APIServer = &as
+		}
+	}
+	if only {
+		// The end-to-end phase alone: no scale of the other phases.
+		spec.Pods, spec.LabelSets, spec.SparsePods = nil, nil, nil
+	}
+	if spec.APIServer == nil {
+		return spec, nil
+	}
+	as := *spec.APIServer
+	if f.Changed("apiserver-pods") {
+		v, err := parseBenchInts(a.pods)
+		if err != nil {
+			return spec, fmt.Errorf("--apiserver-pods: %w", err)
+		}
+		as.Pods = v
+	}
+	if f.Changed("apiserver-qps") {
+		as.QPS = nil
+		for _, p := range splitBenchList(a.qps) {
+			q, err := strconv.ParseFloat(p, 64)
+			if err != nil {
+				return spec, fmt.Errorf("--apiserver-qps: %q is not a number", p)
+			}
+			as.QPS = append(as.QPS, q)
+		}
+	}
+	if a.kubeconfig != "" {
+		as.Kubeconfig = a.kubeconfig
+	}
+	if f.Changed("backends") {
+		as.Backends = spec.Backends
+	}
+	spec.APIServer = &as
+	return spec.WithDefaults(), nil
 }
 
 // writeBenchReport renders report.html from the results.json written beside it.

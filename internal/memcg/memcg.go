@@ -143,9 +143,8 @@ func (g *Group) tasks() string {
 // Leftover is a group a run left under the suite's memory cgroup.
 type Leftover struct {
 	Path string
-	// PID is the process that created it; Live whether it still exists.
-	PID  int
-	Live bool
+	// Maker is the process that created it.
+	owner.Maker
 }
 
 // Leftovers lists the groups under the suite's own memory cgroup. None where there is no
@@ -167,10 +166,7 @@ func Leftovers() ([]Leftover, error) {
 		if !e.IsDir() || !strings.HasPrefix(e.Name(), Prefix) {
 			continue
 		}
-		l := Leftover{Path: filepath.Join(parent, e.Name())}
-		if pid, ok := owner.PID(e.Name(), Prefix); ok {
-			l.PID, l.Live = pid, owner.Alive(pid)
-		}
+		l := Leftover{Path: filepath.Join(parent, e.Name()), Maker: owner.MakerOf(e.Name(), Prefix)}
 		out = append(out, l)
 	}
 	return out, nil
@@ -186,7 +182,7 @@ func Cleanup(all bool) ([]string, error) {
 	var removed []string
 	var errs []error
 	for _, l := range left {
-		if !all && (l.Live || l.PID == 0) {
+		if !l.Stale(all) {
 			continue
 		}
 		if err := os.Remove(l.Path); err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -52,3 +52,24 @@ func Alive(pid int) bool {
 	err := unix.Kill(pid, 0)
 	return err == nil || errors.Is(err, unix.EPERM)
 }
+
+// Maker is what a leftover's name says of the process that made it.
+type Maker struct {
+	// PID is the maker's pid, 0 when the name carries none.
+	PID int
+	// Live reports whether that process still runs.
+	Live bool
+}
+
+// MakerOf reads the maker of a name made by Name or Pattern.
+func MakerOf(name, prefix string) Maker {
+	pid, ok := PID(name, prefix)
+	if !ok {
+		return Maker{}
+	}
+	return Maker{PID: pid, Live: Alive(pid)}
+}
+
+// Stale reports whether a cleanup removes the leftover: its maker is known and gone, or all
+// asks for every leftover, a live run's and an unnamed maker's too.
+func (m Maker) Stale(all bool) bool { return all || (m.PID != 0 && !m.Live) }

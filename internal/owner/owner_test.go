@@ -1,6 +1,7 @@
 package owner
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -54,5 +55,30 @@ func TestAliveTellsARunningProcessFromAnEndedOne(t *testing.T) {
 	}
 	if Alive(cmd.Process.Pid) {
 		t.Errorf("pid %d of an ended, reaped child is alive", cmd.Process.Pid)
+	}
+}
+
+func TestStaleOnlyWhenTheMakerIsKnownAndGone(t *testing.T) {
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	live := MakerOf(Pattern("npb-")+"x", "npb-")
+	dead := MakerOf(fmt.Sprintf("npb-%d-x", gone.Process.Pid), "npb-")
+	unnamed := MakerOf("npb-node", "npb-")
+	if !live.Live || live.PID != os.Getpid() || dead.Live || unnamed != (Maker{}) {
+		t.Fatalf("makers: live %+v dead %+v unnamed %+v", live, dead, unnamed)
+	}
+	for _, c := range []struct {
+		m         Maker
+		all, want bool
+	}{
+		{live, false, false}, {live, true, true},
+		{dead, false, true}, {dead, true, true},
+		{unnamed, false, false}, {unnamed, true, true},
+	} {
+		if got := c.m.Stale(c.all); got != c.want {
+			t.Errorf("%+v.Stale(%v) = %v, want %v", c.m, c.all, got, c.want)
+		}
 	}
 }

@@ -39,10 +39,27 @@ func PodIP(ns, name string) netip.Addr {
 // each serving ports named serve-<port>-<proto> (e.g. serve-80-tcp).
 func Model() *policy.Cluster {
 	c := policy.NewCluster()
-	for _, ns := range Namespaces {
-		if err := c.AddNamespace(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{"ns": ns}}}); err != nil {
+	nss, pods := ModelObjects()
+	for _, ns := range nss {
+		if err := c.AddNamespace(ns); err != nil {
 			panic(err)
 		}
+	}
+	for _, p := range pods {
+		if err := c.AddPod(p); err != nil {
+			panic(err)
+		}
+	}
+	return c
+}
+
+// ModelObjects returns the model's namespaces and pods as Kubernetes objects, as written
+// through an API server (each pod with its address in status.podIP).
+func ModelObjects() ([]*corev1.Namespace, []*corev1.Pod) {
+	var nss []*corev1.Namespace
+	var pods []*corev1.Pod
+	for _, ns := range Namespaces {
+		nss = append(nss, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{"ns": ns}}})
 		for _, name := range Pods {
 			p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"pod": name}}}
 			ctr := corev1.Container{Name: "cont", Image: "registry.k8s.io/e2e-test-images/agnhost:2.53"}
@@ -55,12 +72,10 @@ func Model() *policy.Cluster {
 			}
 			p.Spec.Containers = []corev1.Container{ctr}
 			p.Status.PodIP = PodIP(ns, name).String()
-			if err := c.AddPod(p); err != nil {
-				panic(err)
-			}
+			pods = append(pods, p)
 		}
 	}
-	return c
+	return nss, pods
 }
 
 // Endpoint is a probe end: a model pod ("x/a") or an external address.

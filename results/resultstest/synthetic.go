@@ -38,6 +38,9 @@ type Options struct {
 	// Cluster, when set, makes the run a benchmark of a user's cluster dump at that path (bench
 	// --cluster): one scale, Pods[0], recorded the way the runner records such a run.
 	Cluster string
+	// EndToEnd are the scales of the end-to-end phase (churn through an API server at 20 and
+	// 100 events a second), for every backend not skipped there; nil: none.
+	EndToEnd []int
 }
 
 // DefaultOptions is a small sweep with enough samples for the U test to reach significance.
@@ -47,10 +50,10 @@ func DefaultOptions() Options {
 
 // SweepOptions mirrors the default `make bench` sweep: five scales, the control and four
 // dataplanes, the iptables family skipped at 10k pods and beyond and iptables' churn cut short
-// at 3k pods.
+// at 3k pods, and the end-to-end phase at 1k and 10k pods.
 func SweepOptions() Options {
 	o := Options{Seed: 1, Pods: []int{100, 1000, 3000, 10000, 100000}, Samples: 5, Slowdown: 1,
-		Backends: []string{"compiled", "ebpf", "ebpf-cilium", "iptables", "ipset"}}
+		Backends: []string{"compiled", "ebpf", "ebpf-cilium", "iptables", "ipset"}, EndToEnd: []int{1000, 10000}}
 	for _, b := range []string{"iptables", "ipset"} {
 		for _, p := range []int{10000, 100000} {
 			o.Caps = append(o.Caps, results.Cap{Backend: b, Pods: p, Skipped: true, Limit: "max 500000 per-IP rules or set members",
@@ -289,6 +292,61 @@ func Run(o Options) *results.Run {
 			tl.Events = append(tl.Events, results.ChurnMark{TMS: float64(i)*100 + 10, Event: results.EventRelabel, DurationMS: 40, Detail: "relabel 10 pods"})
 		}
 		run.Churn = append(run.Churn, tl)
+	}
+	for _, pods := range o.EndToEnd {
+		for _, m := range models {
+			if skipped(m.name, pods) {
+				continue
+			}
+			apply, _ := m.apply(pods, 0)
+			for _, qps := range []float64{20, 100} {
+				e := results.EndToEnd{Backend: m.name, Pods: pods, QPS: qps, APIServer: results.APIServerEmbedded, Events: int(qps * 5),
+					Writes: int(qps * 5), Samples: int(qps * 5), DurationNS: int64(5 * time.Second), LagNS: 1e6, DrainNS: 2e5, AgentStartNS: int64(pods) * 1e4,
+					Probe: "real packets in the testbed", Probed: int(qps * 2), Requests: map[string]int64{"POST pods": int64(qps * 2), "PUT pods/status": int64(qps * 2), "DELETE pods": int64(qps)},
+					WatchEvents: map[string]int64{"pods": int64(qps * 10), "networkpolicies": int64(qps)}}
+				if m.control {
+					e.Probe, e.Probed = "not measured: compiled carries no real packets", 0
+				}
+				run.EndToEnd = append(run.EndToEnd, e)
+				// Stages from the write's start: the API and the watch take milliseconds, the
+				// backend its apply time, the first packet a millisecond more.
+				at := map[string]float64{results.StageAck: 4e6, results.StageWatch: 4.2e6, results.StageDequeue: 4.25e6, results.StageCompute: 4.3e6}
+				at[results.StageApply] = at[results.StageCompute] + apply*o.Slowdown
+				at[results.StageAgent] = at[results.StageApply] - at[results.StageWatch]
+				if !m.control {
+					at[results.StageProbe] = at[results.StageApply] + 1e6
+					at[results.StageReachability] = at[results.StageProbe] - at[results.StageAck]
+					at[results.StageEnforcement] = at[results.StageProbe] - at[results.StageAck]
+				}
+				for _, st := range []string{results.StageAck, results.StageWatch, results.StageDequeue, results.StageCompute, results.StageApply,
+					results.StageProbe, results.StageAgent, results.StageReachability, results.StageEnforcement} {
+					centre, ok := at[st]
+					if !ok {
+						continue
+					}
+					h := hdrhistogram.New(1, 60_000_000_000, 3)
+					for range e.Samples {
+						if err := h.RecordValue(int64(centre * math.Exp(0.4*rng.NormFloat64()))); err != nil {
+							panic(err)
+						}
+					}
+					labels := map[string]string{"stage": st, "qps": fmt.Sprint(qps)}
+					name := fmt.Sprintf("Hist/backend=%s/pods=%d/stage=%s/qps=%g", m.name, pods, st, qps)
+					switch st {
+					case results.StageReachability:
+						labels["event"], name = "pod-add", name+"/event=pod-add"
+					case results.StageEnforcement:
+						labels["event"], name = "policy", name+"/event=policy"
+					}
+					hist, err := results.FromHdr(name, h)
+					if err != nil {
+						panic(err)
+					}
+					hist.Backend, hist.Pods, hist.Kind, hist.Labels = m.name, pods, results.KindEnforcement, labels
+					run.Latency = append(run.Latency, hist)
+				}
+			}
+		}
 	}
 	run.Fits = append(run.Fits, fits(run, o.Backends)...)
 	run.Claims = []results.Claim{
