@@ -72,12 +72,8 @@ func Cleanup(all bool) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	var removed []string
-	var errs []error
-	for _, l := range left {
-		if !l.Stale(all) {
-			continue
-		}
+	return owner.Remove(left, all, func(l Leftover) (string, error) {
+		var errs []error
 		for _, pid := range l.Processes {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
@@ -87,12 +83,10 @@ func Cleanup(all bool) ([]string, error) {
 			}
 		}
 		if err := os.RemoveAll(l.Dir); err != nil {
-			errs = append(errs, fmt.Errorf("remove %s: %w", l.Dir, err))
-			continue
+			return "", errors.Join(append(errs, fmt.Errorf("remove %s: %w", l.Dir, err))...)
 		}
-		removed = append(removed, l.Dir)
-	}
-	return removed, errors.Join(errs...)
+		return l.Dir, errors.Join(errs...)
+	})
 }
 
 // waitGone waits for a process to exit (a killed child of a dead run is reaped by init).

@@ -29,6 +29,9 @@ func declareUnits() {
 
 var generated sync.Map // pods → *workloads.Generated (read-only once made)
 
+// benchWorkload draws the workload of a benchmark at pods (policytest.BenchPods): a count an
+// embedded preset was drawn for (1,000 default, 10,000 large, 100,000 huge) uses that preset, as
+// the sweep does; others scale the default workload.
 func benchWorkload(b *testing.B, pods int) *workloads.Generated {
 	if g, ok := generated.Load(pods); ok {
 		return g.(*workloads.Generated)

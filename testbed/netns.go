@@ -78,17 +78,10 @@ func Cleanup(all bool) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	var removed []string
-	var errs []error
-	for _, l := range left {
-		if !l.Stale(all) {
-			continue
-		}
+	return owner.Remove(left, all, func(l Leftover) (string, error) {
 		if err := netns.Delete(l.Name); err != nil {
-			errs = append(errs, err)
-			continue
+			return "", err
 		}
-		removed = append(removed, l.Name)
-	}
-	return removed, errors.Join(errs...)
+		return l.Name, nil
+	})
 }

@@ -179,19 +179,12 @@ func Cleanup(all bool) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	var removed []string
-	var errs []error
-	for _, l := range left {
-		if !l.Stale(all) {
-			continue
-		}
+	return owner.Remove(left, all, func(l Leftover) (string, error) {
 		if err := os.Remove(l.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("remove memory cgroup %s: %w", l.Path, err))
-			continue
+			return "", fmt.Errorf("remove memory cgroup %s: %w", l.Path, err)
 		}
-		removed = append(removed, l.Path)
-	}
-	return removed, errors.Join(errs...)
+		return l.Path, nil
+	})
 }
 
 // ownDir is the directory of the calling process's memory cgroup on the v1 controller.

@@ -73,3 +73,24 @@ func MakerOf(name, prefix string) Maker {
 // Stale reports whether a cleanup removes the leftover: its maker is known and gone, or all
 // asks for every leftover, a live run's and an unnamed maker's too.
 func (m Maker) Stale(all bool) bool { return all || (m.PID != 0 && !m.Live) }
+
+// Remove runs remove on each stale leftover (Stale(all)) and returns the names remove gives
+// back for what it removed ("" for nothing), with every failure joined: one leftover that
+// cannot go does not keep the others.
+func Remove[L interface{ Stale(all bool) bool }](left []L, all bool, remove func(L) (string, error)) ([]string, error) {
+	var removed []string
+	var errs []error
+	for _, l := range left {
+		if !l.Stale(all) {
+			continue
+		}
+		name, err := remove(l)
+		if name != "" {
+			removed = append(removed, name)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return removed, errors.Join(errs...)
+}

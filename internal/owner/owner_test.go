@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -80,5 +81,41 @@ func TestStaleOnlyWhenTheMakerIsKnownAndGone(t *testing.T) {
 		if got := c.m.Stale(c.all); got != c.want {
 			t.Errorf("%+v.Stale(%v) = %v, want %v", c.m, c.all, got, c.want)
 		}
+	}
+}
+
+type fakeLeftover struct {
+	name string
+	Maker
+}
+
+func TestRemoveTakesOnlyStaleLeftoversAndKeepsGoingAfterAFailure(t *testing.T) {
+	left := []fakeLeftover{
+		{"live", Maker{PID: os.Getpid(), Live: true}},
+		{"dead", Maker{PID: 1 << 30}},
+		{"stuck", Maker{PID: 1<<30 + 1}},
+		{"dead2", Maker{PID: 1<<30 + 2}},
+		{"unnamed", Maker{}},
+	}
+	var tried []string
+	removed, err := Remove(left, false, func(l fakeLeftover) (string, error) {
+		tried = append(tried, l.name)
+		if l.name == "stuck" {
+			return "", fmt.Errorf("remove %s: busy", l.name)
+		}
+		return l.name, nil
+	})
+	if want := []string{"dead", "stuck", "dead2"}; !slices.Equal(tried, want) {
+		t.Errorf("tried %v, want %v", tried, want)
+	}
+	if want := []string{"dead", "dead2"}; !slices.Equal(removed, want) {
+		t.Errorf("removed %v, want %v", removed, want)
+	}
+	if err == nil || !strings.Contains(err.Error(), "stuck") {
+		t.Errorf("error %v, want the stuck leftover's", err)
+	}
+	all, err := Remove(left, true, func(l fakeLeftover) (string, error) { return l.name, nil })
+	if err != nil || len(all) != len(left) {
+		t.Errorf("with all: removed %v, %v; want every leftover", all, err)
 	}
 }

@@ -66,9 +66,7 @@ func ProbeFlows(g *workloads.Generated, cl *policy.Cluster, n int, seed uint64) 
 }
 
 // BenchPods are the pod counts of a backend package's Go benchmarks: NPB_BENCH_PODS,
-// comma-separated, so `go test -bench` needs no flags (default 1,000 and 10,000). A count an
-// embedded preset was drawn for (1,000 default, 10,000 large, 100,000 huge) uses that preset,
-// as the sweep does; others scale the default workload.
+// comma-separated, so `go test -bench` needs no flags (default 1,000 and 10,000).
 func BenchPods() []int {
 	v := os.Getenv("NPB_BENCH_PODS")
 	if v == "" {
