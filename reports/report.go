@@ -251,12 +251,25 @@ func (b *builder) claims() (Section, error) {
 	return s, nil
 }
 
-// latencyOrder sorts histograms by backend, pods, verdict, flow, kind.
 // detail reports whether a histogram is a breakdown of a headline one (one path of a span,
 // labelled path=) or a variant of the sweep's measurement (rate=sparse, flows=N, headroom=H):
 // it is listed in the tables, but the summary figures and the plots take the headline.
 func detail(h results.Histogram) bool {
 	return h.Labels["path"] != "" || h.Variant()
+}
+
+// roundsText is what a per-packet figure's rounds say beside its p50 above the floor: the 95%
+// interval from resampling rounds, and a warning where the floor drifted by a large share of the
+// figure ("" without rounds).
+func roundsText(r *results.RoundStats) string {
+	if r == nil || r.Rounds < 2 {
+		return ""
+	}
+	out := fmt.Sprintf(" [%s–%s]", fmtNS(r.P50Lo), fmtNS(r.P50Hi))
+	if r.Noisy {
+		out += fmt.Sprintf(" (floor drift %s)", fmtNS(r.FloorDrift))
+	}
+	return out
 }
 
 // latencyOrder orders the per-packet distributions for the latency sections; the end-to-end
@@ -289,7 +302,7 @@ func latencyOrder(hs []results.Histogram) []results.Histogram {
 
 func (b *builder) latencyTables() (Section, error) {
 	s := Section{ID: "latency", Title: "Per-packet cost: percentiles",
-		Intro: "Each row is one distribution. Stamp deltas are per packet, measured in the kernel between a stamp just before and one just after the enforcement point; the floor is the same stamping around an empty enforcement step, and 'above floor' subtracts the floor's same percentile. BPF_PROG_TEST_RUN rows are distributions of batch means, narrower than per-packet spread. A tail percentile is shown only when at least " + fmt.Sprint(results.MinTailSamples) + " values lie beyond it ('–' otherwise): from fewer it is one or two samples, whatever the tail looks like."}
+		Intro: "Each row is one distribution. Stamp deltas are per packet, measured in the kernel between a stamp just before and one just after the enforcement point; the floor is the same stamping around an empty enforcement step, and 'above floor' subtracts the floor's same percentile. BPF_PROG_TEST_RUN rows are distributions of batch means, narrower than per-packet spread. A tail percentile is shown only when at least " + fmt.Sprint(results.MinTailSamples) + " values lie beyond it ('–' otherwise): from fewer it is one or two samples, whatever the tail looks like. In brackets beside a per-packet p50 above the floor, its 95% interval from resampling the measurement's rounds; 'floor drift' where the floor moved between rounds by a quarter of the figure or more."}
 	if len(latencyOrder(b.run.Latency)) == 0 {
 		s.Empty = "No latency distributions were measured in this run."
 		return s, nil
@@ -307,7 +320,7 @@ func (b *builder) latencyTables() (Section, error) {
 		for _, h := range byKind[k] {
 			above50, above99 := "–", "–"
 			if h.AboveFloor != nil {
-				above50, above99 = fmtNS(h.AboveFloor.P50), fmtTail(h.Count, 99, h.AboveFloor.P99)
+				above50, above99 = fmtNS(h.AboveFloor.P50)+roundsText(h.Rounds), fmtTail(h.Count, 99, h.AboveFloor.P99)
 			}
 			t.Rows = append(t.Rows, []Cell{txt(h.Backend), num(fmtCount(float64(h.Pods))), txt(h.Verdict), txt(h.Flow),
 				num(fmtCount(float64(h.Count))), num(fmtNS(h.Percentiles.P50)), num(fmtTail(h.Count, 90, h.Percentiles.P90)), num(fmtTail(h.Count, 99, h.Percentiles.P99)),

@@ -333,3 +333,24 @@ func TestTailPercentilesFromTooFewSamplesShowADash(t *testing.T) {
 		t.Errorf("20,000 values: want p99 and p99.9 shown, row %s", many)
 	}
 }
+
+// TestPacketFigureShowsItsIntervalAndAFloorThatDrifted: the p50 above the floor carries the
+// interval from its rounds, and a warning where the floor moved by a large share of it.
+func TestPacketFigureShowsItsIntervalAndAFloorThatDrifted(t *testing.T) {
+	run := results.New()
+	h := func(backend string, rs *results.RoundStats) results.Histogram {
+		return results.Histogram{Name: "L/" + backend, Backend: backend, Pods: 10, Kind: results.KindStampDelta, Count: 20000, Min: 100, Max: 9000,
+			Percentiles: results.Percentiles{P50: 500}, AboveFloor: &results.Percentiles{P50: 400}, Rounds: rs}
+	}
+	run.Latency = []results.Histogram{
+		h("ebpf", &results.RoundStats{Rounds: 8, P50Lo: 380, P50Hi: 430, FloorDrift: 12}),
+		h("nftables", &results.RoundStats{Rounds: 8, P50Lo: 300, P50Hi: 520, FloorDrift: 150, Noisy: true}),
+	}
+	tab := section(t, mustRender(t, run), "latency")
+	if !strings.Contains(tab, "400ns [380ns–430ns]<") {
+		t.Errorf("ebpf's figure lacks its interval: %s", tab)
+	}
+	if !strings.Contains(tab, "400ns [300ns–520ns] (floor drift 150ns)") {
+		t.Errorf("nftables' figure does not say its floor drifted: %s", tab)
+	}
+}
