@@ -132,10 +132,10 @@ type apiScale struct {
 	own   map[string]bool // g's namespaces (ownNamespace)
 	// base is the cluster as generated: each backend's prober models the writes from it.
 	base *policy.Cluster
-	// lists are the runs' events, one list per rate; inverses take all of them back.
+	// lists are the runs' events, one list per rate; inverses[i] takes lists[i] back.
 	lists    [][]policy.Event
 	digests  []string
-	inverses []policy.Event
+	inverses [][]policy.Event
 
 	kubeconfig string
 	cp         *controlplane.ControlPlane
@@ -169,7 +169,7 @@ func (r *Runner) newAPIScale(pods int) (*apiScale, error) {
 	}
 	for _, qps := range as.QPS {
 		n := max(1, int(qps*as.Seconds))
-		var evs []policy.Event
+		var evs, invs []policy.Event
 		for len(evs) < n {
 			batch, ok := churn.Next()
 			if !ok {
@@ -187,15 +187,27 @@ func (r *Runner) newAPIScale(pods int) (*apiScale, error) {
 				if _, err := model.Apply(ev); err != nil {
 					return nil, fmt.Errorf("churn at %d pods: %s: %w", pods, ev.Kind, err)
 				}
-				s.inverses = append(s.inverses, inv)
+				invs = append(invs, inv)
 				evs = append(evs, ev)
 			}
 		}
+		slices.Reverse(invs)
 		s.lists = append(s.lists, evs)
+		s.inverses = append(s.inverses, invs)
 		s.digests = append(s.digests, eventsDigest(evs))
 	}
-	slices.Reverse(s.inverses)
 	return s, nil
+}
+
+// takeBack is the events that undo the first written lists: the last list's inverses first,
+// each list's in reverse order. Lists a backend's run never reached (it fell behind a lower
+// rate) are not undone: their events were never written.
+func (s *apiScale) takeBack(written int) []policy.Event {
+	var back []policy.Event
+	for j := written - 1; j >= 0; j-- {
+		back = append(back, s.inverses[j]...)
+	}
+	return back
 }
 
 // noChange reports whether ev would leave cl's objects as they are: a relabel to the labels a
@@ -549,6 +561,7 @@ func (r *Runner) apiServerBackend(ctx context.Context, s *apiScale, name string)
 			probe = fmt.Sprintf("not measured: %v", err)
 		}
 	}
+	written := 0 // the lists written whole, which the take-back undoes
 	for i, qps := range as.QPS {
 		r.Progress.Note(fmt.Sprintf("%s backend=%s: %d events at %g/s", s.label, name, len(s.lists[i]), qps))
 		cfg := driver.Config{Client: s.client, Events: s.lists[i], QPS: qps, Writers: apiWriters, Settle: time.Duration(as.Settle), Probes: apiProbes}
@@ -565,6 +578,7 @@ func (r *Runner) apiServerBackend(ctx context.Context, s *apiScale, name string)
 			capf(false, "at %g events/s: %v", qps, err)
 			return nil
 		}
+		written = i + 1
 		if res.Failed > 0 {
 			s.dirty = true
 		}
@@ -614,7 +628,7 @@ func (r *Runner) apiServerBackend(ctx context.Context, s *apiScale, name string)
 	// written again into a fresh API server instead.
 	if !s.dirty {
 		r.Progress.Note(fmt.Sprintf("%s: taking the churn back", s.label))
-		if err := s.writer.ApplyAll(ctx, s.inverses, apiWriters); err != nil {
+		if err := s.writer.ApplyAll(ctx, s.takeBack(written), apiWriters); err != nil {
 			if ctx.Err() != nil {
 				return errStopped
 			}

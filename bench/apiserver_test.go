@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"netpolbench/catalogue"
 	"netpolbench/controlplane"
 	"netpolbench/internal/testenv"
+	"netpolbench/policy"
 	"netpolbench/results"
 	"netpolbench/testbed"
 )
@@ -182,6 +184,43 @@ func TestAPIServerPhaseTimesEveryStageAndResumesAfterAStop(t *testing.T) {
 		probe := hists[HistKey{Kind: results.KindEnforcement, Backend: name, Pods: 100, Extra: "stage=probe/qps=40"}.Name()]
 		if probe == nil || probe.Count == 0 {
 			t.Errorf("%s: no probe histogram", name)
+		}
+	}
+}
+
+// TestTakeBackUndoesOnlyTheListsWritten writes the first of a scale's churn lists, or both,
+// and takes them back: the cluster must be as generated again, without an event that undoes
+// a write never made (a backend that fell behind the lower rate never gets the higher one).
+func TestTakeBackUndoesOnlyTheListsWritten(t *testing.T) {
+	spec := QuickSpec()
+	spec.Pods = nil
+	spec.APIServer = &APIServerSpec{Pods: []int{100}, QPS: []float64{20, 100}, Seconds: 1}
+	spec = spec.withDefaults()
+	src, err := NewWorkloadSource(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := (&Runner{Spec: spec, Source: src}).newAPIScale(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.lists) != 2 || len(s.lists[0]) == 0 || len(s.lists[1]) == 0 {
+		t.Fatalf("lists of %d rates, want 2 non-empty", len(s.lists))
+	}
+	for written := 1; written <= 2; written++ {
+		comp, err := policy.Compile(s.base.Clone(), policy.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, evs := range [][]policy.Event{slices.Concat(s.lists[:written]...), s.takeBack(written)} {
+			for _, ev := range evs {
+				if _, err := comp.Apply(ev); err != nil {
+					t.Fatalf("%d lists written: %s: %v", written, ev.Kind, err)
+				}
+			}
+		}
+		if d := comp.Cluster().Diff(s.base, nil); d != "" {
+			t.Errorf("%d lists written and taken back: %s", written, d)
 		}
 	}
 }
