@@ -202,9 +202,17 @@ func TestFitsGiveTheExponentOfEachSeries(t *testing.T) {
 			size: results.Size{Iptables: &results.IptablesSize{Rules: uint64(3 * x * x)}}, syncNS: 1e3 * x})
 		r.sizes["ebpf"] = append(r.sizes["ebpf"], sizePoint{pods: n, identities: n / 10,
 			size: results.Size{Maps: []results.MapSize{{Name: "policy", Entries: uint64(x / 10 * x / 10)}, {Name: "lxc", Entries: uint64(n)}}}})
-		r.pkt["ebpf"] = append(r.pkt["ebpf"], sizePoint{pods: n, syncNS: 40})
 		r.pkt["ebpf/testrun"] = append(r.pkt["ebpf/testrun"], sizePoint{pods: n, syncNS: 170})
-		r.pkt["iptables"] = append(r.pkt["iptables"], sizePoint{pods: n, syncNS: 20 * x})
+		// Round medians within a few ns of each other: the intervals are narrow.
+		for _, p := range claimPaths["ebpf"] {
+			r.run.Benchmarks = append(r.run.Benchmarks, pathBench("ebpf", n, p[0], p[1], 40, 39, 41, 40, 42, 38, 40))
+		}
+		for _, p := range claimPaths["iptables"] {
+			r.run.Benchmarks = append(r.run.Benchmarks, pathBench("iptables", n, p[0], p[1], 20*x, 19*x, 21*x, 20*x, 22*x))
+		}
+		// A variant is not the sweep's curve.
+		r.run.Benchmarks = append(r.run.Benchmarks, pathBench("ebpf", n, "tcx", "both", 40*x, 40*x, 40*x))
+		r.run.Benchmarks[len(r.run.Benchmarks)-1].Name += "/rate=sparse"
 	}
 	r.fits()
 	for _, c := range []struct {
@@ -215,8 +223,9 @@ func TestFitsGiveTheExponentOfEachSeries(t *testing.T) {
 		{"iptables", "full sync ns", "pods", 1},
 		{"ebpf", "policy entries", "identities", 2},
 		{"ebpf", "map entries", "pods", 1.9}, // dominated by the quadratic policy map
-		{"ebpf", "per-packet p50 ns above floor", "pods", 0},
-		{"iptables", "per-packet p50 ns above floor", "pods", 1},
+		{"ebpf", packetPathMetric("tcx", "both"), "pods", 0},
+		{"ebpf", packetPathMetric("tcx", "drop-egress"), "pods", 0},
+		{"iptables", packetPathMetric("nf-path", "drop"), "pods", 1},
 	} {
 		f := r.findFit(c.backend, c.metric, c.x)
 		if f == nil {
@@ -225,6 +234,9 @@ func TestFitsGiveTheExponentOfEachSeries(t *testing.T) {
 		}
 		if math.Abs(f.Exponent-c.want) > 0.1 {
 			t.Errorf("%s %s vs %s: exponent %.3f, want %.1f", c.backend, c.metric, c.x, f.Exponent, c.want)
+		}
+		if strings.HasPrefix(c.metric, "per-packet") && !(f.ExponentLo < f.Exponent && f.Exponent < f.ExponentHi && f.ExponentHi-f.ExponentLo < 0.1) {
+			t.Errorf("%s %s: exponent %.3f in [%.3f, %.3f], want a narrow interval around it", c.backend, c.metric, f.Exponent, f.ExponentLo, f.ExponentHi)
 		}
 	}
 	r.claims()
@@ -243,6 +255,50 @@ func TestFitsGiveTheExponentOfEachSeries(t *testing.T) {
 	}
 	if status["pod-add-no-map-change"] != results.ClaimNotMeasured {
 		t.Errorf("pod-add claim without pod adds: %s, want not measured", status["pod-add-no-map-change"])
+	}
+}
+
+// pathBench is the benchmark a headline pass records for one path of new flows: its p50 above
+// the floor and its backend rounds' medians (the floor rounds' at 0: a floor that held still).
+func pathBench(backend string, pods int, span, path string, p50 float64, rounds ...float64) results.Benchmark {
+	return results.Benchmark{Name: fmt.Sprintf("BenchmarkPacketPath/backend=%s/pods=%d/attach=x/span=%s/path=%s/flow=new", backend, pods, span, path),
+		Metrics: []results.Metric{{Unit: "above-floor-ns", Samples: []float64{p50}}, {Unit: "round-above-floor-ns", Samples: rounds},
+			{Unit: "round-floor-ns", Samples: make([]float64, len(rounds))}}}
+}
+
+func TestPerPacketClaimFollowsTheExponentsIntervals(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		// rounds of eBPF's allowed path at 100, 1k and 10k pods
+		rounds [3][]float64
+		want   string
+	}{
+		{"flat and tight", [3][]float64{{100, 101, 99, 100}, {102, 101, 103, 102}, {104, 103, 105, 104}}, results.ClaimConfirmed},
+		// Up from 100 to 150 ns: pods^0.09, well above the flat band.
+		{"growing", [3][]float64{{100, 101, 99, 100}, {122, 121, 123, 122}, {150, 149, 151, 150}}, results.ClaimRefuted},
+		// Flat at the centre, but one round in each scale strays by a factor of two.
+		{"flat but noisy", [3][]float64{{100, 50, 150, 100}, {100, 200, 60, 100}, {105, 40, 160, 105}}, results.ClaimInconclusive},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := &Runner{run: results.New(), sizes: map[string][]sizePoint{}, pkt: map[string][]sizePoint{}}
+			for i, n := range []int{100, 1000, 10000} {
+				x := float64(n)
+				for _, p := range claimPaths["ebpf"] {
+					r.run.Benchmarks = append(r.run.Benchmarks, pathBench("ebpf", n, p[0], p[1], median(c.rounds[i]), c.rounds[i]...))
+				}
+				for _, p := range claimPaths["iptables"] {
+					r.run.Benchmarks = append(r.run.Benchmarks, pathBench("iptables", n, p[0], p[1], 20*x, 19*x, 21*x, 20*x, 22*x))
+				}
+			}
+			r.fits()
+			claim := r.claimPerPacket()
+			if claim.Status != c.want {
+				t.Errorf("status %s, want %s: %s %v", claim.Status, c.want, claim.Evidence, claim.Figures)
+			}
+			if !strings.Contains(claim.Evidence, "denied at the destination ∝ pods^") || claim.Figures["ebpf_both_exponent_hi"] <= claim.Figures["ebpf_both_exponent_lo"] {
+				t.Errorf("evidence %q, figures %v: want every path with its interval", claim.Evidence, claim.Figures)
+			}
+		})
 	}
 }
 

@@ -12,9 +12,13 @@
 //   - in a namespace testbed of the backend's own (package testbed), on the state as compiled
 //     and before churn: the per-packet enforcement cost stamped in the kernel by the programs
 //     of bench/stamp, per path above that path's floor, in rounds that alternate floor and
-//     backend (MeasurePackets; the method's design is bench/stamp's package doc), at the
-//     sparse rate too at Spec.SparsePods, with the eBPF datapath's map operations per verdict
-//     path; then TCP request/response latency and UDP throughput;
+//     backend (MeasurePackets; the method's design is bench/stamp's package doc), every
+//     backend at the one rate Spec.PacketRate in eight rounds (each figure with its rounds'
+//     medians, the floor's drift and a 95% interval of its p50 from resampling rounds), at the
+//     sparse rate too at Spec.SparsePods, with the eBPF datapath's verdicts and map
+//     operations diffed per round, and for eBPF at Spec.CachePods with a working set of
+//     65,536 flows and with maps at 1× and 8× headroom, one change at a time; then TCP
+//     request/response latency and UDP throughput;
 //   - after churn, in the same testbed: a steady packet stream between pods that stay allowed
 //     while a second event list is applied (loss and latency per interval).
 //

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -82,6 +83,10 @@ type histExtra struct {
 	clamped int64
 	// stateDigest and flowDigest identify what the values were measured on.
 	stateDigest, flowDigest string
+	// rounds, jitter and floors: see SetRounds.
+	rounds *results.RoundStats
+	jitter *hdrhistogram.Histogram
+	floors []HistKey
 }
 
 // NewHistograms returns an empty collection.
@@ -113,6 +118,14 @@ func (h *Histograms) Merge(k HistKey, from *hdrhistogram.Histogram) error {
 func (h *Histograms) SetAbove(k, floor HistKey, above *hdrhistogram.Histogram, clamped int64) {
 	x := h.extraOf(k)
 	x.above, x.floor, x.clamped = above, floor, clamped
+}
+
+// SetRounds records what the rounds of k's measurement say about it, the floor's jitter (the
+// floor samples of k's selection above their path's median) and, for k pooling paths, every
+// floor subtracted.
+func (h *Histograms) SetRounds(k HistKey, rounds *results.RoundStats, jitter *hdrhistogram.Histogram, floors []HistKey) {
+	x := h.extraOf(k)
+	x.rounds, x.jitter, x.floors = rounds, jitter, floors
 }
 
 // SetDigests records the state and flow-list digests k was measured on.
@@ -210,6 +223,16 @@ func (h *Histograms) Results(dir string) ([]results.Histogram, error) {
 			out[i].StateDigest, out[i].FlowDigest = x.stateDigest, x.flowDigest
 			if x.above != nil {
 				out[i].SetAbove(x.floor.Name(), x.above, x.clamped)
+			}
+			out[i].Rounds = x.rounds
+			if x.jitter != nil && x.jitter.TotalCount() > 0 {
+				j := results.PercentilesOf(x.jitter)
+				out[i].FloorJitter = &j
+			}
+			for _, f := range x.floors {
+				if n := f.Name(); !slices.Contains(out[i].Floors, n) {
+					out[i].Floors = append(out[i].Floors, n)
+				}
 			}
 		}
 	}

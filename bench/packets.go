@@ -10,6 +10,7 @@ import (
 
 	"netpolbench/bench/stamp"
 	"netpolbench/catalogue"
+	"netpolbench/datapath"
 	"netpolbench/policy"
 	"netpolbench/testbed"
 )
@@ -69,7 +70,8 @@ type PacketPlan struct {
 	// and is checked against the flow's expected verdict.
 	Flows *stamp.FlowList
 	// Rounds is the number of floor and backend rounds each, alternating floor first
-	// (default 3).
+	// (default 8): figures cluster by round, so the rounds are many and short, and the spread
+	// of their medians says how far one round's figure can be trusted.
 	Rounds int
 	// New is the number of new-flow packets per round, sent in flow order, allowed and
 	// denied flows interleaved (required).
@@ -77,14 +79,26 @@ type PacketPlan struct {
 	// Established is the number of data segments per round, over one connection per
 	// allowed TCP flow (up to maxConnections); 0 sends none.
 	Established int
-	// Rate is the new-flow packet rate, packets per second; 0 sends back to back (dense).
-	// Segments always go back to back.
+	// Rate is the rate of new-flow packets and of segments, packets per second; 0 sends back
+	// to back, at whatever rate the path under measurement takes them (so a slower backend
+	// is measured at a lower rate than a faster one, and its floor rounds at a higher one).
 	Rate float64
 	// Warmup is the number of new-flow packets sent and checked at the start of every round
 	// but not kept (default 64): the first packets after an attachment meet cold code.
 	Warmup int
 	// Timeout bounds each round's sending (default 30 s).
 	Timeout time.Duration
+	// Lookups, when set, are the backend's own counters of the verdicts it gave and the map
+	// operations it made (the eBPF datapath): each backend round reads them around its
+	// new-flow and its established traffic, and a new-flow packet that took the established
+	// or the reply verdict fails the measurement.
+	Lookups packetLookups
+}
+
+// packetLookups is implemented by a backend in force whose programs count their verdicts and
+// map operations (the eBPF datapath).
+type packetLookups interface {
+	Lookups() (map[datapath.MetricKey]datapath.Lookups, error)
 }
 
 // maxConnections caps the connections of a round's established traffic.
@@ -98,7 +112,7 @@ func (p PacketPlan) withDefaults() (PacketPlan, error) {
 		return p, errors.New("measure packets: no new-flow packets planned")
 	}
 	if p.Rounds == 0 {
-		p.Rounds = 3
+		p.Rounds = 8
 	}
 	if p.Warmup == 0 {
 		p.Warmup = 64
@@ -125,8 +139,12 @@ type PacketSample struct {
 // PacketRound is one round of a measurement.
 type PacketRound struct {
 	// Floor is set for a round with the step programs between the stamps.
-	Floor   bool
+	Floor bool
+	// Samples are the round's samples in arrival order: those of its new-flow traffic
+	// (packets and their replies) first, NewEnd of them, then those of its established
+	// traffic.
 	Samples []PacketSample
+	NewEnd  int
 	// New and Established are what the generator sent (warm-up not counted).
 	New, Established testbed.SendStats
 	// Received is the number of packets the node received in the round, replies included:
@@ -137,6 +155,9 @@ type PacketRound struct {
 	// kernel's statistics could not be read.
 	ConntrackGrowth int64
 	ConntrackKnown  bool
+	// NewLookups and EstablishedLookups are what the backend's own counters gained over the
+	// round's new-flow and established traffic (backend rounds with PacketPlan.Lookups).
+	NewLookups, EstablishedLookups map[datapath.MetricKey]datapath.Lookups
 }
 
 // PacketResult is one per-packet measurement: the rounds, and the check of every sample
@@ -144,13 +165,50 @@ type PacketRound struct {
 type PacketResult struct {
 	Attach     string
 	FlowDigest string
-	Rounds     []PacketRound
+	// Rate is the rate the plan asked for, packets per second (0: back to back).
+	Rate   float64
+	Rounds []PacketRound
 	// Check tallies every sample of every round, warm-up included.
 	Check    stamp.Check
 	Counters stamp.Counters
 	// Elapsed is the wall time of the whole measurement, ns.
 	Elapsed time.Duration
 }
+
+// Lookups sums what the backend's counters gained over the backend rounds' new-flow traffic
+// (established false) or their established traffic (true); nil without counters.
+func (r *PacketResult) Lookups(established bool) map[datapath.MetricKey]datapath.Lookups {
+	var out map[datapath.MetricKey]datapath.Lookups
+	for _, rd := range r.Rounds {
+		part := rd.NewLookups
+		if established {
+			part = rd.EstablishedLookups
+		}
+		for k, l := range part {
+			if out == nil {
+				out = map[datapath.MetricKey]datapath.Lookups{}
+			}
+			out[k] = out[k].Add(l)
+		}
+	}
+	return out
+}
+
+// backendRate is the mean achieved new-flow rate of the backend rounds, packets per second.
+func (r *PacketResult) backendRate() float64 {
+	var rates []float64
+	for _, rd := range r.Rounds {
+		if !rd.Floor {
+			rates = append(rates, rd.New.Rate())
+		}
+	}
+	return mean(rates)
+}
+
+// ErrNewFlowNotNew is returned (wrapped, with stamp.ErrVerdictMismatch) when a backend's own
+// counters show that a new-flow packet met a conntrack entry: it took the established or the
+// reply verdict, so it was timed on another path than a new flow's.
+var ErrNewFlowNotNew = errors.New("a new-flow packet took the established or the reply verdict")
 
 // MeasurePackets runs plan in bed with sw's backend: Rounds pairs of a floor round (sw out,
 // the step programs between the stamps) and a backend round (sw in), floor first. Each round
@@ -176,7 +234,7 @@ func MeasurePackets(ctx context.Context, bed *testbed.Testbed, sw PacketSwitch, 
 	}
 	defer gen.Close()
 	m := &packetRun{bed: bed, sw: sw, s: s, gen: gen, plan: plan,
-		res: &PacketResult{Attach: sw.Attach(), FlowDigest: plan.Flows.Digest()}}
+		res: &PacketResult{Attach: sw.Attach(), FlowDigest: plan.Flows.Digest(), Rate: plan.Rate}}
 	m.traffic()
 	if err := m.attach(); err != nil {
 		return m.res, fmt.Errorf("measure packets: %w", err)
@@ -274,18 +332,46 @@ func (m *packetRun) round(ctx context.Context, floor bool) error {
 	if err != nil {
 		return err
 	}
+	var lk0 map[datapath.MetricKey]datapath.Lookups
+	counted := !floor && m.plan.Lookups != nil
+	if counted {
+		if lk0, err = m.plan.Lookups.Lookups(); err != nil {
+			return err
+		}
+	}
 	rd.New, err = m.gen.SendNew(ctx, m.newPkts, testbed.SendOptions{Count: m.plan.New, Rate: m.plan.Rate, Timeout: m.plan.Timeout})
 	if err != nil {
 		return err
 	}
-	if m.plan.Established > 0 && len(m.est) > 0 {
-		rd.Established, err = m.gen.SendEstablished(ctx, m.est, testbed.SendOptions{Count: m.plan.Established, Timeout: m.plan.Timeout})
+	if err := m.collect(&rd); err != nil {
+		return err
+	}
+	rd.NewEnd = len(rd.Samples)
+	if counted {
+		lk1, err := m.plan.Lookups.Lookups()
 		if err != nil {
 			return err
 		}
+		rd.NewLookups, lk0 = datapath.LookupsSince(lk1, lk0), lk1
+		if err := newFlowsStayedNew(rd.Samples[:rd.NewEnd], rd.NewLookups); err != nil {
+			return err
+		}
 	}
-	if err := m.collect(&rd); err != nil {
-		return err
+	if m.plan.Established > 0 && len(m.est) > 0 {
+		rd.Established, err = m.gen.SendEstablished(ctx, m.est, testbed.SendOptions{Count: m.plan.Established, Rate: m.plan.Rate, Timeout: m.plan.Timeout})
+		if err != nil {
+			return err
+		}
+		if err := m.collect(&rd); err != nil {
+			return err
+		}
+		if counted {
+			lk1, err := m.plan.Lookups.Lookups()
+			if err != nil {
+				return err
+			}
+			rd.EstablishedLookups = datapath.LookupsSince(lk1, lk0)
+		}
 	}
 	if after, err := m.bed.NodeConntrackEntries(); err == nil && ctErr == nil {
 		rd.ConntrackGrowth, rd.ConntrackKnown = after-entries, true
@@ -399,4 +485,47 @@ func (m *packetRun) covered(rd *PacketRound, rx0 uint64) error {
 			return err
 		}
 	}
+}
+
+// programsCrossed is how many enforcement programs of a TCX backend a sample of path p went
+// through: two for a pod-to-pod packet that reached the destination's point, else one.
+func programsCrossed(p stamp.Path) uint64 {
+	switch p {
+	case stamp.PathTCXBoth, stamp.PathTCXDropEgress:
+		return 2
+	}
+	return 1
+}
+
+// newFlowsStayedNew checks a backend round's new-flow traffic against the verdicts the
+// backend's own counters gave over it: every established and reply verdict must be a packet
+// the stamps saw as such, one per program it crossed. New-flow packets carry 5-tuples no
+// packet had before, and the only packets coming back are their replies (resets of TCP SYNs),
+// so the counters' established verdicts must be none and their replies exactly the replies'
+// crossings; more means a new-flow packet met a conntrack entry and was timed as something
+// else. It returns an error wrapping ErrNewFlowNotNew and stamp.ErrVerdictMismatch.
+func newFlowsStayedNew(samples []PacketSample, lk map[datapath.MetricKey]datapath.Lookups) error {
+	var want [2]uint64 // established, reply
+	for _, s := range samples {
+		switch s.State {
+		case stamp.StateEstablished:
+			want[0] += programsCrossed(s.Path)
+		case stamp.StateReply:
+			want[1] += programsCrossed(s.Path)
+		}
+	}
+	var got [2]uint64
+	for k, l := range lk {
+		switch k.Reason {
+		case datapath.ReasonAllowEstablished:
+			got[0] += l.Packets
+		case datapath.ReasonAllowReply:
+			got[1] += l.Packets
+		}
+	}
+	if got != want {
+		return fmt.Errorf("%w: %w: the backend gave %d established and %d reply verdicts, its stamped packets account for %d and %d",
+			stamp.ErrVerdictMismatch, ErrNewFlowNotNew, got[0], got[1], want[0], want[1])
+	}
+	return nil
 }

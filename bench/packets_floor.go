@@ -4,12 +4,14 @@ import (
 	"cmp"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"strings"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 
 	"netpolbench/bench/stamp"
+	"netpolbench/results"
 )
 
 // PacketFloor is the floor of one path in one measurement: what the stamps and the empty step
@@ -162,4 +164,127 @@ func (p *AbovePoint) record(delta uint64) error {
 		return fmt.Errorf("record %d ns above the floor at %s: %w", v, p.PacketPoint, err)
 	}
 	return nil
+}
+
+// roundView is one figure of a measurement round by round: the median above the floor of its
+// samples in each backend round, and of the same selection of floor samples in each floor
+// round (each sample minus its path's floor median, so a floor that held still gives 0).
+// Index i of both is one floor round and the backend round after it.
+type roundView struct {
+	above, floor []float64
+	// rate and floorRate are the achieved new-flow rates of the backend and floor rounds,
+	// packets per second.
+	rate, floorRate []float64
+}
+
+// rounds is keep's view of r round by round. A round without a sample of the selection gives
+// no median; the backend and floor rounds are then paired as far as both have one.
+func (r *PacketResult) rounds(keep func(PacketSample) bool) roundView {
+	floors := r.Floors()
+	var v roundView
+	var fl []float64
+	for _, rd := range r.Rounds {
+		var ds []float64
+		for _, s := range rd.Samples {
+			if f, ok := floors[s.Path]; ok && keep(s) {
+				ds = append(ds, float64(s.Delta)-f.Median)
+			}
+		}
+		if rd.Floor {
+			v.floorRate = append(v.floorRate, rd.New.Rate())
+			if len(ds) > 0 {
+				fl = append(fl, median(ds))
+			}
+			continue
+		}
+		v.rate = append(v.rate, rd.New.Rate())
+		if len(ds) > 0 {
+			v.above = append(v.above, median(ds))
+		}
+	}
+	n := min(len(v.above), len(fl))
+	v.above, v.floor = v.above[:n], fl[:n]
+	return v
+}
+
+// bootstrapReps is the number of resamples behind an interval: enough that its 2.5 and 97.5
+// percentiles move by less than the rounds' own resolution.
+const bootstrapReps = 2000
+
+// newBootstrap returns the random source of every resample: fixed, so a run's intervals are
+// reproduced exactly by the same figures.
+func newBootstrap() *rand.Rand { return rand.New(rand.NewPCG(0x626f6f74, 0x7374726170)) }
+
+// resample draws n indexes 0..n-1 with replacement into idx.
+func resample(rng *rand.Rand, idx []int) {
+	for i := range idx {
+		idx[i] = rng.IntN(len(idx))
+	}
+}
+
+// estimate is the median above the floor of the rounds idx pick: the median of their backend
+// rounds' medians minus the median of their floor rounds'.
+func (v roundView) estimate(idx []int) float64 {
+	a := make([]float64, len(idx))
+	f := make([]float64, len(idx))
+	for i, j := range idx {
+		a[i], f[i] = v.above[j], v.floor[j]
+	}
+	return median(a) - median(f)
+}
+
+// stats fills a figure's RoundStats: the rounds' medians and their spread, the floor's drift,
+// the rates, and a 95% interval of p50 (the figure's p50 above the floor from all its samples)
+// from resampling rounds with replacement, a backend round together with the floor round
+// before it: the interval is p50 shifted by the 2.5th and 97.5th percentiles of how far the
+// resampled estimate lies from the estimate of all rounds.
+func (v roundView) stats(p50, rateAsked float64) *results.RoundStats {
+	n := len(v.above)
+	st := &results.RoundStats{Rounds: n, AboveP50: v.above, FloorP50: v.floor, RateAsked: rateAsked,
+		Rate: mean(v.rate), FloorRate: mean(v.floorRate), P50Lo: p50, P50Hi: p50}
+	if n == 0 {
+		return st
+	}
+	st.Spread = slices.Max(v.above) - slices.Min(v.above)
+	st.FloorDrift = slices.Max(v.floor) - slices.Min(v.floor)
+	st.Noisy = p50 > 0 && st.FloorDrift >= results.NoisyShare*p50
+	if n < 2 {
+		return st
+	}
+	all := make([]int, n)
+	for i := range all {
+		all[i] = i
+	}
+	center := v.estimate(all)
+	rng := newBootstrap()
+	idx := make([]int, n)
+	devs := make([]float64, bootstrapReps)
+	for b := range devs {
+		resample(rng, idx)
+		devs[b] = v.estimate(idx) - center
+	}
+	slices.Sort(devs)
+	st.P50Lo = max(p50+quantileSorted(devs, 0.025), 0)
+	st.P50Hi = max(p50+quantileSorted(devs, 0.975), 0)
+	return st
+}
+
+// quantileSorted is the q quantile (0..1) of sorted values, by the nearest rank.
+func quantileSorted(s []float64, q float64) float64 {
+	if len(s) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(q*float64(len(s)))) - 1
+	return s[min(max(i, 0), len(s)-1)]
+}
+
+func mean(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := 0.0
+	for _, x := range v {
+		s += x
+	}
+	return s / float64(len(v))
 }

@@ -9,49 +9,61 @@ import (
 	"netpolbench/workloads"
 )
 
-func TestPacketFlowsKeepTheMixOfPathsAndTheReferencesVerdicts(t *testing.T) {
+func TestPacketFlowsKeepTheMixOfPathsAtEveryScale(t *testing.T) {
 	spec, err := workloads.Preset("default")
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := workloads.Generate(spec)
-	if err != nil {
-		t.Fatal(err)
+	const n = 96
+	want := flowQuotas(n, n)
+	// Three quarters pod to pod, an eighth each from and to outside; denied pod-to-pod flows
+	// half at either point; a third UDP.
+	if want[flowClass{policy.Deny, podToPod, policy.Egress, policy.ProtoTCP}] != 24 ||
+		want[flowClass{policy.Deny, podToPod, policy.Ingress, policy.ProtoUDP}] != 12 ||
+		want[flowClass{policy.Allow, toOutside, policy.Ingress, policy.ProtoUDP}] != 4 {
+		t.Fatalf("quotas %v", want)
 	}
-	cl := g.Cluster
-	const n = 64
-	flows := packetFlows(cl, 7, n, n)
-	if again := packetFlows(cl, 7, n, n); !reflect.DeepEqual(flows, again) {
-		t.Fatal("the same cluster and seed gave another list")
-	}
-	// kind: 0 pod to pod, 1 from outside, 2 to outside.
-	var count [2][3]int
-	for _, f := range flows {
-		v, ex := cl.Evaluate(f.Flow)
-		if v != f.Verdict {
-			t.Errorf("%s: expected %s, the reference says %s", f, f.Verdict, v)
+	for _, pods := range []int{100, 3000} {
+		g, err := workloads.Generate(spec.WithPods(pods))
+		if err != nil {
+			t.Fatal(err)
 		}
-		if v == policy.Deny && (f.DeniedAt == policy.Egress) != (ex.Egress.Enforced && !ex.Egress.Allowed) {
-			t.Errorf("%s: deny point disagrees with the reference (%s)", f, ex)
+		cl := g.Cluster
+		flows := packetFlows(cl, 7, n, n)
+		if again := packetFlows(cl, 7, n, n); !reflect.DeepEqual(flows, again) {
+			t.Fatal("the same cluster and seed gave another list")
 		}
-		if err := testbed.CanSend(f.Flow); err != nil || f.Proto != policy.ProtoTCP && f.Proto != policy.ProtoUDP {
-			t.Errorf("%s: not a new-flow packet the testbed sends (%v)", f, err)
+		got := map[flowClass]int{}
+		for _, f := range flows {
+			v, ex := cl.Evaluate(f.Flow)
+			if v != f.Verdict {
+				t.Errorf("%s: expected %s, the reference says %s", f, f.Verdict, v)
+			}
+			if v == policy.Deny && (f.DeniedAt == policy.Egress) != (ex.Egress.Enforced && !ex.Egress.Allowed) {
+				t.Errorf("%s: deny point disagrees with the reference (%s)", f, ex)
+			}
+			if err := testbed.CanSend(f.Flow); err != nil || f.Proto != policy.ProtoTCP && f.Proto != policy.ProtoUDP {
+				t.Errorf("%s: not a new-flow packet the testbed sends (%v)", f, err)
+			}
+			_, srcPod := cl.PodByIP(f.Src)
+			_, dstPod := cl.PodByIP(f.Dst)
+			kind := podToPod
+			switch {
+			case !srcPod:
+				kind = fromOutside
+			case !dstPod:
+				kind = toOutside
+			}
+			if c := classOf(f); c.kind != kind {
+				t.Errorf("%s: class %s, but it goes %s", f, c, kind)
+			}
+			got[classOf(f)]++
 		}
-		_, srcPod := cl.PodByIP(f.Src)
-		_, dstPod := cl.PodByIP(f.Dst)
-		kind := 0
-		switch {
-		case !srcPod:
-			kind = 1
-		case !dstPod:
-			kind = 2
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%d pods: flows by class %v, want %v", pods, got, want)
 		}
-		count[f.Verdict][kind]++
-	}
-	want := [3]int{n - 2*(n/8), n / 8, n / 8}
-	for _, v := range []policy.Verdict{policy.Allow, policy.Deny} {
-		if count[v] != want {
-			t.Errorf("%s flows by kind (pod to pod, from outside, to outside): %v, want %v", v, count[v], want)
+		if short := flowMixShort(flows, n, n); short != "" {
+			t.Errorf("%d pods: short %s", pods, short)
 		}
 	}
 }

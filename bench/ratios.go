@@ -20,8 +20,9 @@ const (
 )
 
 // declareBackendRatios declares the same-run ratios between each backend and the reference
-// (ebpf) that the gate may hold: per-packet cost above the matched floor, for each scale,
-// verdict and flow state (the chunk medians of the two backends, paired in order); and the
+// (ebpf) that the gate may hold: per-packet cost of new flows above the matched floor, for
+// each scale and verdict (the two backends' round medians, paired in order; established
+// packets and replies cost tens of ns, within the floors' drift, and are not paired); and the
 // apply time of the scale's churn list, event by event (both applied the identical list, so
 // event i of one is event i of the other). Which of them are stable enough to gate is decided
 // by measuring their spread over repeated runs (netpolbench gate spread), not here.
@@ -70,7 +71,7 @@ func (r *Runner) declarePacketRatios() {
 	for i := range r.run.Benchmarks {
 		b := &r.run.Benchmarks[i]
 		backend, key, ok := packetKey(b.Name)
-		if !ok {
+		if !ok || !strings.HasSuffix(key, "/flow="+results.FlowNew) {
 			continue
 		}
 		m := b.Metric(unit)

@@ -42,10 +42,25 @@ type Spec struct {
 	// (verdict and flow state: allowed new, denied new, established) gets at least, over the
 	// rounds of its backend; it also bounds the round trips (default 10000).
 	Packets int `json:"packets,omitempty"`
+	// PacketRate is the one rate of every headline per-packet measurement, packets per second
+	// (new flows and established segments alike; default 10000): floor and backend rounds of
+	// every backend at every scale, so no figure is measured at a rate its own cost set. It
+	// must stay below what the slowest backend sustains at the largest scale it runs (ipset at
+	// 10,000 pods took 12,000–14,000 new flows a second back to back); each figure records the
+	// rate it achieved.
+	PacketRate float64 `json:"packetRate,omitempty"`
 	// SparsePods are the scales whose per-packet measurement is repeated with new flows
-	// spaced a millisecond apart (rate=sparse, a fifth of the samples): warm against cold
-	// caches. None by default; `make bench` runs it at 1,000 pods.
+	// spaced a millisecond apart (rate=sparse, a tenth of the samples, no established
+	// traffic): warm against cold caches. None by default; `make bench` runs it at 1,000 and
+	// 10,000 pods (about 7 s per backend and scale on a 2-core machine).
 	SparsePods []int `json:"sparsePods,omitempty"`
+	// CachePods are the scales where the eBPF datapath's per-packet measurement is repeated
+	// with one thing changed at a time: a working set of 65,536 flows instead of the frozen
+	// list's 1,024 (flows=65536), and maps sized at 1× and 8× the state's entries
+	// (headroom=1, headroom=8). None by default; `make bench` runs them at 10,000 pods, where
+	// the three passes take about 25 s on a 2-core machine (8 s each, a fresh testbed and
+	// install for each headroom).
+	CachePods []int `json:"cachePods,omitempty"`
 	// ChurnEvents is the number of events applied per event type (default 3).
 	ChurnEvents int `json:"churnEvents,omitempty"`
 	// ScaleBurst is the number of pods in a scale-up or scale-down burst (default 10).
@@ -121,7 +136,8 @@ func DefaultSpec() Spec {
 		LabelSets:    []int{10, 50, 200},
 		LabelSetPods: 1000,
 		Backends:     []string{"compiled", "ebpf", "ebpf-cilium", "iptables", "ipset", "nftables"},
-		SparsePods:   []int{1000},
+		SparsePods:   []int{1000, 10000},
+		CachePods:    []int{10000},
 		APIServer:    DefaultAPIServer(),
 	}.withDefaults()
 }
@@ -166,6 +182,9 @@ func (s Spec) withDefaults() Spec {
 	}
 	if s.Packets == 0 {
 		s.Packets = 10000
+	}
+	if s.PacketRate == 0 {
+		s.PacketRate = 10000
 	}
 	if s.ChurnEvents == 0 {
 		s.ChurnEvents = 3
@@ -224,6 +243,9 @@ func (s *Spec) Validate() error {
 	}
 	if s.Packets < 1 || s.Packets > 1000000 {
 		errs = append(errs, fmt.Sprintf("packets: %d out of range 1..1000000", s.Packets))
+	}
+	if s.PacketRate < 100 || s.PacketRate > 1e6 {
+		errs = append(errs, fmt.Sprintf("packetRate: %g out of range 100..1000000 packets/s", s.PacketRate))
 	}
 	if time.Duration(s.Duration) <= 0 {
 		errs = append(errs, "duration: must be positive")

@@ -60,6 +60,37 @@ func (l Lookups) PerPacket(m LookupMap) float64 {
 	return float64(l.Ops[m]) / float64(l.Packets)
 }
 
+// Add returns l plus o, packet and operation counts alike.
+func (l Lookups) Add(o Lookups) Lookups {
+	l.Packets += o.Packets
+	for i := range l.Ops {
+		l.Ops[i] += o.Ops[i]
+	}
+	return l
+}
+
+// Since returns what the counters gained between before and l, a later reading of the same
+// counters (they only grow).
+func (l Lookups) Since(before Lookups) Lookups {
+	l.Packets -= before.Packets
+	for i := range l.Ops {
+		l.Ops[i] -= before.Ops[i]
+	}
+	return l
+}
+
+// LookupsSince is the per-path difference between two readings of Datapath.Lookups, later
+// minus earlier; paths that gained no packet are left out.
+func LookupsSince(later, earlier map[MetricKey]Lookups) map[MetricKey]Lookups {
+	out := map[MetricKey]Lookups{}
+	for k, l := range later {
+		if d := l.Since(earlier[k]); d.Packets > 0 {
+			out[k] = d
+		}
+	}
+	return out
+}
+
 // Total is the operations of all maps, summed.
 func (l Lookups) Total() uint64 {
 	var n uint64

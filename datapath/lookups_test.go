@@ -64,3 +64,19 @@ func TestLookupsPerVerdictPathAreExact(t *testing.T) {
 		}
 	}
 }
+
+func TestLookupsSinceKeepsWhatEachPathGained(t *testing.T) {
+	allow := MetricKey{ReasonAllowNew, policy.Ingress}
+	drop := MetricKey{ReasonDropPolicy, policy.Egress}
+	est := MetricKey{ReasonAllowEstablished, policy.Ingress}
+	var a, b, c Lookups
+	a.Packets, a.Ops[LookupCT] = 10, 20
+	b.Packets, b.Ops[LookupPolicy] = 3, 6
+	c.Packets, c.Ops[LookupFlowCache] = 4, 4
+	earlier := map[MetricKey]Lookups{allow: a, est: c}
+	later := map[MetricKey]Lookups{allow: a.Add(a), drop: b, est: c}
+	got := LookupsSince(later, earlier)
+	if len(got) != 2 || got[allow] != a || got[drop] != b {
+		t.Errorf("since: %+v, want allow %+v and drop %+v only (established gained nothing)", got, a, b)
+	}
+}

@@ -227,10 +227,10 @@ func (b *builder) latencyOverlays(base, cur *results.Run) (Section, error) {
 			if i == 0 {
 				l.Color = grey
 				dashed(l)
-				p.key("baseline", "p99 "+fmtNS(h.Percentiles.P99), lineSwatch(l.LineStyle))
+				p.key("baseline", "p99 "+fmtTail(h.Count, 99, h.Percentiles.P99), lineSwatch(l.LineStyle))
 			} else {
 				l.Color = backendColour(h.Backend)
-				p.key("current", "p99 "+fmtNS(h.Percentiles.P99), lineSwatch(l.LineStyle))
+				p.key("current", "p99 "+fmtTail(h.Count, 99, h.Percentiles.P99), lineSwatch(l.LineStyle))
 			}
 			p.Add(l)
 		}

@@ -75,3 +75,24 @@ func TestVerdictOfAnEndToEndRunLeadsWithIt(t *testing.T) {
 		t.Error("the per-packet sections list the end-to-end histograms")
 	}
 }
+
+// TestEndToEndJudgesTheMaxWhereTooFewEventsGiveAP99: a run of 100 events has no p99 (one
+// sample would be it), so its time to enforcement is held against Cilium's figure by its max.
+func TestEndToEndJudgesTheMaxWhereTooFewEventsGiveAP99(t *testing.T) {
+	run := resultstest.Run(resultstest.SweepOptions())
+	n := 0
+	for i := range run.Latency {
+		h := &run.Latency[i]
+		if h.Kind == results.KindEnforcement && h.Backend == "ipset" && h.Labels["stage"] == results.StageProbe {
+			h.Count, h.Max, h.Percentiles = 100, 2.4e9, results.Percentiles{P50: 1e6, P90: 2e6}
+			n++
+		}
+	}
+	if n == 0 {
+		t.Fatal("the synthetic run has no ipset probe stage")
+	}
+	s := section(t, mustRender(t, run), "endtoend")
+	if !strings.Contains(s, "no (4×, by the max)") || !strings.Contains(s, "max 2.4s") {
+		t.Error("a max four times Cilium's figure, where no p99 is given, is not marked as such")
+	}
+}

@@ -56,6 +56,9 @@ type figures struct {
 	// scales lists the pod counts with a figure, ascending.
 	scales []int
 	packet map[scaleKey]packetCost
+	// attach is the attach point of each backend's per-packet figures ("tcx", "netfilter"):
+	// it says which span they were stamped over.
+	attach map[string]string
 	// events maps a churn event kind (not full sync) to its median apply time, in ns.
 	events map[scaleKey]map[string]float64
 	sync   map[scaleKey]spread
@@ -63,7 +66,7 @@ type figures struct {
 }
 
 func collectFigures(run *results.Run) *figures {
-	f := &figures{packet: map[scaleKey]packetCost{}, events: map[scaleKey]map[string]float64{},
+	f := &figures{packet: map[scaleKey]packetCost{}, attach: map[string]string{}, events: map[scaleKey]map[string]float64{},
 		sync: map[scaleKey]spread{}, state: map[scaleKey]stateSize{}}
 	seenB, seenS := map[string]bool{}, map[int]bool{}
 	saw := func(k scaleKey) {
@@ -86,6 +89,7 @@ func collectFigures(run *results.Run) *figures {
 		k := scaleKey{h.Backend, h.Pods}
 		if _, dup := f.packet[k]; !dup {
 			f.packet[k] = packetCost{P50: h.AboveFloor.P50, P99: h.AboveFloor.P99}
+			f.attach[h.Backend] = h.Labels["attach"]
 			saw(k)
 		}
 	}

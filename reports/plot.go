@@ -14,6 +14,8 @@ import (
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg/vgsvg"
+
+	"netpolbench/results"
 )
 
 // Figure is one rendered plot: an inline SVG, its legend beside it and a caption.
@@ -213,6 +215,15 @@ func fmtNS(ns float64) string {
 		return sig3(ns/1e6) + "ms"
 	}
 	return sig3(ns/1e9) + "s"
+}
+
+// fmtTail prints the percentile q (0..100) of a distribution of count values, ns, or "–"
+// when too few values lie beyond it for it to say anything (results.TailShown).
+func fmtTail(count int64, q, ns float64) string {
+	if !results.TailShown(count, q) {
+		return "–"
+	}
+	return fmtNS(ns)
 }
 
 // fmtCount formats a count with SI suffixes: 950, 12.4k, 3.4M.

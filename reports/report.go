@@ -213,7 +213,7 @@ func (b *builder) figPanels(title, caption string, w, h vg.Length, cs ...*chart)
 }
 
 func (b *builder) claims() (Section, error) {
-	s := Section{ID: "claims", Title: "Claims", Intro: "The seed claims, each confirmed or refuted by this run's own figures."}
+	s := Section{ID: "claims", Title: "Claims", Intro: "The seed claims, each confirmed or refuted by this run's own figures (inconclusive where their intervals straddle the claim's thresholds)."}
 	if len(b.run.Claims) == 0 {
 		s.Empty = "No claims were evaluated in this run."
 		return s, nil
@@ -242,7 +242,7 @@ func (b *builder) claims() (Section, error) {
 		counts[c.Status]++
 	}
 	var parts []string
-	for _, st := range []string{results.ClaimConfirmed, results.ClaimRefuted, results.ClaimNotMeasured} {
+	for _, st := range []string{results.ClaimConfirmed, results.ClaimRefuted, results.ClaimInconclusive, results.ClaimNotMeasured} {
 		if counts[st] > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", counts[st], st))
 		}
@@ -251,12 +251,25 @@ func (b *builder) claims() (Section, error) {
 	return s, nil
 }
 
-// latencyOrder sorts histograms by backend, pods, verdict, flow, kind.
 // detail reports whether a histogram is a breakdown of a headline one (one path of a span,
-// labelled path=) or a variant of the sweep's measurement (rate=sparse): it is listed in the
-// tables, but the summary figures and the plots take the headline.
+// labelled path=) or a variant of the sweep's measurement (rate=sparse, flows=N, headroom=H):
+// it is listed in the tables, but the summary figures and the plots take the headline.
 func detail(h results.Histogram) bool {
-	return h.Labels["path"] != "" || h.Labels["rate"] != ""
+	return h.Labels["path"] != "" || h.Variant()
+}
+
+// roundsText is what a per-packet figure's rounds say beside its p50 above the floor: the 95%
+// interval from resampling rounds, and a warning where the floor drifted by a large share of the
+// figure ("" without rounds).
+func roundsText(r *results.RoundStats) string {
+	if r == nil || r.Rounds < 2 {
+		return ""
+	}
+	out := fmt.Sprintf(" [%s–%s]", fmtNS(r.P50Lo), fmtNS(r.P50Hi))
+	if r.Noisy {
+		out += fmt.Sprintf(" (floor drift %s)", fmtNS(r.FloorDrift))
+	}
+	return out
 }
 
 // latencyOrder orders the per-packet distributions for the latency sections; the end-to-end
@@ -289,7 +302,7 @@ func latencyOrder(hs []results.Histogram) []results.Histogram {
 
 func (b *builder) latencyTables() (Section, error) {
 	s := Section{ID: "latency", Title: "Per-packet cost: percentiles",
-		Intro: "Each row is one distribution. Stamp deltas are per packet, measured in the kernel between a stamp just before and one just after the enforcement point; the floor is the same stamping around an empty enforcement step, and 'above floor' subtracts the floor's same percentile. BPF_PROG_TEST_RUN rows are distributions of batch means, narrower than per-packet spread."}
+		Intro: "Each row is one distribution. Stamp deltas are per packet, measured in the kernel between a stamp just before and one just after the enforcement point; the floor is the same stamping around an empty enforcement step, and 'above floor' subtracts the floor's same percentile. BPF_PROG_TEST_RUN rows are distributions of batch means, narrower than per-packet spread. A tail percentile is shown only when at least " + fmt.Sprint(results.MinTailSamples) + " values lie beyond it ('–' otherwise): from fewer it is one or two samples, whatever the tail looks like. In brackets beside a per-packet p50 above the floor, its 95% interval from resampling the measurement's rounds; 'floor drift' where the floor moved between rounds by a quarter of the figure or more."}
 	if len(latencyOrder(b.run.Latency)) == 0 {
 		s.Empty = "No latency distributions were measured in this run."
 		return s, nil
@@ -307,11 +320,11 @@ func (b *builder) latencyTables() (Section, error) {
 		for _, h := range byKind[k] {
 			above50, above99 := "–", "–"
 			if h.AboveFloor != nil {
-				above50, above99 = fmtNS(h.AboveFloor.P50), fmtNS(h.AboveFloor.P99)
+				above50, above99 = fmtNS(h.AboveFloor.P50)+roundsText(h.Rounds), fmtTail(h.Count, 99, h.AboveFloor.P99)
 			}
 			t.Rows = append(t.Rows, []Cell{txt(h.Backend), num(fmtCount(float64(h.Pods))), txt(h.Verdict), txt(h.Flow),
-				num(fmtCount(float64(h.Count))), num(fmtNS(h.Percentiles.P50)), num(fmtNS(h.Percentiles.P90)), num(fmtNS(h.Percentiles.P99)),
-				num(fmtNS(h.Percentiles.P999)), num(fmtNS(float64(h.Max))), num(above50), num(above99), txt(labelText(h)), cls(h.HgrmPath, "path")})
+				num(fmtCount(float64(h.Count))), num(fmtNS(h.Percentiles.P50)), num(fmtTail(h.Count, 90, h.Percentiles.P90)), num(fmtTail(h.Count, 99, h.Percentiles.P99)),
+				num(fmtTail(h.Count, 99.9, h.Percentiles.P999)), num(fmtNS(float64(h.Max))), num(above50), num(above99), txt(labelText(h)), cls(h.HgrmPath, "path")})
 		}
 		s.Tables = append(s.Tables, t)
 	}
@@ -368,7 +381,7 @@ func (b *builder) latencyDistributions() (Section, error) {
 			}
 			l.Dashes = dashPatterns[styles[variant(h, fields)]%len(dashPatterns)]
 			c.Add(l)
-			c.key(strings.TrimSpace(h.Backend+" "+variant(h, fields)), "p99 "+fmtNS(h.Percentiles.P99), lineSwatch(l.LineStyle))
+			c.key(strings.TrimSpace(h.Backend+" "+variant(h, fields)), "p99 "+fmtTail(h.Count, 99, h.Percentiles.P99), lineSwatch(l.LineStyle))
 		}
 		// The floors these distributions are measured against, thin and grey (a shade per
 		// attach point), so the cost above the stamping floor is the gap between the curves.
@@ -396,7 +409,7 @@ func (b *builder) latencyDistributions() (Section, error) {
 			l.Width = vg.Points(1)
 			l.Dashes = dashPatterns[styles[variant(*fh, fields)]%len(dashPatterns)]
 			c.Add(l)
-			c.key(strings.TrimSpace("floor "+attach+" "+variant(*fh, fields)), "p99 "+fmtNS(fh.Percentiles.P99), lineSwatch(l.LineStyle))
+			c.key(strings.TrimSpace("floor "+attach+" "+variant(*fh, fields)), "p99 "+fmtTail(fh.Count, 99, fh.Percentiles.P99), lineSwatch(l.LineStyle))
 		}
 		c.X.Min, c.X.Max = 1, 10000
 		fixLogRange(&c.Y)
@@ -550,7 +563,7 @@ func (b *builder) latencyBoxes() (Section, error) {
 
 func (b *builder) scaling() (Section, error) {
 	s := Section{ID: "scaling", Title: "Growth with scale",
-		Intro: "Log-log scaling curves with least-squares fits of log y on log x: the fitted exponent a in y ∝ x^a is the growth order (1 linear, 2 quadratic, 0 flat)."}
+		Intro: "Log-log scaling curves with least-squares fits of log y on log x: the fitted exponent a in y ∝ x^a is the growth order (1 linear, 2 quadratic, 0 flat); per-packet fits give its 95% interval in brackets, from resampling each scale's rounds."}
 	if len(b.run.Fits) == 0 {
 		s.Empty = "No scaling fits in this run (a fit needs at least two scales)."
 		return s, nil
@@ -581,7 +594,11 @@ func (b *builder) scaling() (Section, error) {
 					xy = append(xy, plotter.XY{X: pt.X, Y: pt.Y})
 				}
 			}
-			t.Rows = append(t.Rows, []Cell{txt(f.Backend), txt(f.Metric), txt(f.XLabel), num(trim(f.Exponent, 2)), num(r2Text(f)), num(fmt.Sprint(len(f.Points)))})
+			exp := trim(f.Exponent, 2)
+			if f.HasInterval() {
+				exp += fmt.Sprintf(" [%s, %s]", trim(f.ExponentLo, 2), trim(f.ExponentHi, 2))
+			}
+			t.Rows = append(t.Rows, []Cell{txt(f.Backend), txt(f.Metric), txt(f.XLabel), num(exp), num(r2Text(f)), num(fmt.Sprint(len(f.Points)))})
 			if len(xy) == 0 {
 				continue
 			}

@@ -303,3 +303,54 @@ func TestNftablesSizesShowInTheSizeTables(t *testing.T) {
 		}
 	}
 }
+
+// TestTailPercentilesFromTooFewSamplesShowADash: a p99 from 500 values rests on five of them,
+// so the table shows a dash there, and the value where enough lie beyond it.
+func TestTailPercentilesFromTooFewSamplesShowADash(t *testing.T) {
+	run := results.New()
+	run.Latency = []results.Histogram{
+		{Name: "L/few", Backend: "ebpf", Pods: 10, Kind: results.KindStampDelta, Count: 500, Min: 100, Max: 9000,
+			Percentiles: results.Percentiles{P50: 400, P90: 700}},
+		{Name: "L/many", Backend: "iptables", Pods: 10, Kind: results.KindStampDelta, Count: 20000, Min: 100, Max: 9000,
+			Percentiles: results.Percentiles{P50: 410, P90: 710, P99: 2220, P999: 5550}},
+	}
+	tab := section(t, mustRender(t, run), "latency")
+	rows := strings.Split(tab, "<tr>")
+	var few, many string
+	for _, r := range rows {
+		switch {
+		case strings.Contains(r, ">ebpf<"):
+			few = r
+		case strings.Contains(r, ">iptables<"):
+			many = r
+		}
+	}
+	// Neither has a floor: its two above-floor cells are dashes too.
+	if !strings.Contains(few, "700ns") || strings.Count(few, "–") != 4 {
+		t.Errorf("500 values: want p90 shown and p99, p99.9 as dashes, row %s", few)
+	}
+	if !strings.Contains(many, "2.22µs") || !strings.Contains(many, "5.55µs") || strings.Count(many, "–") != 2 {
+		t.Errorf("20,000 values: want p99 and p99.9 shown, row %s", many)
+	}
+}
+
+// TestPacketFigureShowsItsIntervalAndAFloorThatDrifted: the p50 above the floor carries the
+// interval from its rounds, and a warning where the floor moved by a large share of it.
+func TestPacketFigureShowsItsIntervalAndAFloorThatDrifted(t *testing.T) {
+	run := results.New()
+	h := func(backend string, rs *results.RoundStats) results.Histogram {
+		return results.Histogram{Name: "L/" + backend, Backend: backend, Pods: 10, Kind: results.KindStampDelta, Count: 20000, Min: 100, Max: 9000,
+			Percentiles: results.Percentiles{P50: 500}, AboveFloor: &results.Percentiles{P50: 400}, Rounds: rs}
+	}
+	run.Latency = []results.Histogram{
+		h("ebpf", &results.RoundStats{Rounds: 8, P50Lo: 380, P50Hi: 430, FloorDrift: 12}),
+		h("nftables", &results.RoundStats{Rounds: 8, P50Lo: 300, P50Hi: 520, FloorDrift: 150, Noisy: true}),
+	}
+	tab := section(t, mustRender(t, run), "latency")
+	if !strings.Contains(tab, "400ns [380ns–430ns]<") {
+		t.Errorf("ebpf's figure lacks its interval: %s", tab)
+	}
+	if !strings.Contains(tab, "400ns [300ns–520ns] (floor drift 150ns)") {
+		t.Errorf("nftables' figure does not say its floor drifted: %s", tab)
+	}
+}

@@ -51,6 +51,44 @@ type verdict struct {
 	Caps []string
 	// LeftOut says which backends the comparison leaves out (controls).
 	LeftOut string
+	// Spans says what each backend's per-packet figure was stamped around.
+	Spans string
+}
+
+// spanWords say what the per-packet figures of an attach point time: the headline span.
+var spanWords = map[string]string{
+	"tcx":       "the TCX programs of the source's and the destination's veths, their own conntrack included (span tcx)",
+	"netfilter": "the whole netfilter path, from PREROUTING before conntrack to after its confirmation (span nf-path)",
+}
+
+// spanSentence says, for the backends with a per-packet figure, which span it was stamped
+// over, backends of one span together: the spans leave out different work, so a reader
+// comparing them must know which is which.
+func spanSentence(f *figures) string {
+	var order []string
+	by := map[string][]string{}
+	for _, b := range f.backends {
+		a := f.attach[b]
+		if a == "" {
+			continue
+		}
+		if _, seen := by[a]; !seen {
+			order = append(order, a)
+		}
+		by[a] = append(by[a], b)
+	}
+	var parts []string
+	for _, a := range order {
+		what, ok := spanWords[a]
+		if !ok {
+			what = "the " + a + " span"
+		}
+		parts = append(parts, strings.Join(by[a], ", ")+" over "+what)
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "Per packet: " + strings.Join(parts, "; ") + "."
 }
 
 type verdictRow struct {
@@ -119,6 +157,7 @@ func computeVerdict(run *results.Run, f *figures) verdict {
 		v.Lead = []string{"This run measured the end-to-end phase alone, through a Kubernetes API server, " + e}
 	}
 	v.Caps = capSentences(run.Caps)
+	v.Spans = spanSentence(f)
 	return v
 }
 
@@ -596,6 +635,9 @@ func verdictView(v verdict, backends []string) verdictHTML {
 		if any {
 			out.Rows = append(out.Rows, line)
 		}
+	}
+	if v.Spans != "" {
+		out.Footnotes = append(out.Footnotes, v.Spans)
 	}
 	return out
 }

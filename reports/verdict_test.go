@@ -296,3 +296,39 @@ func TestPacketFigureIsTheHeadlineNotAPathOrASparsePass(t *testing.T) {
 		t.Errorf("per-packet figure p50 %g, want the headline's 5000", got.P50)
 	}
 }
+
+// TestVerdictTakesTheHeadlinePacketFigureAndSaysItsSpan: a variant of the measurement (a wider
+// working set, other map sizes, sparse packets) is not the headline, whatever its order in the
+// run; the verdict names the span each backend's figure was stamped over.
+func TestVerdictTakesTheHeadlinePacketFigureAndSaysItsSpan(t *testing.T) {
+	run := results.New()
+	hist := func(backend, attach, variant string, p50 float64) results.Histogram {
+		labels := map[string]string{"attach": attach}
+		if k, v, ok := strings.Cut(variant, "="); ok {
+			labels[k] = v
+		}
+		return results.Histogram{Name: "Latency/backend=" + backend + "/" + variant, Backend: backend, Pods: 10000, Kind: results.KindStampDelta,
+			Verdict: results.VerdictAllow, Flow: results.FlowNew, Count: 10000, Labels: labels, AboveFloor: &results.Percentiles{P50: p50}}
+	}
+	run.Latency = []results.Histogram{
+		hist("ebpf", "tcx", results.LabelFlows+"=65536", 1100),
+		hist("ebpf", "tcx", results.LabelHeadroom+"=8", 840),
+		hist("ebpf", "tcx", results.LabelRate+"=sparse", 2500),
+		hist("ebpf", "tcx", "", 900),
+		hist("nftables", "netfilter", "", 2700),
+	}
+	v := mustVerdict(t, run)
+	if len(v.Rows) != 1 || len(v.Rows[0].Cells) == 0 {
+		t.Fatalf("rows %+v", v.Rows)
+	}
+	cell := v.Rows[0].Cells[0]
+	if cell.Best() != "ebpf" || cell.Ranked[0].Value != 900 || cell.Ranked[1].Ratio != 3 {
+		t.Errorf("per-packet cell %+v, want ebpf's headline 900 ns and nftables at 3×", cell.Ranked)
+	}
+	if !strings.Contains(v.Spans, "ebpf over the TCX programs") || !strings.Contains(v.Spans, "nftables over the whole netfilter path") {
+		t.Errorf("spans %q, want each backend with its span", v.Spans)
+	}
+	if foot := verdictView(v, []string{"ebpf", "nftables"}).Footnotes; !slices.Contains(foot, v.Spans) {
+		t.Errorf("footnotes %q lack the spans", foot)
+	}
+}

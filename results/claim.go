@@ -5,6 +5,8 @@ const (
 	ClaimConfirmed   = "confirmed"
 	ClaimRefuted     = "refuted"
 	ClaimNotMeasured = "not measured"
+	// ClaimInconclusive: measured, but the figures' intervals straddle the claim's thresholds.
+	ClaimInconclusive = "inconclusive"
 )
 
 // Claim is one seed claim checked against this run's figures.
@@ -13,7 +15,7 @@ type Claim struct {
 	ID string `json:"id"`
 	// Statement is the claim in README terms, e.g. "iptables rules grow as O(pods²)".
 	Statement string `json:"statement"`
-	// Status is ClaimConfirmed, ClaimRefuted or ClaimNotMeasured.
+	// Status is ClaimConfirmed, ClaimRefuted, ClaimInconclusive or ClaimNotMeasured.
 	Status string `json:"status"`
 	// Evidence is one sentence with the figures behind the status.
 	Evidence string `json:"evidence,omitempty"`

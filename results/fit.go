@@ -22,6 +22,27 @@ type Fit struct {
 	Intercept float64 `json:"intercept"`
 	// R2 is the coefficient of determination of the fit in log space.
 	R2 float64 `json:"r2"`
+	// ExponentLo and ExponentHi bound Exponent where the points' own uncertainty is known (the
+	// per-packet fits: a 95% interval from resampling each scale's rounds); both 0 otherwise.
+	ExponentLo float64 `json:"exponent_lo,omitempty"`
+	ExponentHi float64 `json:"exponent_hi,omitempty"`
+}
+
+// HasInterval reports whether the fit carries an interval of its exponent.
+func (f Fit) HasInterval() bool { return f.ExponentLo != 0 || f.ExponentHi != 0 }
+
+// Growth is how many times y grows over the fit's range of x at exponent a: (max x / min x)^a.
+func (f Fit) Growth(a float64) float64 {
+	lo, hi := math.Inf(1), 0.0
+	for _, p := range f.Points {
+		if p.X > 0 && p.Y > 0 {
+			lo, hi = math.Min(lo, p.X), math.Max(hi, p.X)
+		}
+	}
+	if hi == 0 {
+		return 1
+	}
+	return math.Pow(hi/lo, a)
 }
 
 // Point is one (x, y) pair.

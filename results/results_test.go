@@ -316,3 +316,47 @@ func TestDeclareRatiosPairsSiblingsByBackend(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestTailPercentilesNeedTenSamplesBeyondThem(t *testing.T) {
+	for _, c := range []struct {
+		count          int64
+		p90, p99, p999 bool
+	}{
+		{99, false, false, false},
+		{100, true, false, false},
+		{999, true, false, false},
+		{1000, true, true, false},
+		{10000, true, true, true},
+	} {
+		h := hdrhistogram.New(1, 1_000_000, 3)
+		for v := int64(1); v <= c.count; v++ {
+			if err := h.RecordValue(v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p := results.PercentilesOf(h)
+		if !p.Has(50) || p.Has(90) != c.p90 || p.Has(99) != c.p99 || p.Has(99.9) != c.p999 {
+			t.Errorf("%d values: %+v, want p90 %v p99 %v p99.9 %v", c.count, p, c.p90, c.p99, c.p999)
+		}
+	}
+	// Above a floor, a percentile either side lacks is left out, not read as the other's value.
+	h := results.Histogram{Percentiles: results.Percentiles{P50: 500, P90: 900, P99: 990}}
+	h.SetFloor(&results.Histogram{Name: "floor", Percentiles: results.Percentiles{P50: 100, P90: 200}})
+	if got := *h.AboveFloor; got != (results.Percentiles{P50: 400, P90: 700}) {
+		t.Errorf("above floor %+v, want p50 400 and p90 700 only", got)
+	}
+}
+
+func TestFitGrowthIsTheRangeOfXToTheExponent(t *testing.T) {
+	f := results.Fit{Points: []results.Point{{X: 100, Y: 1}, {X: 1000, Y: 2}, {X: 100000, Y: 3}, {X: 0, Y: 5}}}
+	if g := f.Growth(0.1); math.Abs(g-math.Pow(1000, 0.1)) > 1e-9 {
+		t.Errorf("growth %g, want %g (1,000× the x at exponent 0.1)", g, math.Pow(1000, 0.1))
+	}
+	if f.HasInterval() {
+		t.Error("a fit without bounds says it has an interval")
+	}
+	f.ExponentLo, f.ExponentHi = -0.1, 0.2
+	if !f.HasInterval() {
+		t.Error("a fit with bounds says it has none")
+	}
+}

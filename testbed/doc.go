@@ -41,8 +41,10 @@
 // backend in turn.
 //
 // Generator sends traffic for per-packet measurements without waiting for any of it: new
-// flows as raw packets (a TCP SYN or UDP datagram each, a source port of its own, a length
-// that can carry a mark), back to back or at a rate, and data segments on real connections.
+// flows as raw packets (a TCP SYN or UDP datagram each, a length that can carry a mark), back
+// to back or at a rate, and data segments on real connections. Source ports come from one
+// sequence per flow for the testbed's life, shared by all its generators, so no two new-flow
+// packets in one testbed share a 5-tuple, however many measurements it carries.
 // New returns only once every veth is up (WaitLinksUp): a new veth drops what it is given until
 // the kernel's link watcher has put its queueing discipline in place, up to a second later on
 // a loaded machine, and neither probes nor the generator may lose packets to that. NodeRxPackets and NodeConntrackEntries read the node's counters.

@@ -29,8 +29,6 @@ type Generator struct {
 	tb *Testbed
 	// raw holds a raw IPv4 socket (the caller writes the IP header) per source namespace.
 	raw map[*nsInfo]int
-	// next is the next source port of each flow, so successive calls keep 5-tuples distinct.
-	next map[policy.Flow]uint16
 	// udp holds a receiving socket per destination namespace and port.
 	udp    map[rxKey]*net.UDPConn
 	rng    *rand.Rand
@@ -53,6 +51,37 @@ const (
 	genPortLast  = 60999
 	genEphemeral = "61000 65535"
 )
+
+// ErrPortsUsedUp is returned (wrapped) when a flow has used every source port of the range in
+// one testbed: a further packet would repeat a 5-tuple both conntracks may still hold.
+var ErrPortsUsedUp = errors.New("source ports used up")
+
+// sourcePorts hands out the source ports of new-flow packets, one sequence per flow for the
+// testbed's life, so no two packets of any generators of one testbed share a 5-tuple: a
+// repeated tuple would meet the entry its first packet left in a conntrack and be timed as an
+// established packet or a reply.
+type sourcePorts struct {
+	mu   sync.Mutex
+	next map[policy.Flow]uint16
+}
+
+// take returns the next source port of f.
+func (s *sourcePorts) take(f policy.Flow) (uint16, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.next == nil {
+		s.next = map[policy.Flow]uint16{}
+	}
+	port, ok := s.next[f]
+	if !ok {
+		port = genPortFirst
+	}
+	if port > genPortLast || port < genPortFirst {
+		return 0, fmt.Errorf("send %s: %w: %d packets of it in this testbed (open a fresh testbed)", f, ErrPortsUsedUp, genPortLast-genPortFirst+1)
+	}
+	s.next[f] = port + 1
+	return port, nil
+}
 
 // Lengths of generated new-flow packets (IP total length, bytes). Padding is TCP options
 // (NOPs) or UDP payload, so a length can carry a mark (e.g. where a floor measurement's step
@@ -81,7 +110,7 @@ func (tb *Testbed) NewGenerator() (*Generator, error) {
 			return nil, fmt.Errorf("prepare generator in %s: %w", ns.name, err)
 		}
 	}
-	return &Generator{tb: tb, raw: map[*nsInfo]int{}, next: map[policy.Flow]uint16{}, udp: map[rxKey]*net.UDPConn{},
+	return &Generator{tb: tb, raw: map[*nsInfo]int{}, udp: map[rxKey]*net.UDPConn{},
 		rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0x67656e))}, nil
 }
 
@@ -149,8 +178,9 @@ func (s SendStats) Rate() float64 {
 }
 
 // SendNew sends opts.Count new-flow packets, cycling through flows: packet k belongs to
-// flows[k % len(flows)] and has the next source port of its flow (10000-60999, then round
-// again), so every packet is a new 5-tuple to conntrack. UDP flows get a receiving socket in
+// flows[k % len(flows)] and has the next source port of its flow in the testbed (10000-60999,
+// one sequence a flow for every generator of the testbed; past it the call fails with
+// ErrPortsUsedUp), so every packet is a new 5-tuple to conntrack. UDP flows get a receiving socket in
 // the destination namespace, so nothing answers them; TCP SYNs find no listener and are
 // answered by a RST. Nothing waits for delivery: the stamps, not the sender, see the verdict.
 func (g *Generator) SendNew(ctx context.Context, flows []NewPacket, opts SendOptions) (SendStats, error) {
@@ -196,7 +226,9 @@ func (g *Generator) SendNew(ctx context.Context, flows []NewPacket, opts SendOpt
 			}
 			i := k % len(flows)
 			b.reset()
-			g.add(b, flows[i])
+			if err := g.add(b, flows[i]); err != nil {
+				return st, err
+			}
 			if err := b.send(g.raw[srcNS[i]]); err != nil {
 				return st, fmt.Errorf("send new flows from %s: %w", srcNS[i].name, err)
 			}
@@ -227,7 +259,9 @@ func (g *Generator) SendNew(ctx context.Context, flows []NewPacket, opts SendOpt
 			n := min(len(q), batchSize)
 			b.reset()
 			for _, i := range q[:n] {
-				g.add(b, flows[i])
+				if err := g.add(b, flows[i]); err != nil {
+					return st, err
+				}
 			}
 			queues[ns] = q[n:]
 			if ctx.Err() != nil {
@@ -326,15 +360,14 @@ func setRcvbuf(c syscall.Conn, bytes int) error {
 	return nil
 }
 
-// add appends one packet of p with the flow's next source port.
-func (g *Generator) add(b *batch, p NewPacket) {
-	f := p.Flow
-	port := g.next[f]
-	if port < genPortFirst || port > genPortLast {
-		port = genPortFirst
+// add appends one packet of p with the flow's next source port in the testbed.
+func (g *Generator) add(b *batch, p NewPacket) error {
+	port, err := g.tb.ports.take(p.Flow)
+	if err != nil {
+		return err
 	}
-	g.next[f] = port + 1
-	b.add(f, port, p.Len, g.rng.Uint32())
+	b.add(p.Flow, port, p.Len, g.rng.Uint32())
+	return nil
 }
 
 // batch holds packets and the mmsghdr array of one sendmmsg call.

@@ -3,6 +3,7 @@ package testbed
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"net/netip"
 	"sync"
 	"testing"
@@ -127,13 +128,46 @@ func TestSendNewDeliversEveryPacketAsAFlowOfItsOwn(t *testing.T) {
 	}
 	t.Logf("%d packets back to back at %.0f packets/s", st.Packets, st.Rate())
 
-	// A second call goes on with new source ports.
+	// A second call, and a second generator of the same testbed (the next measurement in it),
+	// go on with new source ports.
 	if _, err := g.SendNew(context.Background(), flows[:1], SendOptions{Count: 10, Timeout: time.Second}); err != nil {
 		t.Fatal(err)
 	}
+	g2, err := tb.NewGenerator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g2.Close()
+	if _, err := g2.SendNew(context.Background(), flows[:1], SendOptions{Count: 10, Rate: 1000, Timeout: time.Second}); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(100 * time.Millisecond)
-	if n, distinct := fromA.counts(); n != count/4+10 || distinct != n {
-		t.Errorf("after a second call: %d resets to %d distinct ports, want %d to as many", n, distinct, count/4+10)
+	if n, distinct := fromA.counts(); n != count/4+20 || distinct != n {
+		t.Errorf("after a second call and a second generator: %d resets to %d distinct ports, want %d to as many", n, distinct, count/4+20)
+	}
+}
+
+func TestSourcePortsNeverRepeatATupleInOneTestbed(t *testing.T) {
+	var s sourcePorts
+	f := flow(podA, podB, policy.ProtoUDP, 53)
+	other := flow(podA, podB, policy.ProtoTCP, 53)
+	seen := map[uint16]bool{}
+	for i := 0; i <= genPortLast-genPortFirst; i++ {
+		p, err := s.take(f)
+		if err != nil {
+			t.Fatalf("packet %d: %v", i, err)
+		}
+		if seen[p] || p < genPortFirst || p > genPortLast {
+			t.Fatalf("packet %d: port %d repeats or is out of range", i, p)
+		}
+		seen[p] = true
+	}
+	if _, err := s.take(f); !errors.Is(err, ErrPortsUsedUp) {
+		t.Fatalf("after every port: %v, want ErrPortsUsedUp", err)
+	}
+	// Another flow has a sequence of its own.
+	if p, err := s.take(other); err != nil || p != genPortFirst {
+		t.Fatalf("another flow: port %d, %v", p, err)
 	}
 }
 

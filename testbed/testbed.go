@@ -102,6 +102,8 @@ type Testbed struct {
 	closed    bool
 	pendingNS []string // every namespace created so far, for Close
 
+	// ports are the source ports generated new-flow packets have used (Generator).
+	ports sourcePorts
 	// until are the receivers concurrent SendUntil calls share.
 	until sharedReceivers
 }

@@ -49,19 +49,24 @@
 // shifts its floor. bench.MeasurePackets alternates floor and backend rounds, floor first,
 // switching only what sits between the stamps (bench.PacketSwitch): for eBPF the datapath's
 // TCX links against the steps; for iptables one restore that removes the jump from FORWARD
-// and the conntrack rule, the only rule holding nf_conntrack, so floor rounds run without
-// conntrack (the round records the node's conntrack count to show it: a floor round adds no
-// entry). The filter table's empty built-in chains stay in floor rounds, as iptables cannot
-// remove them. Every round sends the same traffic; the spread of a path's per-round floor
-// medians is its drift.
+// and the conntrack rule, the only rule holding nf_conntrack; for nftables one transaction
+// that deletes the table's base chain, its only hook. Floor rounds so run without conntrack
+// (the round records the node's conntrack count to show it: a floor round adds no entry).
+// The two netfilter floors are not alike: iptables' floor keeps the filter table's empty
+// built-in chains hooked (iptables cannot remove them), so its floor holds their traversal and
+// iptables' figure does not; nftables' floor has no base chain at all, so the traversal of its
+// base chain is in nftables' figure. Every round sends the same traffic; the spread of a
+// path's per-round floor medians is its drift.
 //
 // # Traffic
 //
 // testbed.Generator sends new flows as raw IPv4 packets from the pod (and outside)
 // namespaces: a TCP SYN or UDP datagram per packet, each with a source port of its own, so
 // every packet is a new 5-tuple to both conntracks; allowed and denied flows interleaved;
-// back to back in sendmmsg batches (dense, hundreds of thousands a second) or paced at a rate
-// (sparse: no faster than asked). No packet waits for an answer: a denied packet costs its own
+// paced at a rate, no faster than asked, or back to back in sendmmsg batches. The sweep paces
+// every headline measurement, floor and backend rounds of every backend, at one rate below
+// what the slowest backend takes (bench.Spec.PacketRate): cost depends on rate, and back to
+// back each path would be measured at the rate its own cost set. No packet waits for an answer: a denied packet costs its own
 // sending only. SYNs find no listener and are answered by a reset, the flow's reply; UDP
 // finds a socket, so no ICMP error comes back. Established packets are data segments on real
 // connections of allowed TCP flows, one segment a write (TCP_NODELAY, no autocorking), which
@@ -91,7 +96,7 @@
 // # What it does not claim
 //
 // The floor is the stamps' cost around a step that does nothing: the programs' call overhead
-// at an enforcement point is in the floor, not in the backend's figure. Netfilter floors hold
-// the empty built-in chains of the filter table. Samples are bpf_ktime_get_ns differences on
+// at an enforcement point is in the floor, not in the backend's figure. iptables' floor holds
+// the empty built-in chains of the filter table, nftables' none (see Rounds in a fresh testbed). Samples are bpf_ktime_get_ns differences on
 // one CPU, with its resolution and the cost of the stamps themselves (tens of ns, the floor).
 package stamp
