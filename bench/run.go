@@ -632,8 +632,12 @@ func (u *unit) admit() bool {
 		planned = &p
 	}
 	if max := r.Spec.Budget.IptablesMaxPods; b.Family.PerIP && max > 0 && pods > max {
+		plan := "per-IP rules grow as pods²"
+		if planned != nil && planned.Iptables != nil && planned.Iptables.IpsetMembers > 0 {
+			plan = fmt.Sprintf("its plan writes %d rules and %d set members", planned.Iptables.Rules, planned.Iptables.IpsetMembers)
+		}
 		return capped(fmt.Sprintf("max %d pods", max),
-			"per-IP rules grow as pods²: one iptables-restore above %d pods exceeds the run's time budget", max)
+			"%s: one iptables-restore above %d pods exceeds the run's time budget", plan, max)
 	}
 	if planned != nil && planned.Nftables != nil {
 		nft := planned.Nftables
