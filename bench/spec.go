@@ -142,9 +142,9 @@ func DefaultSpec() Spec {
 		// Under 10 minutes for the whole sweep on 2 cores: a capped backend's phase stops
 		// sooner (iptables at 3,000 pods, ipset at 10,000, nftables at 100,000), and the
 		// traffic phases are shorter.
-		Duration: Duration(1500 * time.Millisecond),
-		Budget:   Budget{MaxPhase: Duration(15 * time.Second)},
-		APIServer:    DefaultAPIServer(),
+		Duration:  Duration(1500 * time.Millisecond),
+		Budget:    Budget{MaxPhase: Duration(15 * time.Second)},
+		APIServer: DefaultAPIServer(),
 	}.withDefaults()
 }
 
