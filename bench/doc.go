@@ -15,9 +15,10 @@
 //     backend (MeasurePackets; the method's design is bench/stamp's package doc), every
 //     backend at the one rate Spec.PacketRate in eight rounds (each figure with its rounds'
 //     medians, the floor's drift and a 95% interval of its p50 from resampling rounds), at the
-//     sparse rate too at Spec.SparsePods, with the eBPF datapath's verdicts and map
-//     operations diffed per round, and for eBPF at Spec.CachePods with a working set of
-//     65,536 flows and with maps at 1× and 8× headroom, one change at a time; then TCP
+//     sparse rate too at Spec.SparsePods (and for eBPF at a dense one, 50,000 new flows a
+//     second), with the eBPF datapath's verdicts and map operations diffed per round, and
+//     for eBPF at Spec.CachePods at both rates, with a working set of 65,536 flows and with
+//     maps at 8× headroom, one change at a time (variants in four rounds each); then TCP
 //     request/response latency and UDP throughput;
 //   - after churn, in the same testbed: a steady packet stream between pods that stay allowed
 //     while a second event list is applied (loss and latency per interval).

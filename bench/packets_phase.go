@@ -75,7 +75,11 @@ type packetPass struct {
 // with the reference is returned (wrapping stamp.ErrVerdictMismatch) for the runner to fail
 // the run; other failures too, for a cap.
 func (r *Runner) packetPhase(ctx context.Context, name string, pods int, stateDigest string, bed *testbed.Testbed, sw PacketSwitch, lk packetLookups, p packetPass) error {
-	plan := packetPlan(p.flows, p.samples, p.rate, p.established)
+	rounds := packetRounds
+	if p.variant != "" {
+		rounds = variantRounds
+	}
+	plan := packetPlan(p.flows, p.samples, rounds, p.rate, p.established)
 	plan.Lookups = lk
 	res, err := MeasurePackets(ctx, bed, sw, plan)
 	if err != nil {
@@ -104,9 +108,10 @@ func (r *Runner) packets(ctx context.Context, b *catalogue.Backend, s *scale, in
 	passes := []packetPass{{flows: s.flows, rate: r.Spec.PacketRate, samples: r.Spec.Packets, established: true}}
 	cache := name == cacheBackend && slices.Contains(r.Spec.CachePods, pods)
 	if slices.Contains(r.Spec.SparsePods, pods) || cache {
-		// At a millisecond a packet, a tenth of the headline's samples keeps the pass to
-		// seconds; the sparse pass is about new flows, so it sends no established traffic.
-		passes = append(passes, packetPass{variant: results.LabelRate + "=sparse", flows: s.flows, rate: sparseRate, samples: max(r.Spec.Packets/10, 100)})
+		// At a millisecond a packet, a twentieth of the headline's samples keeps the pass to
+		// seconds (its p99 is then not given); the sparse pass is about new flows, so it sends
+		// no established traffic.
+		passes = append(passes, packetPass{variant: results.LabelRate + "=sparse", flows: s.flows, rate: sparseRate, samples: max(r.Spec.Packets/20, 100)})
 		if name == cacheBackend {
 			// The same flows five times denser than the headline: warm caches against the
 			// sparse pass's cold ones, at two scales (SparsePods and CachePods).

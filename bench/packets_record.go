@@ -14,16 +14,20 @@ import (
 )
 
 // packetRounds is the number of floor and backend rounds each of a per-packet measurement in
-// the sweep.
-const packetRounds = 8
+// the sweep; variantRounds those of a variant pass (rate, flows, headroom), which is compared
+// by its median and not gated: half as many switches between floor and backend.
+const (
+	packetRounds  = 8
+	variantRounds = 4
+)
 
 // packetPlan sizes a measurement so each (verdict, flow state) point of the backend gets at
 // least samples samples over the rounds: new-flow packets alternate allowed and denied flows;
 // segments (established, when asked) get a tenth more, as TCP may carry two writes in one
 // segment when it is short of window. New flows and segments go at rate (0: back to back).
-func packetPlan(fl *stamp.FlowList, samples int, rate float64, established bool) PacketPlan {
-	per := (samples + packetRounds - 1) / packetRounds
-	p := PacketPlan{Flows: fl, Rounds: packetRounds, New: 2 * per, Rate: rate}
+func packetPlan(fl *stamp.FlowList, samples, rounds int, rate float64, established bool) PacketPlan {
+	per := (samples + rounds - 1) / rounds
+	p := PacketPlan{Flows: fl, Rounds: rounds, New: 2 * per, Rate: rate}
 	if established {
 		p.Established = per + per/10
 	}

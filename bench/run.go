@@ -234,7 +234,7 @@ func (r *Runner) start() error {
 	r.out = map[string]bool{}
 	if r.Kernel {
 		r.run.Notes = append(r.run.Notes,
-			fmt.Sprintf("Per-packet cost (bench/stamp's package doc has the method): each backend at each scale is measured in a testbed of its own, on the compiled state before churn and a frozen flow list (state_digest and flow_digest on every latency entry), in %d floor rounds alternating with %d backend rounds, every backend's at one rate, %g packets/s (each figure's rounds record the rate achieved); new flows are raw packets with a 5-tuple each, never repeated within a testbed (rate=sparse: a millisecond apart; for eBPF, flows=N: a working set of N flows, headroom=H: maps sized at H times the state's entries), established packets are data segments on real connections. Every stamped packet is checked against the reference; a disagreement fails the run, as does a new-flow packet the eBPF datapath's own counters saw take an established or reply verdict.", packetRounds, packetRounds, r.Spec.PacketRate),
+			fmt.Sprintf("Per-packet cost (bench/stamp's package doc has the method): each backend at each scale is measured in a testbed of its own, on the compiled state before churn and a frozen flow list (state_digest and flow_digest on every latency entry), in %d floor rounds alternating with %d backend rounds (%d each for a variant), every backend's at one rate, %g packets/s (each figure's rounds record the rate achieved); new flows are raw packets with a 5-tuple each, never repeated within a testbed (variants: rate=sparse, a millisecond apart; for eBPF, rate=dense, 50,000 a second, flows=N, a working set of N flows, headroom=H, maps sized at H times the state's entries), established packets are data segments on real connections. Every stamped packet is checked against the reference; a disagreement fails the run, as does a new-flow packet the eBPF datapath's own counters saw take an established or reply verdict.", packetRounds, packetRounds, variantRounds, r.Spec.PacketRate),
 			"eBPF stamps: TCX programs at the head and the tail of the TCX chains of every pod veth, around the datapath (TCX_NEXT on allow); a pod-to-pod sample adds the source veth's ingress part and the destination veth's egress part, the datapath's own conntrack included.",
 			"iptables stamps: span nf-path from PREROUTING at priority -500 (before defragmentation and conntrack) to the outgoing veth's TCX egress (after conntrack's confirmation), the headline, compared with eBPF; span nf-filter from FORWARD -2 to +2, the filter table alone.",
 			"Floors match the path: per span, per path (allowed through both enforcement points or one, dropped at the source's or the destination's point, closed on kfree_skb as real drops), the same stamps around step programs that pass or drop the packets the reference denies there. A floor round unhooks iptables' rules (the jump and the conntrack rule) or deletes nftables' base chain, so nf_conntrack does not run; iptables' floor keeps the filter table's empty built-in chains, nftables' has no chain at all.",
@@ -711,8 +711,11 @@ func (u *unit) syncPhase(ctx context.Context) {
 		// Label-set points measure sizes; one sync is enough.
 		samples = 1
 	}
+	deadline, _ := pctx.Deadline()
 	for i := 0; i < samples; i++ {
-		if pctx.Err() != nil {
+		// A sample that would end past the budget, judged by the one before, is not started:
+		// it would be cut anyway, after spending the time.
+		if pctx.Err() != nil || i > 0 && time.Until(deadline) < time.Duration(ns[i-1]) {
 			if ctx.Err() == nil {
 				r.capf(name, s.pods, false, fmt.Sprintf("%s per phase", time.Duration(r.Spec.Budget.MaxPhase)), "full sync stopped after %d of %d samples", i, samples)
 			}

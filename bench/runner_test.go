@@ -464,3 +464,49 @@ func TestResumeRefusesAnotherSweepOrACompleteRun(t *testing.T) {
 		t.Errorf("resume with another binary: %v", err)
 	}
 }
+
+// slowSync is a recorder whose full sync takes a fixed time.
+type slowSync struct {
+	*recorder
+	d time.Duration
+}
+
+func (b *slowSync) Sync(s *policy.State) (policy.SyncStats, error) {
+	time.Sleep(b.d)
+	return b.recorder.Sync(s)
+}
+
+// TestSyncPhaseDoesNotStartASampleThatWouldPassTheBudget: with syncs of 300 ms and a phase
+// budget of 500 ms, the second sample would end at 600 ms, so it is not started: the phase
+// keeps one sample and is capped, and takes no longer than the budget.
+func TestSyncPhaseDoesNotStartASampleThatWouldPassTheBudget(t *testing.T) {
+	var mu sync.Mutex
+	t.Cleanup(catalogue.Register(&catalogue.Backend{Name: "test-slow-sync", Help: "test only: syncs slowly", Family: catalogue.InProcess, Path: "test",
+		New: func(catalogue.Env) (policy.Backend, error) {
+			return &slowSync{recorder: &recorder{name: "test-slow-sync", mu: &mu, log: &[]string{}}, d: 300 * time.Millisecond}, nil
+		}}))
+	spec := smallSpec("test-slow-sync")
+	spec.Pods, spec.Samples = []int{40}, 5
+	spec.Budget.MaxPhase = Duration(500 * time.Millisecond)
+	r := &Runner{Spec: spec, Source: testSource{labelSets: 6}}
+	run, err := r.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var syncs []float64
+	for _, u := range run.Updates {
+		if u.Backend == "test-slow-sync" && u.Event == results.EventFullSync {
+			syncs = u.ApplyNS
+		}
+	}
+	if len(syncs) != 1 {
+		t.Errorf("full syncs timed: %d, want 1 (the second would end past the 500 ms budget)", len(syncs))
+	}
+	var capped bool
+	for _, c := range run.Caps {
+		capped = capped || c.Backend == "test-slow-sync" && strings.Contains(c.Reason, "full sync stopped after 1 of 5 samples")
+	}
+	if !capped {
+		t.Errorf("no cap for the stopped sync phase: %+v", run.Caps)
+	}
+}

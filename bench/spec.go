@@ -50,7 +50,7 @@ type Spec struct {
 	// rate it achieved.
 	PacketRate float64 `json:"packetRate,omitempty"`
 	// SparsePods are the scales whose per-packet measurement is repeated with new flows
-	// spaced a millisecond apart (rate=sparse, a tenth of the samples, no established
+	// spaced a millisecond apart (rate=sparse, a twentieth of the samples, no established
 	// traffic): warm against cold caches; for eBPF also five times denser than the headline
 	// (rate=dense, 50,000 new flows/s). None by default; `make bench` runs them at 1,000 pods
 	// (about 7 s per backend on a 2-core machine), and for eBPF at CachePods too.
