@@ -327,6 +327,7 @@ func (r *Runner) claimRules() results.Claim {
 var claimPaths = map[string][][2]string{
 	"ebpf":     {{"tcx", "both"}, {"tcx", "drop-ingress"}, {"tcx", "drop-egress"}},
 	"iptables": {{"nf-path", "pass"}, {"nf-path", "drop"}},
+	"nftables": {{"nf-path", "pass"}, {"nf-path", "drop"}},
 }
 
 // pathWords says what a path of new flows is, in the claim's evidence.
@@ -349,7 +350,8 @@ func (r *Runner) claimPerPacket() results.Claim {
 	var parts []string
 	flat, growing := map[string]bool{}, map[string]bool{}
 	refuted := false
-	for _, backend := range []string{"ebpf", "iptables"} {
+	// nftables is evidence beside the claim, which speaks of eBPF and iptables only.
+	for _, backend := range []string{"ebpf", "iptables", "nftables"} {
 		var fits []string
 		all := true
 		for _, sp := range claimPaths[backend] {
@@ -362,23 +364,27 @@ func (r *Runner) claimPerPacket() results.Claim {
 			c.Figures[key], c.Figures[key+"_lo"], c.Figures[key+"_hi"] = f.Exponent, f.ExponentLo, f.ExponentHi
 			fits = append(fits, fmt.Sprintf("%s ∝ pods^%.2f [%.2f, %.2f] (×%s over %s–%s pods)", pathWords[sp[1]], f.Exponent, f.ExponentLo, f.ExponentHi,
 				trimFloat(f.Growth(f.Exponent)), fmtPods(f.Points[0].X), fmtPods(f.Points[len(f.Points)-1].X)))
-			if backend == "ebpf" {
+			switch backend {
+			case "ebpf":
 				all = all && f.ExponentHi <= flatMax
 				refuted = refuted || f.ExponentLo > flatMax
-			} else {
+			case "iptables":
 				all = all && f.ExponentLo >= growingMin
 				refuted = refuted || f.ExponentHi < growingMin
 			}
 		}
-		name := map[string]string{"ebpf": "eBPF", "iptables": "iptables"}[backend]
+		name := map[string]string{"ebpf": "eBPF", "iptables": "iptables", "nftables": "for comparison, nftables"}[backend]
 		if len(fits) == 0 {
-			parts = append(parts, name+" per-packet cost not measured at two scales")
+			if backend != "nftables" {
+				parts = append(parts, name+" per-packet cost not measured at two scales")
+			}
 			continue
 		}
 		parts = append(parts, fmt.Sprintf("%s new flows above the floor (in-kernel stamps at one rate, exponent with its 95%% interval over the rounds): %s", name, strings.Join(fits, ", ")))
-		if backend == "ebpf" {
+		switch backend {
+		case "ebpf":
 			flat[backend] = all
-		} else {
+		case "iptables":
 			growing[backend] = all
 		}
 	}

@@ -289,9 +289,17 @@ func TestPerPacketClaimFollowsTheExponentsIntervals(t *testing.T) {
 				for _, p := range claimPaths["iptables"] {
 					r.run.Benchmarks = append(r.run.Benchmarks, pathBench("iptables", n, p[0], p[1], 20*x, 19*x, 21*x, 20*x, 22*x))
 				}
+				// nftables, growing as steeply as iptables, is evidence beside the claim and
+				// must not move its status.
+				for _, p := range claimPaths["nftables"] {
+					r.run.Benchmarks = append(r.run.Benchmarks, pathBench("nftables", n, p[0], p[1], 20*x, 19*x, 21*x, 20*x, 22*x))
+				}
 			}
 			r.fits()
 			claim := r.claimPerPacket()
+			if !strings.Contains(claim.Evidence, "for comparison, nftables new flows") {
+				t.Errorf("evidence %q: want nftables' exponents beside the claim", claim.Evidence)
+			}
 			if claim.Status != c.want {
 				t.Errorf("status %s, want %s: %s %v", claim.Status, c.want, claim.Evidence, claim.Figures)
 			}
