@@ -19,7 +19,7 @@ import (
 
 // summaryW and summaryH are a summary plot's SVG size, in CSS px at its natural size; the
 // state plot has two panels and is wider.
-const summaryW, summaryH, stateW = 360, 178, 390
+const summaryW, summaryH, stateW = 360, 160, 390
 
 // px converts CSS pixels to gonum lengths (points).
 func px(n float64) vg.Length { return vg.Length(n / pxPerPt) }

@@ -50,7 +50,10 @@ main { padding:4px 24px 48px; }
 .answer-notes { flex:1 1 260px; max-width:720px; color:var(--muted); font-size:12px; line-height:1.35; margin-top:6px; }
 .answer-notes p { margin:0 0 4px; }
 .answer-notes b { color:var(--fg); font-weight:600; }
-table.answer { margin:6px 0 4px; font-size:13px; }
+.answer-notes details { margin:0 0 4px; }
+.answer-notes summary { cursor:pointer; }
+.answer-notes details p { margin:4px 0 0; }
+table.answer { margin:6px 0 4px; font-size:12px; }
 table.answer th, table.answer td { padding:2px 6px; border-bottom:1px solid var(--line); }
 table.answer th.cat { text-align:center; border-left:2px solid var(--bg); }
 table.answer th.cat small { display:block; font-weight:400; color:var(--muted); font-size:11px; }
@@ -119,7 +122,7 @@ details details > summary { cursor:pointer; color:var(--accent); margin:6px 0; }
 <tbody>{{range .Rows}}<tr><th class="bk" style="--c:{{.Colour}}">{{.Backend}}</th>{{range .Cells}}<td class="{{.Class}}" title="{{.Title}}">{{.Text}}</td>{{end}}</tr>
 {{end}}</tbody></table>{{end}}
 <div class="answer-notes">{{range .Footnotes}}<p>{{.}}</p>{{end}}
-{{if .Caps}}<p class="caps"><b>Capped:</b> {{range $i, $c := .Caps}}{{if $i}} {{end}}{{$c}}{{end}}</p>{{end}}
+{{if .Caps}}<details class="caps"><summary><b>Capped:</b> {{.CapsShort}} (why)</summary><p>{{range $i, $c := .Caps}}{{if $i}} {{end}}{{$c}}{{end}}</p></details>{{end}}
 {{if .LeftOut}}<p class="leftout">{{.LeftOut}}</p>{{end}}</div>
 </div>
 </div>{{end}}

@@ -27,7 +27,8 @@ func TestTerminalSummaryAlignsFiguresAndRatiosInColumns(t *testing.T) {
 	run := resultstest.Run(resultstest.SweepOptions())
 	out := mustSummary(t, run, "results/x/report.html")
 	lines := strings.Split(out, "\n")
-	head := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, "pods  backend") })
+	header := regexp.MustCompile(`^pods +backend `)
+	head := slices.IndexFunc(lines, header.MatchString)
 	if head < 0 {
 		t.Fatalf("no table header in:\n%s", out)
 	}
@@ -57,8 +58,8 @@ func TestTerminalSummaryAlignsFiguresAndRatiosInColumns(t *testing.T) {
 		}
 	}
 	// One row per dataplane and scale; the control is not ranked.
-	if rows != 5*4 {
-		t.Errorf("%d table rows, want 20 (5 scales × 4 dataplanes)\n%s", rows, out)
+	if rows != 5*5 {
+		t.Errorf("%d table rows, want 25 (5 scales × 5 dataplanes)\n%s", rows, out)
 	}
 	for _, want := range []string{
 		"\n100   ebpf ", "\n1k    ebpf ", "\n3k*   ebpf ", "\n10k   ebpf ", "\n100k  ebpf ",

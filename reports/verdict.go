@@ -47,8 +47,10 @@ type verdict struct {
 	// Cats are the table's columns, Rows its lines: one per scale.
 	Cats []category
 	Rows []verdictRow
-	// Caps say where a backend was skipped or limited, and why.
-	Caps []string
+	// Caps say where a backend was skipped or limited, and why; CapsShort only where, one
+	// line for the first screen (the reasons fold under it).
+	Caps      []string
+	CapsShort string
 	// LeftOut says which backends the comparison leaves out (controls).
 	LeftOut string
 	// Spans says what each backend's per-packet figure was stamped around.
@@ -157,6 +159,7 @@ func computeVerdict(run *results.Run, f *figures) verdict {
 		v.Lead = []string{"This run measured the end-to-end phase alone, through a Kubernetes API server, " + e}
 	}
 	v.Caps = capSentences(run.Caps)
+	v.CapsShort = capWhere(run.Caps)
 	v.Spans = spanSentence(f)
 	return v
 }
@@ -390,6 +393,36 @@ func cappedAt(run *results.Run) map[int][]string {
 	return out
 }
 
+// capWhere says where each backend was skipped or limited, without why, in the order the
+// caps name the backends: "iptables at 3k, 10k and 100k pods; ipset at 100k pods".
+func capWhere(caps []results.Cap) string {
+	var order []string
+	pods := map[string][]int{}
+	every := map[string]bool{}
+	for _, c := range caps {
+		if _, ok := pods[c.Backend]; !ok {
+			order = append(order, c.Backend)
+			pods[c.Backend] = nil
+		}
+		if c.Pods == 0 {
+			every[c.Backend] = true
+		} else if !slices.Contains(pods[c.Backend], c.Pods) {
+			pods[c.Backend] = append(pods[c.Backend], c.Pods)
+		}
+	}
+	var out []string
+	for _, b := range order {
+		ps := pods[b]
+		sort.Ints(ps)
+		scope := "at every scale"
+		if !every[b] && len(ps) > 0 {
+			scope = "at " + podsList(ps)
+		}
+		out = append(out, b+" "+scope)
+	}
+	return strings.Join(out, "; ")
+}
+
 // capSentences say where each backend was skipped or limited and why, one sentence per distinct
 // reason: "iptables, ipset skipped at 10k and 100k pods: … (max 1000 pods)."
 func capSentences(caps []results.Cap) []string {
@@ -537,6 +570,7 @@ type answerView struct {
 type verdictHTML struct {
 	Cluster             string
 	Notices, Lead, Caps []string
+	CapsShort           string
 	LeftOut             string
 	Heads               []verdictHead
 	Scales              []verdictScale
@@ -568,7 +602,7 @@ type verdictMark struct {
 }
 
 func verdictView(v verdict, backends []string) verdictHTML {
-	out := verdictHTML{Cluster: v.Cluster, Notices: v.Notices, Lead: v.Lead, Caps: v.Caps, LeftOut: v.LeftOut}
+	out := verdictHTML{Cluster: v.Cluster, Notices: v.Notices, Lead: v.Lead, Caps: v.Caps, CapsShort: v.CapsShort, LeftOut: v.LeftOut}
 	if len(v.Rows) == 0 {
 		return out
 	}

@@ -139,6 +139,10 @@ func TestCapSentencesGroupBackendsAndScalesByReason(t *testing.T) {
 	if got := capSentences(caps); !slices.Equal(got, want) {
 		t.Errorf("cap sentences:\n%q\nwant\n%q", got, want)
 	}
+	// The first screen's line says only where, each backend once; the reasons fold under it.
+	if got, want := capWhere(caps), "iptables at 1k, 10k and 100k pods; ipset at 10k pods; nftables at every scale"; got != want {
+		t.Errorf("cap line %q, want %q", got, want)
+	}
 }
 
 func TestVerdictOfARunWithoutFiguresSaysSo(t *testing.T) {

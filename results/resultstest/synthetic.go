@@ -48,12 +48,12 @@ func DefaultOptions() Options {
 	return Options{Seed: 1, Pods: []int{100, 1000, 10000}, Samples: 10, Slowdown: 1}
 }
 
-// SweepOptions mirrors the default `make bench` sweep: five scales, the control and four
-// dataplanes, the iptables family skipped at 10k pods and beyond and iptables' churn cut short
-// at 3k pods, and the end-to-end phase at 1k and 10k pods.
+// SweepOptions mirrors the default `make bench` sweep: five scales, the control and five
+// dataplanes, the iptables family skipped at 10k pods and beyond, iptables' churn cut short at
+// 3k pods, and the end-to-end phase at 1k and 10k pods.
 func SweepOptions() Options {
 	o := Options{Seed: 1, Pods: []int{100, 1000, 3000, 10000, 100000}, Samples: 5, Slowdown: 1,
-		Backends: []string{"compiled", "ebpf", "ebpf-cilium", "iptables", "ipset"}, EndToEnd: []int{1000, 10000}}
+		Backends: []string{"compiled", "ebpf", "ebpf-cilium", "iptables", "ipset", "nftables"}, EndToEnd: []int{1000, 10000}}
 	for _, b := range []string{"iptables", "ipset"} {
 		for _, p := range []int{10000, 100000} {
 			o.Caps = append(o.Caps, results.Cap{Backend: b, Pods: p, Skipped: true, Limit: "max 500000 per-IP rules or set members",
