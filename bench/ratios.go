@@ -148,6 +148,8 @@ func (r *Runner) declareUpdateRatios() {
 			Name: fmt.Sprintf("%sbackend=%s/vs=%s/pods=%d", ratioUpdatePrefix, k.backend, ratioReference, k.pods),
 			Num:  results.MetricRef{Benchmark: name(k), Unit: "ns/op"},
 			Den:  results.MetricRef{Benchmark: name(ref), Unit: "ns/op"},
+			// Event i is the same event in every run of the spec and seed (events_digest).
+			Paired: true,
 		})
 	}
 }

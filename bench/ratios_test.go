@@ -2,6 +2,7 @@ package bench
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	"netpolbench/results"
@@ -69,6 +70,10 @@ func TestBackendRatiosPairLikeWithLikeOnly(t *testing.T) {
 		s, ok := r.run.RatioSamples(ratio)
 		if !ok || len(s) < 3 || slices.ContainsFunc(s, func(v float64) bool { return v != 10 }) {
 			t.Errorf("%s: samples %v, want each backend's figure over the reference's, paired (all 10)", ratio.Name, s)
+		}
+		// Churn ratios are event by event, the same events in every run: the gate pairs them.
+		if want := strings.HasPrefix(ratio.Name, ratioUpdatePrefix); ratio.Paired != want {
+			t.Errorf("%s: paired %v, want %v", ratio.Name, ratio.Paired, want)
 		}
 	}
 }

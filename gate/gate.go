@@ -358,15 +358,24 @@ func compareRatios(base, cur *results.Run, opt Options) ([]Row, []string) {
 			rows = append(rows, row)
 			continue
 		}
-		cmp := benchmath.AssumeNothing.Compare(
-			benchmath.NewSample(append([]float64(nil), bs...), thr),
-			benchmath.NewSample(append([]float64(nil), cs...), thr))
-		row.P = cmp.P
-		for _, w := range cmp.Warnings {
-			row.Warnings = append(row.Warnings, w.Error())
-			// benchmath's only sample-size warning; others (e.g. all values equal) are not about power.
-			if strings.HasPrefix(w.Error(), "need ") {
+		if br.Paired && cr.Paired && len(bs) == len(cs) {
+			// The same events in the same order: each event's change, tested together.
+			row.P, row.Delta = signedRank(bs, cs)
+			if row.P > opt.Alpha && minSignedRankP(len(bs)) > opt.Alpha {
+				row.Warnings = append(row.Warnings, fmt.Sprintf("need at least 6 paired samples for significance at α=%v, have %d", opt.Alpha, len(bs)))
 				underpowered++
+			}
+		} else {
+			cmp := benchmath.AssumeNothing.Compare(
+				benchmath.NewSample(append([]float64(nil), bs...), thr),
+				benchmath.NewSample(append([]float64(nil), cs...), thr))
+			row.P = cmp.P
+			for _, w := range cmp.Warnings {
+				row.Warnings = append(row.Warnings, w.Error())
+				// benchmath's only sample-size warning; others (e.g. all values equal) are not about power.
+				if strings.HasPrefix(w.Error(), "need ") {
+					underpowered++
+				}
 			}
 		}
 		worse := row.Delta > 0
@@ -375,7 +384,7 @@ func compareRatios(base, cur *results.Run, opt Options) ([]Row, []string) {
 		}
 		minEffect := max(opt.MinEffect, br.MinEffect)
 		switch {
-		case cmp.P >= opt.Alpha || math.Abs(row.Delta) < minEffect:
+		case row.P >= opt.Alpha || math.Abs(row.Delta) < minEffect:
 			row.Status = StatusSame
 		case worse:
 			row.Status = StatusRegressed

@@ -315,3 +315,43 @@ func TestSpreadGatesOnlyTheRatiosThatHoldStillBetweenRuns(t *testing.T) {
 		t.Error("spread over two machine kinds: no error")
 	}
 }
+
+// pairedRun is ratioRun with its ratio declared paired.
+func pairedRun(num ...float64) *results.Run {
+	run := ratioRun("CPU A", 10, num...)
+	run.Ratios[0].Paired = true
+	return run
+}
+
+// TestGateTestsPairedRatiosEventByEvent: eight event kinds with ratios from 1 to 128, the same
+// events in both runs. Every event 30% slower is a regression the unordered comparison cannot
+// see (the two spreads overlap almost entirely) and the paired one must; the same events with
+// ±5% noise and no shift are not.
+func TestGateTestsPairedRatiosEventByEvent(t *testing.T) {
+	var base, slower, noisy []float64
+	for i := range 16 {
+		v := math.Pow(2, float64(i%8))
+		base = append(base, v)
+		slower = append(slower, 1.3*v)
+		noisy = append(noisy, v*(1+0.05*float64(i%3-1)))
+	}
+	status := func(res *gate.Result) string {
+		for _, r := range res.Rows {
+			if r.Name == "RatioA" {
+				return r.Status
+			}
+		}
+		return ""
+	}
+	opt := gate.DefaultOptions()
+	opt.MinEffect = 0.25
+	if s := status(gate.Compare(ratioRun("CPU A", 10, base...), ratioRun("CPU A", 10, slower...), opt)); s == gate.StatusRegressed {
+		t.Fatalf("unordered comparison already finds the shift (%s): the case does not tell the tests apart", s)
+	}
+	if s := status(gate.Compare(pairedRun(base...), pairedRun(slower...), opt)); s != gate.StatusRegressed {
+		t.Errorf("paired, every event 30%% slower: %s, want %s", s, gate.StatusRegressed)
+	}
+	if s := status(gate.Compare(pairedRun(base...), pairedRun(noisy...), opt)); s != gate.StatusSame {
+		t.Errorf("paired, ±5%% noise: %s, want %s", s, gate.StatusSame)
+	}
+}

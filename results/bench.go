@@ -54,6 +54,10 @@ type Ratio struct {
 	// this ratio that counts (0.75 = 75%): for ratios whose run-to-run noise is known to be
 	// large, so the gate still catches gross regressions without failing on noise.
 	MinEffect float64 `json:"min_effect,omitempty"`
+	// Paired says that sample i of this ratio is the same thing in every run of one spec and
+	// seed (event i of an identical event list): the gate then tests the change sample by
+	// sample instead of comparing two unordered distributions.
+	Paired bool `json:"paired,omitempty"`
 }
 
 // MetricRef names one metric of one benchmark of the same run.
