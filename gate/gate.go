@@ -6,8 +6,10 @@
 //   - timings, only as the same-run ratios the runs declare (results.Ratio: a timing over its floor,
 //     or one backend over another), because a ratio cancels the speed of the machine, which differs
 //     between the run that made the baseline and the run in CI. Ratios are compared with the
-//     Mann-Whitney U test (benchmath, as benchstat) at Alpha, and regress only when the difference
-//     is also at least MinEffect.
+//     Mann-Whitney U test (benchmath, as benchstat) at Alpha, or, when both runs declare a
+//     ratio Paired (sample i is the same event in both), with the exact Wilcoxon signed-rank
+//     test on the per-sample log ratios; they regress only when the difference is also at
+//     least MinEffect. Ratios are held only between runs of one machine kind (SameMachine).
 //
 // Raw timings are not gated: a baseline from another machine says nothing about them.
 package gate

@@ -19,8 +19,10 @@ func init() {
 		Short: "Fail when a run regressed against a baseline (exit 0 clean, 1 regressed, 2 no usable baseline)",
 		Long: `gate compares two results.json files. Exact figures (rules, map entries, bytes, verified
 instructions) must not grow. Timings are compared only as the same-run ratios the runs declare
-(a timing over its floor, or backend over backend), with a Mann-Whitney U test at --alpha and a
---min-effect relative change. Raw timings are never gated: machines differ.
+(a timing over its floor, or backend over backend), with a Mann-Whitney U test at --alpha (a
+Wilcoxon signed-rank test, event by event, for ratios declared paired: churn apply times) and a
+--min-effect relative change, and only between runs of the same CPU model and core count. Raw
+timings are never gated: machines differ.
 
 To update the baseline on purpose, rerun the same small bench and write its results as the new
 baseline (--write-baseline drops the bulky histogram encodings):
@@ -79,7 +81,7 @@ and commit it with the change that moved the figures, saying why in the commit m
 	f := cmd.Flags()
 	f.StringVar(&basePath, "baseline", "", "baseline results.json (required)")
 	f.StringVar(&curPath, "current", "", "current results.json (required)")
-	f.Float64Var(&opt.Alpha, "alpha", opt.Alpha, "significance level of the Mann-Whitney U test")
+	f.Float64Var(&opt.Alpha, "alpha", opt.Alpha, "significance level of the Mann-Whitney U test (signed-rank for paired ratios)")
 	f.Float64Var(&opt.MinEffect, "min-effect", opt.MinEffect, "smallest relative change of a ratio's median that counts (0.05 = 5%)")
 	f.StringVarP(&output, "output", "o", "table", "output format: table or json")
 	f.StringVar(&writeBaseline, "write-baseline", "", "write --current, trimmed, as a new baseline file instead of gating")
