@@ -104,12 +104,7 @@ func (w *Writer) WriteCluster(ctx context.Context, g *workloads.Generated, worke
 		}
 	}()
 	wg.Wait()
-	select {
-	case err := <-errc:
-		return err
-	default:
-	}
-	return ctx.Err()
+	return firstError(ctx, errc)
 }
 
 // createPod creates a pod and then writes its status (address, phase Running) as its kubelet
@@ -171,12 +166,7 @@ func (w *Writer) ApplyAll(ctx context.Context, evs []policy.Event, workers int) 
 		close(q)
 	}
 	wg.Wait()
-	select {
-	case err := <-errc:
-		return err
-	default:
-	}
-	return ctx.Err()
+	return firstError(ctx, errc)
 }
 
 // PodObject is the Kubernetes object of a pod of the suite's model, with its address in
@@ -264,4 +254,15 @@ func replace(path string, value any) []byte {
 		panic(fmt.Sprintf("encode patch of %s: %v", path, err)) // maps and API structs always encode
 	}
 	return b
+}
+
+// firstError is the first error a writer sent on errc, or else the context's (nil when it was
+// not cancelled).
+func firstError(ctx context.Context, errc <-chan error) error {
+	select {
+	case err := <-errc:
+		return err
+	default:
+	}
+	return ctx.Err()
 }
