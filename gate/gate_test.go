@@ -303,8 +303,14 @@ func TestSpreadGatesOnlyTheRatiosThatHoldStillBetweenRuns(t *testing.T) {
 		t.Errorf("baseline gates %+v, want RatioA only", base.Ratios)
 	}
 	var buf bytes.Buffer
-	if err := gate.WriteSpreadTable(&buf, rows, 0.25); err != nil || !strings.Contains(buf.String(), "| RatioB | 100 | 121 | 144 | 36 % | no (≥ 25 %) |") {
+	if err := gate.WriteSpreadTable(&buf, rows, 0.25); err != nil || !strings.Contains(buf.String(), "| RatioB | 100 | 121 | 144 | 36 % | 44 % | no (≥ 25 %) |") {
 		t.Errorf("table:\n%s(err %v)", buf.String(), err)
+	}
+	// Runs that agree with each other but not with the first one, which becomes the baseline:
+	// 9.5, 12, 12 spread by 21 %, yet lie 26 % from the baseline, which the gate would see.
+	apart := []*results.Run{ratioRun("CPU A", 10, 9.5, 9.5, 9.5), ratioRun("CPU A", 10, 12, 12, 12), ratioRun("CPU A", 10, 12, 12, 12)}
+	if rows, _, err := gate.Spread(apart, 0.25); err != nil || rows[0].Stable || rows[0].Spread >= 0.25 || math.Abs(rows[0].FromFirst-(12/9.5-1)) > 1e-9 {
+		t.Errorf("rows %+v (err %v): want unstable, 26 %% from the first run despite a 21 %% spread", rows, err)
 	}
 	// An exact figure that moves between runs of one binary is reported.
 	runs[2].Benchmarks[2].Metrics[0].Samples = []float64{11}

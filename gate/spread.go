@@ -20,8 +20,12 @@ type SpreadRow struct {
 	// Spread is (largest median − smallest) / median of the medians: how far two runs of the same
 	// binary moved this ratio apart. +Inf where a run lacks it.
 	Spread float64 `json:"spread"`
-	// Stable is set when Spread is under the minimum effect: the gate can hold this ratio
-	// without failing on noise.
+	// FromFirst is the largest relative distance of any run's median from the first run's:
+	// the first run is the one written as the baseline, so this is how far the gate would have
+	// seen the others move from it. +Inf where a run lacks it.
+	FromFirst float64 `json:"from_first"`
+	// Stable is set when both Spread and FromFirst are under the minimum effect: the gate can
+	// hold this ratio against the first run without failing on noise.
 	Stable bool `json:"stable"`
 }
 
@@ -52,14 +56,17 @@ func Spread(runs []*results.Run, minEffect float64) (rows []SpreadRow, unequalEx
 			}
 			row.Medians = append(row.Medians, m)
 		}
-		row.Spread = math.Inf(1)
+		row.Spread, row.FromFirst = math.Inf(1), math.Inf(1)
 		if len(present) == len(runs) {
 			mid := median(present)
 			if mid > 0 {
 				row.Spread = (slices.Max(present) - slices.Min(present)) / mid
 			}
+			if first := present[0]; first > 0 {
+				row.FromFirst = max(slices.Max(present)/first-1, 1-slices.Min(present)/first)
+			}
 		}
-		row.Stable = row.Spread < minEffect
+		row.Stable = row.Spread < minEffect && row.FromFirst < minEffect
 		rows = append(rows, row)
 	}
 	first, keys := exactMetrics(runs[0])
@@ -107,8 +114,8 @@ func StableBaseline(run *results.Run, rows []SpreadRow) *results.Run {
 	return out
 }
 
-// WriteSpreadTable writes rows as a Markdown table: each ratio's median per run, its spread and
-// whether it is gated.
+// WriteSpreadTable writes rows as a Markdown table: each ratio's median per run, its spread, its
+// largest distance from run 1 (the baseline) and whether it is gated.
 func WriteSpreadTable(w io.Writer, rows []SpreadRow, minEffect float64) error {
 	if len(rows) == 0 {
 		_, err := fmt.Fprintln(w, "(no ratio declared)")
@@ -121,8 +128,8 @@ func WriteSpreadTable(w io.Writer, rows []SpreadRow, minEffect float64) error {
 		head += fmt.Sprintf(" run %d |", i+1)
 		rule += "---:|"
 	}
-	head += " spread | gated |"
-	rule += "---:|---|"
+	head += " spread | from run 1 | gated |"
+	rule += "---:|---:|---|"
 	if _, err := fmt.Fprintf(w, "%s\n%s\n", head, rule); err != nil {
 		return err
 	}
@@ -135,15 +142,18 @@ func WriteSpreadTable(w io.Writer, rows []SpreadRow, minEffect float64) error {
 				line += " " + trimFloat(m) + " |"
 			}
 		}
-		spread := "missing in a run"
+		spread, from := "missing in a run", "–"
 		if !math.IsInf(r.Spread, 1) {
 			spread = fmt.Sprintf("%.0f %%", 100*r.Spread)
+		}
+		if !math.IsInf(r.FromFirst, 1) {
+			from = fmt.Sprintf("%.0f %%", 100*r.FromFirst)
 		}
 		gated := fmt.Sprintf("no (≥ %.0f %%)", 100*minEffect)
 		if r.Stable {
 			gated = "yes"
 		}
-		line += " " + spread + " | " + gated + " |"
+		line += " " + spread + " | " + from + " | " + gated + " |"
 		if _, err := fmt.Fprintln(w, line); err != nil {
 			return err
 		}

@@ -97,10 +97,11 @@ func gateSpreadCmd() *cobra.Command {
 		Use:   "spread RUN RUN [RUN...]",
 		Short: "How far each same-run ratio moves between runs of one binary, and which are stable enough to gate",
 		Long: `spread reads results.json files of repeated runs of the same binary, spec and seed on one
-machine kind (five is the suite's habit), and prints, per ratio the first run declares, its median
-in each run and its spread: (largest − smallest median) / their median. A ratio whose spread is
-under --min-effect can be gated without failing on noise; with --write-baseline the first run is
-written as a baseline that gates exactly those ratios (and every exact figure).
+machine kind (five at least, ten is better), and prints, per ratio the first run declares, its
+median in each run, its spread ((largest − smallest median) / their median) and its largest
+distance from the first run's median. A ratio with both under --min-effect can be gated without
+failing on noise; with --write-baseline the first run is written as a baseline that gates
+exactly those ratios (and every exact figure), so give first the run nearest the others.
 
 Exact figures that differ between the runs are listed: they are not deterministic, which is a bug.
 
