@@ -286,7 +286,7 @@ func TestSpreadGatesOnlyTheRatiosThatHoldStillBetweenRuns(t *testing.T) {
 			Den: results.MetricRef{Benchmark: "BenchmarkFloor", Unit: "ns/op"}})
 		return run
 	}
-	runs := []*results.Run{steady(10), steady(11), steady(12)}
+	runs := []*results.Run{steady(10), steady(10.5), steady(11)}
 	rows, unequal, err := gate.Spread(runs, 0.25)
 	if err != nil {
 		t.Fatal(err)
@@ -294,16 +294,18 @@ func TestSpreadGatesOnlyTheRatiosThatHoldStillBetweenRuns(t *testing.T) {
 	if len(unequal) != 0 || len(rows) != 2 {
 		t.Fatalf("rows %+v, unequal exact %v", rows, unequal)
 	}
-	// RatioA: 10, 11, 12 → spread 2/11 = 18 %; RatioB: 100, 121, 144 → 44/121 = 36 %.
-	if a, b := rows[0], rows[1]; !a.Stable || b.Stable || math.Abs(a.Spread-2.0/11) > 1e-9 || math.Abs(b.Spread-44.0/121) > 1e-9 {
-		t.Fatalf("rows %+v: want RatioA stable at 18%%, RatioB not at 36%%", rows)
+	// RatioA: 10, 10.5, 11 → spread 1/10.5 = 10 %, 10 % from the first run; RatioB: 100,
+	// 110.25, 121 → spread 21/110.25 = 19 %, under the 25 % minimum effect, but 21 % from the
+	// first run, over the half of it the gate needs as room.
+	if a, b := rows[0], rows[1]; !a.Stable || b.Stable || math.Abs(a.Spread-1/10.5) > 1e-9 || math.Abs(b.Spread-21/110.25) > 1e-9 || math.Abs(b.FromFirst-0.21) > 1e-9 {
+		t.Fatalf("rows %+v: want RatioA stable, RatioB not", rows)
 	}
 	base := gate.StableBaseline(runs[0], rows)
 	if len(base.Ratios) != 1 || base.Ratios[0].Name != "RatioA" {
 		t.Errorf("baseline gates %+v, want RatioA only", base.Ratios)
 	}
 	var buf bytes.Buffer
-	if err := gate.WriteSpreadTable(&buf, rows, 0.25); err != nil || !strings.Contains(buf.String(), "| RatioB | 100 | 121 | 144 | 36 % | 44 % | no (≥ 25 %) |") {
+	if err := gate.WriteSpreadTable(&buf, rows, 0.25); err != nil || !strings.Contains(buf.String(), "| RatioB | 100 | 110.25 | 121 | 19 % | 21 % | no |") {
 		t.Errorf("table:\n%s(err %v)", buf.String(), err)
 	}
 	// Runs that agree with each other but not with the first one, which becomes the baseline:
