@@ -99,14 +99,14 @@ func gateSpreadCmd() *cobra.Command {
 		Long: `spread reads results.json files of repeated runs of the same binary, spec and seed on one
 machine kind (five at least, ten is better), and prints, per ratio the first run declares, its
 median in each run, its spread ((largest − smallest median) / their median) and its largest
-distance from the first run's median. A ratio with both under --min-effect can be gated without
-failing on noise; with --write-baseline the first run is written as a baseline that gates
+distance from the first run's median. A ratio whose spread is under --min-effect and whose
+distance is under half of it can be gated without failing on noise; with --write-baseline the first run is written as a baseline that gates
 exactly those ratios (and every exact figure), so give first the run nearest the others.
 
 Exact figures that differ between the runs are listed: they are not deterministic, which is a bug.
 
   netpolbench gate spread r1/results.json r2/results.json r3/results.json r4/results.json r5/results.json \
-    --min-effect 0.25 --write-baseline testdata/baseline/ci.json`,
+    --min-effect 0.5 --write-baseline testdata/baseline/ci.json`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var runs []*results.Run
@@ -149,7 +149,7 @@ Exact figures that differ between the runs are listed: they are not deterministi
 			return nil
 		},
 	}
-	cmd.Flags().Float64Var(&minEffect, "min-effect", 0.25, "a ratio whose spread is under this is stable enough to gate (0.25 = 25%)")
+	cmd.Flags().Float64Var(&minEffect, "min-effect", 0.5, "the gate's minimum effect: a ratio whose spread is under it and whose distance from the first run is under half of it can be gated (0.5 = 50%, as .ci/run)")
 	cmd.Flags().StringVar(&writeBaseline, "write-baseline", "", "write the first run as a baseline gating only the stable ratios")
 	return cmd
 }
