@@ -100,8 +100,9 @@ func gateSpreadCmd() *cobra.Command {
 machine kind (five at least, ten is better), and prints, per ratio the first run declares, its
 median in each run, its spread ((largest − smallest median) / their median) and its largest
 distance from the first run's median. A ratio whose spread is under --min-effect and whose
-distance is under half of it can be gated without failing on noise; with --write-baseline the first run is written as a baseline that gates
-exactly those ratios (and every exact figure), so give first the run nearest the others.
+distance is under half of it can be gated without failing on noise; with --write-baseline the
+first run is written as a baseline that gates exactly those ratios (and every exact figure), so
+give first the run nearest the others.
 
 Exact figures that differ between the runs are listed: they are not deterministic, which is a bug.
 
