@@ -72,28 +72,8 @@ func (c benchCase) config(r Runner) Config {
 	return cfg
 }
 
-var generated sync.Map // pods → *workloads.Generated (read-only once made)
-
-func benchWorkload(b *testing.B, pods int) *workloads.Generated {
-	if g, ok := generated.Load(pods); ok {
-		return g.(*workloads.Generated)
-	}
-	g, err := workloads.Generate(workloads.Default().WithPods(pods))
-	if err != nil {
-		b.Fatal(err)
-	}
-	generated.Store(pods, g)
-	return g
-}
-
-// freshCompiler compiles a private copy of the workload (Compile takes the cluster over).
-func freshCompiler(b *testing.B, g *workloads.Generated) *policy.Compiler {
-	comp, err := policy.Compile(g.Cluster.Clone(), policy.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return comp
-}
+// generated are the benchmarks' workloads: the default one scaled to each pod count.
+var generated = policytest.Workloads{Spec: func(pods int) workloads.Spec { return workloads.Default().WithPods(pods) }}
 
 // overCap remembers workloads whose full sync is over the rule cap, so the other cases of the
 // same size report the exact count without building the rules again.
@@ -144,8 +124,8 @@ func BenchmarkFullSync(b *testing.B) {
 			if cappedBefore(b, c) {
 				return
 			}
-			g := benchWorkload(b, c.pods)
-			comp := freshCompiler(b, g)
+			g := generated.Get(b, c.pods)
+			comp := policytest.MustCompile(b, g.Cluster.Clone())
 			var last policy.SyncStats
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
@@ -206,8 +186,8 @@ func BenchmarkPartialSync(b *testing.B) {
 			if cappedBefore(b, c) {
 				return
 			}
-			g := benchWorkload(b, c.pods)
-			comp := freshCompiler(b, g)
+			g := generated.Get(b, c.pods)
+			comp := policytest.MustCompile(b, g.Cluster.Clone())
 			r := mustNetns(b)
 			be, err := New(c.config(r))
 			if err != nil {

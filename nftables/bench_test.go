@@ -27,42 +27,21 @@ func declareUnits() {
 	})
 }
 
-var generated sync.Map // pods → *workloads.Generated (read-only once made)
-
-// benchWorkload draws the workload of a benchmark at pods (policytest.BenchPods): a count an
-// embedded preset was drawn for (1,000 default, 10,000 large, 100,000 huge) uses that preset, as
-// the sweep does; others scale the default workload.
-func benchWorkload(b *testing.B, pods int) *workloads.Generated {
-	if g, ok := generated.Load(pods); ok {
-		return g.(*workloads.Generated)
-	}
-	spec := workloads.Default().WithPods(pods)
+// generated are the benchmarks' workloads: a count an embedded preset was drawn for (1,000
+// default, 10,000 large, 100,000 huge) uses that preset, as the sweep does; others scale the
+// default workload.
+var generated = policytest.Workloads{Spec: func(pods int) workloads.Spec {
 	for _, name := range workloads.Presets() {
 		if p, err := workloads.Preset(name); err == nil && p.Pods == pods {
-			spec = p
-			break
+			return p
 		}
 	}
-	g, err := workloads.Generate(spec)
-	if err != nil {
-		b.Fatal(err)
-	}
-	generated.Store(pods, g)
-	return g
-}
-
-// freshCompiler compiles a private copy of the workload (Compile takes the cluster over).
-func freshCompiler(b *testing.B, g *workloads.Generated) *policy.Compiler {
-	comp, err := policy.Compile(g.Cluster.Clone(), policy.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return comp
-}
+	return workloads.Default().WithPods(pods)
+}}
 
 // syncedKernel compiles the workload and syncs it into a fresh namespace's kernel.
 func syncedKernel(b *testing.B, g *workloads.Generated) (*policy.Compiler, Namespace, *Backend) {
-	comp := freshCompiler(b, g)
+	comp := policytest.MustCompile(b, g.Cluster.Clone())
 	ns, be := mustKernel(b, KernelOptions{})
 	if _, err := be.Sync(comp.State()); err != nil {
 		b.Fatal(err)
@@ -98,8 +77,8 @@ func BenchmarkFullSync(b *testing.B) {
 				if perElement && pods > 10000 {
 					b.Skip("one nft command an element needs more memory than this machine has at this scale")
 				}
-				g := benchWorkload(b, pods)
-				comp := freshCompiler(b, g)
+				g := generated.Get(b, pods)
+				comp := policytest.MustCompile(b, g.Cluster.Clone())
 				var last Counts
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
@@ -142,7 +121,7 @@ func BenchmarkPartialSync(b *testing.B) {
 	declareUnits()
 	for _, pods := range policytest.BenchPods() {
 		b.Run(fmt.Sprintf("pods=%d", pods), func(b *testing.B) {
-			g := benchWorkload(b, pods)
+			g := generated.Get(b, pods)
 			comp, _, be := syncedKernel(b, g)
 			spec := workloads.DefaultChurn()
 			spec.Mix.ScaleUp, spec.Mix.ScaleDown = 0, 0
@@ -213,7 +192,7 @@ func BenchmarkListTable(b *testing.B) {
 	for _, pods := range policytest.BenchPods() {
 		for _, nl := range []bool{false, true} {
 			b.Run(fmt.Sprintf("pods=%d/netlink=%v", pods, nl), func(b *testing.B) {
-				_, ns, _ := syncedKernel(b, benchWorkload(b, pods))
+				_, ns, _ := syncedKernel(b, generated.Get(b, pods))
 				nft, err := NewKernel(ns, KernelOptions{ExecList: !nl})
 				if err != nil {
 					b.Fatal(err)
@@ -238,7 +217,7 @@ func BenchmarkListTable(b *testing.B) {
 func BenchmarkNftFloor(b *testing.B) {
 	for _, pods := range policytest.BenchPods() {
 		b.Run(fmt.Sprintf("pods=%d", pods), func(b *testing.B) {
-			_, _, be := syncedKernel(b, benchWorkload(b, pods))
+			_, _, be := syncedKernel(b, generated.Get(b, pods))
 			r := be.cfg.NFT.(textRunner)
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
@@ -263,7 +242,7 @@ func BenchmarkFullSyncGoSide(b *testing.B) {
 	declareUnits()
 	for _, pods := range policytest.BenchPods() {
 		b.Run(fmt.Sprintf("pods=%d", pods), func(b *testing.B) {
-			comp := freshCompiler(b, benchWorkload(b, pods))
+			comp := policytest.MustCompile(b, generated.Get(b, pods).Cluster.Clone())
 			b.ReportAllocs()
 			var last Counts
 			for b.Loop() {

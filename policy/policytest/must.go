@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"netpolbench/policy"
@@ -79,4 +80,27 @@ func BenchPods() []int {
 		}
 	}
 	return out
+}
+
+// Workloads draws each pod count's workload once for a package's benchmarks, from Spec; what
+// it hands out is shared and must not be changed (compile a clone: Compile takes the cluster
+// over).
+type Workloads struct {
+	// Spec is the workload of a pod count.
+	Spec func(pods int) workloads.Spec
+	m    sync.Map // pods → *workloads.Generated
+}
+
+// Get returns the workload of pods, drawing it on first use.
+func (w *Workloads) Get(tb testing.TB, pods int) *workloads.Generated {
+	tb.Helper()
+	if g, ok := w.m.Load(pods); ok {
+		return g.(*workloads.Generated)
+	}
+	g, err := workloads.Generate(w.Spec(pods))
+	if err != nil {
+		tb.Fatalf("generate %d pods: %v", pods, err)
+	}
+	w.m.Store(pods, g)
+	return g
 }
