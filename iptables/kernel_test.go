@@ -163,26 +163,9 @@ func TestFailedRestoreKeepsPreviousRulesetAndShowsTheLine(t *testing.T) {
 						t.Fatal(err)
 					}
 					// Find an event that changes rules, so the partial sync has a payload.
-					var d *policy.Delta
-					for d == nil {
-						batch, ok := ch.Next()
-						if !ok {
-							t.Fatal("churn ran out before an event changed a rule set")
-						}
-						for _, ev := range batch {
-							dd, err := comp.Apply(ev)
-							if err != nil {
-								t.Fatal(err)
-							}
-							if len(dd.EndpointsAdded)+len(dd.EndpointsChanged)+len(dd.EntriesAdded) > 0 && len(dd.CIDRsAdded)+len(dd.CIDRsRemoved) == 0 {
-								d = dd
-							}
-						}
-						if d != nil && len(batch) > 1 {
-							d = nil // a burst: later events' deltas are not applied; use a single event
-							t.Fatal("need single-event batches to isolate a delta")
-						}
-					}
+					d := policytest.NextDelta(t, comp, ch, "changed a rule set", func(d *policy.Delta) bool {
+						return len(d.EndpointsAdded)+len(d.EndpointsChanged)+len(d.EntriesAdded) > 0 && len(d.CIDRsAdded)+len(d.CIDRsRemoved) == 0
+					}, nil)
 					b.mutate = corrupt
 					if kind == "full" {
 						_, err = b.Sync(comp.State())

@@ -90,29 +90,13 @@ func TestFailedTransactionKeepsThePreviousTableAndShowsTheLine(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					var d *policy.Delta
-					for d == nil {
-						batch, ok := ch.Next()
-						if !ok {
-							t.Fatal("churn ran out before an event added an endpoint or an entry")
-						}
-						for _, ev := range batch {
-							dd, err := comp.Apply(ev)
-							if err != nil {
+					d := policytest.NextDelta(t, comp, ch, "added an endpoint or an entry",
+						func(d *policy.Delta) bool { return len(d.EndpointsAdded)+len(d.EntriesAdded) > 0 },
+						func(d *policy.Delta) {
+							if _, err := b.Update(comp.State(), d); err != nil {
 								t.Fatal(err)
 							}
-							if d != nil {
-								t.Fatal("need single-event batches to isolate a delta")
-							}
-							if len(dd.EndpointsAdded)+len(dd.EntriesAdded) > 0 {
-								d = dd
-								continue
-							}
-							if _, err := b.Update(comp.State(), dd); err != nil {
-								t.Fatal(err)
-							}
-						}
-					}
+						})
 					before := read().canonical()
 					b.mutate = func(tx *knftables.Transaction) { c.add(tx, b) }
 					if kind == "full" {

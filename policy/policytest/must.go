@@ -104,3 +104,32 @@ func (w *Workloads) Get(tb testing.TB, pods int) *workloads.Generated {
 	w.m.Store(pods, g)
 	return g
 }
+
+// NextDelta applies ch's events to comp until one's delta matches, and returns that delta; the
+// deltas before it go to passed (nil: dropped). The matching event must be a batch of its own,
+// so the delta returned is that event's alone; a churn that runs out first fails tb, saying what
+// was sought.
+func NextDelta(tb testing.TB, comp *policy.Compiler, ch *workloads.Churn, what string, match func(*policy.Delta) bool, passed func(*policy.Delta)) *policy.Delta {
+	tb.Helper()
+	for {
+		batch, ok := ch.Next()
+		if !ok {
+			tb.Fatalf("churn ran out before an event %s", what)
+		}
+		for _, ev := range batch {
+			d, err := comp.Apply(ev)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			if match(d) {
+				if len(batch) > 1 {
+					tb.Fatal("need single-event batches to isolate a delta")
+				}
+				return d
+			}
+			if passed != nil {
+				passed(d)
+			}
+		}
+	}
+}
